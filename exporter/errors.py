@@ -1,0 +1,84 @@
+"""The exporter's one small exception tree.
+
+    ExporterError
+     ├── ConfigError            invalid configuration; carries every problem found
+     ├── SignatureError         a request signature is missing, malformed or wrong
+     ├── RecordError            one upstream record is malformed; carries a reason label
+     └── UpstreamError          the sending-details service did not give a usable answer
+          ├── UpstreamUnavailable   connection failure, timeout, 5xx
+          ├── UpstreamRejected      4xx: bad credentials, bad request, throttling
+          └── UpstreamMalformed     the body is not the contract's shape
+
+httpx errors are translated into this tree in one place (``exporter.client``).
+"""
+
+from __future__ import annotations
+
+
+class ExporterError(Exception):
+    """Base of every error the exporter raises on purpose."""
+
+
+class ConfigError(ExporterError):
+    """The configuration is invalid; ``problems`` lists every located message."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class SignatureError(ExporterError):
+    """A request's SDK-HMAC-SHA256 signature is missing, malformed or wrong."""
+
+
+class RecordError(ExporterError):
+    """One upstream record is malformed; ``reason`` is a bounded label value."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class UpstreamError(ExporterError):
+    """The sending-details service did not give a usable answer."""
+
+    reason = "error"
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Connection failure, timeout or server error."""
+
+    reason = "unavailable"
+
+
+class UpstreamRejected(UpstreamError):
+    """The service refused the request (4xx)."""
+
+    reason = "rejected"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error_code: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status)
+        self.error_code = error_code
+        self.retry_after = retry_after
+
+    @property
+    def throttled(self) -> bool:
+        """True when the service asked us to slow down (HTTP 429)."""
+        return self.status == 429
+
+
+class UpstreamMalformed(UpstreamError):
+    """The response body does not follow the contract."""
+
+    reason = "malformed"

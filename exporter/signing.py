@@ -1,0 +1,178 @@
+"""Huawei API-gateway request signing, ``SDK-HMAC-SHA256`` (AK/SK).
+
+Pure functions: the client signs with :func:`sign_request`, the simulator and the
+status-report receiver check with :func:`verify_request`. The algorithm follows the
+official SDK signer, including the trailing ``/`` added to the canonical URI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import quote, unquote, urlsplit
+
+from exporter.errors import SignatureError
+
+ALGORITHM = "SDK-HMAC-SHA256"
+DATE_HEADER = "X-Sdk-Date"
+DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+EMPTY_BODY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+MAX_CLOCK_SKEW_SECONDS = 15 * 60
+
+_AUTH = re.compile(
+    rf"^{ALGORITHM}\s+Access=(?P<access>[^,\s]+),\s*SignedHeaders=(?P<signed>[^,\s]+),"
+    r"\s*Signature=(?P<signature>[0-9a-fA-F]+)\s*$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """An access key and its secret. The secret never appears in ``repr``."""
+
+    access_key: str
+    secret_key: str
+
+    def __repr__(self) -> str:
+        return f"Credentials(access_key={self.access_key!r}, secret_key='***')"
+
+
+def _encode(text: str) -> str:
+    return quote(text, safe="-_.~")
+
+
+def canonical_uri(path: str) -> str:
+    """Each segment percent-encoded (RFC 3986), with a trailing ``/``."""
+    segments = [_encode(unquote(segment)) for segment in path.split("/")]
+    uri = "/".join(segments)
+    return uri if uri.endswith("/") else uri + "/"
+
+
+def canonical_query(params: Iterable[tuple[str, str]]) -> str:
+    """Parameters sorted by name then value, strictly percent-encoded, joined by ``&``."""
+    encoded = sorted((_encode(name), _encode(value)) for name, value in params)
+    return "&".join(f"{name}={value}" for name, value in encoded)
+
+
+def _query_pairs(query: str) -> list[tuple[str, str]]:
+    pairs = []
+    for part in query.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        pairs.append((unquote(name.replace("+", " ")), unquote(value.replace("+", " "))))
+    return pairs
+
+
+def signed_header_names(headers: Mapping[str, str]) -> list[str]:
+    """Lower-cased, sorted names of the headers to sign (those without ``_``)."""
+    return sorted({name.lower() for name in headers if "_" not in name})
+
+
+def string_to_sign(
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    signed: list[str],
+) -> str:
+    """The text whose HMAC is the signature."""
+    parts = urlsplit(url)
+    lowered = {name.lower(): value for name, value in headers.items()}
+    canonical_headers = "".join(f"{name}:{lowered.get(name, '').strip()}\n" for name in signed)
+    canonical_request = "\n".join(
+        [
+            method.upper(),
+            canonical_uri(parts.path or "/"),
+            canonical_query(_query_pairs(parts.query)),
+            canonical_headers,
+            ";".join(signed),
+            hashlib.sha256(body).hexdigest(),
+        ]
+    )
+    digest = hashlib.sha256(canonical_request.encode()).hexdigest()
+    return f"{ALGORITHM}\n{lowered.get(DATE_HEADER.lower(), '')}\n{digest}"
+
+
+def _signature(secret_key: str, text: str) -> str:
+    return hmac.new(secret_key.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
+def sign_request(
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    credentials: Credentials,
+    now: datetime,
+) -> dict[str, str]:
+    """Headers to send: the given ones plus ``Host``, ``X-Sdk-Date`` and ``Authorization``."""
+    out = {name: value for name, value in headers.items() if name.lower() != "authorization"}
+    if not any(name.lower() == "host" for name in out):
+        out["Host"] = urlsplit(url).netloc
+    if not any(name.lower() == DATE_HEADER.lower() for name in out):
+        out[DATE_HEADER] = now.astimezone(UTC).strftime(DATE_FORMAT)
+    signed = signed_header_names(out)
+    signature = _signature(credentials.secret_key, string_to_sign(method, url, out, body, signed))
+    out["Authorization"] = (
+        f"{ALGORITHM} Access={credentials.access_key}, "
+        f"SignedHeaders={';'.join(signed)}, Signature={signature}"
+    )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Authorization:
+    """The parts of an ``Authorization: SDK-HMAC-SHA256 ...`` header."""
+
+    access_key: str
+    signed_headers: list[str]
+    signature: str
+
+
+def parse_authorization(value: str) -> Authorization:
+    """Split an Authorization header; SignatureError when it is not SDK-HMAC-SHA256."""
+    match = _AUTH.match(value.strip())
+    if match is None:
+        raise SignatureError("Authorization header is not SDK-HMAC-SHA256")
+    return Authorization(
+        access_key=match.group("access"),
+        signed_headers=match.group("signed").lower().split(";"),
+        signature=match.group("signature").lower(),
+    )
+
+
+def verify_request(
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    secrets: Mapping[str, str],
+    now: datetime,
+    max_skew_seconds: float = MAX_CLOCK_SKEW_SECONDS,
+) -> str:
+    """Check a signed request; return its access key or raise SignatureError.
+
+    ``secrets`` maps access keys to secret keys, so two key pairs can be active at once.
+    ``url`` must carry the ``Host`` the client signed.
+    """
+    lowered = {name.lower(): value for name, value in headers.items()}
+    auth = parse_authorization(lowered.get("authorization", ""))
+    secret = secrets.get(auth.access_key)
+    if secret is None:
+        raise SignatureError("unknown access key")
+    if "x-sdk-date" not in auth.signed_headers:
+        raise SignatureError("X-Sdk-Date is not signed")
+    try:
+        stamp = datetime.strptime(lowered.get("x-sdk-date", ""), DATE_FORMAT).replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise SignatureError("X-Sdk-Date is missing or malformed") from exc
+    if abs((now - stamp).total_seconds()) > max_skew_seconds:
+        raise SignatureError("X-Sdk-Date is more than 15 minutes from the server clock")
+    expected = _signature(secret, string_to_sign(method, url, lowered, body, auth.signed_headers))
+    if not hmac.compare_digest(expected, auth.signature):
+        raise SignatureError("signature does not match")
+    return auth.access_key

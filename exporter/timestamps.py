@@ -1,0 +1,47 @@
+"""RFC 3339 timestamps on the wire, float epoch seconds inside."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_rfc3339(text: str) -> float:
+    """Epoch seconds of an RFC 3339 timestamp; ValueError when it is not one."""
+    match = _RFC3339.match(text)
+    if match is None:
+        raise ValueError(f"not an RFC 3339 timestamp: {text[:40]!r}")
+    frac = match.group(7)
+    base = text[: match.start(7)] if frac else text[: match.start(8)]
+    zone = match.group(8)
+    if zone in ("Z", "z"):
+        zone = "+00:00"
+    stamp = datetime.fromisoformat(base.replace("t", "T").replace(" ", "T") + zone)
+    seconds = stamp.timestamp()
+    if frac:
+        # Round to whole milliseconds: the contract's resolution, and exact in floats.
+        millis = round(float(frac) * 1000)
+        return (round(seconds) * 1000 + millis) / 1000
+    return float(round(seconds))
+
+
+def format_rfc3339(seconds: float) -> str:
+    """UTC RFC 3339 with millisecond precision, e.g. ``2026-11-26T10:00:00.250Z``."""
+    millis = round(seconds * 1000)
+    whole, frac = divmod(millis, 1000)
+    stamp = datetime.fromtimestamp(whole, tz=UTC)
+    return f"{stamp:%Y-%m-%dT%H:%M:%S}.{frac:03d}Z"
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of a Prometheus-style duration such as ``90s``, ``5m``, ``1h``, ``2d``."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise ValueError(f"not a duration (use e.g. 30s, 5m, 1h): {text!r}")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
