@@ -1,0 +1,261 @@
+"""Sharding: pure ownership rules, then 3 shards against the simulator summing to one."""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from exporter.errors import ConfigError
+from exporter.sharding import (
+    UNSHARDED,
+    Shard,
+    ordinal_from_hostname,
+    owner_index,
+    owns,
+    parse_shard,
+)
+
+ids = st.text(min_size=1, max_size=40)
+
+
+@given(account=ids, templates=st.lists(ids, max_size=50, unique=True), count=st.integers(1, 16))
+def test_every_template_is_owned_by_exactly_one_shard(
+    account: str, templates: list[str], count: int
+) -> None:
+    for template in templates:
+        owners = [i for i in range(count) if owns(Shard(i, count), account, template)]
+        assert owners == [owner_index(account, template, count)]
+
+
+@given(account=ids, template=ids)
+def test_one_shard_owns_everything(account: str, template: str) -> None:
+    assert owns(UNSHARDED, account, template)
+
+
+def test_ownership_is_stable_across_processes() -> None:
+    # Python's hash() is salted per process; the shard map must not be.
+    code = "from exporter.sharding import owner_index; print(owner_index('default', 't-7', 5))"
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert outputs == {f"{owner_index('default', 't-7', 5)}\n"}
+
+
+def test_ownership_known_answers() -> None:
+    # Pinned so a change of hash silently reshuffling every deployment fails here.
+    owners = [owner_index("default", f"tpl-{n:04d}", 3) for n in range(8)]
+    assert owners == [2, 1, 0, 0, 0, 0, 2, 1]
+    assert owner_index("default", "tpl-0001", 1) == 0
+
+
+def test_templates_spread_evenly() -> None:
+    counts = collections.Counter(owner_index("default", f"tpl-{n}", 4) for n in range(4000))
+    assert sorted(counts) == [0, 1, 2, 3]
+    assert all(abs(c - 1000) < 120 for c in counts.values()), counts
+
+
+def test_adding_a_shard_moves_few_templates() -> None:
+    moved = sum(
+        owner_index("default", f"tpl-{n}", 4) != owner_index("default", f"tpl-{n}", 5)
+        for n in range(5000)
+    )
+    # Rendezvous hashing moves about 1/5 of the keys when going from 4 to 5 shards.
+    assert math.isclose(moved / 5000, 1 / 5, abs_tol=0.03)
+
+
+def test_account_is_part_of_the_key() -> None:
+    owners = {owner_index(f"account-{a}", "same-template", 8) for a in range(64)}
+    assert len(owners) > 1
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("0/1", Shard(0, 1)), ("2/3", Shard(2, 3)), (" 15/16 ", Shard(15, 16))],
+)
+def test_parses_index_over_count(text: str, expected: Shard) -> None:
+    assert parse_shard(text) == expected
+    assert str(expected) == text.strip()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("3", "--shard: expected 'i/n' or 'auto/n' (e.g. '0/3'), got '3'"),
+        ("a/3", "--shard: expected 'i/n' or 'auto/n' (e.g. '0/3'), got 'a/3'"),
+        ("-1/3", "--shard: expected 'i/n' or 'auto/n' (e.g. '0/3'), got '-1/3'"),
+        ("0/0", "--shard: shard count must be at least 1, got 0"),
+        ("3/3", "--shard: shard index 3 is out of range for 3 shards (0..2)"),
+        ("auto/3", "--shard: 'auto' needs a hostname to take the ordinal from"),
+    ],
+)
+def test_rejects_bad_shard_with_located_message(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_shard(text)
+    assert caught.value.problems == [message]
+
+
+def test_location_names_the_config_key() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_shard("5/2", where="shard")
+    assert caught.value.problems == ["shard: shard index 5 is out of range for 2 shards (0..1)"]
+
+
+@pytest.mark.parametrize(
+    ("hostname", "ordinal"),
+    [
+        ("msgsms-exporter-0", 0),
+        ("msgsms-exporter-2", 2),
+        ("msgsms-exporter-12.msgsms-exporter.monitoring.svc.cluster.local", 12),
+    ],
+)
+def test_ordinal_from_statefulset_hostname(hostname: str, ordinal: int) -> None:
+    assert ordinal_from_hostname(hostname) == ordinal
+
+
+def test_auto_takes_index_from_hostname() -> None:
+    assert parse_shard("auto/3", hostname="msgsms-exporter-2") == Shard(2, 3)
+
+
+def test_auto_rejects_ordinal_beyond_count() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_shard("auto/2", hostname="msgsms-exporter-2")
+    assert caught.value.problems == ["--shard: shard index 2 is out of range for 2 shards (0..1)"]
+
+
+def test_hostname_without_ordinal_is_rejected() -> None:
+    with pytest.raises(ConfigError) as caught:
+        ordinal_from_hostname("msgsms-exporter-7d9f8b-xk2lp")
+    assert caught.value.problems == [
+        "--shard: hostname 'msgsms-exporter-7d9f8b-xk2lp' has no StatefulSet ordinal suffix"
+        " ('-<n>')"
+    ]
+
+
+def test_shard_value_invariants() -> None:
+    with pytest.raises(ValueError, match="index must be in"):
+        Shard(3, 3)
+    with pytest.raises(ValueError, match="count must be at least 1"):
+        Shard(0, 0)
+
+
+# --- 3 shards against the simulator --------------------------------------------------------
+
+# Series that describe the account's templates; the rest (up, timestamps, durations, request
+# counters, build info) describe each process and are not expected to add up across shards.
+BUSINESS = (
+    "msgsms_window_messages",
+    "msgsms_window_status_code_messages",
+    "msgsms_window_delivery_delay_seconds",
+    "msgsms_template_info",
+)
+
+Sample = tuple[str, frozenset[tuple[str, str]]]
+
+
+def parse_exposition(text: str) -> dict[Sample, float]:
+    """Business samples of a text exposition, keyed by name and label set."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: dict[Sample, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith(BUSINESS):
+                samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def sum_expositions(texts: list[str]) -> dict[Sample, float]:
+    total: dict[Sample, float] = collections.defaultdict(float)
+    for text in texts:
+        for key, value in parse_exposition(text).items():
+            total[key] += value
+    return dict(total)
+
+
+def test_sum_of_expositions_adds_matching_series() -> None:
+    series = 'msgsms_window_messages{account="a",template="t1",result="success"}'
+    a = f'{series} 3\nmsgsms_up{{account="a"}} 1\n'
+    b = f"{series} 4\n"
+    key = (
+        "msgsms_window_messages",
+        frozenset({("account", "a"), ("template", "t1"), ("result", "success")}),
+    )
+    assert sum_expositions([a, b]) == {key: 7.0}
+
+
+@pytest.fixture(scope="module")
+def simulator_url() -> Iterator[str]:
+    helper = pytest.importorskip("tests.simulator_process", reason="simulator helper not landed")
+    with helper.simulator_process() as url:
+        yield url
+
+
+def run_once(config: Path, *extra: str) -> str:
+    exe = shutil.which("msgsms-exporter")
+    command = [exe] if exe else [sys.executable, "-m", "exporter"]
+    result = subprocess.run(
+        [*command, f"--config.file={config}", "--once", *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MSGSMS_ACCESS_KEY": DEMO_AK, "MSGSMS_SECRET_KEY": DEMO_SK},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+DEMO_AK = os.environ.get("MSGSMS_SIMULATOR_AK", "demo-access-key")
+DEMO_SK = os.environ.get("MSGSMS_SIMULATOR_SK", "demo-secret-key")
+
+
+def test_three_shards_sum_to_the_unsharded_exposition(simulator_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            accounts:
+              - name: default
+                endpoint: {simulator_url}
+                project_id: 0123456789abcdef0123456789abcdef
+                credentials:
+                  access_key: {{env: MSGSMS_ACCESS_KEY}}
+                  secret_key: {{env: MSGSMS_SECRET_KEY}}
+                templates: {{discover: true}}
+            poll_interval: 60s
+            window: 1h
+            """
+        )
+    )
+    whole = parse_exposition(run_once(config))
+    parts = [run_once(config, f"--shard={i}/3") for i in range(3)]
+    per_shard_templates = [
+        {
+            dict(labels)["template"]
+            for name, labels in parse_exposition(p)
+            if name == "msgsms_template_info"
+        }
+        for p in parts
+    ]
+    assert all(per_shard_templates), "a shard owns no template: the test proves nothing"
+    assert sum(len(t) for t in per_shard_templates) == len(set().union(*per_shard_templates))
+    assert whole, "the unsharded run exported no business series"
+    assert sum_expositions(parts) == whole
