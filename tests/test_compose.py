@@ -1,0 +1,164 @@
+"""The compose stack, checked without a Docker engine: schema, mounts, Prometheus config."""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import os
+import posixpath
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE_DIR = REPO / "deploy" / "compose"
+COMPOSE = COMPOSE_DIR / "compose.yaml"
+OVERRIDE = COMPOSE_DIR / "compose.override.example.yaml"
+PROMETHEUS = COMPOSE_DIR / "prometheus.yml"
+RULES = REPO / "config" / "prometheus" / "msgsms-rules.yml"
+
+
+def require_tool(name: str) -> str:
+    """The tool's path; a skip on a developer machine, a failure under CI=true."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (see docs/deployment.md, 'Checks')"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def compose_schema() -> dict[str, Any]:
+    """The compose specification's JSON schema, as vendored by the check-jsonschema package."""
+    try:
+        vendor = importlib.resources.files("check_jsonschema.builtin_schemas.vendor")
+    except ModuleNotFoundError:
+        message = "check-jsonschema (which ships compose-spec.json) is not installed"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    schema: dict[str, Any] = json.loads(vendor.joinpath("compose-spec.json").read_text())
+    return schema
+
+
+def load(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def bind_mounts(service: dict[str, Any]) -> dict[str, str]:
+    """A service's bind mounts as {container path: host path relative to deploy/compose}."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target, *_ = volume.split(":")
+        if source.startswith("."):
+            mounts[target] = source
+    return mounts
+
+
+@pytest.mark.parametrize("path", [COMPOSE, OVERRIDE], ids=lambda p: p.name)
+def test_compose_file_follows_the_compose_specification(path: Path) -> None:
+    import jsonschema
+
+    schema = compose_schema()
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    errors = [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator_class(schema).iter_errors(load(path))
+    ]
+    assert errors == []
+
+
+def test_stack_has_exporter_prometheus_alertmanager_grafana() -> None:
+    services = load(COMPOSE)["services"]
+    assert set(services) == {"exporter", "prometheus", "alertmanager", "grafana"}
+    assert services["exporter"]["command"] == ["--demo"]
+    assert services["exporter"]["build"] == {"context": "../..", "dockerfile": "Dockerfile"}
+    assert (COMPOSE_DIR / "../../Dockerfile").resolve().is_file()
+
+
+def test_exporter_runs_locked_down() -> None:
+    exporter = load(COMPOSE)["services"]["exporter"]
+    assert exporter["read_only"] is True
+    assert exporter["tmpfs"] == ["/tmp"]
+    assert exporter["cap_drop"] == ["ALL"]
+
+
+def test_override_swaps_the_demo_for_a_mounted_config() -> None:
+    exporter = load(OVERRIDE)["services"]["exporter"]
+    assert exporter["command"] == ["--config.file=/etc/msgsms-exporter/config.yaml"]
+    assert bind_mounts(exporter) == {"/etc/msgsms-exporter/config.yaml": "./config.yaml"}
+    assert set(exporter["environment"]) == {"MSGSMS_ACCESS_KEY", "MSGSMS_SECRET_KEY"}
+
+
+def test_every_repository_mount_exists() -> None:
+    for name, service in load(COMPOSE)["services"].items():
+        for source in bind_mounts(service).values():
+            assert (COMPOSE_DIR / source).exists(), f"{name}: {source} does not exist"
+
+
+def test_rules_and_dashboards_are_mounted_not_copied() -> None:
+    services = load(COMPOSE)["services"]
+    assert "../../config/prometheus" in bind_mounts(services["prometheus"]).values()
+    assert "../../dashboards" in bind_mounts(services["grafana"]).values()
+    copies = [p for p in (REPO / "deploy").rglob("*") if p.name == RULES.name]
+    copies += list((REPO / "deploy" / "compose").rglob("*.json"))
+    assert copies == []
+
+
+def test_rules_path_resolves_the_same_in_the_container_and_the_checkout() -> None:
+    prometheus = load(COMPOSE)["services"]["prometheus"]
+    (config_flag,) = [c for c in prometheus["command"] if c.startswith("--config.file=")]
+    container_config = config_flag.split("=", 1)[1]
+    mounts = bind_mounts(prometheus)
+    assert mounts[container_config] == "./prometheus.yml"
+    for rule_file in load(PROMETHEUS)["rule_files"]:
+        in_container = posixpath.normpath(
+            posixpath.join(posixpath.dirname(container_config), rule_file)
+        )
+        target, source = next((t, s) for t, s in mounts.items() if in_container.startswith(t))
+        on_host = (COMPOSE_DIR / source / posixpath.relpath(in_container, target)).resolve()
+        assert on_host == (PROMETHEUS.parent / rule_file).resolve() == RULES
+
+
+def test_promtool_accepts_the_prometheus_config_and_its_rules() -> None:
+    promtool = require_tool("promtool")
+    result = subprocess.run(
+        [promtool, "check", "config", str(PROMETHEUS)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "SUCCESS: 1 rule files found" in output
+    assert f"Checking {RULES}" in output or f"Checking {RULES.relative_to(REPO)}" in output
+
+
+def test_scrape_job_matches_the_rules_job_name() -> None:
+    jobs = {job["job_name"]: job for job in load(PROMETHEUS)["scrape_configs"]}
+    assert jobs["msgsms-exporter"]["static_configs"] == [{"targets": ["exporter:9170"]}]
+    assert 'job="msgsms-exporter"' in RULES.read_text()
+
+
+def test_grafana_provisions_the_mounted_dashboards() -> None:
+    grafana = load(COMPOSE)["services"]["grafana"]
+    mounts = bind_mounts(grafana)
+    (dashboards_target,) = [t for t, s in mounts.items() if s == "../../dashboards"]
+    provisioning = COMPOSE_DIR / mounts["/etc/grafana/provisioning/dashboards"]
+    paths = [
+        provider["options"]["path"]
+        for file in sorted(provisioning.glob("*.yaml"))
+        for provider in load(file)["providers"]
+    ]
+    assert paths == [dashboards_target]
+    datasources = COMPOSE_DIR / mounts["/etc/grafana/provisioning/datasources"]
+    (source,) = [d for f in datasources.glob("*.yaml") for d in load(f)["datasources"]]
+    assert source["url"] == "http://prometheus:9090"
