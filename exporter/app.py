@@ -1,0 +1,106 @@
+"""Wiring: one poller per account, the snapshot board, the collector and the web server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import httpx
+import structlog
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter.client import DetailsClient, build_http_client
+from exporter.collector import DeliveryCollector
+from exporter.config import Config
+from exporter.pages import landing_page
+from exporter.poller import Poller
+from exporter.sharding import UNSHARDED, Shard
+from exporter.snapshot import SnapshotBoard
+from exporter.web import ExpositionCache, Request, Response, Router, WebServer, text
+
+log = structlog.get_logger("msgsms_exporter")
+
+
+class Exporter:
+    """The running exporter: background pollers publishing to a board the web layer reads."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        shard: Shard = UNSHARDED,
+        clock: Callable[[], float] = time.time,
+        http_factory: Callable[..., httpx.Client] = build_http_client,
+    ) -> None:
+        self.config = config
+        self.board = SnapshotBoard([a.name for a in config.accounts])
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(DeliveryCollector(self.board.snapshots))
+        self.exposition = ExpositionCache(self.registry, self.board)
+        self._http = [http_factory(a, config.request_timeout) for a in config.accounts]
+        self.pollers = [
+            Poller(account, config, DetailsClient(account, http), clock=clock, shard=shard)
+            for account, http in zip(config.accounts, self._http, strict=True)
+        ]
+        for poller in self.pollers:
+            self.board.publish(poller.last)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._web: WebServer | None = None
+
+    def poll_once(self) -> bool:
+        """Poll every account once in this thread; True when all polls succeeded."""
+        ok = True
+        for poller in self.pollers:
+            snapshot = poller.poll()
+            self.board.publish(snapshot)
+            ok = ok and snapshot.up
+        return ok
+
+    def exposition_text(self) -> bytes:
+        """The current exposition, freshly rendered."""
+        return generate_latest(self.registry)
+
+    def router(self) -> Router:
+        """The exporter's routes."""
+        router = Router()
+        router.add("/", self._landing)
+        router.add("/metrics", self.exposition.route)
+        router.add("/-/healthy", lambda _r: text(200, "OK"))
+        router.add("/-/ready", self._ready)
+        return router
+
+    def _landing(self, _request: Request) -> Response:
+        body = landing_page(self.board.snapshots()).encode()
+        return Response(200, body, "text/html; charset=utf-8")
+
+    def _ready(self, _request: Request) -> Response:
+        if self.board.ready:
+            return text(200, "ready")
+        return text(503, "waiting for the first successful poll")
+
+    def start(self, host: str, port: int) -> tuple[str, int]:
+        """Start the pollers and the web server; return the bound address."""
+        self._web = WebServer(self.router(), host, port)
+        self._web.start()
+        for poller in self.pollers:
+            thread = threading.Thread(
+                target=poller.run,
+                args=(self._stop, self.board.publish),
+                name=f"poller-{poller.account.name}",
+                daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
+        return self._web.address
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop polling and serving; in-flight requests are abandoned after ``timeout``."""
+        self._stop.set()
+        if self._web is not None:
+            self._web.stop()
+        for thread in self._threads:
+            thread.join(timeout)
+        for http in self._http:
+            http.close()

@@ -1,0 +1,115 @@
+"""Command line: ``msgsms-exporter`` (also ``python -m exporter``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+import structlog
+
+from exporter import __version__
+from exporter.app import Exporter
+from exporter.config import Config, load_config
+from exporter.errors import ConfigError
+from exporter.logs import LEVELS, configure_logging
+from exporter.sharding import UNSHARDED, Shard, parse_shard
+from exporter.web import parse_listen_address
+
+DEFAULT_CONFIG = "/etc/msgsms-exporter/config.yaml"
+DEFAULT_LISTEN = ":9170"
+
+log = structlog.get_logger("msgsms_exporter")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The exporter's flags, Prometheus style."""
+    parser = argparse.ArgumentParser(
+        prog="msgsms-exporter",
+        description="Prometheus exporter for Huawei Cloud Message & SMS delivery.",
+    )
+    parser.add_argument("--config.file", dest="config_file", default=DEFAULT_CONFIG)
+    parser.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN)
+    parser.add_argument("--log.level", dest="log_level", choices=LEVELS, default="info")
+    parser.add_argument(
+        "--log.format", dest="log_format", choices=("auto", "json", "console"), default="auto"
+    )
+    parser.add_argument(
+        "--check-config", action="store_true", help="validate the config and exit 0 or 1"
+    )
+    parser.add_argument("--once", action="store_true", help="poll once, print the exposition, exit")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="run against an embedded simulator with two hours of history",
+    )
+    parser.add_argument(
+        "--shard",
+        default=os.environ.get("MSGSMS_SHARD", "0/1"),
+        help="own shard i of n ('i/n', or 'auto/n' from a StatefulSet pod ordinal)",
+    )
+    parser.add_argument("--version", action="version", version=f"msgsms-exporter {__version__}")
+    return parser
+
+
+def _report_config_error(error: ConfigError) -> int:
+    print("msgsms-exporter: invalid configuration:", file=sys.stderr)
+    for problem in error.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return 1
+
+
+def serve(exporter: Exporter, listen: str) -> int:
+    """Serve until SIGTERM or SIGINT, then stop cleanly."""
+    host, port = parse_listen_address(listen)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("shutting down", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    bound_host, bound_port = exporter.start(host, port)
+    log.info("listening", address=f"http://{bound_host}:{bound_port}", version=__version__)
+    stop.wait()
+    exporter.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the exporter; return the process exit code."""
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level, args.log_format)
+    if args.demo:
+        from exporter.demo import run_demo  # the simulator is only loaded for the demo
+
+        return run_demo(args.listen)
+    try:
+        config: Config = load_config(args.config_file)
+        shard: Shard = (
+            UNSHARDED
+            if args.shard == "0/1"
+            else parse_shard(args.shard, hostname=socket.gethostname())
+        )
+    except ConfigError as error:
+        return _report_config_error(error)
+    if args.check_config:
+        print(f"{args.config_file}: configuration is valid")
+        return 0
+    exporter = Exporter(config, shard=shard)
+    if args.once:
+        ok = exporter.poll_once()
+        sys.stdout.buffer.write(exporter.exposition_text())
+        sys.stdout.flush()
+        return 0 if ok else 1
+    try:
+        return serve(exporter, args.listen)
+    except (OSError, ValueError) as error:
+        print(f"msgsms-exporter: cannot listen on {args.listen}: {error}", file=sys.stderr)
+        return 1

@@ -1,0 +1,192 @@
+"""The upstream adapter: signed HTTP calls to the sending-details contract and template list.
+
+Every httpx error is translated into the exporter's exception tree here, and every
+request is counted in :class:`RequestStats`, whatever its outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+
+from exporter import __version__
+from exporter.config import AccountConfig
+from exporter.errors import UpstreamMalformed, UpstreamRejected, UpstreamUnavailable
+from exporter.records import DETAILS_PATH, DetailsPage, DetailsQuery, parse_page
+from exporter.signing import sign_request
+from exporter.snapshot import HistogramValue, RequestTotals
+from exporter.templates import (
+    TEMPLATE_PAGE_LIMIT,
+    TEMPLATES_PATH,
+    SmsTemplate,
+    parse_template_page,
+)
+
+REQUEST_DURATION_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+USER_AGENT = f"msgsms-exporter/{__version__}"
+
+
+class RequestStats:
+    """Counts of upstream requests by endpoint and code, and their durations."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_code: Counter[tuple[str, str]] = Counter()
+        self._buckets: dict[str, list[int]] = {}
+        self._sums: dict[str, float] = {}
+        self.throttled = 0
+        self.retries = 0
+
+    def observe(self, endpoint: str, code: str, seconds: float) -> None:
+        """Record one finished request."""
+        with self._lock:
+            self._by_code[(endpoint, code)] += 1
+            counts = self._buckets.setdefault(endpoint, [0] * (len(REQUEST_DURATION_BUCKETS) + 1))
+            for index, bound in enumerate(REQUEST_DURATION_BUCKETS):
+                if seconds <= bound:
+                    counts[index] += 1
+                    break
+            else:
+                counts[-1] += 1
+            self._sums[endpoint] = self._sums.get(endpoint, 0.0) + seconds
+            if code == "429":
+                self.throttled += 1
+
+    def totals(self) -> RequestTotals:
+        """A frozen copy for the snapshot."""
+        with self._lock:
+            durations = {}
+            bounds = [*REQUEST_DURATION_BUCKETS, float("inf")]
+            for endpoint, counts in self._buckets.items():
+                cumulative, running = [], 0
+                for bound, count in zip(bounds, counts, strict=True):
+                    running += count
+                    cumulative.append((bound, running))
+                durations[endpoint] = HistogramValue(
+                    tuple(cumulative), self._sums[endpoint], running
+                )
+            return RequestTotals(
+                by_code=dict(self._by_code),
+                durations=durations,
+                throttled=self.throttled,
+                retries=self.retries,
+            )
+
+    @property
+    def request_count(self) -> int:
+        """Requests made so far, whatever their outcome."""
+        with self._lock:
+            return sum(self._by_code.values())
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _error_text(response: httpx.Response) -> tuple[str, str]:
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return "", ""
+    if not isinstance(body, dict):
+        return "", ""
+    return str(body.get("error_code", ""))[:40], str(body.get("error_msg", ""))[:200]
+
+
+class DetailsClient:
+    """Signed, counted calls to one account's sending-details and template-list endpoints."""
+
+    def __init__(
+        self,
+        account: AccountConfig,
+        http: httpx.Client,
+        *,
+        stats: RequestStats | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.account = account
+        self.stats = stats or RequestStats()
+        self._http = http
+        self._clock = clock
+
+    def query(self, query: DetailsQuery) -> DetailsPage:
+        """One page of sending details."""
+        return parse_page(self._get("send_details", DETAILS_PATH, query.params()))
+
+    def list_templates(self) -> list[SmsTemplate]:
+        """Every template of the account, following the real API's paging."""
+        path = TEMPLATES_PATH.format(project_id=self.account.project_id)
+        templates: list[SmsTemplate] = []
+        offset = 0
+        while True:
+            params = {"limit": str(TEMPLATE_PAGE_LIMIT), "offset": str(offset)}
+            page = parse_template_page(self._get("templates", path, params))
+            templates.extend(page.templates)
+            offset += len(page.templates)
+            if not page.templates or offset >= page.total:
+                return templates
+
+    def _headers(self, url: str) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+        credentials = self.account.credentials
+        if credentials is not None:
+            return sign_request("GET", url, headers, b"", credentials, self._clock())
+        if self.account.token is not None:
+            headers["X-Auth-Token"] = self.account.token.value
+        return headers
+
+    @contextmanager
+    def _counted(self, endpoint: str) -> Iterator[list[str]]:
+        code = ["error"]
+        started = time.perf_counter()
+        try:
+            yield code
+        finally:
+            self.stats.observe(endpoint, code[0], time.perf_counter() - started)
+
+    def _get(self, endpoint: str, path: str, params: dict[str, str]) -> Any:
+        url = f"{self.account.endpoint}{path}?{urlencode(params)}"
+        with self._counted(endpoint) as code:
+            try:
+                response = self._http.get(url, headers=self._headers(url))
+            except httpx.TimeoutException as exc:
+                raise UpstreamUnavailable(f"{endpoint}: timed out") from exc
+            except httpx.HTTPError as exc:
+                raise UpstreamUnavailable(f"{endpoint}: {type(exc).__name__}") from exc
+            code[0] = str(response.status_code)
+            if response.status_code >= 500:
+                raise UpstreamUnavailable(
+                    f"{endpoint}: HTTP {response.status_code}", status=response.status_code
+                )
+            if response.status_code >= 400:
+                error_code, error_msg = _error_text(response)
+                raise UpstreamRejected(
+                    f"{endpoint}: HTTP {response.status_code} {error_code} {error_msg}".strip(),
+                    status=response.status_code,
+                    error_code=error_code,
+                    retry_after=_retry_after(response.headers.get("Retry-After")),
+                )
+            try:
+                return response.json()
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise UpstreamMalformed(f"{endpoint}: body is not JSON") from exc
+
+
+def build_http_client(account: AccountConfig, timeout: float) -> httpx.Client:
+    """The httpx client for one account: TLS verification on unless configured off."""
+    verify: bool | str = account.ca_file or account.tls_verify
+    return httpx.Client(timeout=timeout, verify=verify, follow_redirects=False)

@@ -1,0 +1,342 @@
+"""Configuration: YAML parsed once into frozen objects, every problem reported together.
+
+Secrets are named by environment variable or file path, never written inline, and are
+resolved here so the rest of the exporter only sees :class:`Secret` values.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from exporter.errors import ConfigError
+from exporter.signing import Credentials
+from exporter.timestamps import parse_duration
+
+T = TypeVar("T")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_NAME = re.compile(r"^[a-zA-Z0-9_.-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A secret value; never shown by ``repr`` or ``str``."""
+
+    value: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return "***"
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateSelection:
+    """Which templates an account exports: an explicit list, or discovery with patterns."""
+
+    ids: tuple[str, ...] = ()
+    discover: bool = False
+    include: tuple[re.Pattern[str], ...] = ()
+    exclude: tuple[re.Pattern[str], ...] = ()
+
+    def selects(self, template_id: str, template_name: str = "") -> bool:
+        """True when a discovered template passes the include/exclude patterns."""
+        if self.include and not any(
+            p.search(template_id) or p.search(template_name) for p in self.include
+        ):
+            return False
+        return not any(p.search(template_id) or p.search(template_name) for p in self.exclude)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountConfig:
+    """One Message & SMS account (project) to poll."""
+
+    name: str
+    endpoint: str
+    project_id: str
+    templates: TemplateSelection
+    access_key: str | None = None
+    secret_key: Secret | None = None
+    token: Secret | None = None
+    tls_verify: bool = True
+    ca_file: str | None = None
+
+    @property
+    def credentials(self) -> Credentials | None:
+        """AK/SK for request signing, when configured."""
+        if self.access_key is None or self.secret_key is None:
+            return None
+        return Credentials(self.access_key, self.secret_key.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole exporter configuration."""
+
+    accounts: tuple[AccountConfig, ...]
+    poll_interval: float = 60.0
+    window: float = 3600.0
+    request_timeout: float = 10.0
+    page_size: int = 100
+    top_status_codes: int = 10
+    max_query_span: float = 86400.0
+
+
+class _Reader:
+    """Walks the raw YAML, collecting located problems instead of stopping at the first."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def problem(self, where: str, message: str) -> None:
+        self.problems.append(f"{where}: {message}")
+
+    def mapping(self, raw: object, where: str, allowed: set[str]) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            self.problem(where, "expected a mapping")
+            return {}
+        for key in raw:
+            if key not in allowed:
+                self.problem(f"{where}.{key}" if where else str(key), "unknown key")
+        return raw
+
+    def expand(self, value: object, where: str) -> object:
+        if not isinstance(value, str):
+            return value
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in self.env:
+                self.problem(where, f"environment variable {name} is not set")
+                return ""
+            return self.env[name]
+
+        return _ENV_REF.sub(substitute, value)
+
+    def get(
+        self,
+        raw: Mapping[str, Any],
+        key: str,
+        where: str,
+        convert: Callable[[object], T],
+        default: T | None = None,
+        *,
+        required: bool = False,
+    ) -> T | None:
+        path = f"{where}.{key}" if where else key
+        if key not in raw or raw[key] is None:
+            if required:
+                self.problem(path, "is required")
+            return default
+        try:
+            return convert(self.expand(raw[key], path))
+        except (TypeError, ValueError) as exc:
+            self.problem(path, str(exc))
+            return default
+
+    def secret(self, raw: object, where: str) -> Secret | None:
+        spec = self.mapping(raw, where, {"env", "file"})
+        if not spec:
+            return None
+        if len(spec) != 1:
+            self.problem(where, "give exactly one of 'env' or 'file'")
+            return None
+        if "env" in spec:
+            name = spec["env"]
+            if not isinstance(name, str) or name not in self.env:
+                self.problem(f"{where}.env", f"environment variable {name} is not set")
+                return None
+            return Secret(self.env[name])
+        path = spec["file"]
+        try:
+            return Secret(Path(str(path)).read_text(encoding="utf-8").strip())
+        except OSError as exc:
+            self.problem(f"{where}.file", f"cannot read {path}: {exc.strerror}")
+            return None
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected a non-empty string")
+    return value
+
+
+def _duration(value: object) -> float:
+    if not isinstance(value, str):
+        raise ValueError("expected a duration such as 30s, 5m or 1h")
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError("must be greater than zero")
+    return seconds
+
+
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def _positive_int(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError("expected a positive integer")
+    return value
+
+
+def _endpoint(value: object) -> str:
+    text = _text(value)
+    if not re.match(r"^https?://[^/\s]+", text):
+        raise ValueError("expected an http:// or https:// URL")
+    return text.rstrip("/")
+
+
+def _patterns(value: object) -> tuple[re.Pattern[str], ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of regular expressions")
+    try:
+        return tuple(re.compile(v) for v in value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from exc
+
+
+def _templates(reader: _Reader, raw: object, where: str) -> TemplateSelection:
+    if isinstance(raw, list):
+        ids = []
+        for index, item in enumerate(raw):
+            if isinstance(item, str) and item:
+                ids.append(item)
+            else:
+                reader.problem(f"{where}[{index}]", "expected a template id string")
+        return TemplateSelection(ids=tuple(ids))
+    spec = reader.mapping(raw, where, {"discover", "include", "exclude"})
+    discover = reader.get(spec, "discover", where, _boolean, False)
+    if spec and not discover:
+        reader.problem(f"{where}.discover", "set to true, or list template ids instead")
+    return TemplateSelection(
+        discover=bool(discover),
+        include=reader.get(spec, "include", where, _patterns, ()) or (),
+        exclude=reader.get(spec, "exclude", where, _patterns, ()) or (),
+    )
+
+
+_ACCOUNT_KEYS = {"name", "endpoint", "project_id", "credentials", "templates", "tls"}
+
+
+def _account(reader: _Reader, raw: object, where: str) -> AccountConfig | None:
+    spec = reader.mapping(raw, where, _ACCOUNT_KEYS)
+    if not spec:
+        return None
+    name = reader.get(spec, "name", where, _text, "default") or "default"
+    if not _NAME.match(name):
+        reader.problem(f"{where}.name", "use letters, digits, '_', '.' or '-' (at most 64)")
+    endpoint = reader.get(spec, "endpoint", where, _endpoint, required=True)
+    project_id = reader.get(spec, "project_id", where, _text, required=True)
+    creds_where = f"{where}.credentials"
+    creds = reader.mapping(
+        spec.get("credentials"), creds_where, {"access_key", "secret_key", "token"}
+    )
+    found = {
+        key: reader.secret(creds[key], f"{creds_where}.{key}")
+        for key in ("access_key", "secret_key", "token")
+        if key in creds
+    }
+    access, secret, token = (found.get(k) for k in ("access_key", "secret_key", "token"))
+    if creds and ("access_key" in creds) != ("secret_key" in creds):
+        reader.problem(creds_where, "access_key and secret_key go together")
+    if creds and "token" not in creds and "access_key" not in creds:
+        reader.problem(creds_where, "give access_key and secret_key, or token")
+    if "templates" not in spec:
+        reader.problem(f"{where}.templates", "is required (a list of ids, or discover: true)")
+    templates = _templates(reader, spec.get("templates"), f"{where}.templates")
+    tls = reader.mapping(spec.get("tls", {}), f"{where}.tls", {"verify", "ca_file"})
+    verify = reader.get(tls, "verify", f"{where}.tls", _boolean, True)
+    ca_file = reader.get(tls, "ca_file", f"{where}.tls", _text)
+    if ca_file is not None and not Path(ca_file).is_file():
+        reader.problem(f"{where}.tls.ca_file", f"cannot read {ca_file}")
+    if endpoint is None or project_id is None:
+        return None
+    return AccountConfig(
+        name=name,
+        endpoint=endpoint,
+        project_id=project_id,
+        templates=templates,
+        access_key=access.value if access else None,
+        secret_key=secret,
+        token=token,
+        tls_verify=bool(verify),
+        ca_file=ca_file,
+    )
+
+
+_TOP_KEYS = {
+    "accounts",
+    "poll_interval",
+    "window",
+    "request_timeout",
+    "page_size",
+    "top_status_codes",
+    "max_query_span",
+}
+
+
+def parse_config(raw: object, env: Mapping[str, str]) -> Config:
+    """Turn parsed YAML into a Config, or raise ConfigError listing every problem."""
+    reader = _Reader(env)
+    spec = reader.mapping(raw, "", _TOP_KEYS)
+    accounts: list[AccountConfig] = []
+    raw_accounts = spec.get("accounts")
+    if not isinstance(raw_accounts, list) or not raw_accounts:
+        reader.problem("accounts", "expected a non-empty list of accounts")
+    else:
+        for index, item in enumerate(raw_accounts):
+            account = _account(reader, item, f"accounts[{index}]")
+            if account is not None:
+                accounts.append(account)
+    names = [a.name for a in accounts]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        reader.problem("accounts", f"account name {name!r} is used more than once")
+    defaults = Config(accounts=())
+    config = Config(
+        accounts=tuple(accounts),
+        poll_interval=reader.get(spec, "poll_interval", "", _duration, defaults.poll_interval)
+        or defaults.poll_interval,
+        window=reader.get(spec, "window", "", _duration, defaults.window) or defaults.window,
+        request_timeout=reader.get(spec, "request_timeout", "", _duration, defaults.request_timeout)
+        or defaults.request_timeout,
+        page_size=reader.get(spec, "page_size", "", _positive_int, defaults.page_size)
+        or defaults.page_size,
+        top_status_codes=reader.get(
+            spec, "top_status_codes", "", _positive_int, defaults.top_status_codes
+        )
+        or defaults.top_status_codes,
+        max_query_span=reader.get(spec, "max_query_span", "", _duration, defaults.max_query_span)
+        or defaults.max_query_span,
+    )
+    if config.window > config.max_query_span:
+        reader.problem("window", "must not be longer than max_query_span (default 24h)")
+    if config.page_size > 100:
+        reader.problem("page_size", "must be at most 100 (the contract's maximum page)")
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return config
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and parse a YAML config file; ConfigError on any problem."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError([f"{where}: {problem}"]) from exc
+    return parse_config(raw, os.environ if env is None else env)

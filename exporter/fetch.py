@@ -1,0 +1,73 @@
+"""Reading one range of sending details to its end, page by page, each record once."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from exporter.errors import UpstreamMalformed
+from exporter.records import DetailsPage, DetailsQuery, SendRecord
+
+MAX_RESTARTS = 2
+
+
+class DetailsSource(Protocol):
+    """Anything that answers sending-details queries (HTTP client, push store)."""
+
+    def query(self, query: DetailsQuery) -> DetailsPage:
+        """One page of sending details."""
+        ...
+
+
+@dataclass(slots=True)
+class RangeRead:
+    """The records of one range, and what reading them cost."""
+
+    records: list[SendRecord] = field(default_factory=list)
+    total: int = 0
+    requests: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+
+def read_range(source: DetailsSource, query: DetailsQuery) -> RangeRead:
+    """All records matching ``query`` (its offset is ignored), each counted once.
+
+    Records come ordered by (send time, message id), so a record repeated at a page
+    boundary (offsets drift while data changes) is recognised by its key and skipped.
+    If ``total`` changes between pages the read starts over, at most MAX_RESTARTS times.
+    """
+    out = RangeRead()
+    for _attempt in range(MAX_RESTARTS + 1):
+        out.records.clear()
+        out.rejected.clear()
+        last_key: tuple[float, str] | None = None
+        offset = 0
+        first_total: int | None = None
+        changed = False
+        while True:
+            page = source.query(replace(query, offset=offset))
+            out.requests += 1
+            if first_total is None:
+                first_total = page.total
+            elif page.total != first_total:
+                changed = True
+                break
+            for rejected in page.rejected:
+                out.rejected[rejected.reason] += 1
+            for record in page.records:
+                key = (record.send_time, record.message_id)
+                if last_key is not None and key <= last_key:
+                    continue
+                last_key = key
+                out.records.append(record)
+            fetched = len(page.records) + len(page.rejected)
+            offset += fetched
+            if fetched == 0 or offset >= page.total:
+                break
+            if fetched > query.limit:
+                raise UpstreamMalformed("send-details returned more records than the limit")
+        out.total = first_total or 0
+        if not changed:
+            return out
+    raise UpstreamMalformed("send-details total kept changing while paging")

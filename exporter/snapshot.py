@@ -1,0 +1,161 @@
+"""Immutable snapshots of what one poll learned: the only thing the collector and web read."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from itertools import accumulate
+
+from exporter.ledger import DELAY_BUCKETS, Tally
+from exporter.records import SendResult
+from exporter.status_codes import StatusCategory, categorize
+from exporter.templates import SmsTemplate
+
+OTHER_CODE = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class CodeCount:
+    """Final messages with one status code (or the folded ``other``)."""
+
+    status_code: str
+    category: StatusCategory
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateWindow:
+    """One template's counts over one window."""
+
+    template_id: str
+    success: int
+    failed: int
+    sending: int
+    codes: tuple[CodeCount, ...]
+    delay_buckets: tuple[tuple[float, int], ...]
+    delay_sum: float
+
+    @property
+    def total(self) -> int:
+        """Messages sent in the window."""
+        return self.success + self.failed + self.sending
+
+    @property
+    def failure_ratio(self) -> float | None:
+        """Failed share of final messages; None when nothing is final yet."""
+        final = self.success + self.failed
+        return self.failed / final if final else None
+
+    @property
+    def top_failures(self) -> tuple[CodeCount, ...]:
+        """Failing codes, most frequent first."""
+        return tuple(c for c in self.codes if c.category is not StatusCategory.DELIVERED)
+
+
+def summarize(template_id: str, tally: Tally, top_n: int) -> TemplateWindow:
+    """A window's tally as exported: top-N codes, the rest folded into ``other``."""
+    ranked = sorted(tally.codes.items(), key=lambda item: (-item[1], item[0]))
+    codes = [CodeCount(code, categorize(code), n) for code, n in ranked[:top_n]]
+    rest = ranked[top_n:]
+    if rest:
+        # Folded codes keep a category only when they all share it.
+        categories = {categorize(code) for code, _ in rest}
+        category = categories.pop() if len(categories) == 1 else StatusCategory.UNKNOWN
+        codes.append(CodeCount(OTHER_CODE, category, sum(n for _, n in rest)))
+    cumulative = list(accumulate(tally.delay_counts))
+    bounds = [*DELAY_BUCKETS, float("inf")]
+    return TemplateWindow(
+        template_id=template_id,
+        success=tally.success,
+        failed=tally.failed,
+        sending=tally.sending,
+        codes=tuple(codes),
+        delay_buckets=tuple(zip(bounds, cumulative, strict=True)),
+        delay_sum=tally.delay_sum,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSnapshot:
+    """One window's bounds and per-template counts; [start, end) in epoch seconds."""
+
+    name: str
+    start: float
+    end: float
+    complete: bool
+    templates: tuple[TemplateWindow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramValue:
+    """A finished histogram: cumulative bucket counts, sum and count."""
+
+    buckets: tuple[tuple[float, int], ...]
+    total: float
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTotals:
+    """Upstream request accounting at the end of a poll."""
+
+    by_code: dict[tuple[str, str], int] = field(default_factory=dict)
+    durations: dict[str, HistogramValue] = field(default_factory=dict)
+    throttled: int = 0
+    retries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSnapshot:
+    """Everything exported for one account after its latest poll."""
+
+    account: str
+    up: bool
+    poll_interval: float
+    templates: tuple[SmsTemplate, ...] = ()
+    windows: tuple[WindowSnapshot, ...] = ()
+    last_success: float | None = None
+    poll_duration: float | None = None
+    data_lag: float = 0.0
+    sent_total: dict[str, int] = field(default_factory=dict)
+    finalized_total: dict[tuple[str, SendResult, StatusCategory], int] = field(default_factory=dict)
+    requests: RequestTotals = field(default_factory=RequestTotals)
+    records_fetched: int = 0
+    records_rejected: dict[str, int] = field(default_factory=dict)
+    last_error: str = ""
+
+
+class SnapshotBoard:
+    """The latest snapshot of every account, swapped whole; safe across threads."""
+
+    def __init__(self, accounts: list[str]) -> None:
+        self._lock = threading.Lock()
+        self._order = list(accounts)
+        self._snapshots: dict[str, AccountSnapshot] = {}
+        self._version = 0
+
+    def publish(self, snapshot: AccountSnapshot) -> None:
+        """Replace one account's snapshot."""
+        with self._lock:
+            self._snapshots[snapshot.account] = snapshot
+            self._version += 1
+
+    def snapshots(self) -> list[AccountSnapshot]:
+        """The latest snapshots, in configuration order."""
+        with self._lock:
+            return [self._snapshots[a] for a in self._order if a in self._snapshots]
+
+    @property
+    def version(self) -> int:
+        """Grows by one with every publish."""
+        with self._lock:
+            return self._version
+
+    @property
+    def ready(self) -> bool:
+        """True once every account has had a successful poll."""
+        with self._lock:
+            return all(
+                a in self._snapshots and self._snapshots[a].last_success is not None
+                for a in self._order
+            )

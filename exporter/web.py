@@ -1,0 +1,191 @@
+"""The exporter's HTTP server: a small router in front of cached pages and the exposition.
+
+Stdlib ``ThreadingHTTPServer``: one thread per connection, so a slow or hung client
+never holds up ``/metrics``; sockets time out, headers and bodies are bounded.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import structlog
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from exporter.snapshot import SnapshotBoard
+
+MAX_BODY_BYTES = 1024 * 1024
+CLIENT_TIMEOUT_SECONDS = 10.0
+
+log = structlog.get_logger("msgsms_exporter.web")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What a route sees of an HTTP request."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes = b""
+
+    def param(self, name: str, default: str = "") -> str:
+        """The first value of a query parameter."""
+        values = self.query.get(name)
+        return values[0] if values else default
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """What a route answers."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def text(status: int, message: str) -> Response:
+    """A plain-text response."""
+    return Response(status, (message + "\n").encode())
+
+
+Route = Callable[[Request], Response]
+
+
+class ExpositionCache:
+    """The ``/metrics`` body, rendered once per published snapshot, not once per scrape."""
+
+    def __init__(self, registry: CollectorRegistry, board: SnapshotBoard) -> None:
+        self._registry = registry
+        self._board = board
+        self._lock = threading.Lock()
+        self._version = -1
+        self._body = b""
+
+    def body(self) -> bytes:
+        """The current exposition."""
+        version = self._board.version
+        with self._lock:
+            if version != self._version:
+                self._body = generate_latest(self._registry)
+                self._version = version
+            return self._body
+
+    def route(self, _request: Request) -> Response:
+        """``GET /metrics``."""
+        return Response(200, self.body(), CONTENT_TYPE_LATEST)
+
+
+class Router:
+    """Maps (method, path) to routes."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, dict[str, Route]] = {}
+
+    def add(self, path: str, route: Route, methods: tuple[str, ...] = ("GET",)) -> None:
+        """Serve ``route`` at ``path`` for ``methods``."""
+        for method in methods:
+            self._routes.setdefault(path, {})[method] = route
+            if method == "GET":
+                self._routes[path]["HEAD"] = route
+
+    def dispatch(self, request: Request) -> Response:
+        """The route's response, 404 or 405; a route's bug becomes a 500, never a crash."""
+        routes = self._routes.get(request.path)
+        if routes is None:
+            return text(404, "not found")
+        route = routes.get(request.method)
+        if route is None:
+            allow = ", ".join(sorted(routes))
+            return Response(405, b"method not allowed\n", headers={"Allow": allow})
+        try:
+            return route(request)
+        except Exception:
+            log.exception("request handler failed", path=request.path)
+            return text(500, "internal error")
+
+
+def _handler(router: Router) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "msgsms-exporter"
+        sys_version = ""
+        timeout = CLIENT_TIMEOUT_SECONDS
+        protocol_version = "HTTP/1.1"
+
+        def _serve(self) -> None:
+            parts = urlsplit(self.path)
+            length_text = self.headers.get("Content-Length", "0") or "0"
+            try:
+                length = int(length_text)
+            except ValueError:
+                self._send(text(400, "bad Content-Length"))
+                return
+            if length < 0 or length > MAX_BODY_BYTES:
+                self._send(text(413, f"body larger than {MAX_BODY_BYTES} bytes"))
+                self.close_connection = True
+                return
+            body = self.rfile.read(length) if length else b""
+            request = Request(
+                method=self.command,
+                path=parts.path or "/",
+                query=parse_qs(parts.query, keep_blank_values=True),
+                headers={k.lower(): v for k, v in self.headers.items()},
+                body=body,
+            )
+            self._send(router.dispatch(request))
+
+        def _send(self, response: Response) -> None:
+            self.send_response(response.status)
+            self.send_header("Content-Type", response.content_type)
+            self.send_header("Content-Length", str(len(response.body)))
+            for name, value in response.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(response.body)
+
+        do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Access logs are off: they would be one line per scrape."""
+
+    return Handler
+
+
+class WebServer:
+    """A threaded HTTP server for a router, started in the background."""
+
+    def __init__(self, router: Router, host: str, port: int) -> None:
+        self._server = ThreadingHTTPServer((host, port), _handler(router))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="web", daemon=True)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound host and port."""
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        """Serve in a background thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def parse_listen_address(value: str) -> tuple[str, int]:
+    """``host:port`` or ``:port`` (all interfaces) → (host, port); ValueError otherwise."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"invalid listen address {value!r}: use host:port or :port")
+    return host.strip("[]") or "0.0.0.0", int(port)
