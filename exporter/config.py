@@ -134,8 +134,12 @@ class _Reader:
             if required:
                 self.problem(path, "is required")
             return default
+        before = len(self.problems)
+        value = self.expand(raw[key], path)
+        if len(self.problems) > before:
+            return default
         try:
-            return convert(self.expand(raw[key], path))
+            return convert(value)
         except (TypeError, ValueError) as exc:
             self.problem(path, str(exc))
             return default
