@@ -1,0 +1,169 @@
+"""``msgsms-simulator``: a Huawei Message & SMS platform on loopback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+import structlog
+
+from exporter import __version__
+from exporter.errors import ConfigError
+from exporter.simulator.api import QueryLimits
+from exporter.simulator.gate import (
+    DEFAULT_ACCESS_KEY,
+    DEFAULT_SECRET_KEY,
+    DEFAULT_TOKEN,
+)
+from exporter.simulator.runner import SimulatorConfig, start_simulator
+from exporter.simulator.scenario import load_scenario
+from exporter.timestamps import parse_duration, parse_rfc3339
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _timestamp(text: str) -> float:
+    try:
+        return parse_rfc3339(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    p = argparse.ArgumentParser(
+        prog="msgsms-simulator",
+        description="Simulate Huawei Cloud Message & SMS sending details on loopback.",
+    )
+    p.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        type=_address,
+        default=("127.0.0.1", 9171),
+        help="HOST:PORT; port 0 picks a free one",
+    )
+    p.add_argument("--seed", type=int, default=1, help="same seed, same traffic")
+    p.add_argument("--clock", choices=("real", "manual"), default="real")
+    p.add_argument(
+        "--start-time",
+        type=_timestamp,
+        default=None,
+        help="RFC 3339 start of the manual clock (default: now)",
+    )
+    p.add_argument(
+        "--history", type=_duration, default=0.0, help="traffic generated before the start, e.g. 2h"
+    )
+    p.add_argument(
+        "--scenario.file",
+        dest="scenario",
+        default=None,
+        help="scenario YAML (default: the packaged demo scenario)",
+    )
+    p.add_argument("--scale", type=float, default=1.0, help="multiply every send rate")
+    p.add_argument("--query.max-span", dest="max_span", type=_duration, default=86400.0)
+    p.add_argument("--query.lookback", dest="lookback", type=_duration, default=60 * 86400.0)
+    p.add_argument("--query.max-limit", dest="max_limit", type=int, default=100)
+    p.add_argument(
+        "--rate-limit",
+        type=float,
+        default=200.0,
+        help="requests per second per credential (0: unlimited)",
+    )
+    p.add_argument(
+        "--log.level",
+        dest="log_level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def configure_logging(level: str) -> None:
+    """structlog: JSON when not on a TTY, console renderer on one; to stderr."""
+    renderer: structlog.typing.Processor = (
+        structlog.dev.ConsoleRenderer()
+        if sys.stderr.isatty()
+        else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run until SIGTERM or SIGINT; 0 on a clean stop, 1 on a bad scenario or address."""
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    log = structlog.get_logger("msgsms-simulator")
+    try:
+        scenario = load_scenario(args.scenario).scaled(args.scale)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"msgsms-simulator: {problem}", file=sys.stderr)
+        return 1
+    config = SimulatorConfig(
+        scenario=scenario,
+        seed=args.seed,
+        manual_clock=args.clock == "manual",
+        start_time=args.start_time,
+        history_seconds=args.history,
+        host=args.listen[0],
+        port=args.listen[1],
+        limits=QueryLimits(args.max_span, args.lookback, args.max_limit),
+        rate_limit=args.rate_limit,
+        access_key=os.environ.get("MSGSMS_SIMULATOR_AK", DEFAULT_ACCESS_KEY),
+        secret_key=os.environ.get("MSGSMS_SIMULATOR_SK", DEFAULT_SECRET_KEY),
+        token=os.environ.get("MSGSMS_SIMULATOR_TOKEN", DEFAULT_TOKEN),
+    )
+    try:
+        running = start_simulator(config)
+    except OSError as exc:
+        print(f"msgsms-simulator: cannot listen on {args.listen}: {exc}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    print(f"msgsms-simulator listening on {running.url}", flush=True)
+    log.info(
+        "simulator started",
+        url=running.url,
+        templates=len(scenario.templates),
+        clock=args.clock,
+        messages=running.store.generated,
+    )
+    stop.wait()
+    running.stop()
+    log.info("simulator stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""The Python API: start a simulator in this process, get its URL, stop it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from exporter.simulator.api import QueryLimits
+from exporter.simulator.clock import Clock, ManualClock, RealClock
+from exporter.simulator.gate import (
+    DEFAULT_ACCESS_KEY,
+    DEFAULT_SECRET_KEY,
+    DEFAULT_TOKEN,
+    Credentials,
+)
+from exporter.simulator.scenario import Scenario, load_scenario
+from exporter.simulator.server import SimulatorApp, SimulatorServer
+from exporter.simulator.store import MessageStore
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorConfig:
+    """How to run a simulator. ``start_time`` None means now; port 0 picks a free one."""
+
+    scenario: Scenario = field(default_factory=load_scenario)
+    seed: int = 1
+    manual_clock: bool = False
+    start_time: float | None = None
+    history_seconds: float = 0.0
+    host: str = "127.0.0.1"
+    port: int = 0
+    limits: QueryLimits = field(default_factory=QueryLimits)
+    rate_limit: float = 200.0
+    access_key: str = DEFAULT_ACCESS_KEY
+    secret_key: str = DEFAULT_SECRET_KEY
+    token: str = DEFAULT_TOKEN
+
+    def __repr__(self) -> str:
+        return (
+            f"SimulatorConfig(seed={self.seed}, manual_clock={self.manual_clock}, "
+            f"host={self.host!r}, port={self.port}, access_key={self.access_key!r})"
+        )
+
+
+class RunningSimulator:
+    """A simulator serving on a background thread."""
+
+    def __init__(self, server: SimulatorServer, app: SimulatorApp) -> None:
+        self.server = server
+        self.app = app
+        host, port = server.server_address[:2]
+        self.url = f"http://{host!s}:{port}"
+        self._thread = threading.Thread(
+            target=server.serve_forever, name="msgsms-simulator", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def clock(self) -> Clock:
+        """The simulated clock."""
+        return self.app.clock
+
+    @property
+    def store(self) -> MessageStore:
+        """The message store."""
+        return self.app.store
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> RunningSimulator:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def build_app(config: SimulatorConfig) -> SimulatorApp:
+    """The app for ``config``, with its history generated."""
+    start = time.time() if config.start_time is None else config.start_time
+    clock: Clock = ManualClock(start) if config.manual_clock else RealClock()
+    traffic_start_ms = round((start - config.history_seconds) * 1000)
+    store = MessageStore(config.scenario, config.seed, traffic_start_ms)
+    store.advance_to(round(clock.now() * 1000))
+    credentials = Credentials(config.access_key, config.secret_key, config.token)
+    return SimulatorApp(store, clock, credentials, config.limits, config.rate_limit, config.seed)
+
+
+def start_simulator(config: SimulatorConfig | None = None) -> RunningSimulator:
+    """Build, bind and start serving; use ``.url`` and ``.stop()`` (or ``with``)."""
+    config = config or SimulatorConfig()
+    app = build_app(config)
+    server = SimulatorServer((config.host, config.port), app)
+    return RunningSimulator(server, app)

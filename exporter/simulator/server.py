@@ -1,0 +1,306 @@
+"""HTTP: routing, the gateway checks, fault injection, and the control and truth endpoints."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import structlog
+
+from exporter.records import DETAILS_PATH
+from exporter.simulator.api import BadParameter, QueryLimits, list_templates, send_details
+from exporter.simulator.clock import Clock, ManualClock
+from exporter.simulator.faults import Faults, malform, parse_fault_plan
+from exporter.simulator.gate import AuthError, Credentials, InFlight, RateLimiter, authenticate
+from exporter.simulator.store import MessageStore
+from exporter.timestamps import format_rfc3339, parse_rfc3339
+
+OPENAPI_PATH = "/api/v1/openapi.yaml"
+_TEMPLATES = re.compile(r"^/v2/(?P<project>[^/]+)/msgsms/templates/?$")
+log = structlog.get_logger("msgsms-simulator")
+
+
+@dataclass(slots=True)
+class Response:
+    """An HTTP answer."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _json(status: int, obj: Any, **headers: str) -> Response:
+    return Response(status, json.dumps(obj).encode(), headers=dict(headers))
+
+
+def _error(status: int, code: str, message: str, **headers: str) -> Response:
+    return _json(status, {"error_code": code, "error_msg": message}, **headers)
+
+
+@dataclass(slots=True)
+class Request:
+    """What the handler read off the wire."""
+
+    method: str
+    raw_path: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class SimulatorApp:
+    """Everything a request needs; ``handle`` is the whole server minus sockets."""
+
+    def __init__(
+        self,
+        store: MessageStore,
+        clock: Clock,
+        credentials: Credentials,
+        limits: QueryLimits,
+        rate_limit: float,
+        seed: int,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.credentials = credentials
+        self.limits = limits
+        self.faults = Faults(seed)
+        self.limiter = RateLimiter(rate_limit, monotonic)
+        self.in_flight = InFlight()
+        self.stats: Counter[tuple[str, int]] = Counter()
+        self._stats_lock = threading.Lock()
+        self._sleep = sleep
+        self._openapi = resources.files("exporter").joinpath("openapi.yaml").read_bytes()
+
+    def now_ms(self) -> int:
+        """The simulated instant in epoch milliseconds."""
+        return round(self.clock.now() * 1000)
+
+    def handle(self, request: Request) -> Response:
+        """Route one request and count it."""
+        parts = urlsplit(request.raw_path)
+        params = parse_qs(parts.query, keep_blank_values=True)
+        endpoint, response = self._route(request, parts.path, params)
+        with self._stats_lock:
+            self.stats[(endpoint, response.status)] += 1
+        log.debug("request", endpoint=endpoint, status=response.status)
+        return response
+
+    def _route(
+        self, request: Request, path: str, params: dict[str, list[str]]
+    ) -> tuple[str, Response]:
+        method = request.method
+        if path == DETAILS_PATH and method == "GET":
+            return "send-details", self._api(request, "send-details", params)
+        match = _TEMPLATES.match(path)
+        if match is not None and method == "GET":
+            if match.group("project") != self.store.scenario.project_id:
+                return "templates", _json(
+                    404,
+                    {
+                        "error_code": "MSGSMS.0404",
+                        "error_msg": "The project does not exist.",
+                        "error_detail": f"project_id {match.group('project')!r} is unknown",
+                    },
+                )
+            return "templates", self._api(request, "templates", params)
+        if path == OPENAPI_PATH and method == "GET":
+            return "openapi", Response(200, self._openapi, "application/yaml")
+        control: dict[tuple[str, str], Callable[[Request, dict[str, list[str]]], Response]] = {
+            ("GET", "/-/healthy"): lambda r, p: Response(200, b"OK\n", "text/plain"),
+            ("GET", "/-/clock"): self._get_clock,
+            ("POST", "/-/clock"): self._post_clock,
+            ("GET", "/-/truth"): self._truth,
+            ("GET", "/-/stats"): self._stats,
+            ("GET", "/-/incidents"): self._get_incidents,
+            ("POST", "/-/incidents"): self._post_incident,
+            ("GET", "/-/faults"): lambda r, p: _json(200, self.faults.plan.to_wire()),
+            ("POST", "/-/faults"): self._post_faults,
+            ("DELETE", "/-/faults"): self._delete_faults,
+        }
+        handler = control.get((method, path))
+        if handler is not None:
+            return path.removeprefix("/-/"), handler(request, params)
+        if any(p == path for _, p in control) or path in (DETAILS_PATH, OPENAPI_PATH):
+            return "other", _error(405, "MSGSMS.0405", f"method {method} not allowed on {path}")
+        return "other", _error(
+            404, "APIG.0101", "The API does not exist or has not been published."
+        )
+
+    # -- API endpoints ----------------------------------------------------------
+
+    def _api(self, request: Request, endpoint: str, params: dict[str, list[str]]) -> Response:
+        host = request.headers.get("Host") or request.headers.get("host") or "127.0.0.1"
+        try:
+            principal = authenticate(
+                request.method,
+                f"http://{host}{request.raw_path}",
+                request.headers,
+                request.body,
+                self.credentials,
+                sim_now=self.clock.now(),
+                wall_now=time.time(),
+                manual_clock=self.clock.manual,
+            )
+        except AuthError as exc:
+            return _error(401, exc.error_code, str(exc))
+        if not self.limiter.allow(principal):
+            return _error(429, "APIG.0308", "The request is throttled.", **{"Retry-After": "1"})
+        if endpoint == "send-details" and not self.in_flight.acquire(principal):
+            return _error(
+                429,
+                "MSGSMS.0429",
+                "A query is already running for these credentials; wait for its result.",
+                **{"Retry-After": "1"},
+            )
+        try:
+            return self._serve_api(endpoint, params)
+        finally:
+            if endpoint == "send-details":
+                self.in_flight.release(principal)
+
+    def _serve_api(self, endpoint: str, params: dict[str, list[str]]) -> Response:
+        fault = self.faults.draw(endpoint)
+        if fault.latency_seconds:
+            self._sleep(fault.latency_seconds)
+        if fault.error_status is not None:
+            extra = {"Retry-After": "1"} if fault.error_status in (429, 503) else {}
+            return _error(
+                fault.error_status,
+                "APIG.0308" if fault.error_status == 429 else f"MSGSMS.{fault.error_status:04d}",
+                "Injected fault.",
+                **extra,
+            )
+        try:
+            if endpoint == "send-details":
+                body = send_details(self.store, params, self.clock.now(), self.limits)
+            else:
+                body = list_templates(self.store.scenario, params)
+        except BadParameter as exc:
+            return _error(400, "MSGSMS.0400", str(exc))
+        if fault.malformed is not None:
+            return Response(200, malform(body, fault.malformed))
+        return _json(200, body)
+
+    # -- control and truth ------------------------------------------------------
+
+    @staticmethod
+    def _body(request: Request) -> Any:
+        try:
+            return json.loads(request.body or b"{}")
+        except ValueError as exc:
+            raise BadParameter("body: not valid JSON") from exc
+
+    def _get_clock(self, request: Request, params: dict[str, list[str]]) -> Response:
+        return _json(200, {"now": format_rfc3339(self.clock.now()), "manual": self.clock.manual})
+
+    def _post_clock(self, request: Request, params: dict[str, list[str]]) -> Response:
+        if not isinstance(self.clock, ManualClock):
+            return _error(409, "SIM.CLOCK", "the clock is real; start with --clock manual")
+        try:
+            body = self._body(request)
+            step = body.get("advance_seconds") if isinstance(body, dict) else None
+            if isinstance(step, bool) or not isinstance(step, int | float) or step < 0:
+                raise BadParameter("advance_seconds: expected a number >= 0")
+        except BadParameter as exc:
+            return _error(400, "SIM.BAD_REQUEST", str(exc))
+        return _json(200, {"now": format_rfc3339(self.clock.advance(float(step)))})
+
+    def _truth(self, request: Request, params: dict[str, list[str]]) -> Response:
+        try:
+            bounds = []
+            for name in ("start_time", "end_time"):
+                values = params.get(name)
+                if not values:
+                    raise BadParameter(f"{name}: required (RFC 3339)")
+                try:
+                    bounds.append(parse_rfc3339(values[0]))
+                except ValueError as exc:
+                    raise BadParameter(f"{name}: {exc}") from exc
+        except BadParameter as exc:
+            return _error(400, "SIM.BAD_REQUEST", str(exc))
+        now = self.clock.now()
+        start, end = bounds
+        templates = self.store.truth(round(start * 1000), round(end * 1000), round(now * 1000))
+        return _json(
+            200,
+            {
+                "now": format_rfc3339(now),
+                "start_time": format_rfc3339(start),
+                "end_time": format_rfc3339(end),
+                "templates": templates,
+            },
+        )
+
+    def _stats(self, request: Request, params: dict[str, list[str]]) -> Response:
+        with self._stats_lock:
+            requests: dict[str, dict[str, int]] = {}
+            for (endpoint, status), n in sorted(self.stats.items()):
+                requests.setdefault(endpoint, {})[str(status)] = n
+        return _json(200, {"requests": requests, "messages_generated": self.store.generated})
+
+    def _get_incidents(self, request: Request, params: dict[str, list[str]]) -> Response:
+        return _json(200, {"incidents": [i.to_wire() for i in self.store.incidents]})
+
+    def _post_incident(self, request: Request, params: dict[str, list[str]]) -> Response:
+        try:
+            incident = self.store.add_incident(self._body(request), self.now_ms())
+        except (BadParameter, ValueError) as exc:
+            return _error(400, "SIM.BAD_REQUEST", str(exc))
+        return _json(201, incident.to_wire())
+
+    def _post_faults(self, request: Request, params: dict[str, list[str]]) -> Response:
+        try:
+            plan = parse_fault_plan(self._body(request))
+        except (BadParameter, ValueError) as exc:
+            return _error(400, "SIM.BAD_REQUEST", str(exc))
+        self.faults.set(plan)
+        return _json(200, plan.to_wire())
+
+    def _delete_faults(self, request: Request, params: dict[str, list[str]]) -> Response:
+        self.faults.set(type(self.faults.plan)())
+        return _json(200, self.faults.plan.to_wire())
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: SimulatorServer
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        request = Request(self.command, self.path, dict(self.headers.items()), body)
+        response = self.server.app.handle(request)
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(response.body)
+
+    do_GET = do_POST = do_DELETE = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Requests are logged by the app through structlog."""
+
+
+class SimulatorServer(ThreadingHTTPServer):
+    """A threading HTTP server bound to one SimulatorApp."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], app: SimulatorApp) -> None:
+        self.app = app
+        super().__init__(address, _Handler)

@@ -1,0 +1,286 @@
+"""The platform's message store: generated blocks indexed by template and minute.
+
+Queries and truth read the state of every message at a simulated instant ``now``
+(epoch milliseconds): a message is visible once sent (``send < now``) unless a review
+hold still covers it; it is ``sending`` until its report time, then final.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left, bisect_right
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from exporter.records import SendRecord, SendResult, mask_mobile
+from exporter.simulator.incidents import Incident, apply_incident, parse_incident
+from exporter.simulator.scenario import Scenario
+from exporter.simulator.traffic import (
+    CHUNK_MS,
+    CODES,
+    DELIVERED,
+    HOUR_MS,
+    Block,
+    Hold,
+    apply_holds,
+    format_message_id,
+    generate_block,
+    holds_for_hour,
+)
+from exporter.status_codes import describe
+
+Piece = tuple[Block, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """The console's filters, in store units (milliseconds, digits as an integer)."""
+
+    start_ms: int
+    end_ms: int
+    template_id: str | None = None
+    mobile: int | None = None
+    send_result: SendResult | None = None
+
+
+class MessageStore:
+    """Generates traffic on demand up to ``now`` and answers queries and truth."""
+
+    def __init__(self, scenario: Scenario, seed: int, traffic_start_ms: int) -> None:
+        self.scenario = scenario
+        self.seed = seed
+        self.lock = threading.RLock()
+        self.incidents: list[Incident] = []
+        self.generated = 0
+        self._index = {t.template_id: i for i, t in enumerate(scenario.templates)}
+        self._blocks: list[dict[int, Block]] = [{} for _ in scenario.templates]
+        self._not_before = traffic_start_ms
+        self._next_chunk = traffic_start_ms // CHUNK_MS
+        self._holds: dict[int, list[Hold]] = {}
+        self._merged: OrderedDict[tuple[Any, ...], list[tuple[Block, int]]] = OrderedDict()
+
+    # -- generation -------------------------------------------------------------
+
+    def advance_to(self, now_ms: int) -> None:
+        """Generate every chunk that starts before ``now_ms``."""
+        with self.lock:
+            while self._next_chunk * CHUNK_MS < now_ms:
+                self._generate(self._next_chunk)
+                self._next_chunk += 1
+
+    def _hour_holds(self, hour: int) -> list[Hold]:
+        holds = self._holds.get(hour)
+        if holds is None:
+            holds = self._holds[hour] = holds_for_hour(self.scenario, self.seed, hour)
+        return holds
+
+    def _holds_near(self, at_ms: int) -> list[Hold]:
+        hour = at_ms // HOUR_MS
+        return self._hour_holds(hour - 1) + self._hour_holds(hour)
+
+    def _generate(self, chunk: int) -> None:
+        start, end = chunk * CHUNK_MS, (chunk + 1) * CHUNK_MS
+        holds = [h for h in self._holds_near(start) if h.start_ms < end and h.end_ms > start]
+        for t, spec in enumerate(self.scenario.templates):
+            block = generate_block(self.scenario, self.seed, t, chunk, self._not_before)
+            if block is None:
+                continue
+            apply_holds(block, holds)
+            for incident in self.incidents:
+                apply_incident(block, incident, spec.template_id, self.seed)
+            block.reindex()
+            self._blocks[t][chunk] = block
+            self.generated += len(block)
+
+    def add_incident(self, body: object, now_ms: int) -> Incident:
+        """Start an incident at ``now_ms``; ValueError names a bad field."""
+        with self.lock:
+            self.advance_to(now_ms)
+            incident = parse_incident(body, len(self.incidents) + 1, now_ms, set(self._index))
+            self.incidents.append(incident)
+            # Blocks already generated hold messages not yet sent: rewrite them the same
+            # way a later generation would, so results do not depend on clock steps.
+            for chunk in range(now_ms // CHUNK_MS, self._next_chunk):
+                for t, spec in enumerate(self.scenario.templates):
+                    block = self._blocks[t].get(chunk)
+                    if block is not None and apply_incident(
+                        block, incident, spec.template_id, self.seed
+                    ):
+                        block.reindex()
+            self._merged.clear()
+            return incident
+
+    # -- visibility -------------------------------------------------------------
+
+    def _cutoff(self, template: int, now_ms: int) -> int:
+        """Messages of ``template`` sent at or after this are not visible yet."""
+        cut = now_ms
+        for hold in self._holds_near(now_ms):
+            if hold.template == template and hold.start_ms < now_ms < hold.end_ms:
+                cut = min(cut, hold.start_ms)
+        return cut
+
+    def _templates(self, template_id: str | None) -> list[int]:
+        if template_id is None:
+            return list(range(len(self.scenario.templates)))
+        found = self._index.get(template_id)
+        return [] if found is None else [found]
+
+    def _groups(self, f: Filters, now_ms: int) -> Iterator[tuple[int, list[Piece]]]:
+        """Per chunk, the visible slice of each template's block within [start, end)."""
+        bounds = [
+            (t, min(f.end_ms, self._cutoff(t, now_ms))) for t in self._templates(f.template_id)
+        ]
+        bounds = [(t, end) for t, end in bounds if end > f.start_ms]
+        if not bounds:
+            return
+        last = min(max(end for _, end in bounds) - 1, self._next_chunk * CHUNK_MS - 1)
+        for chunk in range(f.start_ms // CHUNK_MS, last // CHUNK_MS + 1):
+            lo_ms, hi_ms = chunk * CHUNK_MS, (chunk + 1) * CHUNK_MS
+            pieces: list[Piece] = []
+            for t, end in bounds:
+                block = self._blocks[t].get(chunk)
+                if block is None or end <= lo_ms:
+                    continue
+                lo = 0 if f.start_ms <= lo_ms else bisect_left(block.send_ms, f.start_ms)
+                hi = len(block) if end >= hi_ms else bisect_left(block.send_ms, end)
+                if hi > lo:
+                    pieces.append((block, lo, hi))
+            if pieces:
+                yield chunk, pieces
+
+    @staticmethod
+    def _result(block: Block, i: int, now_ms: int) -> SendResult:
+        if block.report_ms[i] > now_ms:
+            return SendResult.SENDING
+        return SendResult.SUCCESS if block.codes[i] == DELIVERED else SendResult.FAILED
+
+    def _matches(self, piece: Piece, f: Filters, now_ms: int) -> Iterator[int]:
+        block, lo, hi = piece
+        if f.mobile is not None and not block.has_mobile(f.mobile):
+            return
+        for i in range(lo, hi):
+            if f.mobile is not None and block.mobiles[i] != f.mobile:
+                continue
+            if f.send_result is not None and self._result(block, i, now_ms) is not f.send_result:
+                continue
+            yield i
+
+    def _count(self, piece: Piece, f: Filters, now_ms: int) -> int:
+        block, lo, hi = piece
+        if f.mobile is None and f.send_result is None:
+            return hi - lo
+        if f.mobile is None and lo == 0 and hi == len(block):
+            ok = bisect_right(block.success_reports, now_ms)
+            bad = bisect_right(block.failed_reports, now_ms)
+            counts = {
+                SendResult.SUCCESS: ok,
+                SendResult.FAILED: bad,
+                SendResult.SENDING: len(block) - ok - bad,
+            }
+            return counts[f.send_result] if f.send_result is not None else hi - lo
+        return sum(1 for _ in self._matches(piece, f, now_ms))
+
+    # -- queries ----------------------------------------------------------------
+
+    def query(
+        self, f: Filters, offset: int, limit: int, now_ms: int
+    ) -> tuple[int, list[SendRecord]]:
+        """``total`` matching messages and the page [offset, offset + limit) in order."""
+        with self.lock:
+            self.advance_to(now_ms)
+            total = 0
+            page: list[SendRecord] = []
+            for chunk, pieces in self._groups(f, now_ms):
+                count = sum(self._count(p, f, now_ms) for p in pieces)
+                want_from, want_to = offset + len(page), offset + limit
+                if count and want_from < want_to and total + count > want_from:
+                    ordered = self._ordered(chunk, pieces, f, now_ms)
+                    skip = want_from - total
+                    for block, i in ordered[skip : skip + want_to - want_from]:
+                        page.append(self._record(block, i, now_ms))
+                total += count
+            return total, page
+
+    def _ordered(
+        self, chunk: int, pieces: list[Piece], f: Filters, now_ms: int
+    ) -> list[tuple[Block, int]]:
+        if len(pieces) == 1 and f.mobile is None and f.send_result is None:
+            block, lo, hi = pieces[0]
+            return [(block, i) for i in range(lo, hi)]
+        key = (
+            chunk,
+            tuple((b.template, lo, hi) for b, lo, hi in pieces),
+            f.mobile,
+            f.send_result,
+            now_ms if f.send_result else None,
+        )
+        cached = self._merged.get(key)
+        if cached is not None:
+            self._merged.move_to_end(key)
+            return cached
+        rows = [
+            (block.send_ms[i], block.id_hi[i], block.id_lo[i], block, i)
+            for piece in pieces
+            for block in [piece[0]]
+            for i in self._matches(piece, f, now_ms)
+        ]
+        if len(pieces) > 1:
+            rows.sort(key=lambda r: (r[0], r[1], r[2]))
+        ordered = [(r[3], r[4]) for r in rows]
+        self._merged[key] = ordered
+        if len(self._merged) > 16:
+            self._merged.popitem(last=False)
+        return ordered
+
+    def _record(self, block: Block, i: int, now_ms: int) -> SendRecord:
+        result = self._result(block, i, now_ms)
+        code = "" if result is SendResult.SENDING else CODES.codes[block.codes[i]]
+        return SendRecord(
+            message_id=format_message_id(block.id_hi[i], block.id_lo[i]),
+            template_id=self.scenario.templates[block.template].template_id,
+            mobile=mask_mobile(str(block.mobiles[i])),
+            send_time=block.send_ms[i] / 1000,
+            send_result=result,
+            status_code=code,
+            status_desc=describe(code) if code else "",
+            receive_time=None if result is SendResult.SENDING else block.report_ms[i] / 1000,
+            segments=block.segments[i],
+        )
+
+    # -- truth ------------------------------------------------------------------
+
+    def truth(self, start_ms: int, end_ms: int, now_ms: int) -> dict[str, dict[str, Any]]:
+        """Per template: results, final status codes and delivered delay sum, visible now."""
+        with self.lock:
+            self.advance_to(now_ms)
+            out: dict[str, dict[str, Any]] = {}
+            for spec in self.scenario.templates:
+                ok = bad = sending = delay_ms = 0
+                codes: dict[int, int] = {}
+                f = Filters(start_ms, end_ms, spec.template_id)
+                for _, pieces in self._groups(f, now_ms):
+                    for block, lo, hi in pieces:
+                        reports, kinds, sends = block.report_ms, block.codes, block.send_ms
+                        for i in range(lo, hi):
+                            report = reports[i]
+                            if report > now_ms:
+                                sending += 1
+                                continue
+                            code = kinds[i]
+                            codes[code] = codes.get(code, 0) + 1
+                            if code == DELIVERED:
+                                ok += 1
+                                delay_ms += report - sends[i]
+                            else:
+                                bad += 1
+                out[spec.template_id] = {
+                    "success": ok,
+                    "failed": bad,
+                    "sending": sending,
+                    "status_codes": dict(sorted((CODES.codes[c], n) for c, n in codes.items())),
+                    "delivery_delay_seconds_sum": delay_ms / 1000,
+                }
+            return out

@@ -1,0 +1,240 @@
+"""Deterministic message generation, one block per template per simulated minute.
+
+A block's messages depend only on (seed, template, minute), so the same seed gives the
+same data however the clock is advanced. Columns are compact ``array`` objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from array import array
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from itertools import accumulate
+
+from exporter.simulator.scenario import COUNTRY_PLANS, Scenario, TemplateSpec
+from exporter.status_codes import DELIVERED_CODE, EXPIRED_CODE, is_platform_code
+
+CHUNK_MS = 60_000
+HOUR_MS = 3_600_000
+EXPIRY_MS = 72 * HOUR_MS
+
+# Realistic codes per failure category (facts §5), with relative weights.
+CATEGORY_CODES: dict[str, tuple[tuple[str, float], ...]] = {
+    "expired": (("E200034", 3), ("MA:0022", 2), ("MC:0001", 2), ("ID:0061", 1)),
+    "invalid_number": (("UNDELIV", 6), ("MK:0001", 2), ("MN:0001", 1), ("MI:0024", 1)),
+    "carrier_rejected": (("REJECTD", 5), ("DELETED", 1), ("DJ:0255", 1), ("SGIP:13", 1)),
+    "blacklisted": (("BLACK", 4), ("SC:0003", 2), ("SC:0016", 2), ("TDBLACK", 1)),
+    "content_blocked": (("KEYWORD", 4), ("MK:1004", 1), ("E200051", 1)),
+    "rate_limited": (("MILIMIT", 3), ("LIMIT", 2), ("E200036", 1), ("BEYONDN", 1)),
+    "platform_config": (("E200018", 3), ("E200020", 2), ("E200024", 1), ("E000629", 1)),
+    "unknown": (("UNKNOWN", 1),),
+}
+
+
+class CodeTable:
+    """Status codes interned to small integers (0 is DELIVRD, 1 is EXPIRED)."""
+
+    def __init__(self) -> None:
+        self.codes: list[str] = [DELIVERED_CODE, EXPIRED_CODE]
+        self._index: dict[str, int] = {DELIVERED_CODE: 0, EXPIRED_CODE: 1}
+
+    def intern(self, code: str) -> int:
+        """The integer for ``code``, adding it when new."""
+        found = self._index.get(code)
+        if found is None:
+            found = self._index[code] = len(self.codes)
+            self.codes.append(code)
+        return found
+
+
+CODES = CodeTable()
+DELIVERED = 0
+EXPIRED = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A manual-review hold: the template's messages sent in [start, end) appear at end."""
+
+    template: int
+    start_ms: int
+    end_ms: int
+
+
+@dataclass(slots=True)
+class Block:
+    """One template's messages of one simulated minute, sorted by (send time, id)."""
+
+    template: int
+    chunk: int
+    send_ms: array[int]
+    report_ms: array[int]
+    codes: array[int]
+    segments: array[int]
+    mobiles: array[int]
+    id_hi: array[int]
+    id_lo: array[int]
+    success_reports: array[int] = field(default_factory=lambda: array("q"))
+    failed_reports: array[int] = field(default_factory=lambda: array("q"))
+    mobile_index: array[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.send_ms)
+
+    def reindex(self) -> None:
+        """Rebuild the sorted report times used to count results without scanning."""
+        ok = sorted(r for r, c in zip(self.report_ms, self.codes, strict=True) if c == DELIVERED)
+        bad = sorted(r for r, c in zip(self.report_ms, self.codes, strict=True) if c != DELIVERED)
+        self.success_reports = array("q", ok)
+        self.failed_reports = array("q", bad)
+        self.mobile_index = None
+
+    def has_mobile(self, mobile: int) -> bool:
+        """True when some message of the block went to ``mobile``."""
+        if self.mobile_index is None:
+            self.mobile_index = array("Q", sorted(self.mobiles))
+        i = bisect_right(self.mobile_index, mobile)
+        return i > 0 and self.mobile_index[i - 1] == mobile
+
+
+def rng_for(seed: int, *parts: object) -> random.Random:
+    """A generator seeded from the run seed and a stable key."""
+    key = ":".join([str(seed), *map(str, parts)]).encode()
+    return random.Random(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big"))
+
+
+def poisson(rng: random.Random, lam: float) -> int:
+    """A Poisson draw (normal approximation for large means)."""
+    if lam <= 0:
+        return 0
+    if lam > 50:
+        return max(0, round(rng.gauss(lam, math.sqrt(lam))))
+    limit, k, p = math.exp(-lam), 0, rng.random()
+    while p > limit:
+        k += 1
+        p *= rng.random()
+    return k
+
+
+def format_message_id(hi: int, lo: int) -> str:
+    """A Huawei-style ``smsMsgId``: uuid-like hex plus ``_N``; sorts like (hi, lo)."""
+    h = f"{hi:016x}{lo:016x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}_{1 + lo % 9}"
+
+
+def chunk_rate(scenario: Scenario, spec: TemplateSpec, chunk: int) -> float:
+    """Expected messages of ``spec`` in one chunk."""
+    hour = (chunk * CHUNK_MS // HOUR_MS) % 24
+    per_hour = spec.rate_per_hour * scenario.rate_multiplier * scenario.daily_shape[hour]
+    return per_hour * CHUNK_MS / HOUR_MS
+
+
+def holds_for_hour(scenario: Scenario, seed: int, hour: int) -> list[Hold]:
+    """The review holds that start within simulated hour ``hour``."""
+    cfg = scenario.review_holds
+    weights = [t.review_hold_weight for t in scenario.templates]
+    if cfg.per_hour <= 0 or sum(weights) <= 0:
+        return []
+    rng = rng_for(seed, "holds", hour)
+    holds = []
+    for _ in range(poisson(rng, cfg.per_hour)):
+        template = rng.choices(range(len(weights)), weights=weights)[0]
+        start = hour * HOUR_MS + rng.randrange(HOUR_MS)
+        length = round(rng.uniform(cfg.min_seconds, cfg.max_seconds) * 1000)
+        holds.append(Hold(template, start, start + length))
+    return holds
+
+
+def _code_picker(spec: TemplateSpec) -> tuple[list[int], list[float]]:
+    codes: list[int] = []
+    weights: list[float] = []
+    total = sum(spec.failure_mix.values()) or 1.0
+    for category, share in spec.failure_mix.items():
+        table = CATEGORY_CODES[category]
+        inner = sum(w for _, w in table)
+        for code, w in table:
+            codes.append(CODES.intern(code))
+            weights.append(share / total * w / inner)
+    return codes, list(accumulate(weights))
+
+
+def generate_block(
+    scenario: Scenario, seed: int, template: int, chunk: int, not_before_ms: int
+) -> Block | None:
+    """The messages of one template in one chunk, or None when there are none."""
+    spec = scenario.templates[template]
+    rng = rng_for(seed, spec.template_id, chunk)
+    n = poisson(rng, chunk_rate(scenario, spec, chunk))
+    if n == 0:
+        return None
+    rnd, bits = rng.random, rng.getrandbits
+    start = chunk * CHUNK_MS
+    pairs = sorted((start + int(rnd() * CHUNK_MS), bits(128)) for _ in range(n))
+    fail_codes, fail_cum = _code_picker(spec)
+    fail_total = fail_cum[-1] if fail_cum else 0.0
+    expire_cut = scenario.never_reported_share
+    fail_cut = expire_cut + spec.failure_share * (1 - expire_cut)
+    w1, w2, w3 = scenario.segment_weights
+    seg1, seg2 = w1 / (w1 + w2 + w3), (w1 + w2) / (w1 + w2 + w3)
+    mu, sigma = math.log(scenario.delay.median_seconds), scenario.delay.sigma
+    cap = scenario.delay.max_seconds
+    lognorm = rng.lognormvariate
+    plans = [
+        (cc, int(cc) * 10**length, length, lead)
+        for cc in spec.countries
+        for length, lead in [COUNTRY_PLANS[cc]]
+    ]
+    platform = [is_platform_code(CODES.codes[c]) for c in fail_codes]
+    sends, reports, codes, segs, mobiles, his, los = (
+        array("q"),
+        array("q"),
+        array("H"),
+        array("B"),
+        array("Q"),
+        array("Q"),
+        array("Q"),
+    )
+    mask = (1 << 64) - 1
+    for send, ident in pairs:
+        if send < not_before_ms:
+            continue
+        u = rnd()
+        if u < expire_cut:
+            code, report = EXPIRED, send + EXPIRY_MS
+        elif u < fail_cut and fail_codes:
+            k = bisect_right(fail_cum, rnd() * fail_total)
+            k = min(k, len(fail_codes) - 1)
+            code = fail_codes[k]
+            delay = rnd() * 1.5 if platform[k] else min(cap, lognorm(mu, sigma))
+            report = send + max(1, int(delay * 1000))
+        else:
+            code = DELIVERED
+            report = send + max(1, int(min(cap, lognorm(mu, sigma)) * 1000))
+        v = rnd()
+        _, base, length, lead = plans[int(rnd() * len(plans))]
+        first = int(lead[int(rnd() * len(lead))])
+        mobiles.append(base + first * 10 ** (length - 1) + int(rnd() * 10 ** (length - 1)))
+        sends.append(send)
+        reports.append(report)
+        codes.append(code)
+        segs.append(1 if v < seg1 else 2 if v < seg2 else 3)
+        his.append(ident >> 64)
+        los.append(ident & mask)
+    if not sends:
+        return None
+    return Block(template, chunk, sends, reports, codes, segs, mobiles, his, los)
+
+
+def apply_holds(block: Block, holds: list[Hold]) -> None:
+    """Held messages are reported only after their release (plus their own delay)."""
+    for hold in holds:
+        if hold.template != block.template:
+            continue
+        for i, send in enumerate(block.send_ms):
+            if hold.start_ms <= send < hold.end_ms and block.codes[i] != EXPIRED:
+                block.report_ms[i] = max(
+                    block.report_ms[i], hold.end_ms + block.report_ms[i] - send
+                )
