@@ -250,6 +250,22 @@ class MessageStore:
             segments=block.segments[i],
         )
 
+    def mobile_of(self, message_id: str) -> str | None:
+        """The full number a message went to (records carry it masked); for tests and drills."""
+        digits = message_id.partition("_")[0].replace("-", "")
+        try:
+            ident = int(digits, 16)
+        except ValueError:
+            return None
+        hi, lo = ident >> 64, ident & ((1 << 64) - 1)
+        with self.lock:
+            for blocks in self._blocks:
+                for block in blocks.values():
+                    for i, value in enumerate(block.id_lo):
+                        if value == lo and block.id_hi[i] == hi:
+                            return str(block.mobiles[i])
+        return None
+
     # -- truth ------------------------------------------------------------------
 
     def truth(self, start_ms: int, end_ms: int, now_ms: int) -> dict[str, dict[str, Any]]:
