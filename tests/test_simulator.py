@@ -256,7 +256,7 @@ def test_baseline_delivers_most_messages_within_seconds() -> None:
 
 
 def test_unreported_messages_expire_at_72_hours() -> None:
-    store = make_store(never_reported_share=1.0, history_ms=0)
+    store = make_store(never_reported_share=1.0, history_ms=0, rate_multiplier=0.05)
     f = Filters(T0, T0 + MINUTE)
     before = all_records(store, f, T0 + EXPIRY_MS)
     assert before and {r.send_result for r in before} == {SendResult.SENDING}

@@ -1,0 +1,308 @@
+"""The simulator's HTTP surface, in process through ``SimulatorApp.handle`` (no sockets)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from exporter.records import parse_page
+from exporter.signing import Credentials as SigningCredentials
+from exporter.signing import sign_request
+from exporter.simulator.api import QueryLimits
+from exporter.simulator.clock import ManualClock
+from exporter.simulator.gate import Credentials
+from exporter.simulator.scenario import load_scenario
+from exporter.simulator.server import Request, Response, SimulatorApp
+from exporter.simulator.store import MessageStore
+from exporter.templates import parse_template_page
+from exporter.timestamps import parse_rfc3339
+
+NOW = parse_rfc3339("2026-11-26T12:00:00Z")
+HOST = "127.0.0.1:9171"
+PROJECT = "0123456789abcdef0123456789abcdef"
+TOKEN = {"X-Auth-Token": "demo-token"}
+WINDOW = {"start_time": "2026-11-26T11:00:00Z", "end_time": "2026-11-26T12:00:00Z"}
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+@pytest.fixture
+def fake_time() -> FakeTime:
+    return FakeTime()
+
+
+@pytest.fixture
+def app(fake_time: FakeTime) -> SimulatorApp:
+    store = MessageStore(load_scenario(), 3, round((NOW - 7200) * 1000))
+    return SimulatorApp(
+        store,
+        ManualClock(NOW),
+        Credentials(),
+        QueryLimits(),
+        rate_limit=5,
+        seed=3,
+        monotonic=fake_time.monotonic,
+        sleep=fake_time.sleep,
+    )
+
+
+def call(
+    app: SimulatorApp,
+    path: str,
+    params: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    method: str = "GET",
+    body: Any = None,
+) -> Response:
+    raw = path + ("?" + urlencode(params) if params else "")
+    data = b"" if body is None else json.dumps(body).encode()
+    return app.handle(Request(method, raw, {"Host": HOST, **(headers or {})}, data))
+
+
+def body_of(response: Response) -> Any:
+    return json.loads(response.body)
+
+
+def details(app: SimulatorApp, **params: Any) -> Response:
+    return call(app, "/api/v1/send-details", {**WINDOW, **params}, TOKEN)
+
+
+# -- the contract -----------------------------------------------------------------
+
+
+def test_send_details_serves_the_contract_wire_format(app: SimulatorApp) -> None:
+    response = details(app, limit=5, offset=2)
+    assert response.status == 200
+    body = body_of(response)
+    assert (body["offset"], body["limit"], len(body["records"])) == (2, 5, 5)
+    page = parse_page(body)
+    assert page.rejected == []
+    assert page.total == body["total"] > 1000
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"start_time": "yesterday"}, "start_time: not an RFC 3339 timestamp: 'yesterday'"),
+        ({"end_time": "2026-11-26T10:00:00Z"}, "end_time: must be after start_time"),
+        (
+            {"start_time": "2026-11-25T11:00:00Z"},
+            "end_time: the query spans more than 86400 seconds",
+        ),
+        (
+            {"start_time": "2026-09-01T00:00:00Z", "end_time": "2026-09-01T01:00:00Z"},
+            "start_time: older than 5.184e+06 seconds before now",
+        ),
+        ({"limit": "101"}, "limit: expected an integer in [1, 100]"),
+        ({"limit": "0"}, "limit: expected an integer in [1, 100]"),
+        ({"offset": "-1"}, "offset: expected an integer in [0, 1000000000]"),
+        ({"mobile": "+447700900000"}, "mobile: expected digits with the country code, no '+'"),
+        ({"send_result": "delivered"}, "send_result: expected success, failed or sending"),
+        ({"page": "2"}, "page: unknown parameter"),
+    ],
+)
+def test_bad_parameters_are_400_naming_the_parameter(
+    app: SimulatorApp, params: dict[str, str], message: str
+) -> None:
+    response = details(app, **params)
+    assert response.status == 400
+    assert body_of(response) == {"error_code": "MSGSMS.0400", "error_msg": message}
+
+
+def test_missing_time_range_is_400(app: SimulatorApp) -> None:
+    response = call(app, "/api/v1/send-details", {"end_time": WINDOW["end_time"]}, TOKEN)
+    assert body_of(response)["error_msg"] == (
+        "start_time: required (RFC 3339, e.g. 2026-11-26T10:00:00Z)"
+    )
+
+
+def test_query_limits_are_configurable(app: SimulatorApp) -> None:
+    app.limits = QueryLimits(max_span_seconds=600, lookback_seconds=3600, max_limit=500)
+    assert details(app, limit=500).status == 400
+    assert details(app, start_time="2026-11-26T11:55:00Z", limit=500).status == 200
+
+
+# -- auth -------------------------------------------------------------------------
+
+
+def signed(
+    path: str, params: dict[str, str], secret: str = "demo-secret-key", when: float = NOW
+) -> tuple[str, dict[str, str]]:
+    raw = path + "?" + urlencode(params)
+    headers = sign_request(
+        "GET",
+        f"http://{HOST}{raw}",
+        {"Content-Type": "application/json"},
+        b"",
+        SigningCredentials("demo-access-key", secret),
+        datetime.fromtimestamp(when, tz=UTC),
+    )
+    return raw, headers
+
+
+def test_a_request_signed_by_the_exporter_signer_is_accepted(app: SimulatorApp) -> None:
+    raw, headers = signed("/api/v1/send-details", WINDOW)
+    assert app.handle(Request("GET", raw, headers, b"")).status == 200
+
+
+def test_a_wrong_signature_is_401(app: SimulatorApp) -> None:
+    raw, headers = signed("/api/v1/send-details", WINDOW, secret="not-the-secret")
+    response = app.handle(Request("GET", raw, headers, b""))
+    assert response.status == 401
+    assert body_of(response) == {
+        "error_code": "APIG.0301",
+        "error_msg": "signature rejected: signature does not match",
+    }
+
+
+def test_a_tampered_query_is_401(app: SimulatorApp) -> None:
+    raw, headers = signed("/api/v1/send-details", WINDOW)
+    response = app.handle(Request("GET", raw + "&limit=50", headers, b""))
+    assert response.status == 401
+
+
+def test_a_stale_signature_date_is_401(app: SimulatorApp) -> None:
+    raw, headers = signed("/api/v1/send-details", WINDOW, when=NOW - 3600)
+    response = app.handle(Request("GET", raw, headers, b""))
+    assert (response.status, body_of(response)["error_code"]) == (401, "APIG.0303")
+
+
+def test_missing_credentials_and_a_wrong_token_are_401(app: SimulatorApp) -> None:
+    none = call(app, "/api/v1/send-details", WINDOW)
+    assert (none.status, body_of(none)["error_code"]) == (401, "APIG.0301")
+    bad = call(app, "/api/v1/send-details", WINDOW, {"X-Auth-Token": "nope"})
+    assert (bad.status, body_of(bad)["error_code"]) == (401, "APIG.0307")
+
+
+def test_the_rate_limit_throttles_per_credential(app: SimulatorApp, fake_time: FakeTime) -> None:
+    statuses = [details(app, limit=1).status for _ in range(6)]
+    assert statuses == [200] * 5 + [429]
+    throttled = details(app, limit=1)
+    assert body_of(throttled)["error_code"] == "APIG.0308"
+    assert throttled.headers == {"Retry-After": "1"}
+    fake_time.now += 1.0
+    assert details(app, limit=1).status == 200
+
+
+# -- template list ----------------------------------------------------------------
+
+
+def templates(app: SimulatorApp, **params: Any) -> Response:
+    return call(app, f"/v2/{PROJECT}/msgsms/templates", params, TOKEN)
+
+
+def test_the_template_list_pages_like_huawei(app: SimulatorApp) -> None:
+    first = body_of(templates(app, limit=4))
+    second = body_of(templates(app, limit=4, offset=4))
+    assert (first["total"], len(first["results"]), len(second["results"])) == (6, 4, 2)
+    ids = [t.template_id for t in parse_template_page(first).templates]
+    ids += [t.template_id for t in parse_template_page(second).templates]
+    assert ids == [t.template_id for t in app.store.scenario.templates]
+    assert set(first["results"][0]) == {
+        "id",
+        "template_id",
+        "template_name",
+        "template_type",
+        "flow_status",
+        "region",
+        "status",
+        "app_name",
+        "create_time",
+        "update_time",
+    }
+
+
+def test_the_template_list_filters(app: SimulatorApp) -> None:
+    verify = body_of(templates(app, template_type="VERIFY_CODE_TYPE"))
+    assert verify["total"] == 2
+    named = body_of(templates(app, template_name="PROMO"))
+    assert named["total"] == 0
+    named = body_of(templates(app, template_name="Promotion"))
+    assert [t["template_name"] for t in named["results"]] == ["Weekend promotion"]
+    assert templates(app, limit=501).status == 400
+
+
+def test_an_unknown_project_is_404_with_a_huawei_body(app: SimulatorApp) -> None:
+    response = call(app, "/v2/ffff/msgsms/templates", {}, TOKEN)
+    assert response.status == 404
+    assert set(body_of(response)) == {"error_code", "error_msg", "error_detail"}
+
+
+# -- control ------------------------------------------------------------------------
+
+
+def test_the_clock_moves_only_forward(app: SimulatorApp) -> None:
+    moved = call(app, "/-/clock", method="POST", body={"advance_seconds": 90})
+    assert body_of(moved) == {"now": "2026-11-26T12:01:30.000Z"}
+    assert call(app, "/-/clock", method="POST", body={"advance_seconds": -1}).status == 400
+    assert body_of(call(app, "/-/clock"))["now"] == "2026-11-26T12:01:30.000Z"
+
+
+def test_truth_covers_every_template(app: SimulatorApp) -> None:
+    body = body_of(call(app, "/-/truth", WINDOW))
+    assert body["now"] == "2026-11-26T12:00:00.000Z"
+    assert set(body["templates"]) == {t.template_id for t in app.store.scenario.templates}
+    assert call(app, "/-/truth", {"start_time": "x", "end_time": "y"}).status == 400
+
+
+def test_faults_inject_errors_latency_and_malformed_bodies(
+    app: SimulatorApp, fake_time: FakeTime
+) -> None:
+    plan = {"error_share": {"503": 1.0}, "latency_seconds": 0.25, "endpoints": ["send-details"]}
+    assert call(app, "/-/faults", method="POST", body=plan).status == 200
+    failed = details(app)
+    assert (failed.status, failed.headers) == (503, {"Retry-After": "1"})
+    assert fake_time.slept == [0.25]
+    assert templates(app).status == 200
+    call(app, "/-/faults", method="POST", body={"malformed_share": 1.0})
+    for _ in range(4):
+        fake_time.now += 1
+        with pytest.raises(Exception):  # noqa: B017 - truncated JSON or the wrong shape
+            parse_page(json.loads(details(app).body))
+    call(app, "/-/faults", method="DELETE")
+    fake_time.now += 1
+    assert details(app).status == 200
+
+
+def test_bad_fault_plans_are_400(app: SimulatorApp) -> None:
+    response = call(app, "/-/faults", method="POST", body={"error_share": {"200": 0.5}})
+    assert body_of(response)["error_msg"] == "error_share.200: expected an HTTP status 400..599"
+
+
+def test_incidents_are_started_and_listed(app: SimulatorApp) -> None:
+    body = {"category": "blacklisted", "failure_share": 0.2, "duration_seconds": 60}
+    created = call(app, "/-/incidents", method="POST", body=body)
+    assert created.status == 201
+    assert body_of(created)["id"] == 1
+    listed = body_of(call(app, "/-/incidents"))["incidents"]
+    assert listed == [body_of(created)]
+
+
+def test_stats_count_requests_by_endpoint_and_status(app: SimulatorApp) -> None:
+    details(app)
+    details(app, limit="x")
+    call(app, "/nowhere")
+    assert body_of(call(app, "/-/stats"))["requests"] == {
+        "other": {"404": 1},
+        "send-details": {"200": 1, "400": 1},
+    }
+
+
+def test_the_openapi_document_is_served(app: SimulatorApp) -> None:
+    response = call(app, "/api/v1/openapi.yaml")
+    assert (response.status, response.content_type) == (200, "application/yaml")
+    assert b"/api/v1/send-details" in response.body
