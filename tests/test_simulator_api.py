@@ -231,7 +231,7 @@ def test_the_template_list_filters(app: SimulatorApp) -> None:
     assert verify["total"] == 2
     named = body_of(templates(app, template_name="PROMO"))
     assert named["total"] == 0
-    named = body_of(templates(app, template_name="Promotion"))
+    named = body_of(templates(app, template_name="promotion"))
     assert [t["template_name"] for t in named["results"]] == ["Weekend promotion"]
     assert templates(app, limit=501).status == 400
 
