@@ -8,6 +8,7 @@ unprivileged user against the simulator; the HEALTHCHECK command is run as Docke
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -30,7 +31,6 @@ REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
 CONFIG_DIR = "/etc/msgsms-exporter"
 PORT = 9170
-NOBODY = 65534
 
 
 def require_tool(name: str) -> str:
@@ -111,16 +111,21 @@ def test_oci_labels_carry_the_package_version() -> None:
         assert f"org.opencontainers.image.{label}=" in text
 
 
+def build_context_sources() -> list[str]:
+    """What the build stage's COPY lines take from the context."""
+    copied: list[str] = []
+    for key, arguments in instructions():
+        if key == "COPY" and "--from" not in arguments:
+            copied.extend(arguments.split()[:-1])
+    return copied
+
+
 def test_dockerignore_admits_exactly_what_the_build_copies() -> None:
     lines = (REPO / ".dockerignore").read_text().splitlines()
     patterns = [line for line in lines if line and not line.startswith("#")]
     assert patterns[0] == "*", "the context starts empty and names what it lets in"
     admitted = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
-    copied: set[str] = set()
-    for key, arguments in instructions():
-        if key == "COPY" and "--from" not in arguments:
-            copied.update(arguments.split()[:-1])
-    assert copied == admitted
+    assert set(build_context_sources()) == admitted
 
 
 # --- the image's install steps, entrypoint and health check --------------------------------
@@ -137,26 +142,36 @@ class Install:
     def bin(self) -> Path:
         return self.venv / "bin"
 
-
-def world_readable_tempdir() -> Path:
-    # Outside pytest's 0700 tmp tree so the unprivileged user can read, but not write, it.
-    path = Path(tempfile.mkdtemp(prefix="msgsms-image-"))
-    path.chmod(0o755)
-    return path
+    @property
+    def tmp(self) -> Path:
+        """Where the sandbox mounts the only writable filesystem (the image's /tmp)."""
+        return self.root / "tmp"
 
 
 @pytest.fixture(scope="module")
 def image_install() -> Iterator[Install]:
     """Dockerfile's steps: build the wheel, then install it into a fresh venv from no index."""
-    root = world_readable_tempdir()
+    root = Path(tempfile.mkdtemp(prefix="msgsms-image-"))
     try:
+        # The build stage: only what its COPY lines bring in, then `pip wheel` on that.
+        context = root / "src"
+        for source in build_context_sources():
+            if (REPO / source).is_dir():
+                shutil.copytree(
+                    REPO / source,
+                    context / source,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+                )
+            else:
+                context.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(REPO / source, context / source)
         wheels = root / "wheels"
-        # Only the project's wheel is built; its dependencies come from this interpreter's
-        # site-packages, which keeps the test fast and offline.
+        # --no-deps: the dependencies' wheels would be identical to what this interpreter
+        # already has, so the venv below sees them through --system-site-packages instead.
         subprocess.run(
             [
-                *(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps"),
-                *("--no-build-isolation", "--wheel-dir", str(wheels), str(REPO)),
+                *(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-cache-dir"),
+                *("--no-deps", "--wheel-dir", str(wheels), str(context)),
             ],
             check=True,
             timeout=300,
@@ -171,11 +186,16 @@ def image_install() -> Iterator[Install]:
             [
                 *(str(venv / "bin" / "pip"), "install", "--quiet", "--no-cache-dir"),
                 *("--no-index", f"--find-links={wheels}", "msgsms-exporter"),
+                # The checkout's own (editable) install is visible through the system
+                # site-packages; without these pip would call it "already satisfied".
+                *("--ignore-installed", "--no-deps"),
             ],
             check=True,
             timeout=300,
         )
-        yield Install(root=root, venv=venv)
+        install = Install(root=root, venv=venv)
+        install.tmp.mkdir()
+        yield install
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -193,6 +213,8 @@ def test_install_runs_the_wheel_not_the_checkout(image_install: Install) -> None
 
 def port_is_free(port: int) -> bool:
     with socket.socket() as sock:
+        # As the exporter binds: connections it closed linger in TIME-WAIT, which is fine.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -200,12 +222,40 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def as_image_user() -> list[str]:
-    """Run as an unprivileged user, like the image's USER, when the test runs as root."""
+@functools.cache
+def container_sandbox(writable_tmp: str) -> tuple[str, ...]:
+    """A command prefix that runs like the locked-down container, when the test runs as root.
+
+    A private mount namespace in which the whole root filesystem is read-only except a
+    fresh tmpfs at ``writable_tmp`` (the image's /tmp emptyDir), and no capabilities at all
+    (Kubernetes' `capabilities: drop: [ALL]`, `allowPrivilegeEscalation: false`). The network
+    namespace is shared, so the probes reach the process on 127.0.0.1 as Docker's would.
+    """
+    script = (
+        "mount --bind / / && mount -o remount,bind,ro / && "
+        f"mount -t tmpfs -o size=16m tmpfs {writable_tmp} && "
+        'exec setpriv --bounding-set=-all --inh-caps=-all --no-new-privs -- "$@"'
+    )
+    prefix = ("unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh")
+    problem = ""
     if os.geteuid() != 0:
-        return []
-    setpriv = require_tool("setpriv")
-    return [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"]
+        problem = "not root: cannot make a read-only root filesystem for the entrypoint"
+    elif shutil.which("unshare") is None or shutil.which("setpriv") is None:
+        problem = "unshare/setpriv (util-linux) are not installed"
+    else:
+        probe = subprocess.run(
+            [*prefix, "sh", "-c", "! touch /.msgsms-ro-probe 2>/dev/null"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if probe.returncode != 0:
+            problem = f"cannot sandbox the entrypoint: {probe.stderr.strip()}"
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(problem)
+        pytest.skip(problem)
+    return prefix
 
 
 def image_env(install: Install, **extra: str) -> dict[str, str]:
@@ -216,6 +266,7 @@ def image_env(install: Install, **extra: str) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         "HOME": "/nonexistent",
         "LANG": "C.UTF-8",
+        "TMPDIR": str(install.tmp),
         **extra,
     }
 
@@ -224,12 +275,12 @@ def healthcheck(install: Install) -> int:
     """Run the HEALTHCHECK command as Docker does inside the container; its exit code."""
     probe = exec_form("HEALTHCHECK")
     return subprocess.run(
-        [*as_image_user(), *probe],
+        [*container_sandbox(str(install.tmp)), *probe],
         env=image_env(install),
         capture_output=True,
         timeout=10,
         check=False,
-        cwd="/tmp",
+        cwd=install.tmp,
     ).returncode
 
 
@@ -266,26 +317,27 @@ def entrypoint(
     install: Install, args: list[str], env: dict[str, str]
 ) -> Iterator[subprocess.Popen[str]]:
     assert port_is_free(PORT), f"port {PORT} is busy: the image's HEALTHCHECK probes it"
-    command = [*as_image_user(), *exec_form("ENTRYPOINT"), *args]
+    command = [*container_sandbox(str(install.tmp)), *exec_form("ENTRYPOINT"), *args]
     process = subprocess.Popen(
-        command, env=env, cwd="/tmp", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command, env=env, cwd=install.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
         yield process
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-            try:
-                process.communicate(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.communicate()
+        try:
+            process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
 
 
 @pytest.fixture(scope="module")
-def simulator() -> Iterator[object]:
-    helper = pytest.importorskip("tests.simulator_process", reason="simulator helper not landed")
-    with helper.simulator_process() as url:
+def simulator() -> Iterator[str]:
+    from tests.simulator_process import simulator_process
+
+    with simulator_process("--history", "1h", "--scale", "0.1") as url:
         yield url
 
 
@@ -293,10 +345,6 @@ def write_mounted_config(install: Install, simulator_url: str) -> Path:
     """The config file where a volume mount would put it, under the install's root."""
     directory = install.root / CONFIG_DIR.lstrip("/")
     directory.mkdir(parents=True, exist_ok=True)
-    for parent in [directory, *directory.parents]:
-        if parent == install.root:
-            break
-        parent.chmod(0o755)
     config = directory / "config.yaml"
     config.write_text(
         textwrap.dedent(
@@ -314,7 +362,6 @@ def write_mounted_config(install: Install, simulator_url: str) -> Path:
             """
         )
     )
-    config.chmod(0o644)
     return directory
 
 

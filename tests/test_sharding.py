@@ -203,20 +203,32 @@ def test_sum_of_expositions_adds_matching_series() -> None:
 
 @pytest.fixture(scope="module")
 def simulator_url() -> Iterator[str]:
-    helper = pytest.importorskip("tests.simulator_process", reason="simulator helper not landed")
-    with helper.simulator_process() as url:
+    """A frozen simulator: manual clock, two hours of history, so every run sees the same data."""
+    from tests.simulator_process import simulator_process
+
+    with simulator_process(
+        "--clock", "manual", "--history", "2h", "--seed", "7", "--scale", "0.1"
+    ) as url:
         yield url
 
 
-def run_once(config: Path, *extra: str) -> str:
+def exporter_command() -> list[str]:
     exe = shutil.which("msgsms-exporter")
-    command = [exe] if exe else [sys.executable, "-m", "exporter"]
+    return [exe] if exe else [sys.executable, "-m", "exporter"]
+
+
+def run_once(config: Path, *extra: str, env: dict[str, str] | None = None) -> str:
     result = subprocess.run(
-        [*command, f"--config.file={config}", "--once", *extra],
+        [*exporter_command(), f"--config.file={config}", "--once", *extra],
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "MSGSMS_ACCESS_KEY": DEMO_AK, "MSGSMS_SECRET_KEY": DEMO_SK},
+        env={
+            **os.environ,
+            "MSGSMS_ACCESS_KEY": DEMO_AK,
+            "MSGSMS_SECRET_KEY": DEMO_SK,
+            **(env or {}),
+        },
         check=False,
     )
     assert result.returncode == 0, result.stderr
@@ -227,14 +239,13 @@ DEMO_AK = os.environ.get("MSGSMS_SIMULATOR_AK", "demo-access-key")
 DEMO_SK = os.environ.get("MSGSMS_SIMULATOR_SK", "demo-secret-key")
 
 
-def test_three_shards_sum_to_the_unsharded_exposition(simulator_url: str, tmp_path: Path) -> None:
-    config = tmp_path / "config.yaml"
-    config.write_text(
+def write_config(path: Path, endpoint: str) -> Path:
+    path.write_text(
         textwrap.dedent(
             f"""\
             accounts:
               - name: default
-                endpoint: {simulator_url}
+                endpoint: {endpoint}
                 project_id: 0123456789abcdef0123456789abcdef
                 credentials:
                   access_key: {{env: MSGSMS_ACCESS_KEY}}
@@ -245,17 +256,80 @@ def test_three_shards_sum_to_the_unsharded_exposition(simulator_url: str, tmp_pa
             """
         )
     )
-    whole = parse_exposition(run_once(config))
-    parts = [run_once(config, f"--shard={i}/3") for i in range(3)]
-    per_shard_templates = [
-        {
-            dict(labels)["template"]
-            for name, labels in parse_exposition(p)
-            if name == "msgsms_template_info"
-        }
-        for p in parts
-    ]
-    assert all(per_shard_templates), "a shard owns no template: the test proves nothing"
-    assert sum(len(t) for t in per_shard_templates) == len(set().union(*per_shard_templates))
-    assert whole, "the unsharded run exported no business series"
-    assert sum_expositions(parts) == whole
+    return path
+
+
+def window_end(text: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    (value,) = {
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "msgsms_window_end_timestamp_seconds"
+    }
+    return value
+
+
+def owned_templates(text: str) -> set[str]:
+    return {
+        dict(labels)["template"]
+        for name, labels in parse_exposition(text)
+        if name == "msgsms_template_info"
+    }
+
+
+def test_three_shards_sum_to_the_unsharded_exposition(simulator_url: str, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.yaml", simulator_url)
+    # The simulator's clock is frozen, but each run's window ends at the exporter's own
+    # (wall-clock) minute: retry the rare set of runs that straddles a minute boundary.
+    for _attempt in range(3):
+        whole = run_once(config)
+        parts = [run_once(config, f"--shard={i}/3") for i in range(3)]
+        if len({window_end(text) for text in [whole, *parts]}) == 1:
+            break
+    else:
+        pytest.fail("four consecutive runs never shared one window")
+    shards = [owned_templates(part) for part in parts]
+    assert all(shards), f"a shard owns no template, the test proves nothing: {shards}"
+    assert sum(map(len, shards)) == len(set.union(*shards)) == len(owned_templates(whole))
+    expected = parse_exposition(whole)
+    assert any(
+        name == "msgsms_window_messages" and value > 0 for (name, _), value in expected.items()
+    ), "the unsharded run counted no message"
+    assert sum_expositions(parts) == expected
+
+
+def test_shard_from_env_and_from_the_pod_hostname(simulator_url: str, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.yaml", simulator_url)
+    by_flag = owned_templates(run_once(config, "--shard=2/3"))
+    assert by_flag
+    assert owned_templates(run_once(config, env={"MSGSMS_SHARD": "2/3"})) == by_flag
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare to give the exporter a StatefulSet pod's hostname")
+    # A private UTS namespace whose hostname is a StatefulSet pod's, as in the sharded variant.
+    pod = ["unshare", "--uts", "sh", "-c", 'hostname msgsms-exporter-2 && exec "$@"', "sh"]
+    result = subprocess.run(
+        [*pod, *exporter_command(), f"--config.file={config}", "--once", "--shard=auto/3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MSGSMS_ACCESS_KEY": DEMO_AK, "MSGSMS_SECRET_KEY": DEMO_SK},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert owned_templates(result.stdout) == by_flag
+
+
+def test_bad_shard_flag_exits_1_with_a_located_message(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.yaml", "http://127.0.0.1:9")
+    result = subprocess.run(
+        [*exporter_command(), f"--config.file={config}", "--once", "--shard=3/3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "MSGSMS_ACCESS_KEY": DEMO_AK, "MSGSMS_SECRET_KEY": DEMO_SK},
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "--shard: shard index 3 is out of range for 3 shards (0..2)" in result.stderr
