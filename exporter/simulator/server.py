@@ -275,6 +275,8 @@ class SimulatorApp:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Without TCP_NODELAY, Nagle and the client's delayed ACK hold each response ~40 ms.
+    disable_nagle_algorithm = True
     server: SimulatorServer
 
     def _serve(self) -> None:
