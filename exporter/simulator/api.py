@@ -55,7 +55,7 @@ def _int(params: Mapping[str, list[str]], name: str, default: int, low: int, hig
     text = _single(params, name)
     if text is None:
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
         raise BadParameter(f"{name}: expected an integer in [{low}, {high}]")
     return int(text)
 

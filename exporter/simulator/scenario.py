@@ -17,7 +17,7 @@ import yaml
 from exporter.errors import ConfigError
 from exporter.status_codes import StatusCategory
 
-DEFAULT_SCENARIO = "default.yaml"
+PACKAGED_SCENARIOS = ("default", "load")
 TEMPLATE_TYPES = ("VERIFY_CODE_TYPE", "PROMOTION_TYPE", "NOTIFY_TYPE")
 DEFAULT_PROJECT_ID = "0123456789abcdef0123456789abcdef"
 FAILURE_CATEGORIES = tuple(c.value for c in StatusCategory if c is not StatusCategory.DELIVERED)
@@ -332,10 +332,10 @@ COUNTRY_PLANS: dict[str, tuple[int, str]] = {
 
 
 def load_scenario(path: str | Path | None = None) -> Scenario:
-    """Read a scenario file (the packaged default when ``path`` is None)."""
-    if path is None:
-        text = resources.files("exporter.simulator").joinpath(DEFAULT_SCENARIO).read_text("utf-8")
-        source = DEFAULT_SCENARIO
+    """Read a scenario file; None or a packaged name (``default``, ``load``) reads the package's."""
+    if path is None or str(path) in PACKAGED_SCENARIOS:
+        source = f"{path or 'default'}.yaml"
+        text = resources.files("exporter.simulator").joinpath(source).read_text("utf-8")
     else:
         source = str(path)
         try:
