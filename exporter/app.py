@@ -95,6 +95,12 @@ class Exporter:
             self._threads.append(thread)
         return self._web.address
 
+    def __enter__(self) -> Exporter:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
     def stop(self, timeout: float = 5.0) -> None:
         """Stop polling and serving; in-flight requests are abandoned after ``timeout``."""
         self._stop.set()

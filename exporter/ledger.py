@@ -32,7 +32,7 @@ class Tally:
     sending: int = 0
     codes: Counter[str] = field(default_factory=Counter)
     delay_counts: list[int] = field(default_factory=lambda: [0] * (len(DELAY_BUCKETS) + 1))
-    delay_sum: float = 0.0
+    delay_sum_ms: int = 0
 
     @property
     def total(self) -> int:
@@ -49,10 +49,10 @@ class Tally:
         else:
             self.failed += 1
         self.codes[record.status_code] += 1
-        delay = record.delivery_delay
-        if delay is not None:
-            self.delay_counts[_delay_slot(delay)] += 1
-            self.delay_sum += delay
+        delay_ms = record.delivery_delay_ms
+        if delay_ms is not None:
+            self.delay_counts[_delay_slot(delay_ms / 1000)] += 1
+            self.delay_sum_ms += delay_ms
 
     def merge(self, other: Tally) -> None:
         """Add another tally into this one."""
@@ -62,7 +62,7 @@ class Tally:
         self.codes.update(other.codes)
         for index, count in enumerate(other.delay_counts):
             self.delay_counts[index] += count
-        self.delay_sum += other.delay_sum
+        self.delay_sum_ms += other.delay_sum_ms
 
 
 def finalized_by_outcome(tally: Tally) -> Counter[tuple[SendResult, StatusCategory]]:

@@ -70,10 +70,13 @@ class SendRecord:
     segments: int
 
     @property
-    def delivery_delay(self) -> float | None:
-        """Seconds from sending to the final report, for delivered messages."""
+    def delivery_delay_ms(self) -> int | None:
+        """Whole milliseconds from sending to the final report, for delivered messages.
+
+        Integer milliseconds (the contract's resolution) keep sums exact.
+        """
         if self.send_result is SendResult.SUCCESS and self.receive_time is not None:
-            return max(0.0, self.receive_time - self.send_time)
+            return max(0, round(self.receive_time * 1000) - round(self.send_time * 1000))
         return None
 
 

@@ -71,7 +71,7 @@ def summarize(template_id: str, tally: Tally, top_n: int) -> TemplateWindow:
         sending=tally.sending,
         codes=tuple(codes),
         delay_buckets=tuple(zip(bounds, cumulative, strict=True)),
-        delay_sum=tally.delay_sum,
+        delay_sum=tally.delay_sum_ms / 1000,
     )
 
 

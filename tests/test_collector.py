@@ -18,7 +18,7 @@ def _snapshot(**overrides):
     tally = Tally(success=2, failed=1, sending=1, codes={"DELIVRD": 2, "E200018": 1})
     tally.delay_counts[0] = 1
     tally.delay_counts[3] = 1
-    tally.delay_sum = 8.5
+    tally.delay_sum_ms = 8500
     window = WindowSnapshot("1h", 3600.0, 7200.0, True, (summarize("T1", tally, 10),))
     fields = {
         "account": "main",

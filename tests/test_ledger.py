@@ -20,7 +20,7 @@ def test_tallies_records_into_buckets_of_sending_time():
     assert sorted(tallies) == [0, 60]
     assert (tallies[0].success, tallies[0].failed, tallies[0].sending) == (1, 1, 0)
     assert tallies[0].codes == {"DELIVRD": 1, "E200018": 1}
-    assert tallies[0].delay_sum == 3.0
+    assert tallies[0].delay_sum_ms == 3000
     assert tallies[0].delay_counts[2] == 1  # 3 s falls in the (2, 5] bucket
     assert tallies[60].sending == 1
 

@@ -1,0 +1,83 @@
+"""Shared fixtures: a manual-clock simulator subprocess and an exporter pointed at it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from simulator_process import simulator_process
+
+from exporter.config import AccountConfig, Config, Secret, TemplateSelection
+from exporter.timestamps import format_rfc3339, parse_rfc3339
+
+START = "2026-11-26T10:00:00Z"
+DEMO_AK, DEMO_SK = "demo-access-key", "demo-secret-key"
+PROJECT = "0123456789abcdef0123456789abcdef"
+
+
+def require_binary(name: str) -> str:
+    """The path of a tool; under CI=true a missing tool fails the test, it never skips."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (./scripts/test installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@dataclass
+class Simulator:
+    """A running simulator: its URL and its control endpoints."""
+
+    url: str
+    http: httpx.Client
+
+    def now(self) -> float:
+        return parse_rfc3339(self.http.get(f"{self.url}/-/clock").json()["now"])
+
+    def advance(self, seconds: float) -> None:
+        response = self.http.post(f"{self.url}/-/clock", json={"advance_seconds": seconds})
+        response.raise_for_status()
+
+    def truth(self, start: float, end: float) -> dict:
+        params = {"start_time": format_rfc3339(start), "end_time": format_rfc3339(end)}
+        response = self.http.get(f"{self.url}/-/truth", params=params)
+        response.raise_for_status()
+        return response.json()["templates"]
+
+    def post(self, path: str, body: dict) -> dict:
+        response = self.http.post(f"{self.url}{path}", json=body)
+        response.raise_for_status()
+        return response.json()
+
+
+@pytest.fixture
+def manual_simulator() -> Iterator[Simulator]:
+    """A small-volume simulator on a manual clock with one hour of history."""
+    args = ("--clock", "manual", "--start-time", START, "--history", "1h", "--scale", "0.05")
+    with simulator_process(*args) as url, httpx.Client(timeout=30) as http:
+        yield Simulator(url, http)
+
+
+def account_for(url: str, name: str = "sim") -> AccountConfig:
+    """An account that signs with the simulator's demo keys and discovers templates."""
+    return AccountConfig(
+        name=name,
+        endpoint=url,
+        project_id=PROJECT,
+        templates=TemplateSelection(discover=True),
+        access_key=DEMO_AK,
+        secret_key=Secret(DEMO_SK),
+    )
+
+
+def config_for(url: str, **overrides: object) -> Config:
+    """A config for the simulator; top-N large enough that no code is folded."""
+    fields: dict[str, object] = {"top_status_codes": 100}
+    fields.update(overrides)
+    return Config(accounts=(account_for(url),), **fields)  # type: ignore[arg-type]
