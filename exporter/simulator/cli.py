@@ -103,12 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def configure_logging(level: str) -> None:
-    """structlog: JSON when not on a TTY, console renderer on one; to stderr."""
+def configure_logging(level: str, fmt: str = "auto") -> None:
+    """structlog to stderr: JSON when not on a TTY, console renderer on one (or as told)."""
+    console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer()
-        if sys.stderr.isatty()
-        else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
     )
     structlog.configure(
         processors=[
