@@ -7,11 +7,19 @@ Import from a test module (pytest puts `tests/` on sys.path):
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +41,7 @@ ALERTS_DOC = REPO / "docs" / "alerts.md"
 # Values for Grafana's variables when an expression leaves the dashboard: regex variables
 # match everything, the window is the exporter's default one.
 DEFAULT_VARIABLES: dict[str, str] = {
+    "job": ".+",
     "account": ".+",
     "template": ".+",
     "window": "1h",
@@ -275,3 +284,176 @@ def dashboard_expressions(
                     )
                 )
     return queries
+
+
+# -------------------------------------------------------------------------------- Prometheus
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class PrometheusServer:
+    """A Prometheus started by a test: its base URL and process."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def api(self, path: str, **params: str) -> Any:
+        """GET an HTTP API path; the decoded `data`, or AssertionError with Prometheus' error."""
+        query = urllib.parse.urlencode(params)
+        try:
+            with urllib.request.urlopen(f"{self.url}{path}?{query}", timeout=30) as response:
+                body = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            body = json.loads(exc.read() or b"{}")
+        if body.get("status") != "success":
+            raise AssertionError(f"{path} {params}: {body.get('errorType')}: {body.get('error')}")
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """Evaluate `expr` as an instant query now; the result vector."""
+        data = self.api("/api/v1/query", query=expr)
+        result: list[dict[str, Any]] = data["result"] if data["resultType"] == "vector" else []
+        return result
+
+    def query_range(self, expr: str, seconds: int = 300, step: str = "15s") -> list[Any]:
+        """Evaluate `expr` over the last `seconds`; the result matrix."""
+        end = time.time()
+        data = self.api(
+            "/api/v1/query_range",
+            query=expr,
+            start=str(end - seconds),
+            end=str(end),
+            step=step,
+        )
+        result: list[Any] = data["result"]
+        return result
+
+    def wait_for(self, expr: str, timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Poll `expr` until it returns a non-empty vector; that vector."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.query(expr)
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{expr} returned nothing within {timeout}s")
+            time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def run_prometheus(
+    workdir: Path,
+    targets: list[str],
+    *,
+    job: str = "msgsms-exporter",
+    scrape_interval: str = "1s",
+    rule_files: list[Path] | None = None,
+    evaluation_interval: str = "1s",
+) -> Iterator[PrometheusServer]:
+    """Run a real Prometheus on loopback scraping `targets` as `job`; stop it on exit."""
+    binary = require_tool("prometheus")
+    port = free_port()
+    config = {
+        "global": {
+            "scrape_interval": scrape_interval,
+            "evaluation_interval": evaluation_interval,
+        },
+        "rule_files": [str(path) for path in rule_files or []],
+        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}],
+    }
+    config_file = workdir / "prometheus.yml"
+    config_file.write_text(yaml.safe_dump(config))
+    log = (workdir / "prometheus.log").open("wb")
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-lifecycle",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    server = PrometheusServer(url=f"http://127.0.0.1:{port}", process=process)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(
+                    "prometheus exited: " + (workdir / "prometheus.log").read_text()[-2000:]
+                )
+            try:
+                with urllib.request.urlopen(f"{server.url}/-/ready", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def scaled_exposition(text: str, scrapes: int) -> str:
+    """The fixture exposition with counter and histogram samples multiplied by `scrapes`.
+
+    Serving it with a growing `scrapes` makes every `rate()` over the fixture non-zero.
+    """
+    types: dict[str, str] = {}
+    lines = []
+    for line in text.splitlines():
+        declared = re.match(r"# TYPE (\S+) (\S+)", line)
+        if declared:
+            types[declared.group(1)] = declared.group(2)
+        sample = _SAMPLE.match(line)
+        if sample and not line.startswith("#"):
+            name = sample.group(1)
+            family = re.sub(r"_(total|bucket|count|sum|gcount|gsum)$", "", name)
+            if types.get(name) == "counter" or types.get(family) in {"counter", "histogram"}:
+                head, value = line.rsplit(" ", 1)
+                line = f"{head} {float(value) * scrapes}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def serve_exposition(text: str) -> Iterator[str]:
+    """Serve `text` (scaled by the scrape count) at /metrics on loopback; yields host:port."""
+    count = {"scrapes": 0}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            count["scrapes"] += 1
+            body = scaled_exposition(text, count["scrapes"]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
