@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -17,6 +17,7 @@ import pytest
 
 from exporter.records import SendResult, parse_page
 from exporter.signing import Credentials, sign_request
+from exporter.simulator import SimulatorConfig, start_simulator
 from exporter.timestamps import parse_rfc3339
 from tests.simulator_process import READY_PREFIX, simulator_process
 
@@ -155,3 +156,18 @@ def test_a_bad_scenario_exits_1_naming_the_problem(tmp_path: Path) -> None:
         f"msgsms-simulator: {scenario}: templates[0].rate_per_hour: "
         "expected a number in [0, 1e+08]\n"
     )
+
+
+def test_the_python_api_serves_in_process_with_history() -> None:
+    config = SimulatorConfig(history_seconds=600, access_key="k", secret_key="s", token="t")
+    with start_simulator(config) as running:
+        now = datetime.fromtimestamp(running.clock.now(), tz=UTC)
+        params = {
+            "start_time": f"{now - timedelta(minutes=10):%Y-%m-%dT%H:%M:%SZ}",
+            "end_time": f"{now:%Y-%m-%dT%H:%M:%SZ}",
+        }
+        response = httpx.get(
+            f"{running.url}/api/v1/send-details", params=params, headers={"X-Auth-Token": "t"}
+        )
+        assert response.status_code == 200
+        assert response.json()["total"] > 0

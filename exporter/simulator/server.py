@@ -91,7 +91,11 @@ class SimulatorApp:
         """Route one request and count it."""
         parts = urlsplit(request.raw_path)
         params = parse_qs(parts.query, keep_blank_values=True)
-        endpoint, response = self._route(request, parts.path, params)
+        try:
+            endpoint, response = self._route(request, parts.path, params)
+        except Exception:  # a simulator bug: answer 500 and keep serving
+            log.exception("request failed", path=parts.path)
+            endpoint, response = "other", _error(500, "MSGSMS.0500", "internal simulator error")
         with self._stats_lock:
             self.stats[(endpoint, response.status)] += 1
         log.debug("request", endpoint=endpoint, status=response.status)
