@@ -61,7 +61,7 @@ def render_prometheus_rule() -> str:
 
 
 def dashboard_name(path: Path) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", path.stem.lower()).strip("-")
+    slug = re.sub(r"[^a-z0-9]+", "-", path.stem.lower()).strip("-").removeprefix("msgsms-")
     return f"msgsms-dashboard-{slug}"
 
 

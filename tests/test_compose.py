@@ -152,13 +152,15 @@ def test_grafana_provisions_the_mounted_dashboards() -> None:
     grafana = load(COMPOSE)["services"]["grafana"]
     mounts = bind_mounts(grafana)
     (dashboards_target,) = [t for t, s in mounts.items() if s == "../../dashboards"]
-    provisioning = COMPOSE_DIR / mounts["/etc/grafana/provisioning/dashboards"]
-    paths = [
-        provider["options"]["path"]
-        for file in sorted(provisioning.glob("*.yaml"))
-        for provider in load(file)["providers"]
+    (provider_file,) = [
+        COMPOSE_DIR / s
+        for t, s in mounts.items()
+        if t.startswith("/etc/grafana/provisioning/dashboards/")
     ]
+    assert provider_file.resolve() == REPO / "dashboards" / "provisioning" / "dashboards.yml"
+    paths = [provider["options"]["path"] for provider in load(provider_file)["providers"]]
     assert paths == [dashboards_target]
+    assert list((REPO / "dashboards").glob("*.json")), "no dashboard to provision"
     datasources = COMPOSE_DIR / mounts["/etc/grafana/provisioning/datasources"]
     (source,) = [d for f in datasources.glob("*.yaml") for d in load(f)["datasources"]]
     assert source["url"] == "http://prometheus:9090"

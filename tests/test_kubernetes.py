@@ -370,6 +370,7 @@ def test_prometheus_rule_groups_equal_the_rules_file(variant: str) -> None:
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_dashboard_config_maps_equal_the_dashboards(variant: str) -> None:
     files = {p.name: p.read_text() for p in sorted(DASHBOARDS.glob("*.json"))}
+    assert files, "no dashboards/*.json: the comparison would prove nothing"
     maps = [
         c for c in by_kind(variant, "ConfigMap") if "grafana_dashboard" in c["metadata"]["labels"]
     ]
