@@ -219,7 +219,10 @@ class SimulatorApp:
                 raise BadParameter("advance_seconds: expected a number >= 0")
         except BadParameter as exc:
             return _error(400, "SIM.BAD_REQUEST", str(exc))
-        return _json(200, {"now": format_rfc3339(self.clock.advance(float(step)))})
+        now = self.clock.advance(float(step))
+        # Generate here, so the cost of a big step is not paid by the next query.
+        self.store.advance_to(round(now * 1000))
+        return _json(200, {"now": format_rfc3339(now)})
 
     def _truth(self, request: Request, params: dict[str, list[str]]) -> Response:
         try:
