@@ -90,7 +90,7 @@ class _Families:
         )
         self.last_success = g(
             "msgsms_last_poll_success_timestamp_seconds",
-            "When the last successful poll started.",
+            "When the last successful poll started (0: never).",
             labels=["account"],
         )
         self.poll_duration = g(
@@ -165,8 +165,8 @@ def _add_account(f: _Families, snap: AccountSnapshot) -> None:
                 snap.finalized_total.get((tid, result, category), 0),
             )
     f.up.add_metric([account], 1.0 if snap.up else 0.0)
-    if snap.last_success is not None:
-        f.last_success.add_metric([account], snap.last_success)
+    # 0 until the first success, so staleness alerts fire for an exporter that never succeeds.
+    f.last_success.add_metric([account], snap.last_success or 0.0)
     if snap.poll_duration is not None:
         f.poll_duration.add_metric([account], snap.poll_duration)
     f.poll_interval.add_metric([account], snap.poll_interval)

@@ -56,12 +56,12 @@ def summarize(template_id: str, tally: Tally, top_n: int) -> TemplateWindow:
     """A window's tally as exported: top-N codes, the rest folded into ``other``."""
     ranked = sorted(tally.codes.items(), key=lambda item: (-item[1], item[0]))
     codes = [CodeCount(code, categorize(code), n) for code, n in ranked[:top_n]]
-    rest = ranked[top_n:]
-    if rest:
-        # Folded codes keep a category only when they all share it.
-        categories = {categorize(code) for code, _ in rest}
-        category = categories.pop() if len(categories) == 1 else StatusCategory.UNKNOWN
-        codes.append(CodeCount(OTHER_CODE, category, sum(n for _, n in rest)))
+    # The rest fold into "other", one per category, so no category is ever hidden.
+    folded: dict[StatusCategory, int] = {}
+    for code, n in ranked[top_n:]:
+        category = categorize(code)
+        folded[category] = folded.get(category, 0) + n
+    codes.extend(CodeCount(OTHER_CODE, category, n) for category, n in sorted(folded.items()))
     cumulative = list(accumulate(tally.delay_counts))
     bounds = [*DELAY_BUCKETS, float("inf")]
     return TemplateWindow(

@@ -37,11 +37,11 @@ def _bounds(samples):
 
 
 def test_window_counts_equal_truth_at_every_poll_for_two_simulated_hours(
-    manual_simulator: Simulator,
+    manual_simulator: Simulator, request
 ):
     sim = manual_simulator
     exporter = Exporter(config_for(sim.url), clock=sim.now)
-    request.addfinalizer(exporter.stop)
+    request.addfinalizer(exporter.stop)  # before the test ends, so no socket outlives it
     compared = 0
     for _ in range(120):
         sim.advance(60)
@@ -77,7 +77,7 @@ def test_window_counts_equal_truth_at_every_poll_for_two_simulated_hours(
 def test_counters_count_each_message_once(manual_simulator: Simulator, request):
     sim = manual_simulator
     exporter = Exporter(config_for(sim.url), clock=sim.now)
-    request.addfinalizer(exporter.stop)
+    request.addfinalizer(exporter.stop)  # before the test ends, so no socket outlives it
     sim.advance(60)
     exporter.poll_once()
     first = _samples(exporter.exposition_text())
@@ -98,18 +98,15 @@ def test_counters_count_each_message_once(manual_simulator: Simulator, request):
     assert delivered == sum(t["success"] for t in truth.values())
 
 
-def test_exposition_passes_promtool_check_metrics(manual_simulator: Simulator, request):
+def test_exposition_passes_promtool_check_metrics(manual_simulator: Simulator):
     promtool = require_binary("promtool")
-    exporter = Exporter(
-        config_for(manual_simulator.url, top_status_codes=3), clock=manual_simulator.now
-    )
-    manual_simulator.advance(60)
-    assert exporter.poll_once()
+    config = config_for(manual_simulator.url, top_status_codes=3)
+    with Exporter(config, clock=manual_simulator.now) as exporter:
+        manual_simulator.advance(60)
+        assert exporter.poll_once()
+        exposition = exporter.exposition_text()
     result = subprocess.run(
-        [promtool, "check", "metrics"],
-        input=exporter.exposition_text(),
-        capture_output=True,
-        check=False,
+        [promtool, "check", "metrics"], input=exposition, capture_output=True, check=False
     )
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert result.stdout.decode() + result.stderr.decode() == ""

@@ -60,10 +60,11 @@ def test_window_sums_only_buckets_inside_it_and_forgets_old_ones():
 
 
 def test_summary_folds_codes_beyond_top_n_into_other():
-    tally = Tally(failed=6, codes={"E200018": 3, "UNDELIV": 2, "REJECTD": 1})
+    tally = Tally(failed=7, codes={"E200018": 3, "UNDELIV": 2, "MK:0001": 1, "REJECTD": 1})
     window = summarize("T1", tally, top_n=1)
     assert [(c.status_code, c.category, c.count) for c in window.codes] == [
         ("E200018", StatusCategory.PLATFORM_CONFIG, 3),
-        ("other", StatusCategory.UNKNOWN, 3),
+        ("other", StatusCategory.CARRIER_REJECTED, 1),
+        ("other", StatusCategory.INVALID_NUMBER, 3),
     ]
     assert window.delay_buckets[-1] == (float("inf"), 0)
