@@ -20,6 +20,8 @@ from exporter.signing import Credentials
 from exporter.timestamps import parse_duration
 
 T = TypeVar("T")
+RESOLUTION_SECONDS = 60
+"""Sending time is tallied per minute; windows and their ends fall on whole minutes."""
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = re.compile(r"^[a-zA-Z0-9_.-]{1,64}$")
 
@@ -80,11 +82,20 @@ class Config:
 
     accounts: tuple[AccountConfig, ...]
     poll_interval: float = 60.0
-    window: float = 3600.0
+    windows: tuple[float, ...] = (3600.0,)
     request_timeout: float = 10.0
     page_size: int = 100
     top_status_codes: int = 10
     max_query_span: float = 86400.0
+    request_budget: int = 2000
+    review_hold_horizon: float = 900.0
+    pending_horizon: float = 72 * 3600.0
+    max_staleness: int = 3
+
+    @property
+    def window(self) -> float:
+        """The longest window: how far back the poller must read."""
+        return max(self.windows)
 
 
 class _Reader:
@@ -228,6 +239,28 @@ def _templates(reader: _Reader, raw: object, where: str) -> TemplateSelection:
     )
 
 
+def _windows(reader: _Reader, spec: dict[str, Any]) -> tuple[float, ...]:
+    if "window" in spec and "windows" in spec:
+        reader.problem("windows", "give either 'window' or 'windows', not both")
+        return ()
+    if "windows" not in spec:
+        single = reader.get(spec, "window", "", _duration)
+        return () if single is None else (single,)
+    raw = spec["windows"]
+    if not isinstance(raw, list) or not raw:
+        reader.problem("windows", "expected a non-empty list of durations")
+        return ()
+    out = []
+    for index, item in enumerate(raw):
+        try:
+            out.append(_duration(item))
+        except ValueError as exc:
+            reader.problem(f"windows[{index}]", str(exc))
+    if len(set(out)) != len(out):
+        reader.problem("windows", "lists a window twice")
+    return tuple(sorted(set(out)))
+
+
 _ACCOUNT_KEYS = {"name", "endpoint", "project_id", "credentials", "templates", "tls"}
 
 
@@ -281,6 +314,11 @@ _TOP_KEYS = {
     "accounts",
     "poll_interval",
     "window",
+    "windows",
+    "request_budget",
+    "review_hold_horizon",
+    "pending_horizon",
+    "max_staleness",
     "request_timeout",
     "page_size",
     "top_status_codes",
@@ -309,7 +347,7 @@ def parse_config(raw: object, env: Mapping[str, str]) -> Config:
         accounts=tuple(accounts),
         poll_interval=reader.get(spec, "poll_interval", "", _duration, defaults.poll_interval)
         or defaults.poll_interval,
-        window=reader.get(spec, "window", "", _duration, defaults.window) or defaults.window,
+        windows=_windows(reader, spec) or defaults.windows,
         request_timeout=reader.get(spec, "request_timeout", "", _duration, defaults.request_timeout)
         or defaults.request_timeout,
         page_size=reader.get(spec, "page_size", "", _positive_int, defaults.page_size)
@@ -320,9 +358,24 @@ def parse_config(raw: object, env: Mapping[str, str]) -> Config:
         or defaults.top_status_codes,
         max_query_span=reader.get(spec, "max_query_span", "", _duration, defaults.max_query_span)
         or defaults.max_query_span,
+        request_budget=reader.get(
+            spec, "request_budget", "", _positive_int, defaults.request_budget
+        )
+        or defaults.request_budget,
+        review_hold_horizon=reader.get(
+            spec, "review_hold_horizon", "", _duration, defaults.review_hold_horizon
+        )
+        or defaults.review_hold_horizon,
+        pending_horizon=reader.get(spec, "pending_horizon", "", _duration, defaults.pending_horizon)
+        or defaults.pending_horizon,
+        max_staleness=reader.get(spec, "max_staleness", "", _positive_int, defaults.max_staleness)
+        or defaults.max_staleness,
     )
+    key = "windows" if "windows" in spec else "window"
     if config.window > config.max_query_span:
-        reader.problem("window", "must not be longer than max_query_span (default 24h)")
+        reader.problem(key, "must not be longer than max_query_span (default 24h)")
+    if any(w % RESOLUTION_SECONDS for w in config.windows):
+        reader.problem(key, f"must be whole multiples of {RESOLUTION_SECONDS}s")
     if config.page_size > 100:
         reader.problem("page_size", "must be at most 100 (the contract's maximum page)")
     if reader.problems:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from exporter.client import DetailsClient
-from exporter.config import AccountConfig, Config
+from exporter.config import RESOLUTION_SECONDS, AccountConfig, Config
 from exporter.errors import UpstreamError
 from exporter.fetch import read_range
 from exporter.ledger import Growth, TemplateLedger, tally_by_bucket
@@ -22,7 +22,6 @@ from exporter.status_codes import StatusCategory
 from exporter.templates import SmsTemplate
 from exporter.timestamps import format_rfc3339
 
-RESOLUTION_SECONDS = 60
 TEMPLATE_REFRESH_SECONDS = 600.0
 
 log = structlog.get_logger("msgsms_exporter.poller")

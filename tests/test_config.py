@@ -44,7 +44,7 @@ def test_parses_a_valid_config_into_frozen_objects():
     assert config.poll_interval == 30 and config.window == 7200
     assert config.page_size == 100 and config.top_status_codes == 10
     with pytest.raises(AttributeError):
-        config.window = 1  # type: ignore[misc]
+        config.poll_interval = 1  # type: ignore[misc]
 
 
 def test_never_shows_a_secret_in_repr():
@@ -130,3 +130,18 @@ def test_locates_yaml_syntax_errors(tmp_path):
 def test_example_config_is_valid():
     config = load_config("config/msgsms-exporter.yaml", {**ENV, "MSGSMS_ENDPOINT": "https://x"})
     assert config.accounts[0].templates.discover
+
+
+def test_accepts_several_windows_and_reads_back_the_longest():
+    config = _parse(VALID.replace("window: 2h", "windows: [24h, 1h]"))
+    assert config.windows == (3600, 86400)
+    assert config.window == 86400
+
+
+def test_rejects_window_and_windows_together_and_odd_windows():
+    assert _problems(VALID.replace("window: 2h", "window: 2h\nwindows: [1h]")) == [
+        "windows: give either 'window' or 'windows', not both"
+    ]
+    assert _problems(VALID.replace("window: 2h", "windows: [90s]")) == [
+        "windows: must be whole multiples of 60s"
+    ]
