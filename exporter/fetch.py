@@ -4,19 +4,36 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from exporter.errors import UpstreamMalformed
+from exporter.templates import SmsTemplate
 from exporter.records import DetailsPage, DetailsQuery, SendRecord
+
+if TYPE_CHECKING:
+    from exporter.client import RequestStats
 
 MAX_RESTARTS = 2
 
 
-class DetailsSource(Protocol):
-    """Anything that answers sending-details queries (HTTP client, push store)."""
+class PageSource(Protocol):
+    """Anything that answers sending-details queries."""
 
     def query(self, query: DetailsQuery) -> DetailsPage:
         """One page of sending details."""
+        ...
+
+
+class DetailsSource(PageSource, Protocol):
+    """What a poller reads: the HTTP client, or the in-process push store."""
+
+    @property
+    def stats(self) -> RequestStats:
+        """Accounting of the requests made."""
+        ...
+
+    def list_templates(self) -> list[SmsTemplate]:
+        """The account's templates."""
         ...
 
 
@@ -30,7 +47,7 @@ class RangeRead:
     rejected: Counter[str] = field(default_factory=Counter)
 
 
-def read_range(source: DetailsSource, query: DetailsQuery) -> RangeRead:
+def read_range(source: PageSource, query: DetailsQuery) -> RangeRead:
     """All records matching ``query`` (its offset is ignored), each counted once.
 
     Records come ordered by (send time, message id), so a record repeated at a page

@@ -10,10 +10,9 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from exporter.client import DetailsClient
 from exporter.config import RESOLUTION_SECONDS, AccountConfig, Config
 from exporter.errors import UpstreamError
-from exporter.fetch import read_range
+from exporter.fetch import DetailsSource, read_range
 from exporter.ledger import Growth, TemplateLedger, tally_by_bucket
 from exporter.records import DetailsQuery, SendResult
 from exporter.sharding import UNSHARDED, Shard, owns
@@ -56,7 +55,7 @@ class Poller:
         self,
         account: AccountConfig,
         config: Config,
-        client: DetailsClient,
+        source: DetailsSource,
         *,
         clock: Callable[[], float] = time.time,
         shard: Shard = UNSHARDED,
@@ -64,7 +63,7 @@ class Poller:
         self.account = account
         self.shard = shard
         self.config = config
-        self.client = client
+        self.source = source
         self._clock = clock
         self._ledgers: dict[str, TemplateLedger] = {}
         self._counters = _Counters()
@@ -84,7 +83,7 @@ class Poller:
         if now - self._templates_at < TEMPLATE_REFRESH_SECONDS and self._templates:
             return self._templates
         selection = self.account.templates
-        listed = self.client.list_templates()
+        listed = self.source.list_templates()
         if selection.discover:
             chosen = [t for t in listed if selection.selects(t.template_id, t.template_name)]
         else:
@@ -102,7 +101,7 @@ class Poller:
         for chunk_start in range(start, end, span):
             chunk_end = min(end, chunk_start + span)
             read = read_range(
-                self.client,
+                self.source,
                 DetailsQuery(
                     start_time=chunk_start,
                     end_time=chunk_end,
@@ -122,7 +121,7 @@ class Poller:
         now = self._clock()
         end = int(now // RESOLUTION_SECONDS) * RESOLUTION_SECONDS
         start = end - int(self.config.window)
-        requests_before = self.client.stats.request_count
+        requests_before = self.source.stats.request_count
         try:
             templates = self._refresh_templates(now)
             for template in templates:
@@ -174,7 +173,7 @@ class Poller:
             window_start=format_rfc3339(start),
             window_end=format_rfc3339(end),
             templates=len(templates),
-            requests=self.client.stats.request_count - requests_before,
+            requests=self.source.stats.request_count - requests_before,
             messages=sum(t.total for t in window.templates),
             duration_seconds=round(duration, 3),
         )
@@ -182,10 +181,13 @@ class Poller:
 
     def _failed(self, exc: UpstreamError, duration: float) -> AccountSnapshot:
         previous = self._last
+        # The last good window stays for max_staleness polls, then is withdrawn: a number
+        # the exporter is no longer sure of is not shown as if it were right.
+        stale = self._failures > self.config.max_staleness
         return self._snapshot(
             up=False,
             templates=previous.templates,
-            windows=previous.windows,
+            windows=() if stale else previous.windows,
             last_success=previous.last_success,
             duration=duration,
             lag=previous.data_lag,
@@ -214,7 +216,7 @@ class Poller:
             data_lag=lag,
             sent_total=dict(self._counters.sent),
             finalized_total=dict(self._counters.finalized),
-            requests=self.client.stats.totals(),
+            requests=self.source.stats.totals(),
             records_fetched=self._counters.fetched,
             records_rejected=dict(self._counters.rejected),
             last_error=error,
