@@ -7,8 +7,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 from exporter.errors import UpstreamMalformed
-from exporter.templates import SmsTemplate
 from exporter.records import DetailsPage, DetailsQuery, SendRecord
+from exporter.templates import SmsTemplate
 
 if TYPE_CHECKING:
     from exporter.client import RequestStats
