@@ -67,6 +67,8 @@ class AccountConfig:
     token: Secret | None = None
     tls_verify: bool = True
     ca_file: str | None = None
+    source: str = "api"
+    """``api`` (poll ``endpoint``) or ``push`` (read the receiver's store)."""
 
     @property
     def credentials(self) -> Credentials | None:
@@ -77,10 +79,26 @@ class AccountConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ReceiverConfig:
+    """The status-report receiver: push paths, its SQLite store, signing and attribution."""
+
+    store_path: str
+    single_path: str = "/push/status-report"
+    batch_path: str = "/push/status-reports"
+    sends_path: str = "/push/sends"
+    retention: float = 73 * 3600.0
+    synchronous: str = "normal"
+    signing_keys: tuple[Credentials, ...] = ()
+    attribution: str = "none"
+    attribution_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole exporter configuration."""
 
     accounts: tuple[AccountConfig, ...]
+    receiver: ReceiverConfig | None = None
     poll_interval: float = 60.0
     windows: tuple[float, ...] = (3600.0,)
     request_timeout: float = 10.0
@@ -261,7 +279,7 @@ def _windows(reader: _Reader, spec: dict[str, Any]) -> tuple[float, ...]:
     return tuple(sorted(set(out)))
 
 
-_ACCOUNT_KEYS = {"name", "endpoint", "project_id", "credentials", "templates", "tls"}
+_ACCOUNT_KEYS = {"name", "source", "endpoint", "project_id", "credentials", "templates", "tls"}
 
 
 def _account(reader: _Reader, raw: object, where: str) -> AccountConfig | None:
@@ -271,11 +289,21 @@ def _account(reader: _Reader, raw: object, where: str) -> AccountConfig | None:
     name = reader.get(spec, "name", where, _text, "default") or "default"
     if not _NAME.match(name):
         reader.problem(f"{where}.name", "use letters, digits, '_', '.' or '-' (at most 64)")
-    endpoint = reader.get(spec, "endpoint", where, _endpoint, required=True)
-    project_id = reader.get(spec, "project_id", where, _text, required=True)
+    source = reader.get(spec, "source", where, _text, "api") or "api"
+    if source not in ("api", "push"):
+        reader.problem(f"{where}.source", "expected 'api' or 'push'")
+    push = source == "push"
+    if push and "endpoint" in spec:
+        reader.problem(f"{where}.endpoint", "not used with source: push")
+    endpoint = "" if push else reader.get(spec, "endpoint", where, _endpoint, required=True)
+    project_id = reader.get(
+        spec, "project_id", where, _text, "" if push else None, required=not push
+    )
     creds_where = f"{where}.credentials"
     creds = reader.mapping(
-        spec.get("credentials"), creds_where, {"access_key", "secret_key", "token"}
+        spec.get("credentials", {} if push else None),
+        creds_where,
+        {"access_key", "secret_key", "token"},
     )
     found = {
         key: reader.secret(creds[key], f"{creds_where}.{key}")
@@ -307,11 +335,85 @@ def _account(reader: _Reader, raw: object, where: str) -> AccountConfig | None:
         token=token,
         tls_verify=bool(verify),
         ca_file=ca_file,
+        source=source,
+    )
+
+
+_RECEIVER_KEYS = {"store_path", "paths", "retention", "synchronous", "signing", "attribution"}
+_ATTRIBUTION_MODES = ("none", "extend", "extend_pair", "extend_json")
+
+
+def _path(value: object) -> str:
+    text = _text(value)
+    if not re.match(r"^/[A-Za-z0-9/_.~-]*$", text):
+        raise ValueError("expected an absolute URL path such as /push/status-report")
+    return text
+
+
+def _receiver(reader: _Reader, raw: object) -> ReceiverConfig | None:
+    spec = reader.mapping(raw, "receiver", _RECEIVER_KEYS)
+    store_path = reader.get(spec, "store_path", "receiver", _text, required=True)
+    d = ReceiverConfig(store_path="")
+    paths = reader.mapping(spec.get("paths", {}), "receiver.paths", {"single", "batch", "sends"})
+    single, batch, sends = (
+        reader.get(paths, key, "receiver.paths", _path, default) or default
+        for key, default in (
+            ("single", d.single_path),
+            ("batch", d.batch_path),
+            ("sends", d.sends_path),
+        )
+    )
+    if len({single, batch, sends}) != 3:
+        reader.problem("receiver.paths", "single, batch and sends need different paths")
+    synchronous = reader.get(spec, "synchronous", "receiver", _text, d.synchronous)
+    if synchronous not in ("normal", "full"):
+        reader.problem("receiver.synchronous", "expected 'normal' or 'full'")
+    signing = reader.mapping(spec.get("signing", {}), "receiver.signing", {"keys"})
+    keys: list[Credentials] = []
+    raw_keys = signing.get("keys", [])
+    if not isinstance(raw_keys, list) or len(raw_keys) > 2:
+        reader.problem("receiver.signing.keys", "expected a list of at most two key pairs")
+        raw_keys = []
+    for index, item in enumerate(raw_keys):
+        where = f"receiver.signing.keys[{index}]"
+        pair = reader.mapping(item, where, {"access_key", "secret_key"})
+        access, secret = (
+            reader.secret(pair[k], f"{where}.{k}") if k in pair else None
+            for k in ("access_key", "secret_key")
+        )
+        if "access_key" not in pair or "secret_key" not in pair:
+            reader.problem(where, "give access_key and secret_key")
+        elif access is not None and secret is not None:
+            keys.append(Credentials(access.value, secret.value))
+    attribution = reader.mapping(
+        spec.get("attribution", {}), "receiver.attribution", {"from", "key"}
+    )
+    mode = reader.get(attribution, "from", "receiver.attribution", _text, "none") or "none"
+    key = reader.get(attribution, "key", "receiver.attribution", _text, "") or ""
+    if mode not in _ATTRIBUTION_MODES:
+        reader.problem(
+            "receiver.attribution.from", f"expected one of {', '.join(_ATTRIBUTION_MODES)}"
+        )
+    elif mode in ("extend_pair", "extend_json") and not key:
+        reader.problem("receiver.attribution.key", f"is required with from: {mode}")
+    if store_path is None:
+        return None
+    return ReceiverConfig(
+        store_path=store_path,
+        single_path=single,
+        batch_path=batch,
+        sends_path=sends,
+        retention=reader.get(spec, "retention", "receiver", _duration, d.retention) or d.retention,
+        synchronous=str(synchronous),
+        signing_keys=tuple(keys),
+        attribution=mode,
+        attribution_key=key,
     )
 
 
 _TOP_KEYS = {
     "accounts",
+    "receiver",
     "poll_interval",
     "window",
     "windows",
@@ -339,12 +441,19 @@ def parse_config(raw: object, env: Mapping[str, str]) -> Config:
             account = _account(reader, item, f"accounts[{index}]")
             if account is not None:
                 accounts.append(account)
+    receiver = _receiver(reader, spec["receiver"]) if "receiver" in spec else None
+    pushed = [a.name for a in accounts if a.source == "push"]
+    if len(pushed) > 1:
+        reader.problem("accounts", "only one account may use source: push")
+    if pushed and "receiver" not in spec:
+        reader.problem("receiver", f"is required: account {pushed[0]!r} uses source: push")
     names = [a.name for a in accounts]
     for name in sorted({n for n in names if names.count(n) > 1}):
         reader.problem("accounts", f"account name {name!r} is used more than once")
     defaults = Config(accounts=())
     config = Config(
         accounts=tuple(accounts),
+        receiver=receiver,
         poll_interval=reader.get(spec, "poll_interval", "", _duration, defaults.poll_interval)
         or defaults.poll_interval,
         windows=_windows(reader, spec) or defaults.windows,
