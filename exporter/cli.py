@@ -84,6 +84,11 @@ def serve(exporter: Exporter, listen: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the exporter; return the process exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["details"]:
+        from exporter.details_cli import run_details_command
+
+        return run_details_command(argv[1:])
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     if args.demo:
