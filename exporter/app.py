@@ -13,6 +13,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter.client import DetailsClient, build_http_client
 from exporter.collector import DeliveryCollector
 from exporter.config import Config
+from exporter.details import DetailsQueries, OneQueryAtATime
+from exporter.details_page import details_html
 from exporter.pages import landing_page
 from exporter.poller import Poller
 from exporter.sharding import UNSHARDED, Shard
@@ -39,10 +41,21 @@ class Exporter:
         self.registry.register(DeliveryCollector(self.board.snapshots))
         self.exposition = ExpositionCache(self.registry, self.board)
         self._http = [http_factory(a, config.request_timeout) for a in config.accounts]
-        self.pollers = [
-            Poller(account, config, DetailsClient(account, http), clock=clock, shard=shard)
+        # One sending-details query at a time per account: the poller and /details share it.
+        sources = [
+            OneQueryAtATime(DetailsClient(account, http))
             for account, http in zip(config.accounts, self._http, strict=True)
         ]
+        self.pollers = [
+            Poller(account, config, source, clock=clock, shard=shard)
+            for account, source in zip(config.accounts, sources, strict=True)
+        ]
+        self._clock = clock
+        self.details = DetailsQueries(
+            {a.name: s for a, s in zip(config.accounts, sources, strict=True)},
+            max_span=config.max_query_span,
+            clock=clock,
+        )
         for poller in self.pollers:
             self.board.publish(poller.last)
         self._stop = threading.Event()
@@ -66,14 +79,19 @@ class Exporter:
         """The exporter's routes."""
         router = Router()
         router.add("/", self._landing)
+        router.add("/details", self._details)
         router.add("/metrics", self.exposition.route)
         router.add("/-/healthy", lambda _r: text(200, "OK"))
         router.add("/-/ready", self._ready)
         return router
 
     def _landing(self, _request: Request) -> Response:
-        body = landing_page(self.board.snapshots()).encode()
+        body = landing_page(self.board.snapshots(), now=self._clock()).encode()
         return Response(200, body, "text/html; charset=utf-8")
+
+    def _details(self, request: Request) -> Response:
+        outcome = self.details.run({k: v[0] for k, v in request.query.items() if v})
+        return Response(outcome.status, details_html(outcome).encode(), "text/html; charset=utf-8")
 
     def _ready(self, _request: Request) -> Response:
         if self.board.ready:

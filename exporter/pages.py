@@ -18,6 +18,10 @@ th,td{border:1px solid #ccd3db;padding:.35rem .6rem;text-align:right}
 th{background:#eef2f6}td.l,th.l{text-align:left}
 .bad{color:#b3261e;font-weight:600}.ok{color:#1b7f3b}.muted{color:#5f6b7a}
 nav a{margin-right:1rem}
+form{display:flex;flex-wrap:wrap;gap:.6rem 1rem;align-items:end;margin:1rem 0}
+label{display:flex;flex-direction:column;font-size:.85rem;color:#3b4654}
+.error{background:#fde7e5;border:1px solid #b3261e;padding:.5rem .8rem;color:#7a1610}
+.pager a,.pager span{margin-right:1rem}
 """
 
 
@@ -29,69 +33,113 @@ def _ratio(window: TemplateWindow) -> str:
     return f'<span class="{css}">{ratio:.2%}</span>'
 
 
+def nav() -> str:
+    """Links to the exporter's pages and the docs."""
+    return (
+        "<nav><a href='/'>Overview</a><a href='/metrics'>Metrics</a>"
+        "<a href='/details'>Sending details</a><a href='/-/healthy'>Health</a>"
+        f"<a href='/-/ready'>Readiness</a><a href='{DOCS_URL}'>Documentation</a></nav>"
+    )
+
+
+def age(seconds: float) -> str:
+    """A short age for people: ``42 s``, ``3 min``, ``2 h``."""
+    if seconds < 120:
+        return f"{max(0, round(seconds))} s"
+    if seconds < 7200:
+        return f"{round(seconds / 60)} min"
+    return f"{round(seconds / 3600)} h"
+
+
 def details_link(template_id: str, result: str = "failed", last: str = "1h") -> str:
     """A link into the sending-details view with the filters filled in."""
     return "/details?" + urlencode({"template": template_id, "result": result, "last": last})
+
+
+def _codes(template_id: str, window: TemplateWindow, last: str) -> str:
+    link = escape(details_link(template_id, last=last))
+    return (
+        ", ".join(
+            f'<a href="{link}" title="{escape(c.category.value)}">{escape(c.status_code)}</a>'
+            f" ({c.count}, {escape(c.category.value)})"
+            for c in window.top_failures[:3]
+        )
+        or "—"
+    )
 
 
 def _template_rows(snap: AccountSnapshot, window: WindowSnapshot) -> str:
     names = {t.template_id: t.template_name for t in snap.templates}
     rows = []
     for tw in window.templates:
-        failing = ", ".join(f"{escape(c.status_code)} ({c.count})" for c in tw.top_failures[:3])
-        link = escape(details_link(tw.template_id, last=window.name))
+        failed = escape(details_link(tw.template_id, "failed", window.name))
+        pending = escape(details_link(tw.template_id, "sending", window.name))
         rows.append(
-            "<tr>"
+            f'<tr data-template="{escape(tw.template_id)}">'
             f'<td class="l">{escape(names.get(tw.template_id, tw.template_id))}'
             f'<br><span class="muted">{escape(tw.template_id)}</span></td>'
             f"<td>{tw.total}</td><td>{tw.success}</td><td>{tw.failed}</td><td>{tw.sending}</td>"
             f"<td>{_ratio(tw)}</td>"
-            f'<td class="l">{failing or "—"}</td>'
-            f'<td class="l"><a href="{link}">failed records</a></td>'
+            f'<td class="l">{_codes(tw.template_id, tw, window.name)}</td>'
+            f'<td class="l"><a href="{failed}">failed</a> · <a href="{pending}">pending</a></td>'
             "</tr>"
         )
     return "\n".join(rows)
 
 
-def _account_section(snap: AccountSnapshot) -> str:
-    health = (
-        '<span class="ok">up</span>'
-        if snap.up
-        else f'<span class="bad">down</span> {escape(snap.last_error)}'
+def _health(snap: AccountSnapshot, now: float | None) -> str:
+    state = '<span class="ok">up</span>' if snap.up else '<span class="bad">down</span>'
+    if snap.last_success is None:
+        last = "never"
+    else:
+        ago = f" ({age(now - snap.last_success)} ago)" if now is not None else ""
+        last = f"{format_rfc3339(snap.last_success)}{ago}"
+    duration = "—" if snap.poll_duration is None else f"{snap.poll_duration:.2f} s"
+    error = (
+        f'<tr><th class="l">Last error</th><td class="l bad">{escape(snap.last_error)}</td></tr>'
+        if snap.last_error
+        else ""
     )
-    last = format_rfc3339(snap.last_success) if snap.last_success else "never"
-    parts = [
-        f"<h2>Account {escape(snap.account)}</h2>",
-        f"<p>Last poll: {health}; last success {last}; "
-        f"poll took {snap.poll_duration or 0:.2f} s; every {snap.poll_interval:.0f} s.</p>",
-    ]
+    return (
+        '<table class="health">'
+        f'<tr><th class="l">Last poll</th><td class="l">{state}</td></tr>'
+        f'<tr><th class="l">Last success</th><td class="l">{last}</td></tr>'
+        f'<tr><th class="l">Poll duration</th><td class="l">{duration}</td></tr>'
+        f'<tr><th class="l">Poll interval</th><td class="l">{snap.poll_interval:.0f} s</td></tr>'
+        f'<tr><th class="l">Data lag</th><td class="l">{snap.data_lag:.0f} s</td></tr>'
+        f"{error}</table>"
+    )
+
+
+def _account_section(snap: AccountSnapshot, now: float | None) -> str:
+    parts = [f"<h2>Account {escape(snap.account)}</h2>", _health(snap, now)]
     if not snap.windows:
         parts.append('<p class="muted">No window published yet (or data too stale).</p>')
     for window in snap.windows:
         state = "" if window.complete else ' <span class="bad">(incomplete)</span>'
         parts.append(
-            f"<h3>Window {escape(window.name)}: {format_rfc3339(window.start)} to "
-            f"{format_rfc3339(window.end)}{state}</h3>"
-            "<table><tr><th class='l'>Template</th><th>Sent</th><th>Delivered</th>"
+            f"<h3>Window {escape(window.name)}: sent from {format_rfc3339(window.start)} "
+            f"to {format_rfc3339(window.end)} (end excluded){state}</h3>"
+            f'<table class="templates" data-account="{escape(snap.account)}">'
+            "<tr><th class='l'>Template</th><th>Sent</th><th>Delivered</th>"
             "<th>Failed</th><th>Pending</th><th>Failure ratio</th>"
-            "<th class='l'>Top failing codes</th><th class='l'>Details</th></tr>"
+            "<th class='l'>Top failing codes</th><th class='l'>Records</th></tr>"
             f"{_template_rows(snap, window)}</table>"
         )
     return "\n".join(parts)
 
 
-def landing_page(snapshots: list[AccountSnapshot]) -> str:
-    """The ``/`` page."""
-    sections = "\n".join(_account_section(s) for s in snapshots) or (
+def landing_page(snapshots: list[AccountSnapshot], now: float | None = None) -> str:
+    """The ``/`` page; ``now`` (epoch seconds) shows the age of the last success."""
+    sections = "\n".join(_account_section(s, now) for s in snapshots) or (
         '<p class="muted">Waiting for the first poll.</p>'
     )
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>msgsms-exporter</title><style>{STYLE}</style></head><body>"
         f"<h1>msgsms-exporter <span class='muted'>{escape(__version__)}</span></h1>"
-        "<p>Huawei Cloud Message &amp; SMS delivery per template, for Prometheus.</p>"
-        "<nav><a href='/metrics'>Metrics</a><a href='/details'>Sending details</a>"
-        f"<a href='/-/healthy'>Health</a><a href='/-/ready'>Readiness</a>"
-        f"<a href='{DOCS_URL}'>Documentation</a></nav>"
-        f"{sections}</body></html>"
+        "<p>Huawei Cloud Message &amp; SMS delivery per template, for Prometheus. "
+        "Failure ratio = failed / (delivered + failed); pending messages have no report "
+        "yet. Open a template's failed records in the sending-details view.</p>"
+        f"{nav()}{sections}</body></html>"
     )

@@ -1,0 +1,79 @@
+"""``msgsms-exporter details``: the sending-details query from the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import httpx
+
+from exporter.client import DetailsClient, build_http_client
+from exporter.config import AccountConfig, Config, load_config
+from exporter.details import RESULTS, DetailsQueries
+from exporter.details_page import details_text
+from exporter.errors import ConfigError
+
+DEFAULT_CONFIG = "/etc/msgsms-exporter/config.yaml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``details`` subcommand's flags; each is a filter of the console's query."""
+    parser = argparse.ArgumentParser(
+        prog="msgsms-exporter details",
+        description="Print one page (10 records) of sending details, like the console.",
+    )
+    parser.add_argument("--config.file", dest="config_file", default=DEFAULT_CONFIG)
+    parser.add_argument("--account", default="", help="account name (default: the first)")
+    parser.add_argument("--template", default="", help="template id or exact name")
+    parser.add_argument("--mobile", default="", help="number with country code, no '+'")
+    parser.add_argument("--result", default="all", choices=RESULTS)
+    parser.add_argument("--last", default="", help="quick range, e.g. 1h or 24h")
+    parser.add_argument("--start", default="", help="RFC 3339 start of the sending time")
+    parser.add_argument("--end", default="", help="RFC 3339 end of the sending time")
+    parser.add_argument("--page", default="1", help="page number, from 1")
+    return parser
+
+
+def run_details_command(
+    argv: Sequence[str],
+    *,
+    clock: Callable[[], float] = time.time,
+    http_factory: Callable[[AccountConfig, float], httpx.Client] = build_http_client,
+) -> int:
+    """Query and print; 0 on success, 2 on bad input, 1 on config or upstream errors."""
+    args = build_parser().parse_args(argv)
+    try:
+        config: Config = load_config(args.config_file)
+    except ConfigError as error:
+        print("msgsms-exporter: invalid configuration:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    form = {
+        "account": args.account,
+        "template": args.template,
+        "mobile": args.mobile,
+        "result": args.result,
+        "last": args.last,
+        "start": args.start,
+        "end": args.end,
+        "page": args.page,
+    }
+    if not (args.last or args.start or args.end):
+        form["last"] = "1h"
+    clients = [http_factory(a, config.request_timeout) for a in config.accounts]
+    try:
+        sources = {
+            a.name: DetailsClient(a, http) for a, http in zip(config.accounts, clients, strict=True)
+        }
+        outcome = DetailsQueries(sources, max_span=config.max_query_span, clock=clock).run(form)
+    finally:
+        for http in clients:
+            http.close()
+    if outcome.status != 200:
+        print(f"msgsms-exporter details: {outcome.message}", file=sys.stderr)
+        return 2 if outcome.status == 400 else 1
+    sys.stdout.write(details_text(outcome))
+    return 0
