@@ -2,25 +2,40 @@
 
 Every httpx error is translated into the exporter's exception tree here, and every
 request is counted in :class:`RequestStats`, whatever its outcome.
+
+A failed request is retried (:class:`RetryPolicy`) when a retry can help: connection
+errors, timeouts, 5xx, 429, 408 and bodies that are not the contract's shape. The wait
+is ``Retry-After`` when the upstream sends one (a longer one than the policy's cap is
+not waited for: the request fails and the next poll tries again), otherwise exponential
+backoff with full jitter. Retries stop at ``max_attempts`` per request and when the
+poll's request budget is spent; each one is counted in ``RequestStats.retries``.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import httpx
+import structlog
 
 from exporter import __version__
 from exporter.config import AccountConfig
-from exporter.errors import UpstreamMalformed, UpstreamRejected, UpstreamUnavailable
+from exporter.errors import (
+    UpstreamError,
+    UpstreamMalformed,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
 from exporter.records import DETAILS_PATH, DetailsPage, DetailsQuery, parse_page
 from exporter.signing import sign_request
 from exporter.snapshot import HistogramValue, RequestTotals
@@ -31,8 +46,40 @@ from exporter.templates import (
     parse_template_page,
 )
 
+T = TypeVar("T")
 REQUEST_DURATION_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 USER_AGENT = f"msgsms-exporter/{__version__}"
+RETRYABLE_STATUSES = frozenset({408, 429})
+
+log = structlog.get_logger("msgsms_exporter.client")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently a failed upstream request is tried again."""
+
+    max_attempts: int = 4
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    max_retry_after: float = 30.0
+
+    def backoff(self, retry: int, rng: random.Random) -> float:
+        """Full jitter: uniform in [0, min(max_delay, base_delay * 2**(retry-1))]."""
+        return rng.uniform(0.0, min(self.max_delay, self.base_delay * 2 ** (retry - 1)))
+
+    def delay(self, error: UpstreamError, retry: int, rng: random.Random) -> float | None:
+        """Seconds to wait before retry number ``retry``, or None when not to retry."""
+        if retry >= self.max_attempts or not _retryable(error):
+            return None
+        if error.retry_after is not None:
+            return error.retry_after if error.retry_after <= self.max_retry_after else None
+        return self.backoff(retry, rng)
+
+
+def _retryable(error: UpstreamError) -> bool:
+    if isinstance(error, UpstreamUnavailable | UpstreamMalformed):
+        return True
+    return error.status in RETRYABLE_STATUSES
 
 
 class RequestStats:
@@ -60,6 +107,11 @@ class RequestStats:
             self._sums[endpoint] = self._sums.get(endpoint, 0.0) + seconds
             if code == "429":
                 self.throttled += 1
+
+    def count_retry(self) -> None:
+        """Record that a failed request is being tried again."""
+        with self._lock:
+            self.retries += 1
 
     def totals(self) -> RequestTotals:
         """A frozen copy for the snapshot."""
@@ -117,15 +169,33 @@ class DetailsClient:
         *,
         stats: RequestStats | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        retry: RetryPolicy | None = None,
+        request_budget: int | None = None,
+        sleep: Callable[[float], object] = time.sleep,
+        rng: random.Random | None = None,
     ) -> None:
         self.account = account
         self.stats = stats or RequestStats()
+        self.retry = retry or RetryPolicy()
+        self.request_budget = request_budget
         self._http = http
         self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._poll_started_at = 0
+
+    def begin_poll(self) -> None:
+        """Start a new poll's request budget (retries stop when it is spent)."""
+        self._poll_started_at = self.stats.request_count
+
+    def _budget_left(self) -> bool:
+        if self.request_budget is None:
+            return True
+        return self.stats.request_count - self._poll_started_at < self.request_budget
 
     def query(self, query: DetailsQuery) -> DetailsPage:
         """One page of sending details."""
-        return parse_page(self._get("send_details", DETAILS_PATH, query.params()))
+        return self._retried("send_details", DETAILS_PATH, query.params(), parse_page)
 
     def list_templates(self) -> list[SmsTemplate]:
         """Every template of the account, following the real API's paging."""
@@ -134,7 +204,7 @@ class DetailsClient:
         offset = 0
         while True:
             params = {"limit": str(TEMPLATE_PAGE_LIMIT), "offset": str(offset)}
-            page = parse_template_page(self._get("templates", path, params))
+            page = self._retried("templates", path, params, parse_template_page)
             templates.extend(page.templates)
             offset += len(page.templates)
             if not page.templates or offset >= page.total:
@@ -158,6 +228,30 @@ class DetailsClient:
         finally:
             self.stats.observe(endpoint, code[0], time.perf_counter() - started)
 
+    def _retried(
+        self, endpoint: str, path: str, params: dict[str, str], parse: Callable[[Any], T]
+    ) -> T:
+        """``parse`` of a GET's body, retried by the policy inside the poll's budget."""
+        retry = 0
+        while True:
+            try:
+                return parse(self._get(endpoint, path, params))
+            except UpstreamError as error:
+                retry += 1
+                delay = self.retry.delay(error, retry, self._rng)
+                if delay is None or not self._budget_left():
+                    raise
+                self.stats.count_retry()
+                log.debug(
+                    "retrying upstream request",
+                    endpoint=endpoint,
+                    retry=retry,
+                    reason=error.reason,
+                    status=error.status,
+                    delay_seconds=round(delay, 3),
+                )
+                self._sleep(delay)
+
     def _get(self, endpoint: str, path: str, params: dict[str, str]) -> Any:
         url = f"{self.account.endpoint}{path}?{urlencode(params)}"
         with self._counted(endpoint) as code:
@@ -170,7 +264,9 @@ class DetailsClient:
             code[0] = str(response.status_code)
             if response.status_code >= 500:
                 raise UpstreamUnavailable(
-                    f"{endpoint}: HTTP {response.status_code}", status=response.status_code
+                    f"{endpoint}: HTTP {response.status_code}",
+                    status=response.status_code,
+                    retry_after=_retry_after(response.headers.get("Retry-After")),
                 )
             if response.status_code >= 400:
                 error_code, error_msg = _error_text(response)

@@ -44,8 +44,11 @@ class UpstreamError(ExporterError):
 
     reason = "error"
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         self.status = status
+        self.retry_after = retry_after
         super().__init__(message)
 
 
@@ -68,9 +71,8 @@ class UpstreamRejected(UpstreamError):
         error_code: str = "",
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message, status=status)
+        super().__init__(message, status=status, retry_after=retry_after)
         self.error_code = error_code
-        self.retry_after = retry_after
 
     @property
     def throttled(self) -> bool:

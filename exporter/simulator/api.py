@@ -116,8 +116,12 @@ def send_details(
     }
 
 
-def list_templates(scenario: Scenario, params: Mapping[str, list[str]]) -> dict[str, Any]:
-    """Answer the template list with Huawei's shape and paging."""
+def list_templates(
+    scenario: Scenario,
+    params: Mapping[str, list[str]],
+    hidden: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """Answer the template list with Huawei's shape and paging; ``hidden`` were deleted."""
     limit = _int(params, "limit", 10, 1, TEMPLATE_PAGE_MAX)
     offset = _int(params, "offset", 0, 0, 10**9)
     template_type = _single(params, "template_type")
@@ -130,7 +134,8 @@ def list_templates(scenario: Scenario, params: Mapping[str, list[str]]) -> dict[
     matching = [
         (pk, spec)
         for pk, spec in enumerate(scenario.templates, start=1)
-        if (template_id is None or spec.template_id == template_id)
+        if spec.template_id not in hidden
+        and (template_id is None or spec.template_id == template_id)
         and (name is None or name in spec.name)
         and (template_type is None or spec.template_type == template_type)
         and (flow_status is None or spec.flow_status == flow_status)

@@ -50,8 +50,14 @@ def authenticate(
     sim_now: float,
     wall_now: float,
     manual_clock: bool,
+    skew_seconds: float = 0.0,
 ) -> str:
-    """The caller's principal (``ak:...`` or ``token``), or AuthError."""
+    """The caller's principal (``ak:...`` or ``token``), or AuthError.
+
+    ``skew_seconds`` moves the gateway's clock (the clock-skew fault).
+    """
+    sim_now += skew_seconds
+    wall_now += skew_seconds
     lowered = {name.lower(): value for name, value in headers.items()}
     token = lowered.get("x-auth-token")
     if token is not None:

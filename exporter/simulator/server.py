@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -19,7 +21,15 @@ import structlog
 from exporter.records import DETAILS_PATH
 from exporter.simulator.api import BadParameter, QueryLimits, list_templates, send_details
 from exporter.simulator.clock import Clock, ManualClock
-from exporter.simulator.faults import Faults, malform, parse_fault_plan
+from exporter.simulator.faults import (
+    FaultDraw,
+    FaultKind,
+    Faults,
+    corrupt_body,
+    malform,
+    parse_fault_plan,
+    shift_offset,
+)
 from exporter.simulator.gate import AuthError, Credentials, InFlight, RateLimiter, authenticate
 from exporter.simulator.store import MessageStore
 from exporter.timestamps import format_rfc3339, parse_rfc3339
@@ -37,6 +47,8 @@ class Response:
     body: bytes = b""
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+    reset: bool = False
+    """Close the connection without answering (the connection-reset fault)."""
 
 
 def _json(status: int, obj: Any, **headers: str) -> Response:
@@ -145,6 +157,12 @@ class SimulatorApp:
     # -- API endpoints ----------------------------------------------------------
 
     def _api(self, request: Request, endpoint: str, params: dict[str, list[str]]) -> Response:
+        offset = (params.get("offset") or ["0"])[0]
+        fault = self.faults.draw(endpoint, int(offset) if offset.isdigit() else 0)
+        kind = fault.rule.fault if fault.rule is not None else None
+        skew = fault.rule.seconds if fault.rule and kind is FaultKind.CLOCK_SKEW else 0.0
+        if kind is FaultKind.RESET:
+            return Response(0, reset=True)
         host = request.headers.get("Host") or request.headers.get("host") or "127.0.0.1"
         try:
             principal = authenticate(
@@ -156,28 +174,39 @@ class SimulatorApp:
                 sim_now=self.clock.now(),
                 wall_now=time.time(),
                 manual_clock=self.clock.manual,
+                skew_seconds=skew,
             )
         except AuthError as exc:
             return _error(401, exc.error_code, str(exc))
+        if kind is FaultKind.EXPIRED_TOKEN and principal == "token":
+            return _error(401, "APIG.0307", "The token expires.")
         if not self.limiter.allow(principal):
             return _error(429, "APIG.0308", "The request is throttled.", **{"Retry-After": "1"})
+        if fault.rule is not None and kind is FaultKind.BUSY:
+            return self._busy(fault.rule.retry_after_header())
         if endpoint == "send-details" and not self.in_flight.acquire(principal):
-            return _error(
-                429,
-                "MSGSMS.0429",
-                "A query is already running for these credentials; wait for its result.",
-                **{"Retry-After": "1"},
-            )
+            return self._busy({"Retry-After": "1"})
         try:
-            return self._serve_api(endpoint, params)
+            return self._serve_api(endpoint, params, fault)
         finally:
             if endpoint == "send-details":
                 self.in_flight.release(principal)
 
-    def _serve_api(self, endpoint: str, params: dict[str, list[str]]) -> Response:
-        fault = self.faults.draw(endpoint)
+    @staticmethod
+    def _busy(headers: dict[str, str]) -> Response:
+        return _error(
+            429,
+            "MSGSMS.0429",
+            "A query is already running for these credentials; wait for its result.",
+            **headers,
+        )
+
+    def _serve_api(self, endpoint: str, params: dict[str, list[str]], fault: FaultDraw) -> Response:
+        rule = fault.rule
         if fault.latency_seconds:
             self._sleep(fault.latency_seconds)
+        if rule is not None and rule.fault is FaultKind.SLOW:
+            self._sleep(rule.seconds)
         if fault.error_status is not None:
             extra = {"Retry-After": "1"} if fault.error_status in (429, 503) else {}
             return _error(
@@ -186,15 +215,26 @@ class SimulatorApp:
                 "Injected fault.",
                 **extra,
             )
+        if rule is not None and rule.fault is FaultKind.STATUS:
+            code = "APIG.0308" if rule.status == 429 else f"MSGSMS.{rule.status:04d}"
+            return _error(rule.status, code, "Injected fault.", **rule.retry_after_header())
+        deleted = self.faults.deleted_templates()
         try:
             if endpoint == "send-details":
-                body = send_details(self.store, params, self.clock.now(), self.limits)
+                template_id = (params.get("template_id") or [""])[0]
+                if deleted.get(template_id, False):
+                    return _error(404, "MSGSMS.0404", "The template does not exist.")
+                query = shift_offset(params, rule)
+                body = send_details(self.store, query, self.clock.now(), self.limits)
             else:
-                body = list_templates(self.store.scenario, params)
+                body = list_templates(self.store.scenario, params, frozenset(deleted))
         except BadParameter as exc:
             return _error(400, "MSGSMS.0400", str(exc))
         if fault.malformed is not None:
             return Response(200, malform(body, fault.malformed))
+        broken = None if rule is None else corrupt_body(body, rule)
+        if broken is not None:
+            return Response(200, broken)
         return _json(200, body)
 
     # -- control and truth ------------------------------------------------------
@@ -291,6 +331,11 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         request = Request(self.command, self.path, dict(self.headers.items()), body)
         response = self.server.app.handle(request)
+        if response.reset:
+            # SO_LINGER 0: closing sends a TCP RST instead of a FIN.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            return
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(response.body)))
