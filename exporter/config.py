@@ -22,6 +22,7 @@ from exporter.timestamps import parse_duration
 T = TypeVar("T")
 RESOLUTION_SECONDS = 60
 """Sending time is tallied per minute; windows and their ends fall on whole minutes."""
+ENGINES = ("incremental", "full_scan")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = re.compile(r"^[a-zA-Z0-9_.-]{1,64}$")
 
@@ -109,6 +110,8 @@ class Config:
     review_hold_horizon: float = 900.0
     pending_horizon: float = 72 * 3600.0
     max_staleness: int = 3
+    settle_delay: float = 120.0
+    engine: str = "incremental"
 
     @property
     def window(self) -> float:
@@ -207,6 +210,22 @@ def _duration(value: object) -> float:
     if seconds <= 0:
         raise ValueError("must be greater than zero")
     return seconds
+
+
+def _or(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
+def _duration_or_zero(value: object) -> float:
+    if value in (0, "0", "0s"):
+        return 0.0
+    return _duration(value)
+
+
+def _engine(value: object) -> str:
+    if value not in ENGINES:
+        raise ValueError(f"expected one of {', '.join(ENGINES)}")
+    return str(value)
 
 
 def _boolean(value: object) -> bool:
@@ -421,6 +440,8 @@ _TOP_KEYS = {
     "review_hold_horizon",
     "pending_horizon",
     "max_staleness",
+    "settle_delay",
+    "engine",
     "request_timeout",
     "page_size",
     "top_status_codes",
@@ -479,6 +500,10 @@ def parse_config(raw: object, env: Mapping[str, str]) -> Config:
         or defaults.pending_horizon,
         max_staleness=reader.get(spec, "max_staleness", "", _positive_int, defaults.max_staleness)
         or defaults.max_staleness,
+        settle_delay=_or(
+            reader.get(spec, "settle_delay", "", _duration_or_zero), defaults.settle_delay
+        ),
+        engine=reader.get(spec, "engine", "", _engine, defaults.engine) or defaults.engine,
     )
     key = "windows" if "windows" in spec else "window"
     if config.window > config.max_query_span:

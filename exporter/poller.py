@@ -1,23 +1,19 @@
-"""The poll loop of one account: read the window, fold it into tallies, publish a snapshot."""
+"""The poll loop of one account: refresh templates, advance the engine, publish a snapshot."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import structlog
 
-from exporter.config import RESOLUTION_SECONDS, AccountConfig, Config
+from exporter.config import AccountConfig, Config
+from exporter.engine import BudgetExhausted, Engine, PollOutcome
 from exporter.errors import UpstreamError
-from exporter.fetch import DetailsSource, read_range
-from exporter.ledger import Growth, TemplateLedger, tally_by_bucket
-from exporter.records import DetailsQuery, SendResult
+from exporter.fetch import DetailsSource
 from exporter.sharding import UNSHARDED, Shard, owns
 from exporter.snapshot import AccountSnapshot, WindowSnapshot, summarize
-from exporter.status_codes import StatusCategory
 from exporter.templates import SmsTemplate
 from exporter.timestamps import format_rfc3339
 
@@ -29,23 +25,10 @@ log = structlog.get_logger("msgsms_exporter.poller")
 def window_name(seconds: float) -> str:
     """A window length as a Prometheus duration label: ``1h``, ``90m``, ``24h``."""
     whole = int(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if whole % size == 0 and whole >= size and not (unit == "d" and whole < 86400 * 2):
+    for unit, size in (("h", 3600), ("m", 60)):
+        if whole % size == 0:
             return f"{whole // size}{unit}"
     return f"{whole}s"
-
-
-@dataclass(slots=True)
-class _Counters:
-    sent: Counter[str] = field(default_factory=Counter)
-    finalized: Counter[tuple[str, SendResult, StatusCategory]] = field(default_factory=Counter)
-    fetched: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
-
-    def add(self, template_id: str, growth: Growth) -> None:
-        self.sent[template_id] += growth.sent
-        for (result, category), count in growth.finalized.items():
-            self.finalized[(template_id, result, category)] += count
 
 
 class Poller:
@@ -61,12 +44,19 @@ class Poller:
         shard: Shard = UNSHARDED,
     ) -> None:
         self.account = account
-        self.shard = shard
         self.config = config
         self.source = source
+        self.shard = shard
         self._clock = clock
-        self._ledgers: dict[str, TemplateLedger] = {}
-        self._counters = _Counters()
+        selection = account.templates
+        # One query for all templates only when all are exported: a shard or a filtered
+        # selection would otherwise pay for records it throws away.
+        everything = selection.discover and not selection.include and not selection.exclude
+        self.engine = Engine(
+            config,
+            cross_template=everything and shard.count == 1,
+            full_scan=config.engine == "full_scan",
+        )
         self._templates: tuple[SmsTemplate, ...] = ()
         self._templates_at = float("-inf")
         self._last: AccountSnapshot = AccountSnapshot(
@@ -94,40 +84,17 @@ class Poller:
         self._templates_at = now
         return self._templates
 
-    def _read_template(self, template_id: str, start: int, end: int) -> Growth:
-        growth = Growth()
-        ledger = self._ledgers.setdefault(template_id, TemplateLedger())
-        span = int(self.config.max_query_span)
-        for chunk_start in range(start, end, span):
-            chunk_end = min(end, chunk_start + span)
-            read = read_range(
-                self.source,
-                DetailsQuery(
-                    start_time=chunk_start,
-                    end_time=chunk_end,
-                    template_id=template_id,
-                    limit=self.config.page_size,
-                ),
-            )
-            self._counters.fetched += len(read.records)
-            self._counters.rejected.update(read.rejected)
-            tallies = tally_by_bucket(read.records, RESOLUTION_SECONDS)
-            growth.merge(ledger.replace(chunk_start, chunk_end, RESOLUTION_SECONDS, tallies))
-        return growth
-
     def poll(self) -> AccountSnapshot:
-        """Read the whole window of every template and return the new snapshot."""
+        """One poll: read what changed and return the new snapshot."""
         started = time.perf_counter()
         now = self._clock()
-        end = int(now // RESOLUTION_SECONDS) * RESOLUTION_SECONDS
-        start = end - int(self.config.window)
         requests_before = self.source.stats.request_count
+        partial = ""
         try:
             templates = self._refresh_templates(now)
-            for template in templates:
-                self._counters.add(
-                    template.template_id, self._read_template(template.template_id, start, end)
-                )
+            self.engine.poll(self.source, [t.template_id for t in templates], now)
+        except BudgetExhausted as exc:
+            partial = str(exc)
         except UpstreamError as exc:
             self._failures += 1
             self._last = self._failed(exc, time.perf_counter() - started)
@@ -139,45 +106,57 @@ class Poller:
                 consecutive_failures=self._failures,
             )
             return self._last
-        for template_id, ledger in self._ledgers.items():
-            ledger.forget_before(start)
-            if template_id not in {t.template_id for t in templates}:
-                ledger.buckets.clear()
         self._failures = 0
+        outcome = self.engine.last
+        assert outcome is not None
         duration = time.perf_counter() - started
-        window = WindowSnapshot(
-            name=window_name(self.config.window),
-            start=float(start),
-            end=float(end),
-            complete=True,
-            templates=tuple(
-                summarize(
-                    t.template_id,
-                    self._ledgers[t.template_id].window(start, end),
-                    self.config.top_status_codes,
-                )
-                for t in templates
-            ),
-        )
+        windows = self._windows(templates, outcome)
+        newest = self.engine.newest_read_end() or outcome.end
         self._last = self._snapshot(
             up=True,
             templates=templates,
-            windows=(window,),
+            windows=windows,
             last_success=now,
             duration=duration,
-            lag=max(0.0, now - end),
+            lag=max(0.0, now - min(newest, outcome.end)),
         )
         log.info(
             "poll finished",
             account=self.account.name,
-            window_start=format_rfc3339(start),
-            window_end=format_rfc3339(end),
+            window_end=format_rfc3339(outcome.end),
+            complete=all(w.complete for w in windows),
             templates=len(templates),
             requests=self.source.stats.request_count - requests_before,
-            messages=sum(t.total for t in window.templates),
+            pending=len(self.engine.pending),
             duration_seconds=round(duration, 3),
+            **({"partial": partial} if partial else {}),
         )
         return self._last
+
+    def _windows(
+        self, templates: tuple[SmsTemplate, ...], outcome: PollOutcome
+    ) -> tuple[WindowSnapshot, ...]:
+        out = []
+        end = outcome.end
+        for length in self.config.windows:
+            start = end - int(length)
+            out.append(
+                WindowSnapshot(
+                    name=window_name(length),
+                    start=float(start),
+                    end=float(end),
+                    complete=outcome.checks_done and self.engine.unread_minutes(start, end) == 0,
+                    templates=tuple(
+                        summarize(
+                            t.template_id,
+                            self.engine.window(t.template_id, start, end),
+                            self.config.top_status_codes,
+                        )
+                        for t in templates
+                    ),
+                )
+            )
+        return tuple(out)
 
     def _failed(self, exc: UpstreamError, duration: float) -> AccountSnapshot:
         previous = self._last
@@ -205,6 +184,7 @@ class Poller:
         lag: float,
         error: str = "",
     ) -> AccountSnapshot:
+        counters = self.engine.counters
         return AccountSnapshot(
             account=self.account.name,
             up=up,
@@ -214,11 +194,11 @@ class Poller:
             last_success=last_success,
             poll_duration=duration,
             data_lag=lag,
-            sent_total=dict(self._counters.sent),
-            finalized_total=dict(self._counters.finalized),
+            sent_total=dict(counters.sent),
+            finalized_total=dict(counters.finalized),
             requests=self.source.stats.totals(),
-            records_fetched=self._counters.fetched,
-            records_rejected=dict(self._counters.rejected),
+            records_fetched=counters.fetched,
+            records_rejected=dict(counters.rejected),
             last_error=error,
         )
 

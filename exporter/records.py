@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -33,6 +33,7 @@ class DetailsQuery:
     start_time: float
     end_time: float
     template_id: str | None = None
+    _: KW_ONLY
     mobile: str | None = None
     send_result: SendResult | None = None
     offset: int = 0

@@ -1,0 +1,396 @@
+"""The incremental engine: each poll pays for what changed in the window, not for the window.
+
+Sending details change in three ways only: new messages arrive, pending ones resolve
+(up to 72 h later) and messages held for review appear late with their original send
+time. Per poll the engine therefore
+
+1. reads the minutes it has never read, newest first (at start-up: the whole window);
+2. checks, with one ``total`` per range, whether a held message appeared in a minute
+   still inside the review-hold horizon; only a changed minute is read again;
+3. scans the ``send_result=sending`` records of the minutes it holds pending messages
+   for, and reads just the messages that resolved, in narrow coalesced ranges.
+
+State is per-minute tallies plus the ids of messages still pending (bounded by the
+pending volume, not the message volume). Every query goes through a :class:`Budget`;
+what the budget leaves undone is done next poll and the window is marked incomplete.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from exporter.config import RESOLUTION_SECONDS, Config
+from exporter.errors import ExporterError
+from exporter.fetch import PageSource, RangeRead, read_range
+from exporter.ledger import Growth, Tally, TemplateLedger, bucket_of, tally_by_bucket
+from exporter.records import DetailsPage, DetailsQuery, SendRecord, SendResult
+from exporter.status_codes import StatusCategory, categorize
+
+MINUTE = RESOLUTION_SECONDS
+READ_CHUNK_MINUTES = 15
+RECENT_PENDING_SECONDS = 15 * 60
+MILLI = 0.001
+
+
+class BudgetExhausted(ExporterError):
+    """The poll's request budget is spent; the rest waits for the next poll."""
+
+
+class Budget:
+    """Counts the requests of one poll against a limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self) -> None:
+        """Spend one request, or raise BudgetExhausted."""
+        if self.used >= self.limit:
+            raise BudgetExhausted(f"request budget of {self.limit} spent")
+        self.used += 1
+
+
+class _Budgeted:
+    """A page source whose every query is paid from a budget."""
+
+    def __init__(self, source: PageSource, budget: Budget) -> None:
+        self._source = source
+        self._budget = budget
+
+    def query(self, query: DetailsQuery) -> DetailsPage:
+        self._budget.take()
+        return self._source.query(query)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingMessage:
+    """A message last seen without a final status."""
+
+    template_id: str
+    minute: int
+    send_time: float
+
+
+@dataclass(slots=True)
+class Counters:
+    """Monotonic totals: messages first seen, first seen final, records read or rejected."""
+
+    sent: Counter[str] = field(default_factory=Counter)
+    finalized: Counter[tuple[str, SendResult, StatusCategory]] = field(default_factory=Counter)
+    fetched: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+    def grow(self, template_id: str, growth: Growth) -> None:
+        """Add what a read revealed about one template."""
+        self.sent[template_id] += growth.sent
+        for (result, category), count in growth.finalized.items():
+            self.finalized[(template_id, result, category)] += count
+
+
+@dataclass(slots=True)
+class PollOutcome:
+    """What one engine poll did."""
+
+    end: int
+    counters: Counters
+    requests: int = 0
+    checks_done: bool = False
+
+    def grow(self, template_id: str, growth: Growth) -> None:
+        self.counters.grow(template_id, growth)
+
+    def count(self, read: RangeRead) -> None:
+        self.counters.fetched += len(read.records)
+        self.counters.rejected.update(read.rejected)
+
+
+def minute_floor(seconds: float) -> int:
+    """Start of the minute a timestamp falls in."""
+    return bucket_of(seconds, MINUTE)
+
+
+def runs(minutes: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted minutes as contiguous [start, end) runs."""
+    out: list[tuple[int, int]] = []
+    for minute in sorted(minutes):
+        if out and out[-1][1] == minute:
+            out[-1] = (out[-1][0], minute + MINUTE)
+        else:
+            out.append((minute, minute + MINUTE))
+    return out
+
+
+def chunks_newest_first(spans: list[tuple[int, int]], size: int) -> Iterator[tuple[int, int]]:
+    """Split runs into chunks of at most ``size`` seconds, newest chunk first."""
+    for start, end in sorted(spans, reverse=True):
+        while end > start:
+            yield max(start, end - size), end
+            end = max(start, end - size)
+
+
+def coalesce(times: list[float], density: float, page_size: int) -> list[tuple[float, float]]:
+    """Group sorted send times into [start, end) ranges expected to fit one page each.
+
+    ``density`` is records per second around them; a gap costs the records inside it.
+    """
+    groups: list[tuple[float, float]] = []
+    for t in times:
+        if groups:
+            start, _ = groups[-1]
+            if (t - start) * density < page_size * 0.8:
+                groups[-1] = (start, t + MILLI)
+                continue
+        groups.append((t, t + MILLI))
+    return groups
+
+
+def _outcome(record: SendRecord) -> tuple[SendResult, StatusCategory]:
+    return record.send_result, categorize(record.status_code)
+
+
+class Engine:
+    """Per-account incremental state and the poll that advances it.
+
+    ``cross_template`` reads all templates with one query per range; it is used when
+    every template is exported (otherwise each selected template is read on its own,
+    so a shard does not pay for the others' records).
+    """
+
+    def __init__(self, config: Config, *, cross_template: bool, full_scan: bool = False) -> None:
+        self.config = config
+        self.cross_template = cross_template and not full_scan
+        self.full_scan = full_scan
+        self.ledgers: dict[str, TemplateLedger] = {}
+        self.pending: dict[str, PendingMessage] = {}
+        self.read: set[int] = set()
+        self.end: int | None = None
+        self.counters = Counters()
+        self.last: PollOutcome | None = None
+
+    # -- the poll -------------------------------------------------------------------
+
+    def poll(self, source: PageSource, templates: list[str], now: float) -> PollOutcome:
+        """Advance to ``now``; BudgetExhausted and UpstreamError leave state consistent."""
+        end = minute_floor(now - self.config.settle_delay)
+        outcome = self.last = PollOutcome(end=end, counters=self.counters)
+        budget = Budget(self.config.request_budget)
+        paid = _Budgeted(source, budget)
+        self._forget_before(end - int(self.config.window))
+        if self.full_scan:
+            self.read.clear()
+        for template_id in templates:
+            self.ledgers.setdefault(template_id, TemplateLedger())
+        self.end = end
+        earlier = set(self.read)
+        try:
+            self._read_unread(paid, templates, end, outcome)
+            if not self.full_scan:
+                self._check_holds(paid, templates, end, earlier, outcome)
+                self._resolve_pending(paid, outcome)
+            outcome.checks_done = True
+        finally:
+            outcome.requests = budget.used
+        return outcome
+
+    def unread_minutes(self, start: int, end: int) -> int:
+        """How many minutes of [start, end) have not been read yet."""
+        return sum(1 for m in range(start, end, MINUTE) if m not in self.read)
+
+    def newest_read_end(self) -> int | None:
+        """End of the newest minute read."""
+        return max(self.read) + MINUTE if self.read else None
+
+    def window(self, template_id: str, start: int, end: int) -> Tally:
+        """One template's tally over [start, end)."""
+        ledger = self.ledgers.get(template_id)
+        return ledger.window(start, end) if ledger else Tally()
+
+    # -- steps -----------------------------------------------------------------------
+
+    def _forget_before(self, start: int) -> None:
+        for ledger in self.ledgers.values():
+            ledger.forget_before(start)
+        self.read = {m for m in self.read if m >= start}
+        self.pending = {k: p for k, p in self.pending.items() if p.minute >= start}
+
+    def _read_unread(
+        self, source: PageSource, templates: list[str], end: int, outcome: PollOutcome
+    ) -> None:
+        start = end - int(self.config.window)
+        unread = [m for m in range(start, end, MINUTE) if m not in self.read]
+        # Small chunks let a budget cut fall between minutes; a full scan reads it all.
+        chunk = int(self.config.window) if self.full_scan else READ_CHUNK_MINUTES * MINUTE
+        size = min(chunk, int(self.config.max_query_span))
+        for chunk_start, chunk_end in chunks_newest_first(runs(unread), size):
+            self._read_minutes(source, templates, chunk_start, chunk_end, outcome)
+
+    def _read_minutes(
+        self,
+        source: PageSource,
+        templates: list[str],
+        start: int,
+        end: int,
+        outcome: PollOutcome,
+        *,
+        only: str | None = None,
+    ) -> None:
+        """Read [start, end) in full and make it the truth for those minutes."""
+        by_template: dict[str, list[SendRecord]] = {}
+        if self.cross_template and only is None:
+            read = read_range(source, DetailsQuery(start, end, limit=self.config.page_size))
+            outcome.count(read)
+            for record in read.records:
+                by_template.setdefault(record.template_id, []).append(record)
+            targets = set(templates) | set(by_template) | set(self.ledgers)
+        else:
+            targets = {only} if only is not None else set(templates)
+            for template_id in sorted(targets):
+                query = DetailsQuery(start, end, template_id, limit=self.config.page_size)
+                read = read_range(source, query)
+                outcome.count(read)
+                by_template[template_id] = read.records
+        for template_id in targets:
+            records = by_template.get(template_id, [])
+            ledger = self.ledgers.setdefault(template_id, TemplateLedger())
+            tallies = tally_by_bucket(records, MINUTE)
+            outcome.grow(template_id, ledger.replace(start, end, MINUTE, tallies))
+            self.pending = {
+                k: p
+                for k, p in self.pending.items()
+                if not (p.template_id == template_id and start <= p.minute < end)
+            }
+            for record in records:
+                if record.send_result is SendResult.SENDING:
+                    self.pending[record.message_id] = PendingMessage(
+                        template_id, minute_floor(record.send_time), record.send_time
+                    )
+        if only is None:
+            self.read.update(range(start, end, MINUTE))
+
+    def _check_holds(
+        self,
+        source: PageSource,
+        templates: list[str],
+        end: int,
+        earlier: set[int],
+        outcome: PollOutcome,
+    ) -> None:
+        """Find minutes where held messages appeared, by totals; read only those again."""
+        horizon = max(end - int(self.config.review_hold_horizon), end - int(self.config.window))
+        minutes = [m for m in earlier if horizon <= m < end]
+        groups = [None] if self.cross_template else list(templates)
+        for template_id in groups:
+            for start, stop in runs(minutes):
+                self._bisect_changes(source, templates, template_id, start, stop, outcome)
+
+    def _known_total(self, template_id: str | None, start: int, end: int) -> int:
+        ids = self.ledgers if template_id is None else [template_id]
+        return sum(self.window(t, start, end).total for t in ids)
+
+    def _bisect_changes(
+        self,
+        source: PageSource,
+        templates: list[str],
+        template_id: str | None,
+        start: int,
+        end: int,
+        outcome: PollOutcome,
+    ) -> None:
+        page = source.query(DetailsQuery(start, end, template_id, limit=1))
+        if page.total == self._known_total(template_id, start, end):
+            return
+        if end - start <= MINUTE:
+            self._read_minutes(source, templates, start, end, outcome, only=template_id)
+            return
+        middle = start + ((end - start) // MINUTE // 2) * MINUTE
+        self._bisect_changes(source, templates, template_id, start, middle, outcome)
+        self._bisect_changes(source, templates, template_id, middle, end, outcome)
+
+    def _resolve_pending(self, source: PageSource, outcome: PollOutcome) -> None:
+        """Find which pending messages resolved, then read just those."""
+        if not self.pending:
+            return
+        scopes: dict[str | None, dict[str, PendingMessage]] = {}
+        for message_id, message in self.pending.items():
+            key = None if self.cross_template else message.template_id
+            scopes.setdefault(key, {})[message_id] = message
+        resolved: dict[str, PendingMessage] = {}
+        assert self.end is not None
+        recent_from = self.end - RECENT_PENDING_SECONDS
+        for template_id, messages in scopes.items():
+            old = {k: m for k, m in messages.items() if m.minute < recent_from}
+            new = {k: m for k, m in messages.items() if m.minute >= recent_from}
+            for group, check_total in ((old, True), (new, False)):
+                if group:
+                    resolved.update(
+                        self._scan_pending(source, template_id, group, check_total, outcome)
+                    )
+        self._read_resolved(source, resolved, outcome)
+
+    def _scan_pending(
+        self,
+        source: PageSource,
+        template_id: str | None,
+        group: dict[str, PendingMessage],
+        check_total: bool,
+        outcome: PollOutcome,
+    ) -> dict[str, PendingMessage]:
+        start = min(m.minute for m in group.values())
+        end = max(m.minute for m in group.values()) + MINUTE
+        query = DetailsQuery(
+            start, end, template_id, send_result=SendResult.SENDING, limit=self.config.page_size
+        )
+        if check_total:
+            # Old pending messages rarely change: one total says whether to scan at all.
+            probe = source.query(
+                DetailsQuery(start, end, template_id, send_result=SendResult.SENDING, limit=1)
+            )
+            if probe.total == len(group):
+                return {}
+        read = read_range(source, query)
+        outcome.count(read)
+        still = {r.message_id for r in read.records}
+        return {k: m for k, m in group.items() if k not in still}
+
+    def _read_resolved(
+        self, source: PageSource, resolved: dict[str, PendingMessage], outcome: PollOutcome
+    ) -> None:
+        by_template: dict[str, list[PendingMessage]] = {}
+        for message in resolved.values():
+            by_template.setdefault(message.template_id, []).append(message)
+        for template_id, messages in sorted(by_template.items()):
+            ledger = self.ledgers[template_id]
+            times = sorted(m.send_time for m in messages)
+            minute_total = max(
+                1, max(ledger.window(m.minute, m.minute + MINUTE).total for m in messages)
+            )
+            for start, end in coalesce(times, minute_total / MINUTE, self.config.page_size):
+                query = DetailsQuery(start, end, template_id, limit=self.config.page_size)
+                read = read_range(source, query)
+                outcome.count(read)
+                for record in read.records:
+                    if (
+                        record.message_id in resolved
+                        and record.send_result is not SendResult.SENDING
+                    ):
+                        self._apply_resolution(ledger, record, outcome)
+
+    @staticmethod
+    def _minute_total(ledger: TemplateLedger, minute: int) -> int:
+        tally = ledger.buckets.get(minute)
+        return max(1, tally.total if tally else 0)
+
+    def _apply_resolution(
+        self, ledger: TemplateLedger, record: SendRecord, outcome: PollOutcome
+    ) -> None:
+        message = self.pending.pop(record.message_id, None)
+        if message is None:
+            return
+        tally = ledger.buckets.setdefault(message.minute, Tally())
+        tally.sending = max(0, tally.sending - 1)
+        tally.add(record)
+        growth = Growth()
+        growth.finalized[_outcome(record)] += 1
+        outcome.grow(message.template_id, growth)
