@@ -1,0 +1,492 @@
+"""The push store: status reports and send registrations in SQLite (WAL), read as details.
+
+Writes go through one writer thread that gathers the work of concurrent requests into a
+single transaction (group commit); each caller blocks until its transaction is committed,
+so a request is answered 200 only once its reports are on disk. Reads answer the
+sending-details contract (``query``, ``list_templates``, ``stats``), so the same poller
+that reads the HTTP contract reads this store.
+
+A message's result follows its segments (a long SMS has one report per segment):
+failed as soon as any segment reports a non-DELIVRD code (the earliest such report
+gives the code), success once every segment reported DELIVRD, sending otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from exporter.client import RequestStats
+from exporter.records import DetailsPage, DetailsQuery, SendRecord, SendResult, mask_mobile
+from exporter.status_codes import DELIVERED_CODE, describe
+from exporter.templates import SmsTemplate
+
+UNKNOWN_TEMPLATE = "unknown"
+"""Template of reports whose message was never registered and carries no usable extend."""
+MAX_BATCH_JOBS = 256
+_COLUMNS = (
+    "SELECT message_id, template_id, mobile, send_ms, result, status_code, status_desc,"
+    " receive_ms, segments FROM messages"
+)
+PRUNE_EVERY_SECONDS = 60.0
+PRUNE_CHUNK = 5000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    message_id TEXT PRIMARY KEY,
+    template_id TEXT NOT NULL,
+    registered INTEGER NOT NULL,
+    send_ms INTEGER NOT NULL,
+    mobile TEXT NOT NULL,
+    mobile_hash TEXT NOT NULL,
+    segments INTEGER NOT NULL,
+    result TEXT NOT NULL,
+    status_code TEXT NOT NULL,
+    status_desc TEXT NOT NULL,
+    receive_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS messages_by_template ON messages (template_id, send_ms, message_id);
+CREATE INDEX IF NOT EXISTS messages_by_time ON messages (send_ms, message_id);
+CREATE TABLE IF NOT EXISTS segments (
+    message_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    status_desc TEXT NOT NULL,
+    update_ms INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    PRIMARY KEY (message_id, sequence)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS templates (
+    template_id TEXT PRIMARY KEY,
+    last_seen_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """One pushed status report (one segment of one message)."""
+
+    message_id: str
+    status: str
+    sequence: int = 1
+    total: int = 1
+    status_desc: str = ""
+    update_time: float | None = None
+    source: str = ""
+    extend: str = ""
+    template_id: str | None = None
+    """The template named by ``extend``, when attribution from extend is configured."""
+
+
+@dataclass(frozen=True, slots=True)
+class SendRegistration:
+    """What the sender knows at sending time: message id, template, send time."""
+
+    message_id: str
+    template_id: str
+    send_time: float
+    mobile: str = ""
+    segments: int = 1
+
+
+@dataclass(slots=True)
+class WriteResult:
+    """What one write added."""
+
+    stored: int = 0
+    duplicates: int = 0
+    unattributed: int = 0
+
+    def merge(self, other: WriteResult) -> None:
+        """Add another result into this one."""
+        self.stored += other.stored
+        self.duplicates += other.duplicates
+        self.unattributed += other.unattributed
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """The stored facts of one segment report that decide a message's result."""
+
+    sequence: int
+    total: int
+    status: str
+    status_desc: str
+    update_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A message's result as its segments decide it."""
+
+    result: SendResult
+    status_code: str = ""
+    status_desc: str = ""
+    receive_ms: int | None = None
+
+
+def message_outcome(segments: Sequence[Segment], expected: int) -> Outcome:
+    """Failed on the earliest non-DELIVRD segment; success when all ``expected`` delivered."""
+    failed = [s for s in segments if s.status != DELIVERED_CODE]
+    if failed:
+        first = min(failed, key=lambda s: (s.update_ms, s.sequence))
+        return Outcome(SendResult.FAILED, first.status, first.status_desc, first.update_ms)
+    total = max([expected, *(s.total for s in segments)])
+    if segments and len({s.sequence for s in segments}) >= total:
+        return Outcome(
+            SendResult.SUCCESS,
+            DELIVERED_CODE,
+            segments[0].status_desc or describe(DELIVERED_CODE),
+            max(s.update_ms for s in segments),
+        )
+    return Outcome(SendResult.SENDING)
+
+
+def mobile_hash(mobile: str) -> str:
+    """The stored stand-in for a number: queries filter by it, the number itself is not kept."""
+    digits = mobile.lstrip("+")
+    return hashlib.sha256(digits.encode()).hexdigest() if digits else ""
+
+
+@dataclass(slots=True)
+class _Job:
+    reports: Sequence[StatusReport] = ()
+    sends: Sequence[SendRegistration] = ()
+    done: threading.Event = field(default_factory=threading.Event)
+    result: WriteResult = field(default_factory=WriteResult)
+    error: BaseException | None = None
+    prune: bool = False
+
+
+class StoreUnavailable(Exception):
+    """The store could not commit a write; the caller should answer 503."""
+
+
+class PushStore:
+    """Pushed reports and registrations in SQLite; a ``DetailsSource`` for the poller."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        retention: float = 73 * 3600.0,
+        synchronous: str = "normal",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if synchronous not in ("normal", "full"):
+            raise ValueError("synchronous must be 'normal' or 'full'")
+        self.path = str(path)
+        self.retention = retention
+        self.stats = RequestStats()
+        self.commits = 0
+        self.pruned = 0
+        self._clock = clock
+        self._writer = self._connect(synchronous)
+        self._writer.executescript(_SCHEMA)
+        self._reader = self._connect(synchronous)
+        self._read_lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._pruned_at = float("-inf")
+        self._closed = False
+        self._thread = threading.Thread(target=self._write_loop, name="push-store", daemon=True)
+        self._thread.start()
+
+    def _connect(self, synchronous: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        return conn
+
+    # -- writes -----------------------------------------------------------------
+
+    def add_reports(self, reports: Sequence[StatusReport]) -> WriteResult:
+        """Store reports; returns once they are committed. StoreUnavailable otherwise."""
+        return self._submit(_Job(reports=reports))
+
+    def register(self, sends: Sequence[SendRegistration]) -> WriteResult:
+        """Store send registrations (the first registration of a message wins)."""
+        return self._submit(_Job(sends=sends))
+
+    def _submit(self, job: _Job) -> WriteResult:
+        if self._closed:
+            raise StoreUnavailable("the push store is closed")
+        self._jobs.put(job)
+        job.done.wait()
+        if job.error is not None:
+            raise StoreUnavailable(f"commit failed: {job.error}") from job.error
+        return job.result
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._jobs.get()
+            if first is None:
+                return
+            jobs = [first]
+            stop = False
+            while len(jobs) < MAX_BATCH_JOBS:
+                try:
+                    nxt = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                jobs.append(nxt)
+            self._commit(jobs)
+            if stop:
+                return
+
+    def _commit(self, jobs: list[_Job]) -> None:
+        now_ms = round(self._clock() * 1000)
+        conn = self._writer
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            seen: set[str] = set()
+            for job in jobs:
+                job.result = WriteResult()
+                for send in job.sends:
+                    job.result.merge(self._write_send(send, seen))
+                for report in job.reports:
+                    job.result.merge(self._write_report(report, now_ms, seen))
+            conn.executemany(
+                "INSERT INTO templates VALUES (?, ?) ON CONFLICT (template_id)"
+                " DO UPDATE SET last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
+                [(template, now_ms) for template in sorted(seen)],
+            )
+            conn.execute("COMMIT")
+            self.commits += 1
+        except Exception as exc:  # any failure fails every job of the transaction
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for job in jobs:
+                job.error = exc
+        for job in jobs:
+            if not job.prune:
+                job.done.set()
+        # Pruning runs after the answers are released, so it never delays an ack.
+        if any(j.prune for j in jobs) or now_ms / 1000 - self._pruned_at >= PRUNE_EVERY_SECONDS:
+            self._pruned_at = now_ms / 1000
+            self._prune(now_ms)
+        for job in jobs:
+            job.done.set()
+
+    def _write_send(self, send: SendRegistration, seen: set[str]) -> WriteResult:
+        send_ms = round(send.send_time * 1000)
+        cursor = self._writer.execute(
+            "INSERT INTO messages VALUES (?, ?, 1, ?, ?, ?, ?, 'sending', '', '', NULL)"
+            " ON CONFLICT (message_id) DO UPDATE SET template_id = excluded.template_id,"
+            " registered = 1, send_ms = excluded.send_ms, mobile = excluded.mobile,"
+            " mobile_hash = excluded.mobile_hash,"
+            " segments = max(segments, excluded.segments) WHERE registered = 0",
+            (
+                send.message_id,
+                send.template_id,
+                send_ms,
+                mask_mobile(send.mobile) if send.mobile else "",
+                mobile_hash(send.mobile),
+                send.segments,
+            ),
+        )
+        seen.add(send.template_id)
+        if cursor.rowcount == 0:
+            return WriteResult(duplicates=1)
+        self._settle(send.message_id)
+        return WriteResult(stored=1)
+
+    def _write_report(self, report: StatusReport, now_ms: int, seen: set[str]) -> WriteResult:
+        conn = self._writer
+        update_ms = now_ms if report.update_time is None else round(report.update_time * 1000)
+        cursor = conn.execute(
+            "INSERT OR IGNORE INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                report.message_id,
+                report.sequence,
+                report.total,
+                report.status,
+                report.status_desc,
+                update_ms,
+                now_ms,
+                report.source,
+            ),
+        )
+        if cursor.rowcount == 0:
+            return WriteResult(duplicates=1)
+        row = conn.execute(
+            "SELECT template_id, registered FROM messages WHERE message_id = ?",
+            (report.message_id,),
+        ).fetchone()
+        template = report.template_id or UNKNOWN_TEMPLATE
+        if row is None:
+            # Never registered: the send time is unknown, the report's time stands in.
+            conn.execute(
+                "INSERT INTO messages VALUES (?, ?, 0, ?, '', '', ?, 'sending', '', '', NULL)",
+                (report.message_id, template, update_ms, report.total),
+            )
+        elif not row[1] and row[0] == UNKNOWN_TEMPLATE and report.template_id:
+            conn.execute(
+                "UPDATE messages SET template_id = ? WHERE message_id = ?",
+                (template, report.message_id),
+            )
+        else:
+            template = row[0]
+        seen.add(template)
+        self._settle(report.message_id)
+        return WriteResult(stored=1, unattributed=int(template == UNKNOWN_TEMPLATE))
+
+    def _settle(self, message_id: str) -> None:
+        conn = self._writer
+        rows = conn.execute(
+            "SELECT sequence, total, status, status_desc, update_ms FROM segments"
+            " WHERE message_id = ?",
+            (message_id,),
+        ).fetchall()
+        if not rows:
+            return
+        (expected,) = conn.execute(
+            "SELECT segments FROM messages WHERE message_id = ?", (message_id,)
+        ).fetchone()
+        outcome = message_outcome([Segment(*row) for row in rows], expected)
+        conn.execute(
+            "UPDATE messages SET result = ?, status_code = ?, status_desc = ?, receive_ms = ?,"
+            " segments = max(segments, ?) WHERE message_id = ?",
+            (
+                outcome.result.value,
+                outcome.status_code,
+                outcome.status_desc,
+                outcome.receive_ms,
+                max(r[1] for r in rows),
+                message_id,
+            ),
+        )
+
+    def _prune(self, now_ms: int) -> None:
+        cutoff = now_ms - round(self.retention * 1000)
+        conn = self._writer
+        try:
+            while True:
+                conn.execute("BEGIN IMMEDIATE")
+                ids = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT message_id FROM messages WHERE send_ms < ? LIMIT ?",
+                        (cutoff, PRUNE_CHUNK),
+                    )
+                ]
+                conn.executemany("DELETE FROM segments WHERE message_id = ?", [(i,) for i in ids])
+                conn.executemany("DELETE FROM messages WHERE message_id = ?", [(i,) for i in ids])
+                conn.execute("DELETE FROM templates WHERE last_seen_ms < ?", (cutoff,))
+                conn.execute("COMMIT")
+                self.pruned += len(ids)
+                if len(ids) < PRUNE_CHUNK:
+                    return
+        except sqlite3.Error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+
+    def prune(self) -> None:
+        """Delete what is older than the retention now (the writer also does it every minute)."""
+        self._submit(_Job(prune=True))
+
+    # -- reads: the sending-details contract -------------------------------------
+
+    def query(self, query: DetailsQuery) -> DetailsPage:
+        """One page of the stored messages, ordered by (send time, message id)."""
+        started = time.perf_counter()
+        where = ["send_ms >= ?", "send_ms < ?"]
+        args: list[object] = [round(query.start_time * 1000), round(query.end_time * 1000)]
+        if query.template_id is not None:
+            where.append("template_id = ?")
+            args.append(query.template_id)
+        if query.mobile is not None:
+            where.append("mobile_hash = ?")
+            args.append(mobile_hash(query.mobile))
+        if query.send_result is not None:
+            where.append("result = ?")
+            args.append(query.send_result.value)
+        clause = " AND ".join(where)
+        count_sql = f"SELECT count(*) FROM messages WHERE {clause}"  # noqa: S608 - fixed parts
+        page_sql = f"{_COLUMNS} WHERE {clause} ORDER BY send_ms, message_id LIMIT ? OFFSET ?"
+        with self._read_lock:
+            conn = self._reader
+            conn.execute("BEGIN")  # one snapshot for the total and the page
+            try:
+                (total,) = conn.execute(count_sql, args).fetchone()
+                rows = conn.execute(page_sql, [*args, query.limit, query.offset]).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        records = [
+            SendRecord(
+                message_id=row[0],
+                template_id=row[1],
+                mobile=row[2],
+                send_time=row[3] / 1000,
+                send_result=SendResult(row[4]),
+                status_code=row[5],
+                status_desc=row[6],
+                receive_time=None if row[7] is None else row[7] / 1000,
+                segments=row[8],
+            )
+            for row in rows
+        ]
+        self.stats.observe("send_details", "200", time.perf_counter() - started)
+        return DetailsPage(total=total, records=records)
+
+    def list_templates(self) -> list[SmsTemplate]:
+        """Templates seen in registrations or attributed reports within the retention."""
+        started = time.perf_counter()
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT template_id FROM templates ORDER BY template_id"
+            ).fetchall()
+        self.stats.observe("templates", "200", time.perf_counter() - started)
+        return [SmsTemplate(r[0], r[0], "") for r in rows]
+
+    def message_count(self) -> int:
+        """Messages currently stored."""
+        with self._read_lock:
+            (count,) = self._reader.execute("SELECT count(*) FROM messages").fetchone()
+        return int(count)
+
+    def segment_rows(self) -> list[tuple[str, int]]:
+        """Every stored (message id, segment), for checks and tests."""
+        with self._read_lock:
+            rows = self._reader.execute("SELECT message_id, sequence FROM segments").fetchall()
+        return [(str(r[0]), int(r[1])) for r in rows]
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def close(self) -> None:
+        """Finish queued writes, stop the writer and close the database."""
+        if self._closed:
+            return
+        self._closed = True
+        self._jobs.put(None)
+        self._thread.join()
+        while True:  # a write that raced with close: fail it rather than leave it waiting
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job.error = StoreUnavailable("the push store is closed")
+                job.done.set()
+        self._writer.close()
+        with self._read_lock:
+            self._reader.close()
+
+    def __enter__(self) -> PushStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

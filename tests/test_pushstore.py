@@ -1,0 +1,203 @@
+"""The push store: idempotent durable writes, long SMS, attribution, the details contract."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exporter.pushstore import (
+    UNKNOWN_TEMPLATE,
+    PushStore,
+    Segment,
+    SendRegistration,
+    StatusReport,
+    StoreUnavailable,
+    message_outcome,
+)
+from exporter.records import DetailsQuery, SendResult
+from exporter.templates import SmsTemplate
+from exporter.timestamps import parse_rfc3339
+
+T0 = parse_rfc3339("2026-11-26T10:00:00Z")
+
+
+class Clock:
+    def __init__(self, now: float = T0 + 600) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: Clock) -> Iterator[PushStore]:
+    with PushStore(tmp_path / "push.db", clock=clock) as s:
+        yield s
+
+
+def _all(store: PushStore, **filters: object) -> list:
+    page = store.query(DetailsQuery(T0 - 86400, T0 + 86400, limit=100, **filters))  # type: ignore[arg-type]
+    return page.records
+
+
+def test_registered_message_is_sending_until_its_report(store: PushStore):
+    store.register([SendRegistration("m1", "tplA", T0 + 1, "4402000000")])
+    (record,) = _all(store)
+    assert (record.template_id, record.send_result, record.mobile) == (
+        "tplA",
+        SendResult.SENDING,
+        "4402****00",
+    )
+    store.add_reports([StatusReport("m1", "DELIVRD", update_time=T0 + 4.5)])
+    (record,) = _all(store)
+    assert record.send_result is SendResult.SUCCESS
+    assert record.status_code == "DELIVRD"
+    assert record.delivery_delay_ms == 3500
+
+
+def test_report_of_an_unregistered_message_is_kept_under_unknown(store: PushStore):
+    result = store.add_reports([StatusReport("m9", "UNDELIV", update_time=T0 + 30)])
+    assert (result.stored, result.unattributed) == (1, 1)
+    (record,) = _all(store)
+    assert (record.template_id, record.send_time, record.send_result, record.status_code) == (
+        UNKNOWN_TEMPLATE,
+        T0 + 30,
+        SendResult.FAILED,
+        "UNDELIV",
+    )
+    assert store.list_templates() == [SmsTemplate("unknown", "unknown", "")]
+
+
+def test_report_attributed_by_extend_uses_that_template(store: PushStore):
+    result = store.add_reports([StatusReport("m1", "DELIVRD", template_id="tplX")])
+    assert (result.stored, result.unattributed) == (1, 0)
+    assert [r.template_id for r in _all(store)] == ["tplX"]
+
+
+def test_a_later_registration_moves_the_message_to_its_template(store: PushStore):
+    store.add_reports([StatusReport("m1", "DELIVRD", update_time=T0 + 9)])
+    store.register([SendRegistration("m1", "tplA", T0 + 2)])
+    (record,) = _all(store)
+    assert (record.template_id, record.send_time, record.send_result) == (
+        "tplA",
+        T0 + 2,
+        SendResult.SUCCESS,
+    )
+
+
+def test_duplicates_are_idempotent(store: PushStore):
+    store.register([SendRegistration("m1", "tplA", T0)])
+    report = StatusReport("m1", "DELIVRD", update_time=T0 + 1)
+    first = store.add_reports([report])
+    again = store.add_reports([report, report])
+    again_send = store.register([SendRegistration("m1", "tplB", T0 + 5)])
+    assert (first.stored, again.stored, again.duplicates) == (1, 0, 2)
+    assert (again_send.stored, again_send.duplicates) == (0, 1)
+    assert store.segment_rows() == [("m1", 1)]
+    assert [(r.template_id, r.send_time) for r in _all(store)] == [("tplA", T0)]
+
+
+def test_a_long_sms_is_delivered_once_all_segments_are(store: PushStore):
+    store.register([SendRegistration("m1", "tplA", T0, segments=3)])
+    store.add_reports([StatusReport("m1", "DELIVRD", 1, 3, update_time=T0 + 2)])
+    store.add_reports([StatusReport("m1", "DELIVRD", 3, 3, update_time=T0 + 5)])
+    (record,) = _all(store)
+    assert (record.send_result, record.segments) == (SendResult.SENDING, 3)
+    store.add_reports([StatusReport("m1", "DELIVRD", 2, 3, update_time=T0 + 4)])
+    (record,) = _all(store)
+    assert (record.send_result, record.receive_time) == (SendResult.SUCCESS, T0 + 5)
+    assert store.query(DetailsQuery(T0 - 1, T0 + 1)).total == 1
+
+
+def test_a_long_sms_fails_on_its_first_failed_segment():
+    segs = [
+        Segment(1, 3, "DELIVRD", "", 1000),
+        Segment(3, 3, "REJECTD", "", 3000),
+        Segment(2, 3, "UNDELIV", "", 2000),
+    ]
+    outcome = message_outcome(segs, 3)
+    assert (outcome.result, outcome.status_code, outcome.receive_ms) == (
+        SendResult.FAILED,
+        "UNDELIV",
+        2000,
+    )
+
+
+def test_segment_totals_come_from_reports_when_registration_said_one():
+    segs = [Segment(1, 2, "DELIVRD", "", 1000)]
+    assert message_outcome(segs, 1).result is SendResult.SENDING
+    assert message_outcome([*segs, Segment(2, 2, "DELIVRD", "", 1500)], 1).receive_ms == 1500
+
+
+def test_query_filters_orders_and_pages(store: PushStore):
+    store.register(
+        [
+            SendRegistration("b", "tplA", T0 + 1, "4402000001"),
+            SendRegistration("a", "tplA", T0 + 1, "4402000002"),
+            SendRegistration("c", "tplB", T0 + 0.5, "4402000001"),
+            SendRegistration("d", "tplA", T0 + 3600, "4402000001"),
+        ]
+    )
+    store.add_reports([StatusReport("a", "DELIVRD", update_time=T0 + 2)])
+    assert [r.message_id for r in _all(store)] == ["c", "a", "b", "d"]
+    window = DetailsQuery(T0, T0 + 3600, limit=1, offset=1)
+    page = store.query(window)
+    assert (page.total, [r.message_id for r in page.records]) == (3, ["a"])
+    assert [r.message_id for r in _all(store, template_id="tplA")] == ["a", "b", "d"]
+    assert [r.message_id for r in _all(store, mobile="4402000001")] == ["c", "b", "d"]
+    assert [r.message_id for r in _all(store, send_result=SendResult.SUCCESS)] == ["a"]
+    assert [t.template_id for t in store.list_templates()] == ["tplA", "tplB"]
+    assert store.stats.request_count == 6
+
+
+def test_reports_survive_reopening(tmp_path: Path, clock: Clock):
+    with PushStore(tmp_path / "p.db", clock=clock) as first:
+        first.add_reports([StatusReport("m1", "DELIVRD", template_id="t")])
+    with PushStore(tmp_path / "p.db", clock=clock) as second:
+        assert [r.message_id for r in _all(second)] == ["m1"]
+        assert second.add_reports([StatusReport("m1", "DELIVRD")]).duplicates == 1
+
+
+def test_messages_older_than_the_retention_are_pruned(tmp_path: Path, clock: Clock):
+    with PushStore(tmp_path / "p.db", clock=clock, retention=3600) as store:
+        store.register([SendRegistration("old", "t", T0), SendRegistration("new", "t", T0 + 3000)])
+        store.add_reports([StatusReport("old", "DELIVRD"), StatusReport("new", "DELIVRD")])
+        clock.now = T0 + 3600 + 10
+        store.prune()
+        assert [r.message_id for r in _all(store)] == ["new"]
+        assert store.segment_rows() == [("new", 1)]
+        assert store.pruned == 1
+
+
+def test_concurrent_writers_share_commits_and_lose_nothing(store: PushStore):
+    def push(worker: int) -> None:
+        for i in range(50):
+            store.add_reports([StatusReport(f"w{worker}-{i}", "DELIVRD", template_id="t")])
+
+    threads = [threading.Thread(target=push, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.message_count() == 400
+    assert store.commits <= 400
+
+
+def test_writes_after_close_are_refused(tmp_path: Path):
+    store = PushStore(tmp_path / "p.db")
+    store.close()
+    with pytest.raises(StoreUnavailable):
+        store.add_reports([StatusReport("m", "DELIVRD")])
+
+
+def test_synchronous_mode_is_checked(tmp_path: Path):
+    with pytest.raises(ValueError, match="synchronous"):
+        PushStore(tmp_path / "p.db", synchronous="off")

@@ -1,0 +1,387 @@
+"""The push receiver: both push formats, signing, attribution, registrations, rejections."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter.config import ReceiverConfig, parse_config
+from exporter.errors import ConfigError
+from exporter.pushstore import PushStore
+from exporter.receiver import Receiver, parse_single, template_from_extend
+from exporter.records import DetailsQuery, SendResult
+from exporter.signing import Credentials, sign_request
+from exporter.timestamps import parse_rfc3339
+from exporter.web import Request, Response, Router, WebServer
+
+NOW = parse_rfc3339("2026-11-26T11:05:00Z")
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+JSON = {"content-type": "application/json"}
+FACTS_BODY = (
+    b"sequence=1&total=1&orgCode=000&updateTime=2018-04-13T06%3A31%3A46Z&source=2"
+    b"&smsMsgId=b9d9b4fe-ad0e-4a2a-a2c7-445505b674ac_6&status=DELIVRD"
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[PushStore]:
+    # The facts' example report is from 2018: keep it past the default retention.
+    with PushStore(tmp_path / "push.db", clock=lambda: NOW, retention=1e10) as s:
+        yield s
+
+
+def _receiver(store: PushStore, **overrides: object) -> tuple[Receiver, Router]:
+    config = replace(ReceiverConfig(store_path=store.path), **overrides)  # type: ignore[arg-type]
+    receiver = Receiver(config, store, clock=lambda: NOW)
+    router = Router()
+    receiver.add_routes(router)
+    return receiver, router
+
+
+def _post(
+    router: Router, path: str, body: bytes, headers: dict[str, str], query: str = ""
+) -> Response:
+    params: dict[str, list[str]] = {}
+    for part in filter(None, query.split("&")):
+        name, _, value = part.partition("=")
+        params.setdefault(name, []).append(value)
+    return router.dispatch(Request("POST", path, params, headers, body))
+
+
+def _records(store: PushStore) -> list:
+    return store.query(DetailsQuery(0, 4e9, limit=100)).records
+
+
+def _batch(*items: dict) -> bytes:
+    return json.dumps({"statusReportList": list(items)}).encode()
+
+
+def test_single_report_from_the_facts_is_stored_and_answered_empty(store: PushStore):
+    receiver, router = _receiver(store)
+    response = _post(router, "/push/status-report", FACTS_BODY, FORM)
+    assert (response.status, response.body) == (200, b"")
+    (record,) = _records(store)
+    assert record.message_id == "b9d9b4fe-ad0e-4a2a-a2c7-445505b674ac_6"
+    assert (record.template_id, record.send_result) == ("unknown", SendResult.SUCCESS)
+    assert record.receive_time == parse_rfc3339("2018-04-13T06:31:46Z")
+    assert receiver.stats.reports["single"] == 1
+    assert receiver.stats.unattributed == 1
+
+
+def test_batch_of_fifty_is_stored(store: PushStore):
+    receiver, router = _receiver(store)
+    items = [{"smsMsgId": f"m{i}", "status": "DELIVRD"} for i in range(50)]
+    response = _post(router, "/push/status-reports", _batch(*items), JSON)
+    assert (response.status, response.body) == (200, b"")
+    assert store.message_count() == 50
+    assert receiver.stats.reports["batch"] == 50
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers", "status", "reason"),
+    [
+        ("/push/status-report", b"status=DELIVRD", FORM, 400, "missing_field"),
+        ("/push/status-report", b"smsMsgId=m1", FORM, 400, "missing_field"),
+        ("/push/status-report", b"smsMsgId=m1&status=DELIVRD", JSON, 415, "content_type"),
+        ("/push/status-report", b"smsMsgId=m\xff&status=X", FORM, 400, "bad_encoding"),
+        ("/push/status-report", b"smsMsgId=m%FF&status=X", FORM, 400, "bad_encoding"),
+        ("/push/status-report", b"smsMsgId=a&smsMsgId=b&status=X", FORM, 400, "bad_field"),
+        ("/push/status-report", b"smsMsgId=a&status=X&total=1&sequence=2", FORM, 400, "bad_field"),
+        ("/push/status-report", b"smsMsgId=a&status=X&updateTime=soon", FORM, 400, "bad_field"),
+        ("/push/status-report", b"smsMsgId=" + b"x" * 65 + b"&status=X", FORM, 400, "bad_field"),
+        ("/push/status-reports", b"{", JSON, 400, "bad_json"),
+        ("/push/status-reports", b"\xff\xfe", JSON, 400, "bad_encoding"),
+        ("/push/status-reports", b"[]", JSON, 400, "bad_shape"),
+        ("/push/status-reports", b'{"statusReportList": []}', JSON, 400, "empty_batch"),
+        ("/push/status-reports", b"{}", FORM, 415, "content_type"),
+        (
+            "/push/status-reports",
+            _batch(*[{"smsMsgId": f"m{i}", "status": "DELIVRD"} for i in range(51)]),
+            JSON,
+            400,
+            "too_many_items",
+        ),
+        ("/push/sends", b'{"code": "000000", "result": {}}', JSON, 400, "bad_shape"),
+    ],
+)
+def test_bad_pushes_are_rejected_counted_and_store_nothing(
+    store: PushStore, path, body, headers, status, reason
+):
+    receiver, router = _receiver(store)
+    response = _post(router, path, body, headers)
+    assert response.status == status
+    assert json.loads(response.body)["reason"] == reason
+    assert receiver.stats.rejected == {reason: 1}
+    assert store.message_count() == 0
+
+
+def test_a_batch_keeps_its_valid_items_and_lists_the_rejected_ones(store: PushStore):
+    receiver, router = _receiver(store)
+    body = _batch(
+        {"smsMsgId": "ok1", "status": "DELIVRD"},
+        {"status": "DELIVRD"},
+        "not an object",
+        {"smsMsgId": "ok2", "status": "UNDELIV", "total": 2, "sequence": 1},
+    )
+    response = _post(router, "/push/status-reports", body, JSON)
+    assert response.status == 400
+    assert json.loads(response.body) == {
+        "reason": "invalid_items",
+        "message": "2 of 4 reports rejected; the other 2 are stored",
+        "stored": [0, 3],
+        "duplicates": 0,
+        "rejected": [
+            {"index": 1, "reason": "missing_field", "message": "smsMsgId is required"},
+            {"index": 2, "reason": "bad_shape", "message": "a report must be a JSON object"},
+        ],
+    }
+    assert sorted(r.message_id for r in _records(store)) == ["ok1", "ok2"]
+    assert receiver.stats.rejected == {"missing_field": 1, "bad_shape": 1}
+
+
+def test_signed_batch_from_the_facts_known_answer_is_accepted(store: PushStore):
+    keys = (Credentials("OLDKEY", "old-secret"), Credentials("AKEXAMPLE", "SKEXAMPLE"))
+    _, router = _receiver(store, batch_path="/api/v1/status-reports", signing_keys=keys)
+    body = b'{"statusReportList":[{"smsMsgId":"a_1","status":"DELIVRD"}]}'
+    headers = {
+        "content-type": "application/json",
+        "x-sdk-date": "20261126T110500Z",
+        "host": "127.0.0.1:9000",
+        "authorization": "SDK-HMAC-SHA256 Access=AKEXAMPLE, SignedHeaders=content-type;host;"
+        "x-sdk-date, Signature=3434057ea1f840e8e7af495f4eec39650b08d8e3df3b2ec1f04769409f78ecb9",
+    }
+    assert _post(router, "/api/v1/status-reports", body, headers).status == 200
+    tampered = body.replace(b"DELIVRD", b"UNDELIV")
+    response = _post(router, "/api/v1/status-reports", tampered, headers)
+    assert response.status == 401
+    assert json.loads(response.body)["message"] == "bad push signature: signature does not match"
+    assert [r.status_code for r in _records(store)] == ["DELIVRD"]
+
+
+@pytest.mark.parametrize("access", ["OLDKEY", "NEWKEY"])
+def test_either_of_two_active_key_pairs_signs(store: PushStore, access: str):
+    from datetime import UTC, datetime
+
+    keys = (Credentials("OLDKEY", "old-secret"), Credentials("NEWKEY", "new-secret"))
+    receiver, router = _receiver(store, signing_keys=keys)
+    secret = {k.access_key: k.secret_key for k in keys}[access]
+    url = "http://exporter:9170/push/status-report"
+    signed = sign_request(
+        "POST",
+        url,
+        {"Content-Type": FORM["content-type"]},
+        FACTS_BODY,
+        Credentials(access, secret),
+        datetime.fromtimestamp(NOW, UTC),
+    )
+    headers = {k.lower(): v for k, v in signed.items()}
+    assert _post(router, "/push/status-report", FACTS_BODY, headers).status == 200
+    unsigned = _post(router, "/push/status-report", FACTS_BODY, FORM)
+    assert unsigned.status == 401
+    assert receiver.stats.rejected == {"signature": 1}
+
+
+@pytest.mark.parametrize(
+    ("extend", "mode", "key", "template"),
+    [
+        ("tplA", "extend", "", "tplA"),
+        ("order=7;tpl=tplB", "extend_pair", "tpl", "tplB"),
+        ("tpl=tplB&x=1", "extend_pair", "tpl", "tplB"),
+        ('{"tpl": "tplC", "o": 1}', "extend_json", "tpl", "tplC"),
+        ('{"tpl": 5}', "extend_json", "tpl", None),
+        ("not json", "extend_json", "tpl", None),
+        ("x=1", "extend_pair", "tpl", None),
+        ("has space", "extend", "", None),
+        ("tplA", "none", "", None),
+    ],
+)
+def test_template_from_extend(extend, mode, key, template):
+    assert template_from_extend(extend, mode, key) == template
+
+
+def test_reports_are_attributed_by_extend_when_configured(store: PushStore):
+    receiver, router = _receiver(store, attribution="extend_pair", attribution_key="tpl")
+    body = b"smsMsgId=m1&status=DELIVRD&extend=tpl%3DtplB%3Border%3D9&to=%2B4402000000"
+    assert _post(router, "/push/status-report", body, FORM).status == 200
+    assert [r.template_id for r in _records(store)] == ["tplB"]
+    assert receiver.stats.unattributed == 0
+
+
+def test_a_batchsendsms_response_registers_its_accepted_recipients(store: PushStore):
+    receiver, router = _receiver(store)
+    body = json.dumps(
+        {
+            "code": "E000510",
+            "description": "Partial success",
+            "result": [
+                {
+                    "originTo": "+4402000000",
+                    "createTime": "2026-11-26T11:00:00Z",
+                    "from": "sender",
+                    "smsMsgId": "m1",
+                    "status": "000000",
+                    "total": 2,
+                },
+                {"originTo": "+44", "createTime": "2026-11-26T11:00:00Z", "status": "E200028"},
+            ],
+        }
+    ).encode()
+    response = _post(router, "/push/sends", body, JSON, query="templateId=tplA")
+    assert response.status == 200
+    assert json.loads(response.body) == {"registered": 1, "duplicates": 0}
+    (record,) = _records(store)
+    assert (record.template_id, record.send_time, record.mobile, record.segments) == (
+        "tplA",
+        parse_rfc3339("2026-11-26T11:00:00Z"),
+        "4402****00",
+        2,
+    )
+    assert _post(router, "/push/sends", body, JSON, query="templateId=tplA").status == 200
+    assert receiver.stats.duplicates["registration"] == 1
+
+
+def test_a_list_of_sends_registers_and_rejects_item_by_item(store: PushStore):
+    _, router = _receiver(store)
+    body = json.dumps(
+        [
+            {"message_id": "m1", "template_id": "tplA", "send_time": "2026-11-26T11:00:00.250Z"},
+            {"message_id": "m2", "template_id": "bad id", "send_time": "2026-11-26T11:00:00Z"},
+            {"message_id": "m3", "template_id": "tplA"},
+        ]
+    ).encode()
+    response = _post(router, "/push/sends", body, JSON)
+    assert response.status == 400
+    answer = json.loads(response.body)
+    assert (answer["stored"], answer["registered"]) == ([0], 1)
+    assert [p["reason"] for p in answer["rejected"]] == ["bad_field", "missing_field"]
+    assert [r.send_time for r in _records(store)] == [parse_rfc3339("2026-11-26T11:00:00.250Z")]
+
+
+def test_batchsendsms_without_a_template_is_rejected(store: PushStore):
+    _, router = _receiver(store)
+    body = b'{"code":"000000","result":[{"smsMsgId":"m1","createTime":"2026-11-26T11:00:00Z"}]}'
+    response = _post(router, "/push/sends", body, JSON)
+    assert response.status == 400
+    assert json.loads(response.body)["rejected"][0]["reason"] == "missing_field"
+
+
+def test_parse_single_keeps_every_field():
+    report = parse_single(FACTS_BODY + b"&statusDesc=ok&extend=x")
+    assert (report.sequence, report.total, report.source, report.extend) == (1, 1, "2", "x")
+
+
+def test_store_failure_answers_503(tmp_path: Path):
+    store = PushStore(tmp_path / "p.db")
+    receiver, router = _receiver(store)
+    store.close()
+    response = _post(router, "/push/status-report", FACTS_BODY, FORM)
+    assert response.status == 503
+    assert receiver.stats.rejected == {"store_unavailable": 1}
+
+
+def test_collector_exposes_the_counts(store: PushStore):
+    receiver, router = _receiver(store)
+    _post(router, "/push/status-report", FACTS_BODY, FORM)
+    _post(router, "/push/status-report", FACTS_BODY, FORM)
+    _post(router, "/push/status-report", b"status=X", FORM)
+    registry = CollectorRegistry()
+    registry.register(receiver.collector())
+    text = generate_latest(registry).decode()
+    for line in (
+        'msgsms_push_requests_total{code="200",endpoint="single"} 2.0',
+        'msgsms_push_requests_total{code="400",endpoint="single"} 1.0',
+        'msgsms_push_rejected_total{reason="missing_field"} 1.0',
+        'msgsms_push_reports_total{kind="single"} 1.0',
+        'msgsms_push_reports_total{kind="batch"} 0.0',
+        'msgsms_push_duplicates_total{kind="report"} 1.0',
+        "msgsms_push_unattributed_reports_total 1.0",
+        'msgsms_push_ack_duration_seconds_count{endpoint="single"} 3.0',
+    ):
+        assert line in text
+
+
+def test_over_http_an_oversized_body_gets_413_and_the_server_keeps_serving(store: PushStore):
+    _, router = _receiver(store)
+    server = WebServer(router, "127.0.0.1", 0)
+    server.start()
+    try:
+        host, port = server.address
+        url = f"http://{host}:{port}/push/status-report"
+        with httpx.Client() as http:
+            big = http.post(url, content=b"x" * (1024 * 1024 + 1), headers=FORM)
+            assert big.status_code == 413
+            ok = http.post(url, content=FACTS_BODY, headers=FORM)
+            assert (ok.status_code, ok.content) == (200, b"")
+    finally:
+        server.stop()
+
+
+def _config(receiver: dict, **account: object) -> dict:
+    return {
+        "accounts": [
+            {"name": "push", "source": "push", "templates": {"discover": True}, **account}
+        ],
+        "receiver": receiver,
+    }
+
+
+def test_config_reads_the_receiver_section():
+    raw = _config(
+        {
+            "store_path": "/var/lib/push.db",
+            "paths": {"single": "/hw/report", "batch": "/hw/reports", "sends": "/hw/sends"},
+            "retention": "80h",
+            "synchronous": "full",
+            "signing": {"keys": [{"access_key": {"env": "AK"}, "secret_key": {"env": "SK"}}]},
+            "attribution": {"from": "extend_json", "key": "tpl"},
+        }
+    )
+    config = parse_config(raw, {"AK": "ak", "SK": "sk"})
+    assert config.accounts[0].source == "push"
+    assert config.receiver == ReceiverConfig(
+        store_path="/var/lib/push.db",
+        single_path="/hw/report",
+        batch_path="/hw/reports",
+        sends_path="/hw/sends",
+        retention=80 * 3600.0,
+        synchronous="full",
+        signing_keys=(Credentials("ak", "sk"),),
+        attribution="extend_json",
+        attribution_key="tpl",
+    )
+
+
+def test_config_reports_every_receiver_problem():
+    raw = _config(
+        {
+            "paths": {"single": "relative"},
+            "synchronous": "off",
+            "signing": {"keys": [{"access_key": {"env": "AK"}}]},
+            "attribution": {"from": "extend_pair"},
+        },
+        endpoint="http://x",
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, {"AK": "ak"})
+    assert info.value.problems == [
+        "accounts[0].endpoint: not used with source: push",
+        "receiver.store_path: is required",
+        "receiver.paths.single: expected an absolute URL path such as /push/status-report",
+        "receiver.synchronous: expected 'normal' or 'full'",
+        "receiver.signing.keys[0]: give access_key and secret_key",
+        "receiver.attribution.key: is required with from: extend_pair",
+    ]
+
+
+def test_config_needs_a_receiver_for_a_push_account():
+    raw = _config({"store_path": "/x"})
+    del raw["receiver"]
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, {})
+    assert info.value.problems == ["receiver: is required: account 'push' uses source: push"]
