@@ -1,0 +1,181 @@
+"""End to end: simulator → exporter (real web server) → real Prometheus with the shipped rules.
+
+One stack per module:
+
+- the simulator runs on a manual clock starting at the current minute with one hour of
+  history; a ticker thread advances it 30 simulated seconds every real second, so the
+  window slides and the counters grow while Prometheus watches;
+- an incident makes 90 % of "Payment confirmation" fail with ``platform_config`` codes;
+- the exporter polls every second (its clock is the simulator's) and serves /metrics;
+- Prometheus scrapes and evaluates every second with a copy of
+  ``config/prometheus/msgsms-rules.yml`` whose ``for:`` durations are shortened to
+  ``FOR_IN_TEST`` (the shipped ones are minutes; the expressions are unchanged).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import Simulator, config_for
+from promtool import (
+    DASHBOARDS,
+    RULES,
+    PrometheusServer,
+    dashboard_expressions,
+    exposition_metric_names,
+    metric_names,
+    run_prometheus,
+)
+from simulator_process import simulator_process
+
+from exporter.app import Exporter
+from exporter.timestamps import format_rfc3339
+
+PAYMENT = "2b8e6b2f0c1d4c1f9a7e3d5b6c8a9f01"  # "Payment confirmation" in the default scenario
+FOR_IN_TEST = "2s"
+TICK_SIMULATED_SECONDS = 30
+PROMETHEUS_SERIES = {"up", "scrape_duration_seconds"}
+# Metrics the dashboards reference that this exporter does not emit yet. Each is owned by
+# other work in progress; remove an entry when it lands (the tests then cover it fully).
+KNOWN_GAPS = {
+    # config reload (SIGHUP) is being added to cli.py; nothing exports these yet
+    "msgsms_config_last_reload_successful": "config reload metrics not exported yet",
+    "msgsms_config_last_reload_success_timestamp_seconds": "config reload metrics not exported yet",
+    # collector.py exports a reason only once a record was rejected for it; known reasons
+    # should be exported as 0 (README: known label sets are 0 rather than missing)
+    "msgsms_records_rejected_total": "no series until the first rejected record",
+}
+
+
+@dataclass
+class Stack:
+    simulator: Simulator
+    exporter_url: str
+    prometheus: PrometheusServer
+
+
+def shortened_rules(target: Path) -> Path:
+    """A copy of the shipped rules with every ``for:`` set to FOR_IN_TEST."""
+    text, count = re.subn(r"(?m)^(\s+for:\s*)\S+", rf"\g<1>{FOR_IN_TEST}", RULES.read_text())
+    assert count >= 10
+    target.write_text(text)
+    return target
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("e2e")
+    start = format_rfc3339(time.time() // 60 * 60)
+    args = ("--clock", "manual", "--start-time", start, "--history", "1h", "--scale", "0.2")
+    with simulator_process(*args) as url, httpx.Client(timeout=30) as http:
+        sim = Simulator(url, http)
+        sim.post(
+            "/-/incidents",
+            {
+                "template_id": PAYMENT,
+                "failure_share": 0.9,
+                "category": "platform_config",
+                "duration_seconds": 4 * 3600,
+            },
+        )
+        sim.advance(20 * 60)
+        exporter = Exporter(config_for(url, poll_interval=1.0), clock=sim.now)
+        stop = threading.Event()
+
+        def tick() -> None:
+            with httpx.Client(timeout=30) as ticker:
+                while not stop.wait(1.0):
+                    ticker.post(f"{url}/-/clock", json={"advance_seconds": TICK_SIMULATED_SECONDS})
+
+        ticker = threading.Thread(target=tick, daemon=True)
+        try:
+            assert exporter.poll_once()
+            host, port = exporter.start("127.0.0.1", 0)
+            ticker.start()
+            rules = shortened_rules(workdir / "msgsms-rules.yml")
+            with run_prometheus(workdir, [f"{host}:{port}"], rule_files=[rules]) as prometheus:
+                yield Stack(sim, f"http://{host}:{port}", prometheus)
+        finally:
+            stop.set()
+            if ticker.is_alive():
+                ticker.join(10)
+            exporter.stop()
+
+
+def _firing(prometheus: PrometheusServer) -> dict[str, set[str]]:
+    alerts = prometheus.api("/api/v1/alerts")["alerts"]
+    out: dict[str, set[str]] = {}
+    for alert in alerts:
+        if alert["state"] == "firing":
+            out.setdefault(alert["labels"]["alertname"], set()).add(
+                alert["labels"].get("template", "")
+            )
+    return out
+
+
+def test_incident_drives_the_failure_ratio_and_platform_config_alerts_to_firing(stack: Stack):
+    deadline = time.monotonic() + 45
+    firing: dict[str, set[str]] = {}
+    while time.monotonic() < deadline:
+        firing = _firing(stack.prometheus)
+        if PAYMENT in firing.get("MsgsmsTemplateFailureRatioHigh", set()) and PAYMENT in firing.get(
+            "MsgsmsPlatformConfigFailures", set()
+        ):
+            break
+        time.sleep(0.5)
+    assert PAYMENT in firing.get("MsgsmsTemplateFailureRatioHigh", set()), firing
+    assert PAYMENT in firing.get("MsgsmsPlatformConfigFailures", set()), firing
+    # Only the template of the incident is over the failure-ratio threshold.
+    assert firing["MsgsmsTemplateFailureRatioHigh"] == {PAYMENT}
+    (alert,) = [
+        a
+        for a in stack.prometheus.api("/api/v1/alerts")["alerts"]
+        if a["labels"]["alertname"] == "MsgsmsTemplateFailureRatioHigh"
+    ]
+    assert alert["labels"]["template_name"] == "Payment confirmation"
+    assert '"Payment confirmation"' in alert["annotations"]["description"]
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=[p.stem for p in DASHBOARDS])
+def test_every_dashboard_query_returns_data_from_the_live_exporter(stack: Stack, path: Path):
+    stack.prometheus.wait_for('count_over_time(up{job="msgsms-exporter"}[1m]) >= 4')
+    stack.prometheus.wait_for("increase(msgsms_messages_sent_total[1m]) > 0")
+    empty = []
+    for query in dashboard_expressions(path, {"exporter_url": stack.exporter_url}):
+        result = stack.prometheus.query(query.expr) or stack.prometheus.query_range(
+            query.expr, seconds=60, step="2s"
+        )
+        if not result and not metric_names(query.expr) & set(KNOWN_GAPS):
+            empty.append((query.panel_title, query.ref_id, query.expr))
+    assert empty == [], "\n".join(map(str, empty))
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=[p.stem for p in DASHBOARDS])
+def test_every_dashboard_metric_is_in_the_live_exposition(stack: Stack, path: Path):
+    exposition = httpx.get(f"{stack.exporter_url}/metrics", timeout=10).text
+    exposed = exposition_metric_names(exposition) | PROMETHEUS_SERIES
+    missing = {
+        (query.panel_title, name)
+        for query in dashboard_expressions(path)
+        for name in metric_names(query.expr)
+        if name not in exposed and name not in KNOWN_GAPS
+    }
+    assert sorted(missing) == []
+
+
+def test_known_gaps_are_still_missing_from_the_live_exposition(stack: Stack):
+    """When a gap is closed this fails: delete its KNOWN_GAPS entry."""
+    exposition = httpx.get(f"{stack.exporter_url}/metrics", timeout=10).text
+    assert set(KNOWN_GAPS) & exposition_metric_names(exposition) == set()
+
+
+def test_shipped_rules_keep_their_minute_long_for_durations():
+    durations = re.findall(r"(?m)^\s+for:\s*(\S+)", RULES.read_text())
+    assert durations and all(d.endswith("m") for d in durations)
