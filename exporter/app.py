@@ -10,7 +10,7 @@ import httpx
 import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.client import DetailsClient, build_http_client
+from exporter.client import DetailsClient, RetryPolicy, build_http_client
 from exporter.collector import DeliveryCollector
 from exporter.config import Config
 from exporter.details import DetailsQueries, OneQueryAtATime
@@ -34,18 +34,30 @@ class Exporter:
         shard: Shard = UNSHARDED,
         clock: Callable[[], float] = time.time,
         http_factory: Callable[..., httpx.Client] = build_http_client,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], object] | None = None,
     ) -> None:
         self.config = config
+        self._stop = threading.Event()
+        # Waits between retries end early when the exporter stops.
+        self._retry_sleep = sleep or self._stop.wait
         self.board = SnapshotBoard([a.name for a in config.accounts])
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(DeliveryCollector(self.board.snapshots))
         self.exposition = ExpositionCache(self.registry, self.board)
         self._http = [http_factory(a, config.request_timeout) for a in config.accounts]
         # One sending-details query at a time per account: the poller and /details share it.
-        sources = [
-            OneQueryAtATime(DetailsClient(account, http))
+        self._clients = [
+            DetailsClient(
+                account,
+                http,
+                retry=retry,
+                request_budget=config.request_budget,
+                sleep=self._retry_sleep,
+            )
             for account, http in zip(config.accounts, self._http, strict=True)
         ]
+        sources = [OneQueryAtATime(client) for client in self._clients]
         self.pollers = [
             Poller(account, config, source, clock=clock, shard=shard)
             for account, source in zip(config.accounts, sources, strict=True)
@@ -58,18 +70,30 @@ class Exporter:
         )
         for poller in self.pollers:
             self.board.publish(poller.last)
-        self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._web: WebServer | None = None
 
     def poll_once(self) -> bool:
         """Poll every account once in this thread; True when all polls succeeded."""
         ok = True
-        for poller in self.pollers:
-            snapshot = poller.poll()
-            self.board.publish(snapshot)
-            ok = ok and snapshot.up
+        for index in range(len(self.pollers)):
+            ok = self._poll(index) and ok
         return ok
+
+    def _poll(self, index: int) -> bool:
+        """One poll of one account, with a fresh request budget, published."""
+        self._clients[index].begin_poll()
+        snapshot = self.pollers[index].poll()
+        self.board.publish(snapshot)
+        return snapshot.up
+
+    def _run(self, index: int) -> None:
+        """Poll one account every interval until the exporter stops."""
+        while not self._stop.is_set():
+            began = time.monotonic()
+            self._poll(index)
+            interval = self.pollers[index].config.poll_interval
+            self._stop.wait(max(0.0, interval - (time.monotonic() - began)))
 
     def exposition_text(self) -> bytes:
         """The current exposition, freshly rendered."""
@@ -102,10 +126,10 @@ class Exporter:
         """Start the pollers and the web server; return the bound address."""
         self._web = WebServer(self.router(), host, port)
         self._web.start()
-        for poller in self.pollers:
+        for index, poller in enumerate(self.pollers):
             thread = threading.Thread(
-                target=poller.run,
-                args=(self._stop, self.board.publish),
+                target=self._run,
+                args=(index,),
                 name=f"poller-{poller.account.name}",
                 daemon=True,
             )

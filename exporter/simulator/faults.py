@@ -59,6 +59,13 @@ class FaultKind(StrEnum):
 
 _LATER_PAGES = (FaultKind.DUPLICATE_RECORDS, FaultKind.SHIFT_RECORDS)
 """Faults that only make sense on a page after the first."""
+RECORD_FAULTS = (
+    FaultKind.WRONG_TYPES,
+    FaultKind.MISSING_FIELDS,
+    FaultKind.UNKNOWN_SEND_RESULT,
+    FaultKind.UNKNOWN_STATUS_CODE,
+)
+"""Faults that break one record of a page."""
 _RULE_FIELDS = {
     "fault",
     "share",
@@ -266,6 +273,15 @@ class Faults:
                 if r.fault is FaultKind.TEMPLATE_DELETED
             }
 
+    def refund(self, rule: FaultRule) -> None:
+        """Give a counted rule its use back (it found nothing to break)."""
+        with self._lock:
+            for index, candidate in enumerate(self.plan.rules):
+                left = self._left[index]
+                if candidate is rule and left is not None:
+                    self._left[index] = left + 1
+                    return
+
     def _take_rule(self, endpoint: str, offset: int) -> FaultRule | None:
         for index, rule in enumerate(self.plan.rules):
             if rule.fault is FaultKind.TEMPLATE_DELETED or endpoint not in rule.endpoints:
@@ -332,25 +348,25 @@ def _break_first_record(body: dict[str, Any], kind: FaultKind) -> dict[str, Any]
         first.pop("send_result", None)
     elif kind is FaultKind.UNKNOWN_SEND_RESULT:
         first["send_result"] = "queued"
-    elif kind is FaultKind.UNKNOWN_STATUS_CODE and first.get("send_result") == "failed":
-        first["status_code"] = "ZZ:9999"
+    elif kind is FaultKind.UNKNOWN_STATUS_CODE:
+        first.update(send_result="failed", status_code="ZZ:9999", receive_time=None)
     return {**body, "records": [first, *records[1:]]}
 
 
 def corrupt_body(body: dict[str, Any], rule: FaultRule) -> bytes | None:
-    """The rule's broken rendering of a good answer, or None when it leaves bodies alone."""
+    """The rule's broken rendering of a good answer, or None when it leaves bodies alone.
+
+    Faults on records need a record: on an empty page they return None.
+    """
     kind = rule.fault
+    if kind in RECORD_FAULTS and not body.get("records"):
+        return None
     if kind is FaultKind.TRUNCATED:
         return malform(body, "truncated")
     if kind is FaultKind.WRONG_PAGE_TYPES:
         total = body.get("total")
         return json.dumps({**body, "total": str(total)}).encode()
-    if kind in (
-        FaultKind.WRONG_TYPES,
-        FaultKind.MISSING_FIELDS,
-        FaultKind.UNKNOWN_SEND_RESULT,
-        FaultKind.UNKNOWN_STATUS_CODE,
-    ):
+    if kind in RECORD_FAULTS:
         return json.dumps(_break_first_record(body, kind)).encode()
     if kind is FaultKind.SHIFT_RECORDS and "total" in body:
         # A record was inserted before this page: the total grows by ``shift``.

@@ -22,6 +22,7 @@ from exporter.records import DETAILS_PATH
 from exporter.simulator.api import BadParameter, QueryLimits, list_templates, send_details
 from exporter.simulator.clock import Clock, ManualClock
 from exporter.simulator.faults import (
+    RECORD_FAULTS,
     FaultDraw,
     FaultKind,
     Faults,
@@ -235,6 +236,8 @@ class SimulatorApp:
         broken = None if rule is None else corrupt_body(body, rule)
         if broken is not None:
             return Response(200, broken)
+        if rule is not None and rule.fault in RECORD_FAULTS:
+            self.faults.refund(rule)  # an empty page: the next page gets the fault
         return _json(200, body)
 
     # -- control and truth ------------------------------------------------------

@@ -1,0 +1,348 @@
+"""The exporter against a misbehaving simulator over real HTTP.
+
+Each test injects faults with ``POST /-/faults``, polls an in-process exporter on the
+simulator's manual clock, and reads only what a user sees: the exposition, compared
+with ``/-/truth``. Waits between retries are recorded, not slept.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import pytest
+from conftest import START, Simulator, account_for, config_for
+from prometheus_client.parser import text_string_to_metric_families
+from simulator_process import simulator_process
+
+from exporter.app import Exporter
+from exporter.config import Secret
+
+Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Simulator]:
+    """One manual-clock simulator for the module; faults are cleared after each test.
+
+    The gateway's own rate limit is off: waits are not slept here, so only the faults
+    injected on purpose throttle.
+    """
+    args = ("--clock", "manual", "--start-time", START, "--history", "1h", "--scale", "0.05")
+    args = (*args, "--rate-limit", "0")
+    with simulator_process(*args) as url, httpx.Client(timeout=30) as http:
+        yield Simulator(url, http)
+
+
+@pytest.fixture(autouse=True)
+def _clear_faults(sim: Simulator) -> Iterator[None]:
+    yield
+    sim.http.delete(f"{sim.url}/-/faults").raise_for_status()
+
+
+class Run:
+    """An exporter polled by hand against the simulator, with its retry waits recorded."""
+
+    def __init__(self, sim: Simulator, exporter: Exporter, slept: list[float]) -> None:
+        self.sim = sim
+        self.exporter = exporter
+        self.slept = slept
+
+    def poll(self, advance: float = 60) -> Samples:
+        if advance:
+            self.sim.advance(advance)
+        self.exporter.poll_once()
+        return samples(self.exporter.exposition_text())
+
+
+@pytest.fixture
+def run(sim: Simulator, request: pytest.FixtureRequest) -> Iterator[Any]:
+    made: list[Exporter] = []
+
+    def make(sleep: Any = None, account: Any = None, **overrides: object) -> Run:
+        config = config_for(sim.url, **overrides)
+        if account is not None:
+            config = replace(config, accounts=(account,))
+        slept: list[float] = []
+        exporter = Exporter(config, clock=sim.now, sleep=sleep or slept.append)
+        made.append(exporter)
+        return Run(sim, exporter, slept)
+
+    yield make
+    for exporter in made:
+        exporter.stop()
+
+
+def faults(sim: Simulator, *rules: dict[str, Any]) -> None:
+    sim.post("/-/faults", {"rules": list(rules)})
+
+
+def samples(exposition: bytes) -> Samples:
+    out: Samples = {}
+    for family in text_string_to_metric_families(exposition.decode()):
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+def value(s: Samples, name: str, **labels: str) -> float:
+    """The one sample of ``name`` whose labels include ``labels`` (0 when absent)."""
+    found = [v for k, v in s.get(name, {}).items() if set(labels.items()) <= set(k)]
+    assert len(found) <= 1, (name, labels, found)
+    return found[0] if found else 0.0
+
+
+def total(s: Samples, name: str, **labels: str) -> float:
+    return sum(v for k, v in s.get(name, {}).items() if set(labels.items()) <= set(k))
+
+
+def exported_window(s: Samples) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for labels, v in s["msgsms_window_messages"].items():
+        d = dict(labels)
+        if d["window"] == "1h":
+            out.setdefault(d["template"], {"status_codes": {}})[d["result"]] = int(v)
+    for labels, v in s.get("msgsms_window_status_code_messages", {}).items():
+        d = dict(labels)
+        if d["window"] == "1h":
+            out[d["template"]]["status_codes"][d["status_code"]] = int(v)
+    return out
+
+
+def assert_equals_truth(sim: Simulator, s: Samples) -> None:
+    assert value(s, "msgsms_up") == 1
+    start = value(s, "msgsms_window_start_timestamp_seconds", window="1h")
+    end = value(s, "msgsms_window_end_timestamp_seconds", window="1h")
+    truth = sim.truth(start, end)
+    exported = exported_window(s)
+    expected = {
+        tid: {k: t[k] for k in ("success", "failed", "sending", "status_codes")}
+        for tid, t in truth.items()
+        if tid in exported
+    }
+    assert exported == expected
+    assert sum(t["success"] for t in expected.values()) > 0
+
+
+def test_a_5xx_burst_is_retried_and_the_poll_still_equals_truth(sim: Simulator, run) -> None:
+    r = run()
+    faults(sim, {"fault": "status", "status": 503, "retry_after": None, "count": 2})
+    faults_after = r.poll()
+    assert_equals_truth(sim, faults_after)
+    assert value(faults_after, "msgsms_upstream_retries_total") == 2
+    assert total(faults_after, "msgsms_upstream_requests_total", code="503") == 2
+    assert len(r.slept) == 2
+
+
+def test_429_with_and_without_retry_after_is_throttled_retried_and_waited_for(
+    sim: Simulator, run
+) -> None:
+    r = run()
+    faults(
+        sim,
+        {"fault": "status", "status": 429, "retry_after": 2, "count": 1},
+        {"fault": "status", "status": 429, "retry_after": None, "count": 1},
+    )
+    s = r.poll()
+    assert_equals_truth(sim, s)
+    assert value(s, "msgsms_upstream_throttled_total") == 2
+    assert value(s, "msgsms_upstream_retries_total") == 2
+    assert r.slept[0] == 2.0
+    assert 0 <= r.slept[1] <= 1.0  # full jitter from the first backoff step
+
+
+def test_the_one_query_at_a_time_refusal_is_waited_out(sim: Simulator, run) -> None:
+    r = run()
+    faults(sim, {"fault": "busy", "count": 3, "endpoints": ["send-details"]})
+    s = r.poll()
+    assert_equals_truth(sim, s)
+    assert r.slept == [1.0, 1.0, 1.0]
+    assert value(s, "msgsms_upstream_throttled_total") == 3
+
+
+def test_connection_resets_are_retried(sim: Simulator, run) -> None:
+    r = run()
+    faults(sim, {"fault": "reset", "count": 2})
+    s = r.poll()
+    assert_equals_truth(sim, s)
+    assert total(s, "msgsms_upstream_requests_total", code="error") == 2
+    assert value(s, "msgsms_upstream_retries_total") == 2
+
+
+def test_a_response_slower_than_the_timeout_is_abandoned_and_retried(sim: Simulator, run) -> None:
+    # Real waits here: the simulator keeps the slow query running (and refuses a second
+    # one with Retry-After: 1) until it answers.
+    r = run(sleep=time.sleep, request_timeout=0.3)
+    faults(sim, {"fault": "slow", "seconds": 1.0, "count": 1, "endpoints": ["send-details"]})
+    s = r.poll()
+    assert_equals_truth(sim, s)
+    assert total(s, "msgsms_upstream_requests_total", code="error") == 1
+    assert value(s, "msgsms_upstream_retries_total") >= 1
+
+
+def test_truncated_json_and_a_wrongly_typed_page_are_retried(sim: Simulator, run) -> None:
+    r = run()
+    faults(
+        sim,
+        {"fault": "truncated", "count": 1, "endpoints": ["send-details"]},
+        {"fault": "wrong_page_types", "count": 1, "endpoints": ["send-details"]},
+        {"fault": "truncated", "count": 1, "endpoints": ["templates"]},
+    )
+    s = r.poll()
+    assert_equals_truth(sim, s)
+    assert value(s, "msgsms_upstream_retries_total") == 3
+
+
+def test_bad_records_are_counted_by_reason_and_skipped_then_truth_again(
+    sim: Simulator, run
+) -> None:
+    r = run(page_size=10)
+    good = r.poll()
+    assert_equals_truth(sim, good)
+    faults(
+        sim,
+        {"fault": "wrong_types", "count": 1, "endpoints": ["send-details"]},
+        {"fault": "missing_fields", "count": 1, "endpoints": ["send-details"]},
+        {"fault": "unknown_send_result", "count": 1, "endpoints": ["send-details"]},
+    )
+    s = r.poll()
+    assert value(s, "msgsms_up") == 1
+    assert value(s, "msgsms_records_rejected_total", reason="wrong_type") == 1
+    assert value(s, "msgsms_records_rejected_total", reason="missing_field") == 1
+    assert value(s, "msgsms_records_rejected_total", reason="unknown_send_result") == 1
+    assert_equals_truth(sim, r.poll())
+
+
+def test_an_unknown_status_code_is_exported_as_category_unknown(sim: Simulator, run) -> None:
+    r = run(page_size=10)
+    # Before the first poll, so the broken record is on a page the exporter keeps.
+    faults(sim, {"fault": "unknown_status_code", "count": 1, "endpoints": ["send-details"]})
+    s = r.poll()
+    assert value(s, "msgsms_up") == 1
+    unknown = {
+        dict(k)["status_code"]: dict(k)["category"]
+        for k in s["msgsms_window_status_code_messages"]
+        if dict(k)["status_code"] == "ZZ:9999"
+    }
+    assert unknown == {"ZZ:9999": "unknown"}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="fetch.read_range advances the offset by the records returned, so a page that "
+    "starts early without a change of total loses the records it pushed out",
+)
+def test_records_duplicated_across_pages_are_counted_once(sim: Simulator, run) -> None:
+    r = run(page_size=10)
+    faults(sim, {"fault": "duplicate_records", "shift": 3, "count": 5})
+    s = r.poll()
+    assert_equals_truth(sim, s)
+    sent_before = total(s, "msgsms_messages_sent_total")
+    # The duplicated records did not grow the counters either.
+    window = exported_window(s)
+    assert sent_before == sum(t["success"] + t["failed"] + t["sending"] for t in window.values())
+
+
+def test_records_shifted_while_the_total_changes_restart_the_read(sim: Simulator, run) -> None:
+    r = run(page_size=10)
+    faults(sim, {"fault": "shift_records", "count": 1})
+    s = r.poll()
+    assert_equals_truth(sim, s)
+
+
+def test_staleness_keeps_the_last_good_window_then_withdraws_it_and_recovers(
+    sim: Simulator, run
+) -> None:
+    r = run(max_staleness=2)
+    good = r.poll()
+    assert_equals_truth(sim, good)
+    good_window = exported_window(good)
+    faults(sim, {"fault": "status", "status": 500})
+    for _ in range(2):  # within max_staleness: down, the last good window still shown
+        s = r.poll()
+        assert value(s, "msgsms_up") == 0
+        assert exported_window(s) == good_window
+        assert value(s, "msgsms_last_poll_success_timestamp_seconds") == value(
+            good, "msgsms_last_poll_success_timestamp_seconds"
+        )
+    s = r.poll()  # past max_staleness: window series withdrawn, self-metrics stay
+    assert value(s, "msgsms_up") == 0
+    assert "msgsms_window_messages" not in s
+    assert total(s, "msgsms_upstream_requests_total", code="500") > 0
+    assert value(s, "msgsms_upstream_retries_total") > 0
+    sim.http.delete(f"{sim.url}/-/faults").raise_for_status()
+    assert_equals_truth(sim, r.poll())
+
+
+def test_clock_skew_is_rejected_without_retries_and_recovers(sim: Simulator, run) -> None:
+    r = run()
+    assert_equals_truth(sim, r.poll())
+    faults(sim, {"fault": "clock_skew", "seconds": 1800})
+    s = r.poll()
+    assert value(s, "msgsms_up") == 0
+    assert total(s, "msgsms_upstream_requests_total", code="401") == 1
+    assert value(s, "msgsms_upstream_retries_total") == 0
+    sim.http.delete(f"{sim.url}/-/faults").raise_for_status()
+    assert_equals_truth(sim, r.poll())
+
+
+def test_an_expired_token_is_rejected_and_recovers(sim: Simulator, run) -> None:
+    token_account = replace(
+        account_for(sim.url), access_key=None, secret_key=None, token=Secret("demo-token")
+    )
+    r = run(account=token_account)
+    assert_equals_truth(sim, r.poll())
+    faults(sim, {"fault": "expired_token"})
+    s = r.poll()
+    assert value(s, "msgsms_up") == 0
+    assert total(s, "msgsms_upstream_requests_total", code="401") == 1
+    sim.http.delete(f"{sim.url}/-/faults").raise_for_status()
+    assert_equals_truth(sim, r.poll())
+
+
+def test_a_template_deleted_upstream_stops_being_exported(sim: Simulator, run) -> None:
+    r = run()
+    first = r.poll()
+    assert_equals_truth(sim, first)
+    victim = sorted(exported_window(first))[0]
+    faults(sim, {"fault": "template_deleted", "template_id": victim})
+    # The exporter re-reads the template list every 10 minutes; by then the template is
+    # gone from the exposition, and the other templates equal the truth.
+    for _ in range(11):
+        s = r.poll()
+    assert victim not in exported_window(s)
+    assert all(dict(k)["template"] != victim for k in s["msgsms_template_info"])
+    assert_equals_truth(sim, s)
+
+
+def test_a_template_deleted_but_still_answering_is_dropped_without_failing(
+    sim: Simulator, run
+) -> None:
+    r = run()
+    first = r.poll()
+    victim = sorted(exported_window(first))[-1]
+    faults(sim, {"fault": "template_deleted", "template_id": victim, "not_found": False})
+    for _ in range(11):
+        s = r.poll()
+        assert_equals_truth(sim, s)
+    assert victim not in exported_window(s)
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_connection_refused_is_down_with_errors_counted(sim: Simulator, run) -> None:
+    dead = replace(account_for(sim.url), endpoint=f"http://127.0.0.1:{_closed_port()}")
+    r = run(account=dead)
+    s = r.poll()
+    assert value(s, "msgsms_up") == 0
+    assert total(s, "msgsms_upstream_requests_total", code="error") == 4
+    assert value(s, "msgsms_upstream_retries_total") == 3
+    assert "msgsms_window_messages" not in s
