@@ -1,0 +1,226 @@
+"""Push mode: the simulator sends registrations and status reports to a receiver.
+
+Each message is registered (a ``batchSendSms`` response, per template) when it becomes
+visible in the console, and reported (one report per segment, single or batched,
+optionally signed) when its result becomes final, so a receiver fed only by these
+pushes sees what ``/-/truth`` sees. Times carry milliseconds (Huawei sends whole
+seconds) so delivery delays match the truth exactly. Like Huawei, a push that fails is
+not retried.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import urlencode
+
+import httpx
+import structlog
+
+from exporter.signing import Credentials, sign_request
+from exporter.simulator.clock import Clock
+from exporter.simulator.store import MessageStore
+from exporter.simulator.traffic import CHUNK_MS, CODES, EXPIRED, format_message_id
+from exporter.status_codes import describe, is_platform_code
+from exporter.timestamps import format_rfc3339
+
+BATCH_LIMIT = 50
+log = structlog.get_logger("msgsms-simulator.push")
+
+
+@dataclass(frozen=True, slots=True)
+class PushConfig:
+    """Where and how to push."""
+
+    url: str
+    mode: str = "batch"
+    single_path: str = "/push/status-report"
+    batch_path: str = "/push/status-reports"
+    sends_path: str = "/push/sends"
+    credentials: Credentials | None = None
+    register: bool = True
+    extend_key: str | None = None
+    """When set, reports carry ``extend=<key>=<template id>`` (attribution by extend)."""
+    duplicate: bool = False
+    """Send every report push twice (a forwarder retrying at least once)."""
+    interval: float = 1.0
+    timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("single", "batch"):
+            raise ValueError("push mode must be 'single' or 'batch'")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class _Due:
+    report_ms: int
+    message_id: str
+    template_id: str
+    code: str
+    segments: int
+    mobile: str
+    send_ms: int
+
+
+class Pusher:
+    """Turns the store's messages into pushes as the clock moves; ``catch_up`` does one step."""
+
+    def __init__(
+        self, store: MessageStore, clock: Clock, config: PushConfig, http: httpx.Client
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.config = config
+        self.stats: Counter[str] = Counter()
+        self._http = http
+        self._lock = threading.Lock()
+        self._cursors: dict[tuple[int, int], int] = {}
+        self._first_chunk: int | None = None
+        self._due: list[_Due] = []
+
+    # -- what is due ------------------------------------------------------------
+
+    def _newly_visible(self, now_ms: int) -> Iterator[_Due]:
+        """Messages visible at ``now_ms`` not yet registered (store internals, under its lock)."""
+        store = self.store
+        store.advance_to(now_ms)
+        templates = store.scenario.templates
+        if self._first_chunk is None:
+            first = [min(blocks) for blocks in store._blocks if blocks]
+            self._first_chunk = min(first) if first else now_ms // CHUNK_MS
+        last_chunk = (now_ms - 1) // CHUNK_MS
+        complete = True
+        for chunk in range(self._first_chunk, last_chunk + 1):
+            for t, spec in enumerate(templates):
+                block = store._blocks[t].get(chunk)
+                if block is None:
+                    continue
+                cut = store._cutoff(t, now_ms)
+                i = self._cursors.get((t, chunk), 0)
+                while i < len(block) and block.send_ms[i] < cut:
+                    yield _Due(
+                        block.report_ms[i],
+                        format_message_id(block.id_hi[i], block.id_lo[i]),
+                        spec.template_id,
+                        CODES.codes[block.codes[i]],
+                        block.segments[i],
+                        str(block.mobiles[i]),
+                        block.send_ms[i],
+                    )
+                    i += 1
+                self._cursors[(t, chunk)] = i
+                if i < len(block):
+                    complete = False
+            if complete and chunk < last_chunk:
+                self._first_chunk = chunk + 1
+                for key in [k for k in self._cursors if k[1] == chunk]:
+                    del self._cursors[key]
+
+    def catch_up(self, now: float | None = None) -> None:
+        """Push every registration and report due at ``now`` (default: the clock's now)."""
+        with self._lock:
+            now_ms = round((self.clock.now() if now is None else now) * 1000)
+            sends: dict[str, list[dict[str, object]]] = {}
+            with self.store.lock:
+                fresh = list(self._newly_visible(now_ms))
+            for due in fresh:
+                heapq.heappush(self._due, due)
+                sends.setdefault(due.template_id, []).append(
+                    {
+                        "originTo": f"+{due.mobile}",
+                        "createTime": format_rfc3339(due.send_ms / 1000),
+                        "from": "simulator",
+                        "smsMsgId": due.message_id,
+                        "status": "000000",
+                        "total": due.segments,
+                    }
+                )
+            if self.config.register:
+                for template_id, result in sends.items():
+                    self._post_sends(template_id, result)
+            reports: list[dict[str, str]] = []
+            while self._due and self._due[0].report_ms <= now_ms:
+                reports.extend(self._reports(heapq.heappop(self._due)))
+            self._post_reports(reports)
+
+    def _reports(self, due: _Due) -> list[dict[str, str]]:
+        expired = due.code == CODES.codes[EXPIRED]
+        out = []
+        for sequence in range(1, due.segments + 1):
+            report = {
+                "smsMsgId": due.message_id,
+                "total": str(due.segments),
+                "sequence": str(sequence),
+                "status": due.code,
+                "statusDesc": describe(due.code),
+                "source": "1" if is_platform_code(due.code) or expired else "2",
+            }
+            if not expired:  # the platform writes EXPIRED itself, without updateTime
+                report["updateTime"] = format_rfc3339(due.report_ms / 1000)
+            if self.config.extend_key:
+                report["extend"] = f"{self.config.extend_key}={due.template_id}"
+                report["to"] = f"+{due.mobile}"
+            out.append(report)
+        return out
+
+    # -- HTTP -------------------------------------------------------------------
+
+    def _post(self, kind: str, path: str, body: bytes, content_type: str) -> None:
+        for _ in range(2 if self.config.duplicate and kind != "sends" else 1):
+            self._post_once(kind, path, body, content_type)
+
+    def _post_once(self, kind: str, path: str, body: bytes, content_type: str) -> None:
+        url = f"{self.config.url}{path}"
+        headers = {"Content-Type": content_type}
+        if self.config.credentials is not None:
+            now = datetime.fromtimestamp(self.clock.now(), UTC)
+            headers = sign_request("POST", url, headers, body, self.config.credentials, now)
+        try:
+            response = self._http.post(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            self.stats[f"{kind}:error"] += 1
+            log.warning("push failed", kind=kind, error=type(exc).__name__)
+            return
+        self.stats[f"{kind}:{response.status_code}"] += 1
+        if response.status_code != 200:
+            log.warning("push refused", kind=kind, status=response.status_code)
+
+    def _post_sends(self, template_id: str, result: list[dict[str, object]]) -> None:
+        path = f"{self.config.sends_path}?{urlencode({'templateId': template_id})}"
+        for start in range(0, len(result), 500):  # batchSendSms takes at most 500 numbers
+            body = {
+                "code": "000000",
+                "description": "Success",
+                "result": result[start : start + 500],
+            }
+            self._post("sends", path, json.dumps(body).encode(), "application/json")
+
+    def _post_reports(self, reports: list[dict[str, str]]) -> None:
+        if self.config.mode == "single":
+            for report in reports:
+                self._post(
+                    "single",
+                    self.config.single_path,
+                    urlencode(report).encode(),
+                    "application/x-www-form-urlencoded",
+                )
+            return
+        for start in range(0, len(reports), BATCH_LIMIT):
+            batch = {"statusReportList": reports[start : start + BATCH_LIMIT]}
+            self._post(
+                "batch", self.config.batch_path, json.dumps(batch).encode(), "application/json"
+            )
+
+    def run(self, stop: threading.Event) -> None:
+        """Catch up every ``interval`` seconds until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                self.catch_up()
+            except Exception:  # a pusher bug must not stop the simulator
+                log.exception("push step failed")
+            stop.wait(self.config.interval)

@@ -1,0 +1,174 @@
+"""The whole push chain in process: simulator pushes → receiver → store → poller = truth."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.collector import DeliveryCollector
+from exporter.config import AccountConfig, Config, ReceiverConfig, TemplateSelection
+from exporter.poller import Poller
+from exporter.pushstore import PushStore
+from exporter.receiver import Receiver
+from exporter.records import DetailsQuery
+from exporter.signing import Credentials
+from exporter.simulator.push import PushConfig, Pusher
+from exporter.simulator.runner import RunningSimulator, SimulatorConfig, start_simulator
+from exporter.simulator.scenario import load_scenario
+from exporter.simulator.store import Filters
+from exporter.snapshot import SnapshotBoard
+from exporter.timestamps import parse_rfc3339
+from exporter.web import Router, WebServer
+
+START = parse_rfc3339("2026-11-26T10:00:00Z")
+KEYS = (Credentials("PUSH-OLD", "old-secret"), Credentials("PUSH-NEW", "new-secret"))
+
+
+@dataclass
+class Chain:
+    sim: RunningSimulator
+    store: PushStore
+    receiver: Receiver
+    url: str
+    http: httpx.Client
+
+    def pusher(self, **overrides: object) -> Pusher:
+        config = PushConfig(url=self.url, **overrides)  # type: ignore[arg-type]
+        return Pusher(self.sim.store, self.sim.clock, config, self.http)
+
+    def truth(self, start: float, end: float) -> dict:
+        now_ms = round(self.sim.clock.now() * 1000)
+        return self.sim.store.truth(round(start * 1000), round(end * 1000), now_ms)
+
+
+def _chain(tmp_path: Path, **receiver: object) -> Iterator[Chain]:
+    scenario = load_scenario().scaled(0.05)
+    config = SimulatorConfig(
+        scenario=scenario, manual_clock=True, start_time=START, history_seconds=3600
+    )
+    with start_simulator(config) as sim:
+        store = PushStore(tmp_path / "push.db", clock=sim.clock.now)
+        rc = ReceiverConfig(store_path=store.path, signing_keys=KEYS, **receiver)  # type: ignore[arg-type]
+        rec = Receiver(rc, store, clock=sim.clock.now)
+        router = Router()
+        rec.add_routes(router)
+        web = WebServer(router, "127.0.0.1", 0)
+        web.start()
+        host, port = web.address
+        try:
+            with httpx.Client(timeout=30) as http:
+                yield Chain(sim, store, rec, f"http://{host}:{port}", http)
+        finally:
+            web.stop()
+            store.close()
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Iterator[Chain]:
+    yield from _chain(tmp_path)
+
+
+@pytest.fixture
+def extend_chain(tmp_path: Path) -> Iterator[Chain]:
+    yield from _chain(tmp_path, attribution="extend_pair", attribution_key="tpl")
+
+
+def _samples(registry: CollectorRegistry) -> dict[str, dict[tuple, float]]:
+    out: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+def _exported(samples: dict) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for labels, value in samples["msgsms_window_messages"].items():
+        d = dict(labels)
+        out.setdefault(d["template"], {"status_codes": {}})[d["result"]] = int(value)
+    for labels, value in samples.get("msgsms_window_status_code_messages", {}).items():
+        d = dict(labels)
+        out[d["template"]]["status_codes"][d["status_code"]] = int(value)
+    return out
+
+
+@pytest.mark.parametrize("mode", ["batch", "single"])
+def test_window_fed_only_by_pushes_equals_truth(chain: Chain, mode: str):
+    templates = tuple(t.template_id for t in chain.sim.store.scenario.templates)
+    account = AccountConfig(
+        name="push",
+        endpoint="",
+        project_id="",
+        templates=TemplateSelection(ids=templates),
+        source="push",
+    )
+    config = Config(accounts=(account,), top_status_codes=100)
+    poller = Poller(account, config, chain.store, clock=chain.sim.clock.now)
+    board = SnapshotBoard(["push"])
+    registry = CollectorRegistry()
+    registry.register(DeliveryCollector(board.snapshots))
+    # Signed with the second of two active keys; batches sent twice (duplicates).
+    pusher = chain.pusher(mode=mode, credentials=KEYS[1], duplicate=mode == "batch")
+    steps = 40 if mode == "batch" else 15
+    seen_sending = 0
+    for _ in range(steps):
+        chain.sim.clock.advance(60)
+        pusher.catch_up()
+        board.publish(poller.poll())
+        samples = _samples(registry)
+        start = next(iter(samples["msgsms_window_start_timestamp_seconds"].values()))
+        end = next(iter(samples["msgsms_window_end_timestamp_seconds"].values()))
+        truth = chain.truth(start, end)
+        expected = {
+            tid: {k: t[k] for k in ("success", "failed", "sending", "status_codes")}
+            for tid, t in truth.items()
+        }
+        assert _exported(samples) == expected
+        seen_sending += sum(t["sending"] for t in truth.values())
+        gsum = samples["msgsms_window_delivery_delay_seconds_gsum"]
+        for tid, t in truth.items():
+            key = (("account", "push"), ("template", tid), ("window", "1h"))
+            assert abs(gsum[key] - t["delivery_delay_seconds_sum"]) < 1e-6
+    totals = {k: sum(v[k] for v in expected.values()) for k in ("success", "failed", "sending")}
+    assert totals["success"] > 100 and totals["failed"] > 0 and seen_sending > 0
+    assert not [k for k in pusher.stats if not k.endswith(":200")]
+    stored = chain.store.query(DetailsQuery(0, 4e9, limit=100)).records
+    assert chain.store.query(DetailsQuery(0, 4e9, limit=1)).total > 100
+    assert max(r.segments for r in stored) > 1  # long SMS were reported segment by segment
+    assert chain.receiver.stats.unattributed == 0
+    if mode == "batch":
+        assert chain.receiver.stats.duplicates["report"] == chain.receiver.stats.reports["batch"]
+
+
+def test_attribution_by_extend_alone_finds_each_message_template(extend_chain: Chain):
+    chain = extend_chain
+    pusher = chain.pusher(mode="batch", credentials=KEYS[0], register=False, extend_key="tpl")
+    for _ in range(10):
+        chain.sim.clock.advance(60)
+        pusher.catch_up()
+    now_ms = round(chain.sim.clock.now() * 1000)
+    since = round((START - 7200) * 1000)
+    _, truth_records = chain.sim.store.query(Filters(since, now_ms), 0, 10**6, now_ms)
+    template_of = {r.message_id: r.template_id for r in truth_records}
+    stored = chain.store.query(DetailsQuery(0, 4e9, limit=100))
+    assert stored.total == sum(1 for r in truth_records if r.send_result.value != "sending")
+    assert stored.records
+    for record in stored.records:
+        assert record.template_id == template_of[record.message_id]
+    assert chain.receiver.stats.unattributed == 0
+    assert chain.receiver.stats.registrations == 0
+
+
+def test_unsigned_pushes_are_refused_when_keys_are_configured(chain: Chain):
+    pusher = chain.pusher(mode="batch")
+    chain.sim.clock.advance(60)
+    pusher.catch_up()
+    assert set(pusher.stats) == {"sends:401", "batch:401"}
+    assert chain.store.message_count() == 0
+    assert chain.receiver.stats.rejected["signature"] == sum(pusher.stats.values())
