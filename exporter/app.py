@@ -17,6 +17,8 @@ from exporter.details import DetailsQueries, OneQueryAtATime
 from exporter.details_page import details_html
 from exporter.pages import landing_page
 from exporter.poller import Poller
+from exporter.pushstore import PushStore
+from exporter.receiver import Receiver
 from exporter.sharding import UNSHARDED, Shard
 from exporter.snapshot import SnapshotBoard
 from exporter.web import ExpositionCache, Request, Response, Router, WebServer, text
@@ -45,19 +47,35 @@ class Exporter:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(DeliveryCollector(self.board.snapshots))
         self.exposition = ExpositionCache(self.registry, self.board)
-        self._http = [http_factory(a, config.request_timeout) for a in config.accounts]
+        self.push_store: PushStore | None = None
+        self.receiver: Receiver | None = None
+        if config.receiver is not None:
+            rc = config.receiver
+            self.push_store = PushStore(
+                rc.store_path, retention=rc.retention, synchronous=rc.synchronous, clock=clock
+            )
+            self.receiver = Receiver(rc, self.push_store, clock=clock)
+            self.registry.register(self.receiver.collector())
+        self._http: list[httpx.Client] = []
+        self._clients: list[DetailsClient | None] = []
+        sources: list[OneQueryAtATime] = []
         # One sending-details query at a time per account: the poller and /details share it.
-        self._clients = [
-            DetailsClient(
+        for account in config.accounts:
+            if account.source == "push" and self.push_store is not None:
+                self._clients.append(None)
+                sources.append(OneQueryAtATime(self.push_store))
+                continue
+            http = http_factory(account, config.request_timeout)
+            self._http.append(http)
+            client = DetailsClient(
                 account,
                 http,
                 retry=retry,
                 request_budget=config.request_budget,
                 sleep=self._retry_sleep,
             )
-            for account, http in zip(config.accounts, self._http, strict=True)
-        ]
-        sources = [OneQueryAtATime(client) for client in self._clients]
+            self._clients.append(client)
+            sources.append(OneQueryAtATime(client))
         self.pollers = [
             Poller(account, config, source, clock=clock, shard=shard)
             for account, source in zip(config.accounts, sources, strict=True)
@@ -82,7 +100,9 @@ class Exporter:
 
     def _poll(self, index: int) -> bool:
         """One poll of one account, with a fresh request budget, published."""
-        self._clients[index].begin_poll()
+        client = self._clients[index]
+        if client is not None:
+            client.begin_poll()
         snapshot = self.pollers[index].poll()
         self.board.publish(snapshot)
         return snapshot.up
@@ -107,6 +127,8 @@ class Exporter:
         router.add("/metrics", self.exposition.route)
         router.add("/-/healthy", lambda _r: text(200, "OK"))
         router.add("/-/ready", self._ready)
+        if self.receiver is not None:
+            self.receiver.add_routes(router)
         return router
 
     def _landing(self, _request: Request) -> Response:
@@ -152,3 +174,5 @@ class Exporter:
             thread.join(timeout)
         for http in self._http:
             http.close()
+        if self.push_store is not None:
+            self.push_store.close()
