@@ -132,12 +132,17 @@ def test_incident_drives_the_failure_ratio_and_platform_config_alerts_to_firing(
         time.sleep(0.5)
     assert PAYMENT in firing.get("MsgsmsTemplateFailureRatioHigh", set()), firing
     assert PAYMENT in firing.get("MsgsmsPlatformConfigFailures", set()), firing
-    # Only the template of the incident is over the failure-ratio threshold.
-    assert firing["MsgsmsTemplateFailureRatioHigh"] == {PAYMENT}
+    # Of the busy templates, only the incident's fails over the threshold ("International
+    # sender check" fails ~9 % by design and may cross 10 % on its own).
+    assert firing["MsgsmsTemplateFailureRatioHigh"] - {"9a4c6e8f0b1d3f5a7c9e1b3d5f7a9c37"} == {
+        PAYMENT
+    }
     (alert,) = [
         a
         for a in stack.prometheus.api("/api/v1/alerts")["alerts"]
         if a["labels"]["alertname"] == "MsgsmsTemplateFailureRatioHigh"
+        and a["labels"]["template"] == PAYMENT
+        and a["state"] == "firing"
     ]
     assert alert["labels"]["template_name"] == "Payment confirmation"
     assert '"Payment confirmation"' in alert["annotations"]["description"]
