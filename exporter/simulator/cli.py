@@ -14,12 +14,14 @@ import structlog
 
 from exporter import __version__
 from exporter.errors import ConfigError
+from exporter.signing import Credentials
 from exporter.simulator.api import QueryLimits
 from exporter.simulator.gate import (
     DEFAULT_ACCESS_KEY,
     DEFAULT_SECRET_KEY,
     DEFAULT_TOKEN,
 )
+from exporter.simulator.push import PushConfig
 from exporter.simulator.runner import SimulatorConfig, start_simulator
 from exporter.simulator.scenario import load_scenario
 from exporter.timestamps import parse_duration, parse_rfc3339
@@ -87,6 +89,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="requests per second per credential (0: unlimited)",
     )
     p.add_argument(
+        "--push.url",
+        dest="push_url",
+        default=None,
+        help="push registrations and status reports to this base URL (an exporter's receiver)",
+    )
+    p.add_argument("--push.mode", dest="push_mode", choices=("single", "batch"), default="batch")
+    p.add_argument(
+        "--push.sign",
+        dest="push_sign",
+        action="store_true",
+        help="sign pushes with MSGSMS_PUSH_ACCESS_KEY / MSGSMS_PUSH_SECRET_KEY (SDK-HMAC-SHA256)",
+    )
+    p.add_argument(
+        "--push.extend-key",
+        dest="push_extend_key",
+        default=None,
+        help="put KEY=<template id> in each report's extend",
+    )
+    p.add_argument(
+        "--push.no-register",
+        dest="push_register",
+        action="store_false",
+        help="do not register sends (attribution from extend only)",
+    )
+    p.add_argument(
+        "--push.interval", dest="push_interval", type=_duration, default=1.0, help="e.g. 1s"
+    )
+    p.add_argument(
         "--log.level",
         dest="log_level",
         default="info",
@@ -131,6 +161,28 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"msgsms-simulator: {problem}", file=sys.stderr)
         return 1
+    push: PushConfig | None = None
+    if args.push_url:
+        credentials = None
+        if args.push_sign:
+            ak = os.environ.get("MSGSMS_PUSH_ACCESS_KEY")
+            sk = os.environ.get("MSGSMS_PUSH_SECRET_KEY")
+            if not ak or not sk:
+                print(
+                    "msgsms-simulator: --push.sign needs MSGSMS_PUSH_ACCESS_KEY and"
+                    " MSGSMS_PUSH_SECRET_KEY",
+                    file=sys.stderr,
+                )
+                return 1
+            credentials = Credentials(ak, sk)
+        push = PushConfig(
+            url=args.push_url.rstrip("/"),
+            mode=args.push_mode,
+            credentials=credentials,
+            register=args.push_register,
+            extend_key=args.push_extend_key,
+            interval=args.push_interval,
+        )
     config = SimulatorConfig(
         scenario=scenario,
         seed=args.seed,
@@ -144,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         access_key=os.environ.get("MSGSMS_SIMULATOR_AK", DEFAULT_ACCESS_KEY),
         secret_key=os.environ.get("MSGSMS_SIMULATOR_SK", DEFAULT_SECRET_KEY),
         token=os.environ.get("MSGSMS_SIMULATOR_TOKEN", DEFAULT_TOKEN),
+        push=push,
     )
     try:
         running = start_simulator(config)

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from types import TracebackType
 
+import httpx
+
 from exporter.simulator.api import QueryLimits
 from exporter.simulator.clock import Clock, ManualClock, RealClock
 from exporter.simulator.gate import (
@@ -15,6 +17,7 @@ from exporter.simulator.gate import (
     DEFAULT_TOKEN,
     Credentials,
 )
+from exporter.simulator.push import PushConfig, Pusher
 from exporter.simulator.scenario import Scenario, load_scenario
 from exporter.simulator.server import SimulatorApp, SimulatorServer
 from exporter.simulator.store import MessageStore
@@ -36,6 +39,7 @@ class SimulatorConfig:
     access_key: str = DEFAULT_ACCESS_KEY
     secret_key: str = DEFAULT_SECRET_KEY
     token: str = DEFAULT_TOKEN
+    push: PushConfig | None = None
 
     def __repr__(self) -> str:
         return (
@@ -56,6 +60,20 @@ class RunningSimulator:
             target=server.serve_forever, name="msgsms-simulator", daemon=True
         )
         self._thread.start()
+        self.pusher: Pusher | None = None
+        self._push_stop = threading.Event()
+        self._push_thread: threading.Thread | None = None
+        self._push_http: httpx.Client | None = None
+
+    def start_push(self, config: PushConfig) -> Pusher:
+        """Push registrations and reports to ``config.url`` every ``config.interval``."""
+        self._push_http = httpx.Client(timeout=config.timeout)
+        self.pusher = Pusher(self.store, self.clock, config, self._push_http)
+        self._push_thread = threading.Thread(
+            target=self.pusher.run, args=(self._push_stop,), name="push", daemon=True
+        )
+        self._push_thread.start()
+        return self.pusher
 
     @property
     def clock(self) -> Clock:
@@ -68,7 +86,12 @@ class RunningSimulator:
         return self.app.store
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
+        """Stop pushing and serving; close the sockets."""
+        self._push_stop.set()
+        if self._push_thread is not None:
+            self._push_thread.join(timeout=30)
+        if self._push_http is not None:
+            self._push_http.close()
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(timeout=5)
@@ -101,4 +124,7 @@ def start_simulator(config: SimulatorConfig | None = None) -> RunningSimulator:
     config = config or SimulatorConfig()
     app = build_app(config)
     server = SimulatorServer((config.host, config.port), app)
-    return RunningSimulator(server, app)
+    running = RunningSimulator(server, app)
+    if config.push is not None:
+        running.start_push(config.push)
+    return running
