@@ -4,26 +4,81 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import httpx
 import structlog
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 
-from exporter.client import DetailsClient, RetryPolicy, build_http_client
+from exporter.client import DetailsClient, RequestStats, RetryPolicy, build_http_client
 from exporter.collector import DeliveryCollector
-from exporter.config import Config
+from exporter.config import AccountConfig, Config, load_config
 from exporter.details import DetailsQueries, OneQueryAtATime
 from exporter.details_page import details_html
+from exporter.errors import ConfigError
+from exporter.fetch import DetailsSource
 from exporter.pages import landing_page
 from exporter.poller import Poller
 from exporter.pushstore import PushStore
 from exporter.receiver import Receiver
 from exporter.sharding import UNSHARDED, Shard
 from exporter.snapshot import SnapshotBoard
-from exporter.web import ExpositionCache, Request, Response, Router, WebServer, text
+from exporter.web import (
+    HEALTH_PATHS,
+    ExpositionCache,
+    Request,
+    Response,
+    Router,
+    WebServer,
+    text,
+)
+from exporter.webconfig import WebConfig
 
 log = structlog.get_logger("msgsms_exporter")
+
+
+@dataclass(slots=True)
+class _Slot:
+    """One account's poller, its upstream client and its poll thread."""
+
+    poller: Poller
+    source: DetailsSource
+    client: DetailsClient | None = None
+    http: httpx.Client | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+
+class ReloadCollector:
+    """``msgsms_config_last_reload_successful`` and its success timestamp.
+
+    msgsms_config_last_reload_successful 1
+    msgsms_config_last_reload_success_timestamp_seconds 1.7641512e+09
+    """
+
+    def __init__(self, started: float) -> None:
+        self.successful = True
+        self.success_at = started
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        """Same families as collect()."""
+        return self.collect()
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        """The outcome of the last configuration reload (start-up counts as one)."""
+        yield GaugeMetricFamily(
+            "msgsms_config_last_reload_successful",
+            "1 when the last configuration reload succeeded.",
+            value=1 if self.successful else 0,
+        )
+        yield GaugeMetricFamily(
+            "msgsms_config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully.",
+            value=self.success_at,
+        )
 
 
 class Exporter:
@@ -43,9 +98,16 @@ class Exporter:
         self._stop = threading.Event()
         # Waits between retries end early when the exporter stops.
         self._retry_sleep = sleep or self._stop.wait
+        self._retry = retry
+        self._shard = shard
+        self._http_factory = http_factory
+        self._clock = clock
+        self._reload_lock = threading.Lock()
         self.board = SnapshotBoard([a.name for a in config.accounts])
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(DeliveryCollector(self.board.snapshots))
+        self.registry.register(DeliveryCollector(lambda: self.board.snapshots()))
+        self.reloads = ReloadCollector(time.time())
+        self.registry.register(self.reloads)
         self.exposition = ExpositionCache(self.registry, self.board)
         self.push_store: PushStore | None = None
         self.receiver: Receiver | None = None
@@ -56,64 +118,158 @@ class Exporter:
             )
             self.receiver = Receiver(rc, self.push_store, clock=clock)
             self.registry.register(self.receiver.collector())
-        self._http: list[httpx.Client] = []
-        self._clients: list[DetailsClient | None] = []
-        sources: list[OneQueryAtATime] = []
-        # One sending-details query at a time per account: the poller and /details share it.
+        self._slots: list[_Slot] = []
         for account in config.accounts:
-            if account.source == "push" and self.push_store is not None:
-                self._clients.append(None)
-                sources.append(OneQueryAtATime(self.push_store))
-                continue
-            http = http_factory(account, config.request_timeout)
-            self._http.append(http)
-            client = DetailsClient(
-                account,
-                http,
-                retry=retry,
-                request_budget=config.request_budget,
-                sleep=self._retry_sleep,
-            )
-            self._clients.append(client)
-            sources.append(OneQueryAtATime(client))
-        self.pollers = [
-            Poller(account, config, source, clock=clock, shard=shard)
-            for account, source in zip(config.accounts, sources, strict=True)
-        ]
-        self._clock = clock
-        self.details = DetailsQueries(
-            {a.name: s for a, s in zip(config.accounts, sources, strict=True)},
-            max_span=config.max_query_span,
-            clock=clock,
-        )
+            client, http, source = self._source(account, config, None)
+            poller = Poller(account, config, source, clock=clock, shard=shard)
+            self._slots.append(_Slot(poller, source, client, http))
+        self.details = self._details_queries()
         for poller in self.pollers:
             self.board.publish(poller.last)
-        self._threads: list[threading.Thread] = []
         self._web: WebServer | None = None
+        self._started = False
+        self.config_file: str | None = None
+        """Where ``POST /-/reload`` and SIGHUP read the configuration from."""
+        warn_if_unverified(config)
+
+    @property
+    def pollers(self) -> list[Poller]:
+        """One poller per configured account, in configuration order."""
+        return [slot.poller for slot in self._slots]
+
+    def _source(
+        self, account: AccountConfig, config: Config, stats: RequestStats | None
+    ) -> tuple[DetailsClient | None, httpx.Client | None, DetailsSource]:
+        # One sending-details query at a time per account: the poller and /details share it.
+        if account.source == "push" and self.push_store is not None:
+            return None, None, OneQueryAtATime(self.push_store)
+        http = self._http_factory(account, config.request_timeout)
+        client = DetailsClient(
+            account,
+            http,
+            stats=stats,
+            retry=self._retry,
+            request_budget=config.request_budget,
+            sleep=self._retry_sleep,
+        )
+        return client, http, OneQueryAtATime(client)
+
+    def _details_queries(self) -> DetailsQueries:
+        return DetailsQueries(
+            {s.poller.account.name: s.source for s in self._slots},
+            max_span=self.config.max_query_span,
+            clock=self._clock,
+        )
 
     def poll_once(self) -> bool:
         """Poll every account once in this thread; True when all polls succeeded."""
         ok = True
-        for index in range(len(self.pollers)):
-            ok = self._poll(index) and ok
+        for slot in list(self._slots):
+            ok = self._poll(slot) and ok
         return ok
 
-    def _poll(self, index: int) -> bool:
+    def _poll(self, slot: _Slot) -> bool:
         """One poll of one account, with a fresh request budget, published."""
-        client = self._clients[index]
-        if client is not None:
-            client.begin_poll()
-        snapshot = self.pollers[index].poll()
-        self.board.publish(snapshot)
+        with slot.lock:
+            if slot.client is not None:
+                slot.client.begin_poll()
+            snapshot = slot.poller.poll()
+        if not slot.stop.is_set():
+            self.board.publish(snapshot)
         return snapshot.up
 
-    def _run(self, index: int) -> None:
-        """Poll one account every interval until the exporter stops."""
-        while not self._stop.is_set():
+    def _run(self, slot: _Slot) -> None:
+        """Poll one account every interval until the exporter or the account stops."""
+        while not (self._stop.is_set() or slot.stop.is_set()):
             began = time.monotonic()
-            self._poll(index)
-            interval = self.pollers[index].config.poll_interval
-            self._stop.wait(max(0.0, interval - (time.monotonic() - began)))
+            self._poll(slot)
+            interval = slot.poller.config.poll_interval
+            slot.stop.wait(max(0.0, interval - (time.monotonic() - began)))
+
+    def reload(self, config: Config) -> None:
+        """Apply a new configuration; accounts that keep their name keep their state.
+
+        Counters, tallies and request statistics of a kept account carry over; a new
+        account starts fresh; a removed one stops. ConfigError when the change needs a
+        restart (the receiver section).
+        """
+        if config.receiver != self.config.receiver:
+            raise ConfigError(["receiver: changing the receiver needs a restart"])
+        with self._reload_lock:
+            kept = {slot.poller.account.name: slot for slot in self._slots}
+            slots: list[_Slot] = []
+            retired: list[httpx.Client] = []
+            for account in config.accounts:
+                slot = kept.pop(account.name, None)
+                if slot is None:
+                    client, http, source = self._source(account, config, None)
+                    poller = Poller(account, config, source, clock=self._clock, shard=self._shard)
+                    slots.append(_Slot(poller, source, client, http))
+                    continue
+                with slot.lock:  # waits for the account's poll in flight
+                    stats = slot.client.stats if slot.client is not None else None
+                    client, http, source = self._source(account, config, stats)
+                    self._reconfigure(slot.poller, account, config, source)
+                    if slot.http is not None:
+                        retired.append(slot.http)
+                    slot.client, slot.http, slot.source = client, http, source
+                slots.append(slot)
+            for gone in kept.values():
+                gone.stop.set()
+                if gone.http is not None:
+                    retired.append(gone.http)
+            self.config = config
+            self._slots = slots
+            board = SnapshotBoard([a.name for a in config.accounts])
+            for slot in slots:
+                board.publish(slot.poller.last)
+            self.board = board
+            self.exposition.board = board
+            self.details = self._details_queries()
+            if self._started:
+                for slot in slots:
+                    if slot.thread is None:
+                        self._start_thread(slot)
+            for http in retired:
+                http.close()
+            self.reloads.successful = True
+            self.reloads.success_at = time.time()
+        warn_if_unverified(config)
+        log.info("configuration reloaded", accounts=[a.name for a in config.accounts])
+
+    def reload_failed(self) -> None:
+        """Record a rejected reload: the running configuration stays."""
+        self.reloads.successful = False
+
+    def reload_from_file(self) -> list[str]:
+        """Reload ``config_file``; the problems found (none when it was applied)."""
+        if self.config_file is None:
+            return ["no configuration file to reload"]
+        try:
+            self.reload(load_config(self.config_file))
+        except ConfigError as error:
+            self.reload_failed()
+            log.error("configuration reload rejected", problems=error.problems)
+            return error.problems
+        return []
+
+    def _reload_route(self, _request: Request) -> Response:
+        problems = self.reload_from_file()
+        if problems:
+            return text(400, "\n".join(["configuration rejected; the old one stays:", *problems]))
+        return text(200, "configuration reloaded")
+
+    @staticmethod
+    def _reconfigure(
+        poller: Poller, account: AccountConfig, config: Config, source: DetailsSource
+    ) -> None:
+        # The poller and its engine keep their state (tallies, pending messages,
+        # counters); only what they read by is replaced.
+        poller.account = account
+        poller.config = config
+        poller.source = source
+        poller.engine.config = config
+        poller._templates_at = float("-inf")  # read the template list again
 
     def exposition_text(self) -> bytes:
         """The current exposition, freshly rendered."""
@@ -127,6 +283,7 @@ class Exporter:
         router.add("/metrics", self.exposition.route)
         router.add("/-/healthy", lambda _r: text(200, "OK"))
         router.add("/-/ready", self._ready)
+        router.add("/-/reload", self._reload_route, methods=("POST",))
         if self.receiver is not None:
             self.receiver.add_routes(router)
         return router
@@ -144,20 +301,41 @@ class Exporter:
             return text(200, "ready")
         return text(503, "waiting for the first successful poll")
 
-    def start(self, host: str, port: int) -> tuple[str, int]:
-        """Start the pollers and the web server; return the bound address."""
-        self._web = WebServer(self.router(), host, port)
+    def start(
+        self,
+        host: str,
+        port: int,
+        *,
+        web: WebConfig = WebConfig(),  # noqa: B008 - frozen, never mutated
+        health_open: bool = False,
+    ) -> tuple[str, int]:
+        """Start the pollers and the web server; return the bound address.
+
+        ``web`` adds TLS and basic auth; ``health_open`` leaves ``/-/healthy`` and
+        ``/-/ready`` without auth (for kubelet probes).
+        """
+        self._web = WebServer(
+            self.router(),
+            host,
+            port,
+            tls=web.tls.context() if web.tls is not None else None,
+            auth=web.auth(),
+            open_paths=HEALTH_PATHS if health_open else (),
+        )
         self._web.start()
-        for index, poller in enumerate(self.pollers):
-            thread = threading.Thread(
-                target=self._run,
-                args=(index,),
-                name=f"poller-{poller.account.name}",
-                daemon=True,
-            )
-            thread.start()
-            self._threads.append(thread)
+        self._started = True
+        for slot in self._slots:
+            self._start_thread(slot)
         return self._web.address
+
+    def _start_thread(self, slot: _Slot) -> None:
+        slot.thread = threading.Thread(
+            target=self._run,
+            args=(slot,),
+            name=f"poller-{slot.poller.account.name}",
+            daemon=True,
+        )
+        slot.thread.start()
 
     def __enter__(self) -> Exporter:
         return self
@@ -170,9 +348,24 @@ class Exporter:
         self._stop.set()
         if self._web is not None:
             self._web.stop()
-        for thread in self._threads:
-            thread.join(timeout)
-        for http in self._http:
-            http.close()
+        for slot in self._slots:
+            slot.stop.set()
+        for slot in self._slots:
+            if slot.thread is not None:
+                slot.thread.join(timeout)
+        for slot in self._slots:
+            if slot.http is not None:
+                slot.http.close()
         if self.push_store is not None:
             self.push_store.close()
+
+
+def warn_if_unverified(config: Config) -> None:
+    """Log a warning for every account that turned upstream TLS verification off."""
+    for account in config.accounts:
+        if not account.tls_verify:
+            log.warning(
+                "upstream TLS verification is off",
+                account=account.name,
+                endpoint=account.endpoint,
+            )

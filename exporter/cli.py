@@ -20,6 +20,7 @@ from exporter.errors import ConfigError
 from exporter.logs import LEVELS, configure_logging
 from exporter.sharding import UNSHARDED, Shard, parse_shard
 from exporter.web import parse_listen_address
+from exporter.webconfig import WebConfig, load_web_config
 
 DEFAULT_CONFIG = "/etc/msgsms-exporter/config.yaml"
 DEFAULT_LISTEN = ":9170"
@@ -35,6 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config.file", dest="config_file", default=DEFAULT_CONFIG)
     parser.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN)
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default="",
+        help="TLS and basic auth, in the Prometheus exporter-toolkit format",
+    )
+    parser.add_argument(
+        "--web.health-unauthenticated",
+        dest="health_open",
+        action="store_true",
+        help="serve /-/healthy and /-/ready without basic auth (for probes)",
+    )
     parser.add_argument("--log.level", dest="log_level", choices=LEVELS, default="info")
     parser.add_argument(
         "--log.format", dest="log_format", choices=("auto", "json", "console"), default="auto"
@@ -64,8 +77,13 @@ def _report_config_error(error: ConfigError) -> int:
     return 1
 
 
-def serve(exporter: Exporter, listen: str) -> int:
-    """Serve until SIGTERM or SIGINT, then stop cleanly."""
+def serve(
+    exporter: Exporter,
+    listen: str,
+    web: WebConfig = WebConfig(),  # noqa: B008 - frozen, never mutated
+    health_open: bool = False,
+) -> int:
+    """Serve until SIGTERM or SIGINT, then stop cleanly; SIGHUP reloads the config."""
     host, port = parse_listen_address(listen)
     stop = threading.Event()
 
@@ -73,9 +91,14 @@ def serve(exporter: Exporter, listen: str) -> int:
         log.info("shutting down", signal=signal.Signals(signum).name)
         stop.set()
 
+    def on_hangup(_signum: int, _frame: FrameType | None) -> None:
+        # Not in the handler itself: a reload waits for polls in flight.
+        threading.Thread(target=exporter.reload_from_file, name="reload", daemon=True).start()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    bound_host, bound_port = exporter.start(host, port)
+    signal.signal(signal.SIGHUP, on_hangup)
+    bound_host, bound_port = exporter.start(host, port, web=web, health_open=health_open)
     log.info("listening", address=f"http://{bound_host}:{bound_port}", version=__version__)
     stop.wait()
     exporter.stop()
@@ -97,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(args.listen)
     try:
         config: Config = load_config(args.config_file)
+        web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
         shard: Shard = (
             UNSHARDED
             if args.shard == "0/1"
@@ -108,13 +132,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.config_file}: configuration is valid")
         return 0
     exporter = Exporter(config, shard=shard)
+    exporter.config_file = args.config_file
     if args.once:
         ok = exporter.poll_once()
         sys.stdout.buffer.write(exporter.exposition_text())
         sys.stdout.flush()
         return 0 if ok else 1
     try:
-        return serve(exporter, args.listen)
+        return serve(exporter, args.listen, web, args.health_open)
     except (OSError, ValueError) as error:
         print(f"msgsms-exporter: cannot listen on {args.listen}: {error}", file=sys.stderr)
         return 1

@@ -1,16 +1,22 @@
 """The exporter's HTTP server: a small router in front of cached pages and the exposition.
 
 Stdlib ``ThreadingHTTPServer``: one thread per connection, so a slow or hung client
-never holds up ``/metrics``; sockets time out, headers and bodies are bounded.
+never holds up ``/metrics``; sockets time out (the TLS handshake too, in the connection's
+thread, not the accept loop), headers (64 KiB a line, 100 lines: the stdlib's limits)
+and bodies (1 MiB) are bounded. With a :class:`~exporter.webconfig.BasicAuth` every path
+except ``open_paths`` needs credentials; a failure is a 401 with ``WWW-Authenticate``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
@@ -21,6 +27,8 @@ from exporter.snapshot import SnapshotBoard
 
 MAX_BODY_BYTES = 1024 * 1024
 CLIENT_TIMEOUT_SECONDS = 10.0
+HEALTH_PATHS = frozenset({"/-/healthy", "/-/ready"})
+REALM = 'Basic realm="msgsms-exporter", charset="UTF-8"'
 
 log = structlog.get_logger("msgsms_exporter.web")
 
@@ -59,19 +67,51 @@ def text(status: int, message: str) -> Response:
 Route = Callable[[Request], Response]
 
 
+class Authenticator(Protocol):
+    """Checks a user name and password (``webconfig.BasicAuth``)."""
+
+    def check(self, user: str, password: str) -> bool:
+        """True when the credentials are valid."""
+        ...
+
+
+def _basic_credentials(header: str | None) -> tuple[str, str] | None:
+    if header is None:
+        return None
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+def authorized(auth: Authenticator | None, header: str | None) -> bool:
+    """True when no auth is configured or ``header`` carries valid basic credentials."""
+    if auth is None:
+        return True
+    credentials = _basic_credentials(header)
+    return credentials is not None and auth.check(*credentials)
+
+
 class ExpositionCache:
     """The ``/metrics`` body, rendered once per published snapshot, not once per scrape."""
 
     def __init__(self, registry: CollectorRegistry, board: SnapshotBoard) -> None:
         self._registry = registry
-        self._board = board
+        self.board = board
+        """The board whose version says when to render again; a reload swaps it."""
         self._lock = threading.Lock()
-        self._version = -1
+        self._version: tuple[int, int] = (-1, -1)
         self._body = b""
 
     def body(self) -> bytes:
         """The current exposition."""
-        version = self._board.version
+        board = self.board
+        version = (id(board), board.version)
         with self._lock:
             if version != self._version:
                 self._body = generate_latest(self._registry)
@@ -112,18 +152,35 @@ class Router:
             return text(500, "internal error")
 
 
-def _handler(router: Router) -> type[BaseHTTPRequestHandler]:
+def _handler(
+    router: Router,
+    auth: Authenticator | None,
+    open_paths: Collection[str],
+    client_timeout: float,
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "msgsms-exporter"
         sys_version = ""
-        timeout = CLIENT_TIMEOUT_SECONDS
+        timeout = client_timeout
         protocol_version = "HTTP/1.1"
         # Headers and body go out in separate writes; without TCP_NODELAY, Nagle's
         # algorithm and the client's delayed ACK add ~40 ms to every response.
         disable_nagle_algorithm = True
 
+        def setup(self) -> None:
+            super().setup()
+            if isinstance(self.connection, ssl.SSLSocket):
+                # Here, in the connection's thread and under its timeout, so a client
+                # that never finishes the handshake blocks nobody else.
+                self.connection.do_handshake()
+
         def _serve(self) -> None:
             parts = urlsplit(self.path)
+            if (parts.path or "/") not in open_paths and not authorized(
+                auth, self.headers.get("Authorization")
+            ):
+                self._send(Response(401, b"unauthorized\n", headers={"WWW-Authenticate": REALM}))
+                return
             length_text = self.headers.get("Content-Length", "0") or "0"
             try:
                 length = int(length_text)
@@ -162,12 +219,37 @@ def _handler(router: Router) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-class WebServer:
-    """A threaded HTTP server for a router, started in the background."""
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
 
-    def __init__(self, router: Router, host: str, port: int) -> None:
-        self._server = ThreadingHTTPServer((host, port), _handler(router))
-        self._server.daemon_threads = True
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that times out, resets or fails the TLS handshake is not our error."""
+        log.debug("client connection failed", exc_info=True)
+
+
+class WebServer:
+    """A threaded HTTP server for a router, started in the background.
+
+    ``tls`` wraps the listening socket; ``auth`` guards every path but ``open_paths``.
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        host: str,
+        port: int,
+        *,
+        tls: ssl.SSLContext | None = None,
+        auth: Authenticator | None = None,
+        open_paths: Collection[str] = (),
+        client_timeout: float = CLIENT_TIMEOUT_SECONDS,
+    ) -> None:
+        handler = _handler(router, auth, frozenset(open_paths), client_timeout)
+        self._server = _Server((host, port), handler)
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._thread = threading.Thread(target=self._server.serve_forever, name="web", daemon=True)
 
     @property
