@@ -1,0 +1,242 @@
+"""The exporter's own endpoints locked down: TLS, basic auth, limits, hung clients, no leaks."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import bcrypt
+import httpx
+import pytest
+from conftest import Simulator, config_for
+
+from exporter.app import Exporter
+from exporter.web import Response, Router, WebServer, text
+from exporter.webconfig import parse_web_config
+
+PASSWORD = "scrape-pass-4d1f"
+HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+
+
+def _router() -> Router:
+    router = Router()
+    router.add("/metrics", lambda _r: text(200, "metrics"))
+    router.add("/-/healthy", lambda _r: text(200, "OK"))
+    router.add("/echo", lambda r: Response(200, r.body), methods=("POST",))
+    return router
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A web server with basic auth, health paths open, a short client timeout."""
+    tls = getattr(request, "param", None)
+    web = parse_web_config({"basic_auth_users": {"prom": HASH}})
+    server = WebServer(
+        _router(),
+        "127.0.0.1",
+        0,
+        tls=tls,
+        auth=web.auth(),
+        open_paths={"/-/healthy"},
+        client_timeout=1.0,
+    )
+    server.start()
+    host, port = server.address
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def test_wrong_or_missing_credentials_get_401_with_www_authenticate(server: str) -> None:
+    for auth in (None, ("prom", "wrong"), ("nobody", PASSWORD)):
+        response = httpx.get(f"{server}/metrics", auth=auth)
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"].startswith('Basic realm="msgsms-exporter"')
+        assert PASSWORD not in response.text
+    garbage = httpx.get(f"{server}/metrics", headers={"Authorization": "Basic !!!"})
+    assert garbage.status_code == 401
+    assert httpx.get(f"{server}/metrics", auth=("prom", PASSWORD)).text == "metrics\n"
+
+
+def test_health_can_be_left_open(server: str) -> None:
+    assert httpx.get(f"{server}/-/healthy").status_code == 200
+
+
+def test_headers_and_bodies_are_bounded(server: str) -> None:
+    many = {f"x-h{i}": "v" for i in range(150)}
+    assert httpx.get(f"{server}/-/healthy", headers=many).status_code == 431
+    big = httpx.post(f"{server}/echo", content=b"x" * (1024 * 1024 + 1), auth=("prom", PASSWORD))
+    assert big.status_code == 413
+
+
+def test_a_hung_client_does_not_stop_metrics_and_is_timed_out(server: str) -> None:
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as hung:
+        hung.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never finishes
+        started = time.monotonic()
+        assert httpx.get(f"{server}/metrics", auth=("prom", PASSWORD)).status_code == 200
+        assert time.monotonic() - started < 1.0
+        hung.settimeout(10)
+        assert hung.recv(1024) == b""  # closed by the server after its client timeout
+
+
+def test_tls_serves_https_and_refuses_plain_http(tls_files: tuple[str, str]) -> None:
+    cert, key = tls_files
+    web = parse_web_config(
+        {
+            "tls_server_config": {"cert_file": cert, "key_file": key, "min_version": "TLS13"},
+            "basic_auth_users": {"prom": HASH},
+        }
+    )
+    assert web.tls is not None
+    server = WebServer(
+        _router(), "127.0.0.1", 0, tls=web.tls.context(), auth=web.auth(), client_timeout=1.0
+    )
+    server.start()
+    try:
+        _, port = server.address
+        url = f"https://127.0.0.1:{port}"
+        trusted = ssl.create_default_context(cafile=cert)
+        with socket.create_connection(("127.0.0.1", port)):  # never sends a ClientHello
+            response = httpx.get(f"{url}/metrics", verify=trusted, auth=("prom", PASSWORD))
+            assert response.status_code == 200
+        old = ssl.create_default_context(cafile=cert)
+        old.maximum_version = ssl.TLSVersion.TLSv1_2
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{url}/metrics", verify=old)
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        server.stop()
+
+
+def test_turning_upstream_verification_off_warns_at_every_start(
+    manual_simulator: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dataclasses import replace
+
+    config = config_for(manual_simulator.url)
+    config = replace(config, accounts=(replace(config.accounts[0], tls_verify=False),))
+    for _ in range(2):
+        Exporter(config).stop()
+    assert capsys.readouterr().out.count("upstream TLS verification is off") == 2
+
+
+# -- no secret anywhere -------------------------------------------------------------
+
+SK = "sk-sim-7Q2x9LmZ"
+AK = "ak-sim-31"
+MOBILE = "4402000000123"
+
+
+def test_secrets_and_full_numbers_never_reach_any_output(tmp_path: Path) -> None:
+    """Run the real CLI at debug level with known secrets and read every channel."""
+    from simulator_process import simulator_process
+
+    sim_env = {"MSGSMS_SIMULATOR_AK": AK, "MSGSMS_SIMULATOR_SK": SK}
+    args = ("--clock", "manual", "--start-time", "2026-11-26T10:00:00Z", "--history", "1h")
+    with simulator_process(*args, "--scale", "0.02", env=sim_env) as sim_url:
+        sk_file = tmp_path / "sk"
+        sk_file.write_text(SK)
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            f"""
+accounts:
+  - name: leak
+    endpoint: {sim_url}
+    project_id: 0123456789abcdef0123456789abcdef
+    credentials:
+      access_key: {{env: LEAK_AK}}
+      secret_key: {{file: {sk_file}}}
+    templates: {{discover: true}}
+poll_interval: 1s
+"""
+        )
+        web = tmp_path / "web.yml"
+        web.write_text(f"basic_auth_users:\n  prom: '{HASH}'\n")
+        channels = _run_exporter_and_collect(config, web, tmp_path)
+    leaks = {
+        name: [s for s in (SK, PASSWORD, HASH, MOBILE) if s in text_]
+        for name, text_ in channels.items()
+    }
+    assert leaks == {name: [] for name in channels}
+    assert "poll finished" in channels["stderr"]  # the logs really were captured
+
+
+def _run_exporter_and_collect(config: Path, web: Path, tmp_path: Path) -> dict[str, str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        sys.executable,
+        "-m",
+        "exporter",
+        "--config.file",
+        str(config),
+        "--web.config.file",
+        str(web),
+        "--web.listen-address",
+        f"127.0.0.1:{port}",
+        "--log.level",
+        "debug",
+        "--log.format",
+        "json",
+    ]
+    env = {**os.environ, "LEAK_AK": AK}
+    out = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed below
+    err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(command, stdout=out, stderr=err, env=env)
+    channels: dict[str, str] = {}
+    try:
+        base = f"http://127.0.0.1:{port}"
+        auth = ("prom", PASSWORD)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/-/ready", auth=auth, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "exporter never became ready"
+            time.sleep(0.1)
+        channels["/metrics"] = httpx.get(f"{base}/metrics", auth=auth).text
+        channels["/"] = httpx.get(f"{base}/", auth=auth).text
+        details = httpx.get(f"{base}/details", params={"mobile": MOBILE, "last": "1h"}, auth=auth)
+        # The form keeps what the operator typed (the query's own input); every record
+        # shown is masked.
+        channels["/details"] = details.text.replace(f'value="{MOBILE}"', 'value=""', 1)
+        channels["401"] = httpx.get(f"{base}/metrics", auth=("prom", "wrong")).text
+        channels["404"] = httpx.get(f"{base}/nowhere", auth=auth).text
+        broken = config.read_text().replace("secret_key:", "secret_key_typo:")
+        config.write_text(broken)
+        channels["reload"] = httpx.post(f"{base}/-/reload", auth=auth).text
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        out.seek(0)
+        err.seek(0)
+        channels["stdout"] = out.read()
+        channels["stderr"] = err.read()
+        out.close()
+        err.close()
+    assert "configuration reload rejected" in channels["stderr"]
+    return channels
+
+
+def test_basic_auth_header_with_a_colon_in_the_password(server: str) -> None:
+    token = base64.b64encode(b"prom:" + PASSWORD.encode()).decode()
+    ok = httpx.get(f"{server}/metrics", headers={"Authorization": f"Basic {token}"})
+    assert ok.status_code == 200
