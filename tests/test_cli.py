@@ -1,0 +1,125 @@
+"""The command line as an operator meets it: exit codes, located errors, signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from conftest import PROJECT, Simulator
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+        check=False,
+    )
+
+
+def test_every_config_problem_is_reported_at_once_with_exit_1_and_no_traceback(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"""
+accounts:
+  - endpoint: http://127.0.0.1:1
+    project_id: {PROJECT}
+    credentials:
+      access_key: {{env: NOT_SET_ANYWHERE}}
+      secret_key: {{file: {tmp_path / "missing-sk"}}}
+    templates: {{discover: true}}
+    colour: blue
+poll_interval: never
+"""
+    )
+    result = _cli("--config.file", str(config), "--check-config")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "msgsms-exporter: invalid configuration:",
+        "  accounts[0].colour: unknown key",
+        "  accounts[0].credentials.access_key.env: environment variable NOT_SET_ANYWHERE is not set",
+        f"  accounts[0].credentials.secret_key.file: cannot read {tmp_path / 'missing-sk'}: No such file or directory",
+        "  poll_interval: not a duration (use e.g. 30s, 5m, 1h): 'soon'".replace("soon", "never"),
+    ]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_missing_config_file_and_a_bad_web_config_exit_1(tmp_path: Path) -> None:
+    missing = _cli("--config.file", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 1
+    assert f"{tmp_path / 'nope.yaml'}: cannot read: No such file or directory" in missing.stderr
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "accounts: [{endpoint: 'http://127.0.0.1:1', project_id: p, templates: [a],"
+        " credentials: {token: {env: HOME}}}]\n"
+    )
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users: {prom: plain}\n")
+    result = _cli("--config.file", str(config), "--web.config.file", str(web))
+    assert result.returncode == 1
+    assert f"{web}: basic_auth_users.prom: expected a bcrypt hash" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sighup_reloads_and_sigterm_stops_within_seconds(
+    manual_simulator: Simulator, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.yaml"
+    body = f"""
+accounts:
+  - name: NAME
+    endpoint: {manual_simulator.url}
+    project_id: {PROJECT}
+    credentials: {{access_key: {{env: SIM_AK}}, secret_key: {{env: SIM_SK}}}}
+    templates: {{discover: true}}
+"""
+    config.write_text(body.replace("NAME", "first"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "SIM_AK": "demo-access-key", "SIM_SK": "demo-secret-key"}
+    command = [sys.executable, "-m", "exporter", "--config.file", str(config)]
+    command += ["--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warning"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        exposition = _wait_for(url, 'msgsms_up{account="first"}')
+        assert "msgsms_config_last_reload_successful 1.0" in exposition
+        config.write_text(body.replace("NAME", "second"))
+        proc.send_signal(signal.SIGHUP)
+        _wait_for(url, 'msgsms_up{account="second"}')
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - started < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stderr is not None
+        stderr = proc.stderr.read().decode()
+        proc.stderr.close()
+    assert "Traceback" not in stderr
+
+
+def _wait_for(url: str, needle: str) -> str:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            text = httpx.get(url, timeout=2).text
+            if needle in text:
+                return text
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{needle} never appeared"
+        time.sleep(0.1)
