@@ -327,6 +327,25 @@ class PushStore:
             (report.message_id,),
         ).fetchone()
         template = report.template_id or UNKNOWN_TEMPLATE
+        seen.add(template if row is None else row[0])
+        if row is None and report.total == 1:
+            # The common case, a new one-segment message: its only report decides it.
+            outcome = message_outcome(
+                [Segment(1, 1, report.status, report.status_desc, update_ms)], 1
+            )
+            conn.execute(
+                "INSERT INTO messages VALUES (?, ?, 0, ?, '', '', 1, ?, ?, ?, ?)",
+                (
+                    report.message_id,
+                    template,
+                    update_ms,
+                    outcome.result.value,
+                    outcome.status_code,
+                    outcome.status_desc,
+                    outcome.receive_ms,
+                ),
+            )
+            return WriteResult(stored=1, unattributed=int(template == UNKNOWN_TEMPLATE))
         if row is None:
             # Never registered: the send time is unknown, the report's time stands in.
             conn.execute(
@@ -338,9 +357,9 @@ class PushStore:
                 "UPDATE messages SET template_id = ? WHERE message_id = ?",
                 (template, report.message_id),
             )
+            seen.add(template)
         else:
             template = row[0]
-        seen.add(template)
         self._settle(report.message_id)
         return WriteResult(stored=1, unattributed=int(template == UNKNOWN_TEMPLATE))
 

@@ -1,0 +1,233 @@
+"""Push receiver throughput: single reports/s and batch posts/s, with ack latency.
+
+Starts the real exporter (``python -m exporter``) with a push receiver and an SQLite
+store in a temporary directory, then drives it from worker processes over keep-alive
+HTTP connections, closed loop. Every acknowledged report is committed (durability on).
+
+    python bench/push_throughput.py                      # both modes, synchronous=normal and full
+    python bench/push_throughput.py --mode single --seconds 20 --synchronous full
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing as mp
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import closing
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_exporter(workdir: Path, synchronous: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = _free_port()
+    config = workdir / f"config-{synchronous}.yaml"
+    config.write_text(
+        "poll_interval: 60s\n"
+        "accounts: [{name: push, source: push, templates: {discover: true}}]\n"
+        f"receiver: {{store_path: {workdir / f'push-{synchronous}.db'}, synchronous: {synchronous}}}\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "exporter", "--config.file", str(config)),
+            *("--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warning"),
+        ],
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/-/healthy")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("exporter did not start")
+
+
+def _request(mode: str, mid: str) -> tuple[str, bytes, dict[str, str]]:
+    if mode == "single":
+        body = (
+            f"smsMsgId={mid}&status=DELIVRD&total=1&sequence=1&updateTime=2026-11-26T10%3A00%3A00Z"
+        )
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        return "/push/status-report", body.encode(), form
+    items = [
+        {"smsMsgId": f"{mid}-{i}", "status": "DELIVRD", "updateTime": "2026-11-26T10:00:00Z"}
+        for i in range(50)
+    ]
+    body_json = json.dumps({"statusReportList": items}).encode()
+    return "/push/status-reports", body_json, {"Content-Type": "application/json"}
+
+
+def _worker(
+    port: int,
+    mode: str,
+    worker: int,
+    threads: int,
+    seconds: float,
+    rate: float,
+    start_at: float,
+    out: mp.Queue,
+) -> None:
+    """Closed loop (rate 0) or open loop at ``rate`` posts/s per thread.
+
+    Open loop measures from each post's scheduled time, so a stalled server is charged
+    for the posts it delayed (no coordinated omission).
+    """
+    import threading
+
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+
+    def loop(thread: int) -> None:
+        nonlocal errors
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        path, body, headers = _request(mode, f"warmup-{mode}-{worker}-{thread}")
+        conn.request("POST", path, body=body, headers=headers)
+        conn.getresponse().read()
+        mine: list[float] = []
+        bad = 0
+        n = 0
+        time.sleep(max(0.0, start_at - time.time()))
+        begin = time.perf_counter()
+        end = begin + seconds
+        while True:
+            scheduled = begin + n / rate if rate else time.perf_counter()
+            if scheduled >= end:
+                break
+            time.sleep(max(0.0, scheduled - time.perf_counter()))
+            n += 1
+            path, body, headers = _request(mode, f"{mode}-{worker}-{thread}-{n}")
+            try:
+                conn.request("POST", path, body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                status = response.status
+            except OSError:
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                status = 0
+            mine.append(time.perf_counter() - scheduled)
+            if status != 200:
+                bad += 1
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+            errors += bad
+
+    pool = [threading.Thread(target=loop, args=(t,)) for t in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    out.put((latencies, errors))
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run(
+    mode: str, synchronous: str, rate: float, args: argparse.Namespace, workdir: Path
+) -> dict[str, object]:
+    proc, port = _start_exporter(workdir, synchronous)
+    per_thread = rate / (args.processes * args.threads)
+    start_at = time.time() + 1.0
+    try:
+        out: mp.Queue = mp.Queue()
+        procs = [
+            mp.Process(
+                target=_worker,
+                args=(port, mode, w, args.threads, args.seconds, per_thread, start_at, out),
+            )
+            for w in range(args.processes)
+        ]
+        for p in procs:
+            p.start()
+        results = [out.get() for _ in procs]
+        for p in procs:
+            p.join()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    latencies = [x for lat, _ in results for x in lat]
+    errors = sum(e for _, e in results)
+    with closing(sqlite3.connect(workdir / f"push-{synchronous}.db")) as conn:
+        (stored,) = conn.execute(
+            "SELECT count(*) FROM segments WHERE message_id LIKE ?", (f"{mode}-%",)
+        ).fetchone()
+    per_post = 1 if mode == "single" else 50
+    return {
+        "mode": mode,
+        "synchronous": synchronous,
+        "load": f"{rate:.0f}/s" if rate else "max",
+        "posts_per_s": len(latencies) / args.seconds,
+        "reports_per_s": len(latencies) * per_post / args.seconds,
+        "p50_ms": _percentile(latencies, 0.50) * 1000,
+        "p99_ms": _percentile(latencies, 0.99) * 1000,
+        "max_ms": max(latencies) * 1000,
+        "non_200": errors,
+        "stored": stored,
+        "acked_reports": (len(latencies) - errors) * per_post,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("single", "batch", "both"), default="both")
+    parser.add_argument("--synchronous", choices=("normal", "full", "both"), default="both")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--max", action="store_true", help="also run closed loop (saturation)")
+    parser.add_argument("--processes", type=int, default=2, help="load-generator processes")
+    parser.add_argument("--threads", type=int, default=8, help="connections per process")
+    parser.add_argument(
+        "--single-rate", type=float, default=2000.0, help="offered single posts/s (0: max only)"
+    )
+    parser.add_argument(
+        "--batch-rate", type=float, default=100.0, help="offered batch posts/s (0: max only)"
+    )
+    args = parser.parse_args(argv)
+    modes = ("single", "batch") if args.mode == "both" else (args.mode,)
+    syncs = ("normal", "full") if args.synchronous == "both" else (args.synchronous,)
+    print(
+        f"# {os.cpu_count()} CPUs, {args.processes}x{args.threads} keep-alive connections,"
+        f" {args.seconds:.0f} s per run, SQLite {sqlite3.sqlite_version} WAL"
+    )
+    header = f"{'mode':<7} {'sync':<7} {'offered':>8} {'posts/s':>9} {'reports/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'non-200':>8} {'acked⊆stored':>13}"
+    print(header)
+    with tempfile.TemporaryDirectory() as tmp:
+        for synchronous in syncs:
+            for mode in modes:
+                for rate in ((args.single_rate if mode == "single" else args.batch_rate), 0.0):
+                    if rate == 0.0 and not args.max:
+                        continue
+                    r = run(mode, synchronous, rate, args, Path(tmp))
+                    ok = "yes" if int(r["stored"]) >= int(r["acked_reports"]) else "NO"  # type: ignore[call-overload]
+                    print(
+                        f"{r['mode']:<7} {r['synchronous']:<7} {r['load']:>8} {r['posts_per_s']:>9.0f} {r['reports_per_s']:>10.0f}"
+                        f" {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['max_ms']:>7.1f} {r['non_200']:>8} {ok:>13}",
+                        flush=True,
+                    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
