@@ -320,13 +320,20 @@ class Exporter:
             port,
             tls=web.tls.context() if web.tls is not None else None,
             auth=web.auth(),
-            open_paths=HEALTH_PATHS if health_open else (),
+            open_paths=(*(HEALTH_PATHS if health_open else ()), *self._push_paths_open()),
         )
         self._web.start()
         self._started = True
         for slot in self._slots:
             self._start_thread(slot)
         return self._web.address
+
+    def _push_paths_open(self) -> tuple[str, ...]:
+        """Push paths skip basic auth when pushes are signed: Huawei cannot send a password."""
+        rc = self.config.receiver
+        if rc is None or not rc.signing_keys:
+            return ()
+        return (rc.single_path, rc.batch_path, rc.sends_path)
 
     def _start_thread(self, slot: _Slot) -> None:
         slot.thread = threading.Thread(
