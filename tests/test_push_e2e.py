@@ -172,3 +172,54 @@ def test_unsigned_pushes_are_refused_when_keys_are_configured(chain: Chain):
     assert set(pusher.stats) == {"sends:401", "batch:401"}
     assert chain.store.message_count() == 0
     assert chain.receiver.stats.rejected["signature"] == sum(pusher.stats.values())
+
+
+def test_exporter_serves_signed_pushes_past_basic_auth_and_exports_them(tmp_path: Path):
+    import bcrypt
+
+    from exporter.app import Exporter
+    from exporter.signing import sign_request
+    from exporter.webconfig import WebConfig
+
+    account = AccountConfig(
+        name="push",
+        endpoint="",
+        project_id="",
+        templates=TemplateSelection(discover=True),
+        source="push",
+    )
+    receiver = ReceiverConfig(store_path=str(tmp_path / "push.db"), signing_keys=KEYS)
+    config = Config(accounts=(account,), receiver=receiver, top_status_codes=100)
+    clock = lambda: START + 600  # noqa: E731
+    web = WebConfig(users={"prom": bcrypt.hashpw(b"secret", bcrypt.gensalt(rounds=4))})
+    with Exporter(config, clock=clock) as exporter, httpx.Client() as http:
+        host, port = exporter.start("127.0.0.1", 0, web=web)
+        base = f"http://{host}:{port}"
+        sends = (
+            b'[{"message_id": "m1", "template_id": "tplA", "send_time": "2026-11-26T10:00:30Z"}]'
+        )
+        report = b"smsMsgId=m1&status=DELIVRD&updateTime=2026-11-26T10%3A00%3A35Z"
+        for path, body, content_type in (
+            ("/push/sends", sends, "application/json"),
+            ("/push/status-report", report, "application/x-www-form-urlencoded"),
+        ):
+            from datetime import UTC, datetime
+
+            headers = sign_request(
+                "POST",
+                f"{base}{path}",
+                {"Content-Type": content_type},
+                body,
+                KEYS[0],
+                datetime.fromtimestamp(clock(), UTC),
+            )
+            assert http.post(f"{base}{path}", content=body, headers=headers).status_code == 200
+        assert http.get(f"{base}/metrics").status_code == 401
+        assert exporter.poll_once()
+        text = http.get(f"{base}/metrics", auth=("prom", "secret")).text
+    assert (
+        'msgsms_window_messages{account="push",result="success",template="tplA",window="1h"} 1.0'
+        in text
+    )
+    assert 'msgsms_push_reports_total{kind="single"} 1.0' in text
+    assert "msgsms_push_registrations_total 1.0" in text
