@@ -346,3 +346,22 @@ def test_connection_refused_is_down_with_errors_counted(sim: Simulator, run) -> 
     assert total(s, "msgsms_upstream_requests_total", code="error") == 4
     assert value(s, "msgsms_upstream_retries_total") == 3
     assert "msgsms_window_messages" not in s
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "command",
+    [["soak.py", "--hours", "3"], ["scrape_load.py", "--duration", "10"]],
+    ids=["soak-3h", "scrape-load-10s"],
+)
+def test_shortened_soak_and_scrape_load_pass(command: list[str]) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "bench" / command[0]
+    result = subprocess.run(
+        [sys.executable, str(script), *command[1:]], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert result.stdout.splitlines()[-1] == "PASS"
