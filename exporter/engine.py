@@ -18,13 +18,14 @@ what the budget leaves undone is done next poll and the window is marked incompl
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from exporter.config import RESOLUTION_SECONDS, Config
 from exporter.errors import ExporterError
 from exporter.fetch import PageSource, RangeRead, read_range
-from exporter.ledger import Growth, Tally, TemplateLedger, bucket_of, tally_by_bucket
+from exporter.ledger import Growth, Tally, TemplateLedger, bucket_of
 from exporter.records import DetailsPage, DetailsQuery, SendRecord, SendResult
 from exporter.status_codes import StatusCategory, categorize
 
@@ -101,9 +102,49 @@ class PollOutcome:
     def grow(self, template_id: str, growth: Growth) -> None:
         self.counters.grow(template_id, growth)
 
-    def count(self, read: RangeRead) -> None:
-        self.counters.fetched += len(read.records)
+    def count(self, read: RangeRead[Any]) -> None:
+        self.counters.fetched += read.fetched
         self.counters.rejected.update(read.rejected)
+
+
+@dataclass(slots=True)
+class _MinuteFold:
+    """Folds a range's records into per-template minute tallies as pages arrive."""
+
+    tallies: dict[str, dict[int, Tally]] = field(default_factory=dict)
+    pending: dict[str, PendingMessage] = field(default_factory=dict)
+
+    def add(self, record: SendRecord) -> None:
+        minute = minute_floor(record.send_time)
+        by_minute = self.tallies.setdefault(record.template_id, {})
+        tally = by_minute.get(minute)
+        if tally is None:
+            tally = by_minute[minute] = Tally()
+        tally.add(record)
+        if record.send_result is SendResult.SENDING:
+            self.pending[record.message_id] = PendingMessage(
+                record.template_id, minute, record.send_time
+            )
+
+
+@dataclass(slots=True)
+class _Ids:
+    ids: set[str] = field(default_factory=set)
+
+    def add(self, record: SendRecord) -> None:
+        self.ids.add(record.message_id)
+
+
+@dataclass(slots=True)
+class _Wanted:
+    """Keeps the final records of the wanted message ids."""
+
+    wanted: Container[str]
+    found: list[SendRecord] = field(default_factory=list)
+
+    def add(self, record: SendRecord) -> None:
+        if record.send_result is not SendResult.SENDING and record.message_id in self.wanted:
+            self.found.append(record)
 
 
 def minute_floor(seconds: float) -> int:
@@ -237,35 +278,31 @@ class Engine:
         only: str | None = None,
     ) -> None:
         """Read [start, end) in full and make it the truth for those minutes."""
-        by_template: dict[str, list[SendRecord]] = {}
+        fold = _MinuteFold()
         if self.cross_template and only is None:
-            read = read_range(source, DetailsQuery(start, end, limit=self.config.page_size))
+            query = DetailsQuery(start, end, limit=self.config.page_size)
+            read = read_range(source, query, _MinuteFold)
             outcome.count(read)
-            for record in read.records:
-                by_template.setdefault(record.template_id, []).append(record)
-            targets = set(templates) | set(by_template) | set(self.ledgers)
+            fold = read.sink
+            targets = set(templates) | set(fold.tallies) | set(self.ledgers)
         else:
             targets = {only} if only is not None else set(templates)
             for template_id in sorted(targets):
                 query = DetailsQuery(start, end, template_id, limit=self.config.page_size)
-                read = read_range(source, query)
+                read = read_range(source, query, _MinuteFold)
                 outcome.count(read)
-                by_template[template_id] = read.records
+                fold.tallies[template_id] = read.sink.tallies.get(template_id, {})
+                fold.pending.update(read.sink.pending)
+        self.pending = {
+            k: p
+            for k, p in self.pending.items()
+            if not (start <= p.minute < end and p.template_id in targets)
+        }
+        self.pending.update(fold.pending)
         for template_id in targets:
-            records = by_template.get(template_id, [])
             ledger = self.ledgers.setdefault(template_id, TemplateLedger())
-            tallies = tally_by_bucket(records, MINUTE)
+            tallies = fold.tallies.get(template_id, {})
             outcome.grow(template_id, ledger.replace(start, end, MINUTE, tallies))
-            self.pending = {
-                k: p
-                for k, p in self.pending.items()
-                if not (p.template_id == template_id and start <= p.minute < end)
-            }
-            for record in records:
-                if record.send_result is SendResult.SENDING:
-                    self.pending[record.message_id] = PendingMessage(
-                        template_id, minute_floor(record.send_time), record.send_time
-                    )
         if only is None:
             self.read.update(range(start, end, MINUTE))
 
@@ -349,9 +386,9 @@ class Engine:
             )
             if probe.total == len(group):
                 return {}
-        read = read_range(source, query)
+        read = read_range(source, query, _Ids)
         outcome.count(read)
-        still = {r.message_id for r in read.records}
+        still = read.sink.ids
         return {k: m for k, m in group.items() if k not in still}
 
     def _read_resolved(
@@ -363,19 +400,13 @@ class Engine:
         for template_id, messages in sorted(by_template.items()):
             ledger = self.ledgers[template_id]
             times = sorted(m.send_time for m in messages)
-            minute_total = max(
-                1, max(ledger.window(m.minute, m.minute + MINUTE).total for m in messages)
-            )
-            for start, end in coalesce(times, minute_total / MINUTE, self.config.page_size):
+            busiest = max(self._minute_total(ledger, m.minute) for m in messages)
+            for start, end in coalesce(times, busiest / MINUTE, self.config.page_size):
                 query = DetailsQuery(start, end, template_id, limit=self.config.page_size)
-                read = read_range(source, query)
+                read = read_range(source, query, lambda: _Wanted(resolved))
                 outcome.count(read)
-                for record in read.records:
-                    if (
-                        record.message_id in resolved
-                        and record.send_result is not SendResult.SENDING
-                    ):
-                        self._apply_resolution(ledger, record, outcome)
+                for record in read.sink.found:
+                    self._apply_resolution(ledger, record, outcome)
 
     @staticmethod
     def _minute_total(ledger: TemplateLedger, minute: int) -> int:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from exporter.errors import UpstreamMalformed
 from exporter.records import DetailsPage, DetailsQuery, SendRecord
@@ -37,27 +38,51 @@ class DetailsSource(PageSource, Protocol):
         ...
 
 
+class RecordSink(Protocol):
+    """Where a range's records go, one by one, as pages arrive."""
+
+    def add(self, record: SendRecord) -> None:
+        """Take one record."""
+        ...
+
+
+S = TypeVar("S", bound=RecordSink)
+
+
 @dataclass(slots=True)
-class RangeRead:
-    """The records of one range, and what reading them cost."""
+class RecordList:
+    """A sink that keeps the records (for small ranges and tests)."""
 
     records: list[SendRecord] = field(default_factory=list)
+
+    def add(self, record: SendRecord) -> None:
+        """Keep one record."""
+        self.records.append(record)
+
+
+@dataclass(slots=True)
+class RangeRead(Generic[S]):
+    """What reading one range produced, and what it cost."""
+
+    sink: S
     total: int = 0
+    fetched: int = 0
     requests: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
 
 
-def read_range(source: PageSource, query: DetailsQuery) -> RangeRead:
-    """All records matching ``query`` (its offset is ignored), each counted once.
+def read_range(source: PageSource, query: DetailsQuery, sink: Callable[[], S]) -> RangeRead[S]:
+    """Every record matching ``query`` (its offset is ignored) into a fresh ``sink()``.
 
-    Records come ordered by (send time, message id), so a record repeated at a page
+    Records stream into the sink page by page, so memory does not grow with the range.
+    They come ordered by (send time, message id), so a record repeated at a page
     boundary (offsets drift while data changes) is recognised by its key and skipped.
-    If ``total`` changes between pages the read starts over, at most MAX_RESTARTS times.
+    If ``total`` changes between pages the read starts over with a new sink, at most
+    MAX_RESTARTS times.
     """
-    out = RangeRead()
+    requests = 0
     for _attempt in range(MAX_RESTARTS + 1):
-        out.records.clear()
-        out.rejected.clear()
+        out = RangeRead(sink=sink(), requests=requests)
         last_key: tuple[float, str] | None = None
         offset = 0
         first_total: int | None = None
@@ -77,7 +102,8 @@ def read_range(source: PageSource, query: DetailsQuery) -> RangeRead:
                 if last_key is not None and key <= last_key:
                     continue
                 last_key = key
-                out.records.append(record)
+                out.fetched += 1
+                out.sink.add(record)
             fetched = len(page.records) + len(page.rejected)
             offset += fetched
             if fetched == 0 or offset >= page.total:
@@ -85,6 +111,7 @@ def read_range(source: PageSource, query: DetailsQuery) -> RangeRead:
             if fetched > query.limit:
                 raise UpstreamMalformed("send-details returned more records than the limit")
         out.total = first_total or 0
+        requests = out.requests
         if not changed:
             return out
     raise UpstreamMalformed("send-details total kept changing while paging")

@@ -3,7 +3,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from exporter.errors import UpstreamMalformed
-from exporter.fetch import read_range
+from exporter.fetch import RecordList, read_range
 from exporter.records import DetailsPage, DetailsQuery, RejectedRecord, SendRecord, SendResult
 
 
@@ -29,8 +29,8 @@ QUERY = DetailsQuery(start_time=0, end_time=100, template_id="T1", limit=2)
 
 def test_reads_every_page_until_total():
     source = ScriptedSource([(3, [rec(1), rec(2)], []), (3, [rec(3)], [])])
-    read = read_range(source, QUERY)
-    assert [r.message_id for r in read.records] == ["m001", "m002", "m003"]
+    read = read_range(source, QUERY, RecordList)
+    assert [r.message_id for r in read.sink.records] == ["m001", "m002", "m003"]
     assert [q.offset for q in source.queries] == [0, 2]
     assert read.requests == 2
 
@@ -38,15 +38,16 @@ def test_reads_every_page_until_total():
 def test_counts_a_record_repeated_across_pages_once():
     # A record shifted across the page boundary shows up twice.
     source = ScriptedSource([(4, [rec(1), rec(2)], []), (4, [rec(2), rec(3)], [])])
-    read = read_range(source, QUERY)
-    assert [r.message_id for r in read.records] == ["m001", "m002", "m003"]
+    read = read_range(source, QUERY, RecordList)
+    assert [r.message_id for r in read.sink.records] == ["m001", "m002", "m003"]
 
 
 def test_counts_rejected_records_by_reason_and_keeps_paging():
     bad = RejectedRecord(1, "wrong_type", "x")
     source = ScriptedSource([(3, [rec(1)], [bad]), (3, [rec(3)], [])])
-    read = read_range(source, QUERY)
-    assert len(read.records) == 2
+    read = read_range(source, QUERY, RecordList)
+    assert len(read.sink.records) == 2
+    assert read.fetched == 2
     assert read.rejected == {"wrong_type": 1}
 
 
@@ -54,12 +55,12 @@ def test_starts_over_when_the_total_changes_while_paging():
     source = ScriptedSource(
         [(3, [rec(1), rec(2)], []), (4, [rec(3)], []), (3, [rec(1), rec(2)], []), (3, [rec(3)], [])]
     )
-    read = read_range(source, QUERY)
-    assert [r.message_id for r in read.records] == ["m001", "m002", "m003"]
+    read = read_range(source, QUERY, RecordList)
+    assert [r.message_id for r in read.sink.records] == ["m001", "m002", "m003"]
     assert read.requests == 4
 
 
 def test_gives_up_when_the_total_never_settles():
     pages = [(n, [rec(1), rec(2)], []) for n in (3, 4, 5, 6, 7, 8)]
     with pytest.raises(UpstreamMalformed, match="kept changing"):
-        read_range(ScriptedSource(pages), QUERY)
+        read_range(ScriptedSource(pages), QUERY, RecordList)

@@ -1,0 +1,319 @@
+"""Benchmark of the incremental engine against the naive full re-scan (issue 3).
+
+Runs the simulator (manual clock) and each exporter in separate processes and prints,
+in one run: upstream requests per simulated hour for the full re-scan and for the
+incremental engine (settle delay 2 min, the default, and 0), their ratios; the largest
+difference from /-/truth at any poll; exporter CPU seconds per simulated hour; exporter
+RSS at 10k and 1M messages/hour; /metrics latency under 20 concurrent scrapers; and the
+sparse case (500 templates x 10 messages/hour) in requests per poll.
+
+    python bench/engine.py            # 2 simulated hours (about 10 minutes here)
+    python bench/engine.py --hours 1  # shorter
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from simulator_process import simulator_process  # noqa: E402
+
+from exporter.timestamps import format_rfc3339  # noqa: E402
+
+START = "2026-11-26T10:00:00Z"
+SCENARIO_1M = str(ROOT / "bench" / "scenarios" / "engine-1m.yaml")
+SCENARIO_SPARSE = str(ROOT / "bench" / "scenarios" / "sparse-500.yaml")
+PAGE = 100
+
+
+class Worker:
+    """An exporter process driven line by line."""
+
+    def __init__(self, url: str, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "engine_worker.py"), "--url", url, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+
+    def call(self, cmd: str) -> dict:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(json.dumps({"cmd": cmd}) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        assert self.proc.stdin
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+@contextmanager
+def workers(url: str, *arg_lists: list[str]) -> Iterator[list[Worker]]:
+    started = [Worker(url, *args) for args in arg_lists]
+    try:
+        yield started
+    finally:
+        for worker in started:
+            worker.close()
+
+
+class Sim:
+    def __init__(self, url: str, http: httpx.Client) -> None:
+        self.url, self.http = url, http
+
+    def advance(self, seconds: float) -> None:
+        self.http.post(f"{self.url}/-/clock", json={"advance_seconds": seconds}).raise_for_status()
+
+    def truth(self, start: float, end: float) -> dict:
+        params = {"start_time": format_rfc3339(start), "end_time": format_rfc3339(end)}
+        return self.http.get(f"{self.url}/-/truth", params=params).json()["templates"]
+
+
+def difference(answer: dict, truth: dict) -> int:
+    """Largest absolute difference between an exported window and the truth."""
+    worst = 0
+    for tid, t in truth.items():
+        s, f, p = answer["windows"].get(tid, [0, 0, 0])
+        worst = max(worst, abs(s - t["success"]), abs(f - t["failed"]), abs(p - t["sending"]))
+        codes = answer["codes"].get(tid, {})
+        named = {c: n for c, n in codes.items() if c != "other"}
+        for code, n in named.items():
+            worst = max(worst, abs(n - t["status_codes"].get(code, 0)))
+        rest = sum(n for c, n in t["status_codes"].items() if c not in named)
+        worst = max(worst, abs(codes.get("other", 0) - rest))
+    return worst
+
+
+def naive_cost(truth: dict) -> int:
+    """Requests a per-template full re-scan of the window makes: every page of every template."""
+    return sum(
+        max(1, math.ceil((t["success"] + t["failed"] + t["sending"]) / PAGE))
+        for t in truth.values()
+    )
+
+
+def scrape_latency(url: str, scrapers: int, seconds: float) -> tuple[float, float, int, int]:
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def scrape() -> None:
+        nonlocal errors
+        with httpx.Client(timeout=10) as client:
+            while time.monotonic() < deadline:
+                began = time.perf_counter()
+                try:
+                    ok = client.get(f"{url}/metrics").status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                elapsed = time.perf_counter() - began
+                with lock:
+                    latencies.append(elapsed)
+                    errors += not ok
+
+    threads = [threading.Thread(target=scrape) for _ in range(scrapers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2]
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return p50, p99, len(latencies), errors
+
+
+def run_1m(hours: float) -> dict:
+    polls = int(hours * 60)
+    args = (
+        "--clock",
+        "manual",
+        "--start-time",
+        START,
+        "--history",
+        "1h",
+        "--scenario.file",
+        SCENARIO_1M,
+    )
+    out: dict = {}
+    with simulator_process(*args, startup_timeout=300) as url, httpx.Client(timeout=120) as http:
+        sim = Sim(url, http)
+        specs = [
+            ["--settle", "120", "--top", "30"],
+            ["--settle", "0"],
+            ["--engine", "full_scan", "--settle", "120"],
+        ]
+        with workers(url, *specs) as (inc, inc0, full):
+            for worker in (inc, inc0):
+                worker.call("poll")  # start-up backfill of the whole window, not counted
+            requests = {"inc": [], "inc0": [], "naive": []}
+            worst = 0
+            cpu_start = None
+            measured_naive: list[tuple[int, int]] = []
+            for step in range(polls):
+                sim.advance(60)
+                for key, worker in (("inc", inc), ("inc0", inc0)):
+                    answer = worker.call("poll")
+                    truth = sim.truth(answer["start"], answer["end"])
+                    worst = max(worst, difference(answer, truth))
+                    requests[key].append(answer["requests"])
+                    if key == "inc":
+                        requests["naive"].append(naive_cost(truth))
+                if step in (polls // 2, polls - 1):
+                    answer = full.call("poll")
+                    truth = sim.truth(answer["start"], answer["end"])
+                    worst = max(worst, difference(answer, truth))
+                    measured_naive.append((answer["requests"] - 1, naive_cost(truth)))
+                if step == min(59, polls // 2) and cpu_start is None:
+                    cpu_start = (step, inc.call("usage")["cpu_seconds"])
+            usage = inc.call("usage")
+            steady_polls = polls - 1 - cpu_start[0]
+            out["cpu_per_hour"] = (usage["cpu_seconds"] - cpu_start[1]) * 60 / steady_polls
+            out["rss_1m"] = usage["rss_bytes"]
+            out["requests"] = requests
+            out["worst"] = worst
+            out["measured_naive"] = measured_naive
+            served = inc.call("serve")["url"]
+            out["scrape"] = scrape_latency(served, 20, 10.0)
+            out["series"] = sum(
+                1
+                for line in httpx.get(f"{served}/metrics").text.splitlines()
+                if line and not line.startswith("#")
+            )
+    return out
+
+
+def run_rss(scale: str, hours: float) -> int:
+    args = (
+        "--clock",
+        "manual",
+        "--start-time",
+        START,
+        "--history",
+        "1h",
+        "--scenario.file",
+        SCENARIO_1M,
+        "--scale",
+        scale,
+    )
+    with simulator_process(*args, startup_timeout=300) as url, httpx.Client(timeout=120) as http:
+        sim = Sim(url, http)
+        with workers(url, ["--settle", "120", "--top", "30"]) as (inc,):
+            inc.call("poll")
+            for _ in range(int(hours * 60)):
+                sim.advance(60)
+                inc.call("poll")
+            return inc.call("usage")["rss_bytes"]
+
+
+def run_sparse(polls: int) -> list[int]:
+    args = (
+        "--clock",
+        "manual",
+        "--start-time",
+        START,
+        "--history",
+        "1h",
+        "--scenario.file",
+        SCENARIO_SPARSE,
+    )
+    with simulator_process(*args, startup_timeout=300) as url, httpx.Client(timeout=120) as http:
+        sim = Sim(url, http)
+        with workers(url, ["--settle", "120"]) as (inc,):
+            inc.call("poll")
+            counts = []
+            for _ in range(polls):
+                sim.advance(60)
+                counts.append(inc.call("poll")["requests"])
+            return counts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hours", type=float, default=2.0, help="simulated hours at 1M/h")
+    args = parser.parse_args()
+    began = time.monotonic()
+    big = run_1m(args.hours)
+    rss_10k = run_rss("0.01", args.hours)
+    sparse = run_sparse(30)
+    per_hour = {k: statistics.mean(v) * 60 for k, v in big["requests"].items()}
+    mb = 1024 * 1024
+    p50, p99, scrapes, errors = big["scrape"]
+    rows = [
+        ("upstream requests / simulated hour, naive full re-scan", f"{per_hour['naive']:,.0f}", ""),
+        (
+            "upstream requests / simulated hour, incremental (settle 2m)",
+            f"{per_hour['inc']:,.0f}",
+            "",
+        ),
+        (
+            "upstream requests / simulated hour, incremental (settle 0)",
+            f"{per_hour['inc0']:,.0f}",
+            "",
+        ),
+        (
+            "ratio naive / incremental (settle 2m)",
+            f"{per_hour['naive'] / per_hour['inc']:.1f}x",
+            ">= 20x",
+        ),
+        (
+            "ratio naive / incremental (settle 0)",
+            f"{per_hour['naive'] / per_hour['inc0']:.1f}x",
+            "",
+        ),
+        (
+            "naive requests per poll, measured vs counted",
+            ", ".join(f"{m} vs {c}" for m, c in big["measured_naive"]),
+            "equal",
+        ),
+        ("largest difference from /-/truth at any poll", str(big["worst"]), "0"),
+        (
+            "exporter CPU seconds / simulated hour at 1M/h",
+            f"{big['cpu_per_hour']:.1f} ({big['cpu_per_hour'] / 36:.2f} % of a core)",
+            "<= 2 %",
+        ),
+        ("exporter RSS at 10k msgs/h", f"{rss_10k / mb:.1f} MiB", ""),
+        (
+            "exporter RSS at 1M msgs/h",
+            f"{big['rss_1m'] / mb:.1f} MiB ({(big['rss_1m'] / rss_10k - 1) * 100:+.1f} %)",
+            "within 15 %",
+        ),
+        (
+            f"/metrics p50 / p99, 20 scrapers, {big['series']} series",
+            f"{p50 * 1000:.1f} ms / {p99 * 1000:.1f} ms ({scrapes} scrapes, {errors} errors)",
+            "p99 <= 10 ms",
+        ),
+        (
+            "sparse 500 x 10/h: requests per poll (steady, last 20)",
+            f"max {max(sparse[-20:])}, mean {statistics.mean(sparse[-20:]):.1f}",
+            "<= 5",
+        ),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(
+        f"msgsms-exporter engine benchmark: {args.hours:g} simulated hours at 1M msgs/h, 50 templates (Zipf), page 100, poll 60 s, window 1h"
+    )
+    for name, value, target in rows:
+        print(f"  {name:<{width}}  {value:<40} {('target ' + target) if target else ''}")
+    print(f"  (ran in {time.monotonic() - began:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""An exporter in its own process for the engine benchmark, driven over stdin/stdout.
+
+Each input line is a JSON command; each answer one JSON line:
+  {"cmd": "poll"}    -> {"ok", "end", "complete", "requests", "windows": {tid: [s, f, p]}, "codes": {...}}
+  {"cmd": "usage"}   -> {"cpu_seconds", "rss_bytes"}
+  {"cmd": "serve"}   -> {"url"}  (starts /metrics on 127.0.0.1:0, no background polling)
+The exporter's clock is the simulator's (GET /-/clock), so polls follow simulated time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from exporter.app import Exporter
+from exporter.config import AccountConfig, Config, Secret, TemplateSelection
+from exporter.logs import configure_logging
+from exporter.timestamps import parse_rfc3339
+from exporter.web import WebServer
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process, from /proc."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--engine", default="incremental")
+    parser.add_argument("--settle", type=float, default=120.0)
+    parser.add_argument("--top", type=int, default=10)
+    parser.add_argument("--budget", type=int, default=20000)
+    args = parser.parse_args()
+    configure_logging("warning", "json")  # stdout carries the answers
+    http = httpx.Client(timeout=60)
+    clock = lambda: parse_rfc3339(http.get(f"{args.url}/-/clock").json()["now"])  # noqa: E731
+    account = AccountConfig(
+        name="bench",
+        endpoint=args.url,
+        project_id="0123456789abcdef0123456789abcdef",
+        templates=TemplateSelection(discover=True),
+        access_key="demo-access-key",
+        secret_key=Secret("demo-secret-key"),
+    )
+    config = Config(
+        accounts=(account,),
+        engine=args.engine,
+        settle_delay=args.settle,
+        top_status_codes=args.top,
+        request_budget=args.budget,
+        request_timeout=60.0,
+    )
+    exporter = Exporter(config, clock=clock)
+    poller = exporter.pollers[0]
+    web: WebServer | None = None
+    for line in sys.stdin:
+        command = json.loads(line)["cmd"]
+        if command == "poll":
+            before = poller.source.stats.request_count
+            ok = exporter.poll_once()
+            snap = poller.last
+            window = snap.windows[0] if snap.windows else None
+            answer = {
+                "ok": ok,
+                "requests": poller.source.stats.request_count - before,
+                "start": window.start if window else None,
+                "end": window.end if window else None,
+                "complete": bool(window and window.complete),
+                "windows": {
+                    t.template_id: [t.success, t.failed, t.sending]
+                    for t in (window.templates if window else ())
+                },
+                "codes": {
+                    t.template_id: {c.status_code: c.count for c in t.codes}
+                    for t in (window.templates if window else ())
+                },
+            }
+        elif command == "usage":
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            answer = {"cpu_seconds": usage.ru_utime + usage.ru_stime, "rss_bytes": rss_bytes()}
+        elif command == "serve":
+            web = WebServer(exporter.router(), "127.0.0.1", 0)
+            web.start()
+            host, port = web.address
+            answer = {"url": f"http://{host}:{port}"}
+        else:
+            answer = {"error": f"unknown command {command}"}
+        print(json.dumps(answer), flush=True)
+    if web is not None:
+        web.stop()
+    exporter.stop()
+    http.close()
+    time.sleep(0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
