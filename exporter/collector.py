@@ -14,7 +14,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.records import SendResult
+from exporter.records import REJECT_REASONS, SendResult
 from exporter.snapshot import AccountSnapshot
 from exporter.status_codes import StatusCategory
 
@@ -181,8 +181,8 @@ def _add_account(f: _Families, snap: AccountSnapshot) -> None:
     f.throttled.add_metric([account], snap.requests.throttled)
     f.retries.add_metric([account], snap.requests.retries)
     f.fetched.add_metric([account], snap.records_fetched)
-    for reason, count in sorted(snap.records_rejected.items()):
-        f.rejected.add_metric([account, reason], count)
+    for reason in sorted({*REJECT_REASONS, *snap.records_rejected}):
+        f.rejected.add_metric([account, reason], snap.records_rejected.get(reason, 0))
 
 
 class DeliveryCollector(Collector):

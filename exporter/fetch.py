@@ -97,21 +97,27 @@ def read_range(source: PageSource, query: DetailsQuery, sink: Callable[[], S]) -
                 break
             for rejected in page.rejected:
                 out.rejected[rejected.reason] += 1
+            fresh = len(page.rejected)
             for record in page.records:
                 key = (record.send_time, record.message_id)
                 if last_key is not None and key <= last_key:
                     continue
                 last_key = key
+                fresh += 1
                 out.fetched += 1
                 out.sink.add(record)
             fetched = len(page.records) + len(page.rejected)
-            offset += fetched
-            if fetched == 0 or offset >= page.total:
-                break
             if fetched > query.limit:
                 raise UpstreamMalformed("send-details returned more records than the limit")
+            # A page that repeats records has pushed as many later ones past its end:
+            # advance by what was new, so those are read on the next page.
+            offset += fresh or fetched
+            if fetched == 0 or offset >= page.total:
+                break
         out.total = first_total or 0
         requests = out.requests
-        if not changed:
+        seen = out.fetched + sum(out.rejected.values())
+        if not changed and seen >= out.total:
             return out
-    raise UpstreamMalformed("send-details total kept changing while paging")
+        # Fewer records than the total promised (or the total moved): read it again.
+    raise UpstreamMalformed("send-details total kept changing or pages kept shifting while paging")

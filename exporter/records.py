@@ -15,6 +15,14 @@ from exporter.errors import RecordError, UpstreamMalformed
 from exporter.timestamps import format_rfc3339, parse_rfc3339
 
 DETAILS_PATH = "/api/v1/send-details"
+REJECT_REASONS = (
+    "bad_timestamp",
+    "inconsistent",
+    "missing_field",
+    "unknown_send_result",
+    "wrong_type",
+)
+"""Every ``reason`` a skipped record is counted under."""
 MOBILE_PATTERN = re.compile(r"^[1-9]\d{6,14}$")
 
 

@@ -231,11 +231,6 @@ def test_an_unknown_status_code_is_exported_as_category_unknown(sim: Simulator, 
     assert unknown == {"ZZ:9999": "unknown"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fetch.read_range advances the offset by the records returned, so a page that "
-    "starts early without a change of total loses the records it pushed out",
-)
 def test_records_duplicated_across_pages_are_counted_once(sim: Simulator, run) -> None:
     r = run(page_size=10)
     faults(sim, {"fault": "duplicate_records", "shift": 3, "count": 5})

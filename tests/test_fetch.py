@@ -35,10 +35,19 @@ def test_reads_every_page_until_total():
     assert read.requests == 2
 
 
-def test_counts_a_record_repeated_across_pages_once():
-    # A record shifted across the page boundary shows up twice.
-    source = ScriptedSource([(4, [rec(1), rec(2)], []), (4, [rec(2), rec(3)], [])])
+def test_counts_a_record_repeated_across_pages_once_and_reads_the_one_it_pushed_out():
+    # A record shifted across the page boundary shows up twice and pushes m004 one page on.
+    source = ScriptedSource(
+        [(4, [rec(1), rec(2)], []), (4, [rec(2), rec(3)], []), (4, [rec(3), rec(4)], [])]
+    )
     read = read_range(source, QUERY, RecordList)
+    assert [r.message_id for r in read.sink.records] == ["m001", "m002", "m003", "m004"]
+    assert [q.offset for q in source.queries] == [0, 2, 3]
+
+
+def test_reads_again_when_pages_held_fewer_records_than_the_total():
+    pages = [(3, [rec(1), rec(2)], []), (3, [], []), (3, [rec(1), rec(2)], []), (3, [rec(3)], [])]
+    read = read_range(ScriptedSource(pages), QUERY, RecordList)
     assert [r.message_id for r in read.sink.records] == ["m001", "m002", "m003"]
 
 
