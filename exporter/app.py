@@ -209,7 +209,7 @@ class Exporter:
                 with slot.lock:  # waits for the account's poll in flight
                     stats = slot.client.stats if slot.client is not None else None
                     client, http, source = self._source(account, config, stats)
-                    self._reconfigure(slot.poller, account, config, source)
+                    slot.poller.reconfigure(account, config, source)
                     if slot.http is not None:
                         retired.append(slot.http)
                     slot.client, slot.http, slot.source = client, http, source
@@ -258,18 +258,6 @@ class Exporter:
         if problems:
             return text(400, "\n".join(["configuration rejected; the old one stays:", *problems]))
         return text(200, "configuration reloaded")
-
-    @staticmethod
-    def _reconfigure(
-        poller: Poller, account: AccountConfig, config: Config, source: DetailsSource
-    ) -> None:
-        # The poller and its engine keep their state (tallies, pending messages,
-        # counters); only what they read by is replaced.
-        poller.account = account
-        poller.config = config
-        poller.source = source
-        poller.engine.config = config
-        poller._templates_at = float("-inf")  # read the template list again
 
     def exposition_text(self) -> bytes:
         """The current exposition, freshly rendered."""

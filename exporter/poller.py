@@ -48,21 +48,27 @@ class Poller:
         self.source = source
         self.shard = shard
         self._clock = clock
-        selection = account.templates
-        # One query for all templates only when all are exported: a shard or a filtered
-        # selection would otherwise pay for records it throws away.
-        everything = selection.discover and not selection.include and not selection.exclude
-        self.engine = Engine(
-            config,
-            cross_template=everything and shard.count == 1,
-            full_scan=config.engine == "full_scan",
-        )
+        self.engine = Engine(config, cross_template=False)
+        self.reconfigure(account, config, source)
         self._templates: tuple[SmsTemplate, ...] = ()
         self._templates_at = float("-inf")
         self._last: AccountSnapshot = AccountSnapshot(
             account=account.name, up=False, poll_interval=config.poll_interval
         )
         self._failures = 0
+
+    def reconfigure(self, account: AccountConfig, config: Config, source: DetailsSource) -> None:
+        """Apply a reloaded config; tallies, pending messages and counters are kept."""
+        self.account, self.config, self.source = account, config, source
+        selection = account.templates
+        # One query for all templates only when all are exported: a shard or a filtered
+        # selection would otherwise pay for records it throws away.
+        everything = selection.discover and not selection.include and not selection.exclude
+        self.engine.config = config
+        self.engine.full_scan = config.engine == "full_scan"
+        self.engine.cross_template = everything and self.shard.count == 1
+        self.engine.cross_template &= not self.engine.full_scan
+        self._templates_at = float("-inf")  # read the template list again
 
     @property
     def last(self) -> AccountSnapshot:
@@ -96,6 +102,8 @@ class Poller:
         except BudgetExhausted as exc:
             partial = str(exc)
         except UpstreamError as exc:
+            if exc.status == 404:
+                self._templates_at = float("-inf")  # a template may be gone: list again
             self._failures += 1
             self._last = self._failed(exc, time.perf_counter() - started)
             log.warning(
