@@ -40,12 +40,14 @@ def _start_exporter(workdir: Path, synchronous: str) -> tuple[subprocess.Popen[b
         f"receiver: {{store_path: {workdir / f'push-{synchronous}.db'}, synchronous: {synchronous}}}\n",
         encoding="utf-8",
     )
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "exporter", "--config.file", str(config)),
-            *("--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warning"),
-        ],
-    )
+    with (workdir / f"exporter-{synchronous}.log").open("ab") as log:
+        proc = subprocess.Popen(
+            stderr=log,
+            args=[
+                *(sys.executable, "-m", "exporter", "--config.file", str(config)),
+                *("--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warning"),
+            ],
+        )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -98,10 +100,16 @@ def _worker(
 
     def loop(thread: int) -> None:
         nonlocal errors
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         path, body, headers = _request(mode, f"warmup-{mode}-{worker}-{thread}")
-        conn.request("POST", path, body=body, headers=headers)
-        conn.getresponse().read()
+        for _attempt in range(50):  # many connects at once can overflow the accept backlog
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                conn.request("POST", path, body=body, headers=headers)
+                conn.getresponse().read()
+                break
+            except OSError:
+                conn.close()
+                time.sleep(0.05)
         mine: list[float] = []
         bad = 0
         n = 0
@@ -168,6 +176,9 @@ def run(
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    exporter_log = (workdir / f"exporter-{synchronous}.log").read_text(errors="replace")
+    if "Traceback" in exporter_log:
+        print(exporter_log[-3000:], file=sys.stderr)
     latencies = [x for lat, _ in results for x in lat]
     errors = sum(e for _, e in results)
     with closing(sqlite3.connect(workdir / f"push-{synchronous}.db")) as conn:
