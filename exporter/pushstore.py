@@ -18,11 +18,13 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from exporter.client import RequestStats
+from exporter.errors import UpstreamUnavailable
 from exporter.records import DetailsPage, DetailsQuery, SendRecord, SendResult, mask_mobile
 from exporter.status_codes import DELIVERED_CODE, describe
 from exporter.templates import SmsTemplate
@@ -419,6 +421,18 @@ class PushStore:
 
     # -- reads: the sending-details contract -------------------------------------
 
+    @contextmanager
+    def _reading(self, endpoint: str, started: float) -> Iterator[None]:
+        """A failed read is an upstream error for the poller (``up 0``), not a crash."""
+        if self._closed:
+            self.stats.observe(endpoint, "error", time.perf_counter() - started)
+            raise UpstreamUnavailable("push store: closed")
+        try:
+            yield
+        except sqlite3.Error as exc:
+            self.stats.observe(endpoint, "error", time.perf_counter() - started)
+            raise UpstreamUnavailable(f"push store: {exc}") from exc
+
     def query(self, query: DetailsQuery) -> DetailsPage:
         """One page of the stored messages, ordered by (send time, message id)."""
         started = time.perf_counter()
@@ -436,7 +450,7 @@ class PushStore:
         clause = " AND ".join(where)
         count_sql = f"SELECT count(*) FROM messages WHERE {clause}"  # noqa: S608 - fixed parts
         page_sql = f"{_COLUMNS} WHERE {clause} ORDER BY send_ms, message_id LIMIT ? OFFSET ?"
-        with self._read_lock:
+        with self._read_lock, self._reading("send_details", started):
             conn = self._reader
             conn.execute("BEGIN")  # one snapshot for the total and the page
             try:
@@ -464,7 +478,7 @@ class PushStore:
     def list_templates(self) -> list[SmsTemplate]:
         """Templates seen in registrations or attributed reports within the retention."""
         started = time.perf_counter()
-        with self._read_lock:
+        with self._read_lock, self._reading("templates", started):
             rows = self._reader.execute(
                 "SELECT template_id FROM templates ORDER BY template_id"
             ).fetchall()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter.errors import UpstreamUnavailable
 from exporter.pushstore import (
     UNKNOWN_TEMPLATE,
     PushStore,
@@ -196,6 +197,15 @@ def test_writes_after_close_are_refused(tmp_path: Path):
     store.close()
     with pytest.raises(StoreUnavailable):
         store.add_reports([StatusReport("m", "DELIVRD")])
+
+
+def test_reads_after_close_are_upstream_errors(tmp_path: Path):
+    store = PushStore(tmp_path / "p.db")
+    store.close()
+    with pytest.raises(UpstreamUnavailable, match="push store: closed"):
+        store.query(DetailsQuery(0, 1))
+    with pytest.raises(UpstreamUnavailable):
+        store.list_templates()
 
 
 def test_synchronous_mode_is_checked(tmp_path: Path):
