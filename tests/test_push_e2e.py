@@ -223,3 +223,19 @@ def test_exporter_serves_signed_pushes_past_basic_auth_and_exports_them(tmp_path
     )
     assert 'msgsms_push_reports_total{kind="single"} 1.0' in text
     assert "msgsms_push_registrations_total 1.0" in text
+
+
+def test_simulator_cli_needs_keys_to_sign_pushes(monkeypatch: pytest.MonkeyPatch, capsys):
+    from exporter.simulator.cli import build_parser, main
+
+    monkeypatch.delenv("MSGSMS_PUSH_ACCESS_KEY", raising=False)
+    monkeypatch.delenv("MSGSMS_PUSH_SECRET_KEY", raising=False)
+    assert main(["--push.url", "http://127.0.0.1:9", "--push.sign", "--log.level", "error"]) == 1
+    assert "--push.sign needs MSGSMS_PUSH_ACCESS_KEY" in capsys.readouterr().err
+    args = build_parser().parse_args(["--push.url", "http://x", "--push.mode", "single"])
+    assert (args.push_url, args.push_mode, args.push_register) == ("http://x", "single", True)
+
+
+def test_push_mode_is_checked():
+    with pytest.raises(ValueError, match="single"):
+        PushConfig(url="http://x", mode="both")
