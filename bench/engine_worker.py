@@ -21,6 +21,7 @@ import httpx
 from exporter.app import Exporter
 from exporter.config import AccountConfig, Config, Secret, TemplateSelection
 from exporter.logs import configure_logging
+from exporter.snapshot import CodeCount
 from exporter.timestamps import parse_rfc3339
 from exporter.web import WebServer
 
@@ -31,6 +32,14 @@ def rss_bytes() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def codes(counts: tuple[CodeCount, ...]) -> dict[str, int]:
+    """Counts by status code; the per-category "other" rows are summed."""
+    out: dict[str, int] = {}
+    for c in counts:
+        out[c.status_code] = out.get(c.status_code, 0) + c.count
+    return out
 
 
 def main() -> int:
@@ -81,8 +90,7 @@ def main() -> int:
                     for t in (window.templates if window else ())
                 },
                 "codes": {
-                    t.template_id: {c.status_code: c.count for c in t.codes}
-                    for t in (window.templates if window else ())
+                    t.template_id: codes(t.codes) for t in (window.templates if window else ())
                 },
             }
         elif command == "usage":

@@ -45,12 +45,15 @@ class Budget:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
+        self.step = "read"
+        self.by_step: Counter[str] = Counter()
 
     def take(self) -> None:
         """Spend one request, or raise BudgetExhausted."""
         if self.used >= self.limit:
             raise BudgetExhausted(f"request budget of {self.limit} spent")
         self.used += 1
+        self.by_step[self.step] += 1
 
 
 class _Budgeted:
@@ -58,10 +61,10 @@ class _Budgeted:
 
     def __init__(self, source: PageSource, budget: Budget) -> None:
         self._source = source
-        self._budget = budget
+        self.budget = budget
 
     def query(self, query: DetailsQuery) -> DetailsPage:
-        self._budget.take()
+        self.budget.take()
         return self._source.query(query)
 
 
@@ -96,7 +99,7 @@ class PollOutcome:
 
     end: int
     counters: Counters
-    requests: int = 0
+    requests: Counter[str] = field(default_factory=Counter)
     checks_done: bool = False
 
     def grow(self, template_id: str, growth: Growth) -> None:
@@ -125,6 +128,23 @@ class _MinuteFold:
             self.pending[record.message_id] = PendingMessage(
                 record.template_id, minute, record.send_time
             )
+
+
+class _OlderRecord(Exception):
+    """A record older than the new minutes: something appeared in a minute already read."""
+
+
+@dataclass(slots=True)
+class _NewOnly:
+    """Folds records of the new minutes; an older record means a hold was released."""
+
+    since: int
+    fold: _MinuteFold = field(default_factory=lambda: _MinuteFold())
+
+    def add(self, record: SendRecord) -> None:
+        if record.send_time < self.since:
+            raise _OlderRecord
+        self.fold.add(record)
 
 
 @dataclass(slots=True)
@@ -207,6 +227,7 @@ class Engine:
         self.pending: dict[str, PendingMessage] = {}
         self.read: set[int] = set()
         self.end: int | None = None
+        self.end_before: int | None = None
         self.counters = Counters()
         self.last: PollOutcome | None = None
 
@@ -223,16 +244,20 @@ class Engine:
             self.read.clear()
         for template_id in templates:
             self.ledgers.setdefault(template_id, TemplateLedger())
-        self.end = end
+        self.end_before, self.end = self.end, end
         earlier = set(self.read)
         try:
+            holds_checked = self._read_new_with_hold_check(paid, templates, end, outcome)
             self._read_unread(paid, templates, end, outcome)
             if not self.full_scan:
-                self._check_holds(paid, templates, end, earlier, outcome)
+                if not holds_checked:
+                    budget.step = "holds"
+                    self._check_holds(paid, templates, end, earlier, outcome)
+                budget.step = "pending"
                 self._resolve_pending(paid, outcome)
             outcome.checks_done = True
         finally:
-            outcome.requests = budget.used
+            outcome.requests = budget.by_step
         return outcome
 
     def unread_minutes(self, start: int, end: int) -> int:
@@ -267,6 +292,36 @@ class Engine:
         for chunk_start, chunk_end in chunks_newest_first(runs(unread), size):
             self._read_minutes(source, templates, chunk_start, chunk_end, outcome)
 
+    def _read_new_with_hold_check(
+        self, source: PageSource, templates: list[str], end: int, outcome: PollOutcome
+    ) -> bool:
+        """Read the new minutes and check the review-hold horizon with the same requests.
+
+        Records come in send-time order, so a query from the horizon's start that skips
+        the records already known returns the new minutes' records first, unless a held
+        message appeared earlier: then its first record is older, and False sends the
+        poll the long way. True means the new minutes are read and no hold appeared.
+        """
+        previous = self.end_before
+        if not self.cross_template or self.full_scan or previous is None or previous >= end:
+            return False
+        horizon = max(end - int(self.config.review_hold_horizon), end - int(self.config.window))
+        if horizon >= previous or any(m not in self.read for m in range(horizon, previous, MINUTE)):
+            return False
+        known = self._known_total(None, horizon, previous)
+        query = DetailsQuery(horizon, end, limit=self.config.page_size)
+        try:
+            read = read_range(source, query, lambda: _NewOnly(previous), skip=known)
+        except _OlderRecord:
+            return False
+        if read.total != known + read.fetched + sum(read.rejected.values()):
+            return False  # fewer than known: something vanished; take the long way
+        outcome.count(read)
+        fold = read.sink.fold
+        targets = set(templates) | set(fold.tallies) | set(self.ledgers)
+        self._apply_fold(fold, targets, previous, end, outcome)
+        return True
+
     def _read_minutes(
         self,
         source: PageSource,
@@ -293,6 +348,17 @@ class Engine:
                 outcome.count(read)
                 fold.tallies[template_id] = read.sink.tallies.get(template_id, {})
                 fold.pending.update(read.sink.pending)
+        self._apply_fold(fold, targets, start, end, outcome)
+
+    def _apply_fold(
+        self,
+        fold: _MinuteFold,
+        targets: set[str],
+        start: int,
+        end: int,
+        outcome: PollOutcome,
+    ) -> None:
+        """Make a fresh read of [start, end) the truth for those minutes of ``targets``."""
         self.pending = {
             k: p
             for k, p in self.pending.items()
@@ -303,8 +369,7 @@ class Engine:
             ledger = self.ledgers.setdefault(template_id, TemplateLedger())
             tallies = fold.tallies.get(template_id, {})
             outcome.grow(template_id, ledger.replace(start, end, MINUTE, tallies))
-        if only is None:
-            self.read.update(range(start, end, MINUTE))
+        self.read.update(range(start, end, MINUTE))
 
     def _check_holds(
         self,
@@ -317,33 +382,58 @@ class Engine:
         """Find minutes where held messages appeared, by totals; read only those again."""
         horizon = max(end - int(self.config.review_hold_horizon), end - int(self.config.window))
         minutes = [m for m in earlier if horizon <= m < end]
-        groups = [None] if self.cross_template else list(templates)
-        for template_id in groups:
+        scopes: list[str | None] = [None] if self.cross_template else list(templates)
+        for scope in scopes:
+            changed: list[int] = []
             for start, stop in runs(minutes):
-                self._bisect_changes(source, templates, template_id, start, stop, outcome)
+                self._find_changed(source, scope, start, stop, changed)
+            for start, stop in runs(changed):
+                if scope is None:
+                    self._reread_across_templates(source, templates, start, stop, outcome)
+                else:
+                    self._read_minutes(source, templates, start, stop, outcome, only=scope)
 
     def _known_total(self, template_id: str | None, start: int, end: int) -> int:
         ids = self.ledgers if template_id is None else [template_id]
         return sum(self.window(t, start, end).total for t in ids)
 
-    def _bisect_changes(
-        self,
-        source: PageSource,
-        templates: list[str],
-        template_id: str | None,
-        start: int,
-        end: int,
-        outcome: PollOutcome,
+    def _find_changed(
+        self, source: PageSource, scope: str | None, start: int, end: int, changed: list[int]
     ) -> None:
-        page = source.query(DetailsQuery(start, end, template_id, limit=1))
-        if page.total == self._known_total(template_id, start, end):
+        """Collect the minutes of [start, end) whose total is not the known one (bisection)."""
+        page = source.query(DetailsQuery(start, end, scope, limit=1))
+        if page.total == self._known_total(scope, start, end):
             return
         if end - start <= MINUTE:
-            self._read_minutes(source, templates, start, end, outcome, only=template_id)
+            changed.append(start)
             return
         middle = start + ((end - start) // MINUTE // 2) * MINUTE
-        self._bisect_changes(source, templates, template_id, start, middle, outcome)
-        self._bisect_changes(source, templates, template_id, middle, end, outcome)
+        self._find_changed(source, scope, start, middle, changed)
+        self._find_changed(source, scope, middle, end, changed)
+
+    def _reread_across_templates(
+        self, source: PageSource, templates: list[str], start: int, end: int, outcome: PollOutcome
+    ) -> None:
+        """Read changed minutes again: whole, or only the templates that changed, if cheaper.
+
+        A review hold releases one template's messages, so one total per template usually
+        finds it at a fraction of the cost of reading every template's records again.
+        """
+        if self._known_total(None, start, end) / self.config.page_size <= len(self.ledgers):
+            self._read_minutes(source, templates, start, end, outcome)
+            return
+        for template_id in sorted(self.ledgers):
+            page = source.query(DetailsQuery(start, end, template_id, limit=1))
+            if page.total != self._known_total(template_id, start, end):
+                changed: list[int] = []
+                self._find_changed(source, template_id, start, end, changed)
+                for run_start, run_end in runs(changed):
+                    self._read_minutes(
+                        source, templates, run_start, run_end, outcome, only=template_id
+                    )
+        check = source.query(DetailsQuery(start, end, limit=1))
+        if check.total != self._known_total(None, start, end):
+            self._read_minutes(source, templates, start, end, outcome)  # a template we lack
 
     def _resolve_pending(self, source: PageSource, outcome: PollOutcome) -> None:
         """Find which pending messages resolved, then read just those."""
@@ -357,13 +447,20 @@ class Engine:
         assert self.end is not None
         recent_from = self.end - RECENT_PENDING_SECONDS
         for template_id, messages in scopes.items():
-            old = {k: m for k, m in messages.items() if m.minute < recent_from}
-            new = {k: m for k, m in messages.items() if m.minute >= recent_from}
-            for group, check_total in ((old, True), (new, False)):
+            if len(messages) <= self.config.page_size:
+                # Few enough for one page: one scan is as cheap as a total.
+                groups = [(messages, False)]
+            else:
+                old = {k: m for k, m in messages.items() if m.minute < recent_from}
+                new = {k: m for k, m in messages.items() if m.minute >= recent_from}
+                groups = [(old, True), (new, False)]
+            for group, check_total in groups:
                 if group:
                     resolved.update(
                         self._scan_pending(source, template_id, group, check_total, outcome)
                     )
+        if isinstance(source, _Budgeted):
+            source.budget.step = "resolved"
         self._read_resolved(source, resolved, outcome)
 
     def _scan_pending(
@@ -394,31 +491,43 @@ class Engine:
     def _read_resolved(
         self, source: PageSource, resolved: dict[str, PendingMessage], outcome: PollOutcome
     ) -> None:
+        """Read the resolved messages in narrow ranges: per template, or across templates
+        when that needs fewer ranges (many quiet templates)."""
+        if not resolved:
+            return
+        page = self.config.page_size
+        plans: list[list[tuple[str | None, float, float]]] = []
         by_template: dict[str, list[PendingMessage]] = {}
         for message in resolved.values():
             by_template.setdefault(message.template_id, []).append(message)
+        per_template: list[tuple[str | None, float, float]] = []
         for template_id, messages in sorted(by_template.items()):
-            ledger = self.ledgers[template_id]
+            busiest = max(self._records_in(template_id, m.minute) for m in messages)
             times = sorted(m.send_time for m in messages)
-            busiest = max(self._minute_total(ledger, m.minute) for m in messages)
-            for start, end in coalesce(times, busiest / MINUTE, self.config.page_size):
-                query = DetailsQuery(start, end, template_id, limit=self.config.page_size)
-                read = read_range(source, query, lambda: _Wanted(resolved))
-                outcome.count(read)
-                for record in read.sink.found:
-                    self._apply_resolution(ledger, record, outcome)
+            per_template += [
+                (template_id, a, b) for a, b in coalesce(times, busiest / MINUTE, page)
+            ]
+        plans.append(per_template)
+        if self.cross_template:
+            busiest = max(self._records_in(None, m.minute) for m in resolved.values())
+            times = sorted(m.send_time for m in resolved.values())
+            plans.append([(None, a, b) for a, b in coalesce(times, busiest / MINUTE, page)])
+        for scope, start, end in min(plans, key=len):
+            query = DetailsQuery(start, end, scope, limit=page)
+            read = read_range(source, query, lambda: _Wanted(resolved))
+            outcome.count(read)
+            for record in read.sink.found:
+                self._apply_resolution(record, outcome)
 
-    @staticmethod
-    def _minute_total(ledger: TemplateLedger, minute: int) -> int:
-        tally = ledger.buckets.get(minute)
-        return max(1, tally.total if tally else 0)
+    def _records_in(self, template_id: str | None, minute: int) -> int:
+        """Records known in one minute, of one template or all (at least 1)."""
+        return max(1, self._known_total(template_id, minute, minute + MINUTE))
 
-    def _apply_resolution(
-        self, ledger: TemplateLedger, record: SendRecord, outcome: PollOutcome
-    ) -> None:
+    def _apply_resolution(self, record: SendRecord, outcome: PollOutcome) -> None:
         message = self.pending.pop(record.message_id, None)
         if message is None:
             return
+        ledger = self.ledgers.setdefault(message.template_id, TemplateLedger())
         tally = ledger.buckets.setdefault(message.minute, Tally())
         tally.sending = max(0, tally.sending - 1)
         tally.add(record)

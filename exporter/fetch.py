@@ -71,20 +71,23 @@ class RangeRead(Generic[S]):
     rejected: Counter[str] = field(default_factory=Counter)
 
 
-def read_range(source: PageSource, query: DetailsQuery, sink: Callable[[], S]) -> RangeRead[S]:
+def read_range(
+    source: PageSource, query: DetailsQuery, sink: Callable[[], S], *, skip: int = 0
+) -> RangeRead[S]:
     """Every record matching ``query`` (its offset is ignored) into a fresh ``sink()``.
 
     Records stream into the sink page by page, so memory does not grow with the range.
     They come ordered by (send time, message id), so a record repeated at a page
     boundary (offsets drift while data changes) is recognised by its key and skipped.
     If ``total`` changes between pages the read starts over with a new sink, at most
-    MAX_RESTARTS times.
+    MAX_RESTARTS times. ``skip`` starts at that offset, for callers that know how many
+    records precede the ones they want.
     """
     requests = 0
     for _attempt in range(MAX_RESTARTS + 1):
         out = RangeRead(sink=sink(), requests=requests)
         last_key: tuple[float, str] | None = None
-        offset = 0
+        offset = skip
         first_total: int | None = None
         changed = False
         while True:
@@ -116,7 +119,7 @@ def read_range(source: PageSource, query: DetailsQuery, sink: Callable[[], S]) -
                 break
         out.total = first_total or 0
         requests = out.requests
-        seen = out.fetched + sum(out.rejected.values())
+        seen = skip + out.fetched + sum(out.rejected.values())
         if not changed and seen >= out.total:
             return out
         # Fewer records than the total promised (or the total moved): read it again.

@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from exporter.errors import RecordError, UpstreamMalformed
 from exporter.timestamps import format_rfc3339, parse_rfc3339
@@ -64,9 +64,12 @@ class DetailsQuery:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class SendRecord:
-    """One message as the sending-details query reports it."""
+class SendRecord(NamedTuple):
+    """One message as the sending-details query reports it.
+
+    A NamedTuple rather than a frozen dataclass: records are built by the tens of
+    thousands per poll, and a tuple is built several times faster.
+    """
 
     message_id: str
     template_id: str
