@@ -110,7 +110,7 @@ class Config:
     review_hold_horizon: float = 900.0
     pending_horizon: float = 72 * 3600.0
     max_staleness: int = 3
-    settle_delay: float = 120.0
+    settle_delay: float = 180.0
     engine: str = "incremental"
 
     @property

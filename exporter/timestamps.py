@@ -13,7 +13,7 @@ _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=256)
 def _second(text: str) -> int:
     return int(datetime.fromisoformat(text + "+00:00").timestamp())
 

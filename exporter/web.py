@@ -221,6 +221,9 @@ def _handler(
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 drops the SYNs of a burst of new connections
+    # (many scrapers at once, pushes): each dropped SYN costs the client a 1 s retry.
+    request_queue_size = 128
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that times out, resets or fails the TLS handshake is not our error."""
