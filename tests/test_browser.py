@@ -113,6 +113,19 @@ def _expected(site: Site, records: list[SendRecord]) -> list[tuple[str, ...]]:
     return [record_cells(r, names) for r in records]
 
 
+def _click_and_load(driver, element_id: str) -> None:
+    """Click a control that loads a new page, and wait until the new page is there."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old_page = driver.find_element(_by("TAG_NAME"), "html")
+    driver.find_element(_by("ID"), element_id).click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(old_page))
+    WebDriverWait(driver, 30).until(
+        lambda d: d.execute_script("return document.readyState") == "complete"
+    )
+
+
 def _select(driver, element_id: str, value: str) -> None:
     from selenium.webdriver.support.ui import Select
 
@@ -139,7 +152,7 @@ def test_details_filters_by_template_and_result(site: Site, browser):
     _select(browser, "template", SENDER_CHECK)
     _select(browser, "result", "failed")
     _select(browser, "last", "1h")
-    browser.find_element(_by("ID"), "search").click()
+    _click_and_load(browser, "search")
     total, records = _direct(site, SENDER_CHECK, SendResult.FAILED, 1)
     assert total > 0
     assert _rows(browser) == _expected(site, records)
@@ -153,16 +166,16 @@ def test_details_pages_forward_and_back(site: Site, browser):
     total, first = _direct(site, LOGIN, SendResult.SUCCESS, 1)
     assert total > 30
     assert _rows(browser) == _expected(site, first)
-    browser.find_element(_by("ID"), "next").click()
+    _click_and_load(browser, "next")
     assert browser.find_element(_by("ID"), "page").text.startswith("Page 2 of ")
     assert _rows(browser) == _expected(site, _direct(site, LOGIN, SendResult.SUCCESS, 2)[1])
-    browser.find_element(_by("ID"), "next").click()
+    _click_and_load(browser, "next")
     assert _rows(browser) == _expected(site, _direct(site, LOGIN, SendResult.SUCCESS, 3)[1])
     browser.save_screenshot(str(SCREENSHOTS / "details-page-3.png"))
-    browser.find_element(_by("ID"), "prev").click()
+    _click_and_load(browser, "prev")
     assert browser.find_element(_by("ID"), "page").text.startswith("Page 2 of ")
     assert _rows(browser) == _expected(site, _direct(site, LOGIN, SendResult.SUCCESS, 2)[1])
-    browser.find_element(_by("ID"), "prev").click()
+    _click_and_load(browser, "prev")
     assert _rows(browser) == _expected(site, first)
     assert browser.find_elements(_by("ID"), "prev") == []
 
@@ -174,7 +187,7 @@ def test_details_shows_the_error_for_a_25_hour_range(site: Site, browser):
         "document.getElementById('start').value = '2026-11-25T09:00:00';"
         "document.getElementById('end').value = '2026-11-26T10:00:00';"
     )
-    browser.find_element(_by("ID"), "search").click()
+    _click_and_load(browser, "search")
     error = browser.find_element(_by("ID"), "error")
     assert error.text == "Sending time: the range spans 25 h; a query may span at most 24 h."
     assert browser.find_elements(_by("ID"), "records") == []
