@@ -108,7 +108,6 @@ class Config:
     max_query_span: float = 86400.0
     request_budget: int = 2000
     review_hold_horizon: float = 900.0
-    pending_horizon: float = 72 * 3600.0
     max_staleness: int = 3
     settle_delay: float = 180.0
     engine: str = "incremental"
@@ -438,7 +437,6 @@ _TOP_KEYS = {
     "windows",
     "request_budget",
     "review_hold_horizon",
-    "pending_horizon",
     "max_staleness",
     "settle_delay",
     "engine",
@@ -496,8 +494,6 @@ def parse_config(raw: object, env: Mapping[str, str]) -> Config:
             spec, "review_hold_horizon", "", _duration, defaults.review_hold_horizon
         )
         or defaults.review_hold_horizon,
-        pending_horizon=reader.get(spec, "pending_horizon", "", _duration, defaults.pending_horizon)
-        or defaults.pending_horizon,
         max_staleness=reader.get(spec, "max_staleness", "", _positive_int, defaults.max_staleness)
         or defaults.max_staleness,
         settle_delay=_or(
