@@ -513,17 +513,26 @@ def parse_config(raw: object, env: Mapping[str, str]) -> Config:
     return config
 
 
-def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
-    """Read and parse a YAML config file; ConfigError on any problem."""
+def parse_yaml(text: str, source: str) -> object:
+    """Parsed YAML, or ConfigError located at ``source:line:column``."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError([f"{where}: {problem}"]) from None
+
+
+def read_yaml(path: str | Path) -> object:
+    """A YAML file, parsed; ConfigError naming the file when it cannot be read or parsed."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError([f"{where}: {problem}"]) from exc
-    return parse_config(raw, os.environ if env is None else env)
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    return parse_yaml(text, str(path))
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and parse a YAML config file; ConfigError on any problem."""
+    return parse_config(read_yaml(path), os.environ if env is None else env)

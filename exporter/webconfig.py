@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import bcrypt
-import yaml
 
+from exporter.config import read_yaml
 from exporter.errors import ConfigError
 
 _TOP_KEYS = {"tls_server_config", "basic_auth_users"}
@@ -167,16 +167,7 @@ def parse_web_config(raw: object) -> WebConfig:
 
 def load_web_config(path: str | Path) -> WebConfig:
     """Read and parse a web config file; ConfigError on any problem."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ConfigError([f"{where}: {getattr(exc, 'problem', None) or 'invalid YAML'}"]) from None
+    raw = read_yaml(path)
     try:
         return parse_web_config(raw)
     except ConfigError as exc:

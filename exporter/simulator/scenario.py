@@ -12,8 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from exporter.config import parse_yaml
 from exporter.errors import ConfigError
 from exporter.status_codes import StatusCategory
 
@@ -342,12 +341,7 @@ def load_scenario(path: str | Path | None = None) -> Scenario:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError([f"{source}: cannot read: {exc.strerror}"]) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError([f"{source}{line}: invalid YAML"]) from exc
+    data = parse_yaml(text, source)
     try:
         return parse_scenario(data)
     except ConfigError as exc:
