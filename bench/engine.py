@@ -42,6 +42,22 @@ PAGE = 100
 SCALE = "1"
 
 
+def simulator_args(scenario: str, scale: str) -> tuple[str, ...]:
+    """A manual-clock simulator with an hour of history, for a scenario at a scale."""
+    return (
+        "--clock",
+        "manual",
+        "--start-time",
+        START,
+        "--history",
+        "1h",
+        "--scenario.file",
+        scenario,
+        "--scale",
+        scale,
+    )
+
+
 class Worker:
     """An exporter process driven line by line."""
 
@@ -160,18 +176,7 @@ def scrape_latency(
 
 def run_1m(hours: float) -> dict:
     polls = int(hours * 60)
-    args = (
-        "--clock",
-        "manual",
-        "--start-time",
-        START,
-        "--history",
-        "1h",
-        "--scenario.file",
-        SCENARIO_1M,
-        "--scale",
-        SCALE,
-    )
+    args = simulator_args(SCENARIO_1M, SCALE)
     out: dict = {}
     with simulator_process(*args, startup_timeout=300) as url, httpx.Client(timeout=120) as http:
         sim = Sim(url, http)
@@ -222,18 +227,7 @@ def run_1m(hours: float) -> dict:
 
 
 def run_rss(scale: str, hours: float) -> int:
-    args = (
-        "--clock",
-        "manual",
-        "--start-time",
-        START,
-        "--history",
-        "1h",
-        "--scenario.file",
-        SCENARIO_1M,
-        "--scale",
-        scale,
-    )
+    args = simulator_args(SCENARIO_1M, scale)
     with simulator_process(*args, startup_timeout=300) as url, httpx.Client(timeout=120) as http:
         sim = Sim(url, http)
         with workers(url, ["--settle", "180", "--top", "30"]) as (inc,):
@@ -245,18 +239,7 @@ def run_rss(scale: str, hours: float) -> int:
 
 
 def run_sparse(polls: int) -> list[int]:
-    args = (
-        "--clock",
-        "manual",
-        "--start-time",
-        START,
-        "--history",
-        "1h",
-        "--scenario.file",
-        SCENARIO_SPARSE,
-        "--scale",
-        SCALE,
-    )
+    args = simulator_args(SCENARIO_SPARSE, SCALE)
     with simulator_process(*args, startup_timeout=300) as url, httpx.Client(timeout=120) as http:
         sim = Sim(url, http)
         with workers(url, ["--settle", "180"]) as (inc,):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
+from promtool import require_tool as require_binary
 from simulator_process import simulator_process
 
 from exporter.config import AccountConfig, Config, Secret, TemplateSelection
@@ -17,17 +16,6 @@ from exporter.timestamps import format_rfc3339, parse_rfc3339
 START = "2026-11-26T10:00:00Z"
 DEMO_AK, DEMO_SK = "demo-access-key", "demo-secret-key"
 PROJECT = "0123456789abcdef0123456789abcdef"
-
-
-def require_binary(name: str) -> str:
-    """The path of a tool; under CI=true a missing tool fails the test, it never skips."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed (./scripts/test installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 @dataclass

@@ -61,7 +61,7 @@ def require_tool(name: str) -> str:
     """The tool's path; a skip on a developer machine, a failure under CI=true."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (apt-get install --no-install-recommends prometheus)"
+        message = f"{name} is not installed (./scripts/test installs it)"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)

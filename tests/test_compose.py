@@ -6,13 +6,13 @@ import importlib.resources
 import json
 import os
 import posixpath
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from promtool import require_tool
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_DIR = REPO / "deploy" / "compose"
@@ -20,17 +20,6 @@ COMPOSE = COMPOSE_DIR / "compose.yaml"
 OVERRIDE = COMPOSE_DIR / "compose.override.example.yaml"
 PROMETHEUS = COMPOSE_DIR / "prometheus.yml"
 RULES = REPO / "config" / "prometheus" / "msgsms-rules.yml"
-
-
-def require_tool(name: str) -> str:
-    """The tool's path; a skip on a developer machine, a failure under CI=true."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed (see docs/deployment.md, 'Checks')"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def compose_schema() -> dict[str, Any]:

@@ -26,22 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from promtool import require_tool
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
 CONFIG_DIR = "/etc/msgsms-exporter"
 PORT = 9170
-
-
-def require_tool(name: str) -> str:
-    """The tool's path; a skip on a developer machine, a failure under CI=true."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed (see docs/deployment.md, 'Checks')"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def instructions() -> list[tuple[str, str]]:

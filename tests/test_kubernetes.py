@@ -7,7 +7,6 @@ import functools
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from promtool import require_tool
 
 REPO = Path(__file__).resolve().parents[1]
 KUSTOMIZE = REPO / "deploy" / "kubernetes"
@@ -27,17 +27,6 @@ CONFIG_MOUNT = "/etc/msgsms-exporter"
 KUBERNETES_VERSIONS = ("1.28.0", "latest")
 
 Object = dict[str, Any]
-
-
-def require_tool(name: str) -> str:
-    """The tool's path; a skip on a developer machine, a failure under CI=true."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed (see docs/deployment.md, 'Checks')"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 @functools.cache
