@@ -81,9 +81,9 @@ def test_a_hung_client_does_not_stop_metrics_and_is_timed_out(server: str) -> No
     host, port = server.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as hung:
         hung.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never finishes
-        started = time.monotonic()
-        assert httpx.get(f"{server}/metrics", auth=("prom", PASSWORD)).status_code == 200
-        assert time.monotonic() - started < 1.0
+        # Served while the hung client holds its connection (well inside its 10 s timeout).
+        metrics = httpx.get(f"{server}/metrics", auth=("prom", PASSWORD), timeout=5)
+        assert metrics.status_code == 200
         hung.settimeout(10)
         assert hung.recv(1024) == b""  # closed by the server after its client timeout
 
