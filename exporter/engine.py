@@ -4,15 +4,20 @@ Sending details change in three ways only: new messages arrive, pending ones res
 (up to 72 h later) and messages held for review appear late with their original send
 time. Per poll the engine therefore
 
-1. reads the minutes it has never read, newest first (at start-up: the whole window);
-2. checks, with one ``total`` per range, whether a held message appeared in a minute
-   still inside the review-hold horizon; only a changed minute is read again;
-3. scans the ``send_result=sending`` records of the minutes it holds pending messages
-   for, and reads just the messages that resolved, in narrow coalesced ranges.
+1. reads the minutes it has never read, newest first (at start-up: the whole window).
+   In steady state one query starting at the review-hold horizon, offset past the
+   records already known there, reads the new minute and proves that no held message
+   appeared (an older record in its answer would be one);
+2. otherwise checks the horizon with ``total`` queries, bisecting to the minutes (and,
+   across templates, to the template) that changed, and reads only those again;
+3. scans the ``send_result=sending`` records of the minutes holding pending messages,
+   and reads just the messages that resolved, in narrow coalesced ranges.
 
-State is per-minute tallies plus the ids of messages still pending (bounded by the
-pending volume, not the message volume). Every query goes through a :class:`Budget`;
-what the budget leaves undone is done next poll and the window is marked incomplete.
+A minute is first read ``settle_delay`` after it ends, when most of its messages are
+final, so step 3 stays small. State is per-minute tallies plus the ids of messages still
+pending (bounded by the pending volume, not the message volume). Every query goes
+through a :class:`Budget`; what the budget leaves undone is done next poll and the
+window is marked incomplete.
 """
 
 from __future__ import annotations
