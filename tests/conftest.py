@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+import structlog
 from promtool import require_tool as require_binary
 from simulator_process import simulator_process
 
@@ -16,6 +17,13 @@ from exporter.timestamps import format_rfc3339, parse_rfc3339
 START = "2026-11-26T10:00:00Z"
 DEMO_AK, DEMO_SK = "demo-access-key", "demo-secret-key"
 PROJECT = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """Undo any test's ``configure_logging``: its stream may be a closed capture later."""
+    yield
+    structlog.reset_defaults()
 
 
 @dataclass

@@ -127,7 +127,8 @@ def test_turning_upstream_verification_off_warns_at_every_start(
     config = replace(config, accounts=(replace(config.accounts[0], tls_verify=False),))
     for _ in range(2):
         Exporter(config).stop()
-    assert capsys.readouterr().out.count("upstream TLS verification is off") == 2
+    captured = capsys.readouterr()
+    assert (captured.out + captured.err).count("upstream TLS verification is off") == 2
 
 
 # -- no secret anywhere -------------------------------------------------------------
