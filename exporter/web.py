@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
@@ -26,6 +27,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from exporter.snapshot import SnapshotBoard
 
 MAX_BODY_BYTES = 1024 * 1024
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 8 * MAX_BODY_BYTES
 CLIENT_TIMEOUT_SECONDS = 10.0
 HEALTH_PATHS = frozenset({"/-/healthy", "/-/ready"})
 REALM = 'Basic realm="msgsms-exporter", charset="UTF-8"'
@@ -179,17 +182,16 @@ def _handler(
             if (parts.path or "/") not in open_paths and not authorized(
                 auth, self.headers.get("Authorization")
             ):
-                self._send(Response(401, b"unauthorized\n", headers={"WWW-Authenticate": REALM}))
+                self._refuse(Response(401, b"unauthorized\n", headers={"WWW-Authenticate": REALM}))
                 return
             length_text = self.headers.get("Content-Length", "0") or "0"
             try:
                 length = int(length_text)
             except ValueError:
-                self._send(text(400, "bad Content-Length"))
+                self._refuse(text(400, "bad Content-Length"))
                 return
             if length < 0 or length > MAX_BODY_BYTES:
-                self._send(text(413, f"body larger than {MAX_BODY_BYTES} bytes"))
-                self.close_connection = True
+                self._refuse(text(413, f"body larger than {MAX_BODY_BYTES} bytes"))
                 return
             body = self.rfile.read(length) if length else b""
             request = Request(
@@ -200,6 +202,28 @@ def _handler(
                 body=body,
             )
             self._send(router.dispatch(request))
+
+        def _refuse(self, response: Response) -> None:
+            """Answer without reading the body, then close without resetting the answer.
+
+            Closing a socket with unread data makes the kernel send a reset, which can
+            destroy the answer before the client reads it: so stop writing, then read
+            and discard what the client is still sending, for a moment, before closing.
+            """
+            self.close_connection = True
+            self._send(replace(response, headers={**response.headers, "Connection": "close"}))
+            try:
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_WR)
+                self.connection.settimeout(LINGER_SECONDS)
+                drained = 0
+                while drained < LINGER_BYTES:
+                    chunk = self.connection.recv(65536)
+                    if not chunk:
+                        break
+                    drained += len(chunk)
+            except (OSError, ValueError):
+                pass  # the client went away first: nothing left to protect
 
         def _send(self, response: Response) -> None:
             self.send_response(response.status)
