@@ -108,7 +108,17 @@ class Exporter:
         self.registry.register(DeliveryCollector(lambda: self.board.snapshots()))
         self.reloads = ReloadCollector(time.time())
         self.registry.register(self.reloads)
-        self.exposition = ExpositionCache(self.registry, self.board)
+        # Besides polls, reloads and pushes change the exposition: pushes count in it at
+        # most a second late, so a flood of pushes still renders it once a second.
+        self.exposition = ExpositionCache(
+            self.registry,
+            self.board,
+            lambda: (
+                self.reloads.successful,
+                self.reloads.success_at,
+                int(time.monotonic()) if self.receiver is not None else 0,
+            ),
+        )
         self.push_store: PushStore | None = None
         self.receiver: Receiver | None = None
         if config.receiver is not None:

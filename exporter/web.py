@@ -103,18 +103,24 @@ def authorized(auth: Authenticator | None, header: str | None) -> bool:
 class ExpositionCache:
     """The ``/metrics`` body, rendered once per published snapshot, not once per scrape."""
 
-    def __init__(self, registry: CollectorRegistry, board: SnapshotBoard) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        board: SnapshotBoard,
+        changes: Callable[[], object] = lambda: None,
+    ) -> None:
         self._registry = registry
         self.board = board
         """The board whose version says when to render again; a reload swaps it."""
+        self._changes = changes
         self._lock = threading.Lock()
-        self._version: tuple[int, int] = (-1, -1)
+        self._version: tuple[object, ...] = ()
         self._body = b""
 
     def body(self) -> bytes:
         """The current exposition."""
         board = self.board
-        version = (id(board), board.version)
+        version = (id(board), board.version, self._changes())
         with self._lock:
             if version != self._version:
                 self._body = generate_latest(self._registry)
