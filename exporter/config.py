@@ -447,6 +447,20 @@ _TOP_KEYS = {
 }
 
 
+_SETTINGS: dict[str, Callable[[object], Any]] = {
+    "request_timeout": _duration,
+    "page_size": _positive_int,
+    "top_status_codes": _positive_int,
+    "max_query_span": _duration,
+    "request_budget": _positive_int,
+    "review_hold_horizon": _duration,
+    "max_staleness": _positive_int,
+    "settle_delay": _duration_or_zero,
+    "engine": _engine,
+}
+"""Top-level settings with a plain conversion, in the order their problems are reported."""
+
+
 def parse_config(raw: object, env: Mapping[str, str]) -> Config:
     """Turn parsed YAML into a Config, or raise ConfigError listing every problem."""
     reader = _Reader(env)
@@ -470,36 +484,18 @@ def parse_config(raw: object, env: Mapping[str, str]) -> Config:
     for name in sorted({n for n in names if names.count(n) > 1}):
         reader.problem("accounts", f"account name {name!r} is used more than once")
     defaults = Config(accounts=())
+
+    def setting(key: str, convert: Callable[[object], Any]) -> Any:
+        return _or(reader.get(spec, key, "", convert), getattr(defaults, key))
+
+    poll_interval = setting("poll_interval", _duration)
+    windows = _windows(reader, spec) or defaults.windows
     config = Config(
         accounts=tuple(accounts),
         receiver=receiver,
-        poll_interval=reader.get(spec, "poll_interval", "", _duration, defaults.poll_interval)
-        or defaults.poll_interval,
-        windows=_windows(reader, spec) or defaults.windows,
-        request_timeout=reader.get(spec, "request_timeout", "", _duration, defaults.request_timeout)
-        or defaults.request_timeout,
-        page_size=reader.get(spec, "page_size", "", _positive_int, defaults.page_size)
-        or defaults.page_size,
-        top_status_codes=reader.get(
-            spec, "top_status_codes", "", _positive_int, defaults.top_status_codes
-        )
-        or defaults.top_status_codes,
-        max_query_span=reader.get(spec, "max_query_span", "", _duration, defaults.max_query_span)
-        or defaults.max_query_span,
-        request_budget=reader.get(
-            spec, "request_budget", "", _positive_int, defaults.request_budget
-        )
-        or defaults.request_budget,
-        review_hold_horizon=reader.get(
-            spec, "review_hold_horizon", "", _duration, defaults.review_hold_horizon
-        )
-        or defaults.review_hold_horizon,
-        max_staleness=reader.get(spec, "max_staleness", "", _positive_int, defaults.max_staleness)
-        or defaults.max_staleness,
-        settle_delay=_or(
-            reader.get(spec, "settle_delay", "", _duration_or_zero), defaults.settle_delay
-        ),
-        engine=reader.get(spec, "engine", "", _engine, defaults.engine) or defaults.engine,
+        poll_interval=poll_interval,
+        windows=windows,
+        **{key: setting(key, convert) for key, convert in _SETTINGS.items()},
     )
     key = "windows" if "windows" in spec else "window"
     if config.window > config.max_query_span:

@@ -16,13 +16,11 @@ from typing import Any
 import httpx
 import pytest
 from conftest import START, Simulator, account_for, config_for
-from prometheus_client.parser import text_string_to_metric_families
+from exposition import Samples, exported_window, samples, total, value
 from simulator_process import simulator_process
 
 from exporter.app import Exporter
 from exporter.config import Secret
-
-Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
 
 
 @pytest.fixture(scope="module")
@@ -79,38 +77,6 @@ def run(sim: Simulator, request: pytest.FixtureRequest) -> Iterator[Any]:
 
 def faults(sim: Simulator, *rules: dict[str, Any]) -> None:
     sim.post("/-/faults", {"rules": list(rules)})
-
-
-def samples(exposition: bytes) -> Samples:
-    out: Samples = {}
-    for family in text_string_to_metric_families(exposition.decode()):
-        for sample in family.samples:
-            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-    return out
-
-
-def value(s: Samples, name: str, **labels: str) -> float:
-    """The one sample of ``name`` whose labels include ``labels`` (0 when absent)."""
-    found = [v for k, v in s.get(name, {}).items() if set(labels.items()) <= set(k)]
-    assert len(found) <= 1, (name, labels, found)
-    return found[0] if found else 0.0
-
-
-def total(s: Samples, name: str, **labels: str) -> float:
-    return sum(v for k, v in s.get(name, {}).items() if set(labels.items()) <= set(k))
-
-
-def exported_window(s: Samples) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for labels, v in s["msgsms_window_messages"].items():
-        d = dict(labels)
-        if d["window"] == "1h":
-            out.setdefault(d["template"], {"status_codes": {}})[d["result"]] = int(v)
-    for labels, v in s.get("msgsms_window_status_code_messages", {}).items():
-        d = dict(labels)
-        if d["window"] == "1h":
-            out[d["template"]]["status_codes"][d["status_code"]] = int(v)
-    return out
 
 
 def assert_equals_truth(sim: Simulator, s: Samples) -> None:

@@ -5,29 +5,10 @@ from __future__ import annotations
 import subprocess
 
 from conftest import Simulator, config_for, require_binary
-from prometheus_client.parser import text_string_to_metric_families
+from exposition import exported_window
+from exposition import samples as parse_samples
 
 from exporter.app import Exporter
-
-
-def _samples(exposition: bytes) -> dict[str, dict[tuple, float]]:
-    out: dict[str, dict[tuple, float]] = {}
-    for family in text_string_to_metric_families(exposition.decode()):
-        for sample in family.samples:
-            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-    return out
-
-
-def _exported_window(samples):
-    """Per template: counts by result and by status code, from the exposition."""
-    out: dict[str, dict] = {}
-    for labels, value in samples["msgsms_window_messages"].items():
-        d = dict(labels)
-        out.setdefault(d["template"], {"status_codes": {}})[d["result"]] = int(value)
-    for labels, value in samples.get("msgsms_window_status_code_messages", {}).items():
-        d = dict(labels)
-        out[d["template"]]["status_codes"][d["status_code"]] = int(value)
-    return out
 
 
 def _bounds(samples):
@@ -46,11 +27,11 @@ def test_window_counts_equal_truth_at_every_poll_for_two_simulated_hours(
     for _ in range(120):
         sim.advance(60)
         assert exporter.poll_once()
-        samples = _samples(exporter.exposition_text())
+        samples = parse_samples(exporter.exposition_text())
         start, end = _bounds(samples)
         assert end - start == 3600
         truth = sim.truth(start, end)
-        exported = _exported_window(samples)
+        exported = exported_window(samples)
         expected = {
             tid: {
                 "success": t["success"],
@@ -80,12 +61,12 @@ def test_counters_count_each_message_once(manual_simulator: Simulator, request):
     request.addfinalizer(exporter.stop)  # before the test ends, so no socket outlives it
     sim.advance(60)
     exporter.poll_once()
-    first = _samples(exporter.exposition_text())
+    first = parse_samples(exporter.exposition_text())
     start, _ = _bounds(first)
     for _ in range(30):
         sim.advance(60)
         exporter.poll_once()
-    last = _samples(exporter.exposition_text())
+    last = parse_samples(exporter.exposition_text())
     _, end = _bounds(last)
     # Messages sent in [start, end) — all seen, each counted once.
     truth = sim.truth(start, end)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from exposition import exported_window
+from exposition import samples as parse_samples
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.collector import DeliveryCollector
 from exporter.config import AccountConfig, Config, ReceiverConfig, TemplateSelection
@@ -79,25 +80,6 @@ def extend_chain(tmp_path: Path) -> Iterator[Chain]:
     yield from _chain(tmp_path, attribution="extend_pair", attribution_key="tpl")
 
 
-def _samples(registry: CollectorRegistry) -> dict[str, dict[tuple, float]]:
-    out: dict[str, dict[tuple, float]] = {}
-    for family in text_string_to_metric_families(generate_latest(registry).decode()):
-        for sample in family.samples:
-            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-    return out
-
-
-def _exported(samples: dict) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    for labels, value in samples["msgsms_window_messages"].items():
-        d = dict(labels)
-        out.setdefault(d["template"], {"status_codes": {}})[d["result"]] = int(value)
-    for labels, value in samples.get("msgsms_window_status_code_messages", {}).items():
-        d = dict(labels)
-        out[d["template"]]["status_codes"][d["status_code"]] = int(value)
-    return out
-
-
 @pytest.mark.parametrize("mode", ["batch", "single"])
 def test_window_fed_only_by_pushes_equals_truth(chain: Chain, mode: str):
     templates = tuple(t.template_id for t in chain.sim.store.scenario.templates)
@@ -121,7 +103,7 @@ def test_window_fed_only_by_pushes_equals_truth(chain: Chain, mode: str):
         chain.sim.clock.advance(60)
         pusher.catch_up()
         board.publish(poller.poll())
-        samples = _samples(registry)
+        samples = parse_samples(generate_latest(registry))
         start = next(iter(samples["msgsms_window_start_timestamp_seconds"].values()))
         end = next(iter(samples["msgsms_window_end_timestamp_seconds"].values()))
         truth = chain.truth(start, end)
@@ -129,7 +111,7 @@ def test_window_fed_only_by_pushes_equals_truth(chain: Chain, mode: str):
             tid: {k: t[k] for k in ("success", "failed", "sending", "status_codes")}
             for tid, t in truth.items()
         }
-        assert _exported(samples) == expected
+        assert exported_window(samples) == expected
         seen_sending += sum(t["sending"] for t in truth.values())
         gsum = samples["msgsms_window_delivery_delay_seconds_gsum"]
         for tid, t in truth.items():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 from conftest import PROJECT, Simulator, account_for, config_for
-from test_faults import samples, total, value
+from exposition import samples, total, value
 
 from exporter.app import Exporter
 
