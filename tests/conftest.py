@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -110,3 +112,24 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
         capture_output=True,
     )
     return str(cert), str(key)
+
+
+def write_exporter_config(path: Path, endpoint: str) -> Path:
+    """An exporter config file for a simulator: demo keys from env, templates discovered."""
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            accounts:
+              - name: default
+                endpoint: {endpoint}
+                project_id: {PROJECT}
+                credentials:
+                  access_key: {{env: MSGSMS_ACCESS_KEY}}
+                  secret_key: {{env: MSGSMS_SECRET_KEY}}
+                templates: {{discover: true}}
+            poll_interval: 60s
+            window: 1h
+            """
+        )
+    )
+    return path

@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import tomllib
 import urllib.request
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import write_exporter_config
 from promtool import require_tool
 
 REPO = Path(__file__).resolve().parents[1]
@@ -349,23 +349,7 @@ def write_mounted_config(install: Install, simulator_url: str) -> Path:
     """The config file where a volume mount would put it, under the install's root."""
     directory = install.root / CONFIG_DIR.lstrip("/")
     directory.mkdir(parents=True, exist_ok=True)
-    config = directory / "config.yaml"
-    config.write_text(
-        textwrap.dedent(
-            f"""\
-            accounts:
-              - name: default
-                endpoint: {simulator_url}
-                project_id: 0123456789abcdef0123456789abcdef
-                credentials:
-                  access_key: {{env: MSGSMS_ACCESS_KEY}}
-                  secret_key: {{env: MSGSMS_SECRET_KEY}}
-                templates: {{discover: true}}
-            poll_interval: 60s
-            window: 1h
-            """
-        )
-    )
+    write_exporter_config(directory / "config.yaml", simulator_url)
     return directory
 
 

@@ -8,11 +8,11 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import write_exporter_config
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -239,26 +239,6 @@ DEMO_AK = os.environ.get("MSGSMS_SIMULATOR_AK", "demo-access-key")
 DEMO_SK = os.environ.get("MSGSMS_SIMULATOR_SK", "demo-secret-key")
 
 
-def write_config(path: Path, endpoint: str) -> Path:
-    path.write_text(
-        textwrap.dedent(
-            f"""\
-            accounts:
-              - name: default
-                endpoint: {endpoint}
-                project_id: 0123456789abcdef0123456789abcdef
-                credentials:
-                  access_key: {{env: MSGSMS_ACCESS_KEY}}
-                  secret_key: {{env: MSGSMS_SECRET_KEY}}
-                templates: {{discover: true}}
-            poll_interval: 60s
-            window: 1h
-            """
-        )
-    )
-    return path
-
-
 def window_end(text: str) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -280,7 +260,7 @@ def owned_templates(text: str) -> set[str]:
 
 
 def test_three_shards_sum_to_the_unsharded_exposition(simulator_url: str, tmp_path: Path) -> None:
-    config = write_config(tmp_path / "config.yaml", simulator_url)
+    config = write_exporter_config(tmp_path / "config.yaml", simulator_url)
     # The simulator's clock is frozen, but each run's window ends at the exporter's own
     # (wall-clock) minute: retry the rare set of runs that straddles a minute boundary.
     for _attempt in range(3):
@@ -301,7 +281,7 @@ def test_three_shards_sum_to_the_unsharded_exposition(simulator_url: str, tmp_pa
 
 
 def test_shard_from_env_and_from_the_pod_hostname(simulator_url: str, tmp_path: Path) -> None:
-    config = write_config(tmp_path / "config.yaml", simulator_url)
+    config = write_exporter_config(tmp_path / "config.yaml", simulator_url)
     by_flag = owned_templates(run_once(config, "--shard=2/3"))
     assert by_flag
     assert owned_templates(run_once(config, env={"MSGSMS_SHARD": "2/3"})) == by_flag
@@ -322,7 +302,7 @@ def test_shard_from_env_and_from_the_pod_hostname(simulator_url: str, tmp_path: 
 
 
 def test_bad_shard_flag_exits_1_with_a_located_message(tmp_path: Path) -> None:
-    config = write_config(tmp_path / "config.yaml", "http://127.0.0.1:9")
+    config = write_exporter_config(tmp_path / "config.yaml", "http://127.0.0.1:9")
     result = subprocess.run(
         [*exporter_command(), f"--config.file={config}", "--once", "--shard=3/3"],
         capture_output=True,
