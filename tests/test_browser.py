@@ -114,15 +114,23 @@ def _expected(site: Site, records: list[SendRecord]) -> list[tuple[str, ...]]:
 
 
 def _click_and_load(driver, element_id: str) -> None:
-    """Click a control that loads a new page, and wait until the new page is there."""
-    from selenium.webdriver.support import expected_conditions
+    """Click a control that loads a new page, and wait until the new page is there.
+
+    The old page is marked with a window property that a new document does not
+    have; polling for it avoids holding element references across the
+    navigation (chromedriver may answer those with a generic inspector error
+    instead of a stale-element one).
+    """
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    old_page = driver.find_element(_by("TAG_NAME"), "html")
+    driver.execute_script("window.__msgsmsOldPage = true;")
     driver.find_element(_by("ID"), element_id).click()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(old_page))
-    WebDriverWait(driver, 30).until(
-        lambda d: d.execute_script("return document.readyState") == "complete"
+    # A script run while the document is being replaced may fail; poll again.
+    WebDriverWait(driver, 30, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script(
+            "return window.__msgsmsOldPage === undefined && document.readyState === 'complete'"
+        )
     )
 
 
