@@ -15,9 +15,11 @@ time. Per poll the engine therefore
 
 A minute is first read ``settle_delay`` after it ends, when most of its messages are
 final, so step 3 stays small. State is per-minute tallies plus the ids of messages still
-pending (bounded by the pending volume, not the message volume). Every query goes
-through a :class:`Budget`; what the budget leaves undone is done next poll and the
-window is marked incomplete.
+pending (bounded by the pending volume, not the message volume). A pending message is
+followed until its status report can no longer come (72 h), even after its minute left
+every window, so ``messages_finalized_total`` counts each message once it is final.
+Every query goes through a :class:`Budget`; what the budget leaves undone is done next
+poll and the window is marked incomplete.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ from exporter.status_codes import StatusCategory, categorize
 MINUTE = RESOLUTION_SECONDS
 READ_CHUNK_MINUTES = 15
 RECENT_PENDING_SECONDS = 15 * 60
+REPORT_DEADLINE_SECONDS = 72 * 3600
+"""Status reports arrive up to 72 h after sending (then the platform reports EXPIRED)."""
+REPORT_HORIZON_SECONDS = REPORT_DEADLINE_SECONDS + 15 * 60
+"""A pending message is given up once past this age, after a scan past its deadline."""
+ABANDON_SECONDS = REPORT_HORIZON_SECONDS + 24 * 3600
+"""Given up regardless (polls that never reach the pending step must not grow state)."""
 MILLI = 0.001
 
 
@@ -196,19 +204,33 @@ def chunks_newest_first(spans: list[tuple[int, int]], size: int) -> Iterator[tup
             end = max(start, end - size)
 
 
-def coalesce(times: list[float], density: float, page_size: int) -> list[tuple[float, float]]:
+def coalesce(
+    times: list[float], density: float, page_size: int, max_span: float
+) -> list[tuple[float, float]]:
     """Group sorted send times into [start, end) ranges expected to fit one page each.
 
     ``density`` is records per second around them; a gap costs the records inside it.
+    No range spans ``max_span`` seconds or more.
     """
     groups: list[tuple[float, float]] = []
     for t in times:
         if groups:
             start, _ = groups[-1]
-            if (t - start) * density < page_size * 0.8:
+            if (t - start) * density < page_size * 0.8 and t + MILLI - start <= max_span:
                 groups[-1] = (start, t + MILLI)
                 continue
         groups.append((t, t + MILLI))
+    return groups
+
+
+def spans_within(minutes: list[int], max_span: float) -> list[list[int]]:
+    """Split sorted minutes into groups whose [first, last + 1 min) spans ``max_span`` at most."""
+    groups: list[list[int]] = []
+    for minute in minutes:
+        if groups and minute + MINUTE - groups[-1][0] <= max_span:
+            groups[-1].append(minute)
+        else:
+            groups.append([minute])
     return groups
 
 
@@ -235,6 +257,11 @@ class Engine:
         self.end_before: int | None = None
         self.counters = Counters()
         self.last: PollOutcome | None = None
+        # Templates the minutes in ``read`` were read for (all of them, across templates),
+        # and the minutes still to read for templates selected after those reads.
+        self.active: set[str] = set()
+        self.covers_all = True
+        self.backfill: dict[str, set[int]] = {}
 
     # -- the poll -------------------------------------------------------------------
 
@@ -244,9 +271,10 @@ class Engine:
         outcome = self.last = PollOutcome(end=end, counters=self.counters)
         budget = Budget(self.config.request_budget)
         paid = _Budgeted(source, budget)
-        self._forget_before(end - int(self.config.window))
+        self._forget_before(end - int(self.config.window), end)
         if self.full_scan:
             self.read.clear()
+        self._follow_selection(templates)
         for template_id in templates:
             self.ledgers.setdefault(template_id, TemplateLedger())
         self.end_before, self.end = self.end, end
@@ -254,6 +282,7 @@ class Engine:
         try:
             holds_checked = self._read_new_with_hold_check(paid, templates, end, outcome)
             self._read_unread(paid, templates, end, outcome)
+            self._read_backfill(paid, templates, outcome)
             if not self.full_scan:
                 if not holds_checked:
                     budget.step = "holds"
@@ -266,8 +295,9 @@ class Engine:
         return outcome
 
     def unread_minutes(self, start: int, end: int) -> int:
-        """How many minutes of [start, end) have not been read yet."""
-        return sum(1 for m in range(start, end, MINUTE) if m not in self.read)
+        """How many minutes of [start, end) have not been read yet (for every template)."""
+        waiting: set[int] = set().union(*self.backfill.values())
+        return sum(1 for m in range(start, end, MINUTE) if m not in self.read or m in waiting)
 
     def newest_read_end(self) -> int | None:
         """End of the newest minute read."""
@@ -276,15 +306,54 @@ class Engine:
     def window(self, template_id: str, start: int, end: int) -> Tally:
         """One template's tally over [start, end)."""
         ledger = self.ledgers.get(template_id)
-        return ledger.window(start, end) if ledger else Tally()
+        return ledger.window(start, end, MINUTE) if ledger else Tally()
 
     # -- steps -----------------------------------------------------------------------
 
-    def _forget_before(self, start: int) -> None:
-        for ledger in self.ledgers.values():
-            ledger.forget_before(start)
+    def _forget_before(self, start: int, end: int) -> None:
+        """Drop what precedes the window, but keep following pending messages until their
+        report can no longer come (see ``_resolve_pending``): their minute's tally stays,
+        outside every window, for the counters."""
+        keep_from = start if self.full_scan else min(start, end - ABANDON_SECONDS)
+        self.pending = {k: p for k, p in self.pending.items() if p.minute >= keep_from}
+        kept: dict[str, set[int]] = {}
+        for message in self.pending.values():
+            if message.minute < start:
+                kept.setdefault(message.template_id, set()).add(message.minute)
+        for template_id, ledger in self.ledgers.items():
+            ledger.forget_before(start, keep=kept.get(template_id, set()))
         self.read = {m for m in self.read if m >= start}
-        self.pending = {k: p for k, p in self.pending.items() if p.minute >= start}
+        for minutes in self.backfill.values():
+            minutes.intersection_update(self.read)
+
+    def _follow_selection(self, templates: list[str]) -> None:
+        """Keep the minutes read valid for the templates selected now.
+
+        Across templates every read covers every template. One template at a time, a
+        template selected later has not been read in the minutes already read: those are
+        read for it alone (newest first, under the budget; the window is incomplete until
+        then). A template no longer selected is no longer followed: querying it could
+        fail (a deleted template answers 404).
+        """
+        chosen = set(templates)
+        if self.cross_template:
+            if not self.covers_all:
+                self.read.clear()  # read for the templates selected then; read all again
+                self.backfill.clear()
+            self.covers_all = True
+        else:
+            for template_id in chosen - self.active:
+                if self.read:
+                    self.backfill[template_id] = set(self.read)
+            dropped = self.active - chosen
+            for template_id in dropped:
+                self.backfill.pop(template_id, None)
+            if dropped:
+                self.pending = {
+                    k: p for k, p in self.pending.items() if p.template_id not in dropped
+                }
+            self.covers_all = False
+        self.active = chosen
 
     def _read_unread(
         self, source: PageSource, templates: list[str], end: int, outcome: PollOutcome
@@ -296,6 +365,17 @@ class Engine:
         size = min(chunk, int(self.config.max_query_span))
         for chunk_start, chunk_end in chunks_newest_first(runs(unread), size):
             self._read_minutes(source, templates, chunk_start, chunk_end, outcome)
+
+    def _read_backfill(
+        self, source: PageSource, templates: list[str], outcome: PollOutcome
+    ) -> None:
+        size = min(READ_CHUNK_MINUTES * MINUTE, int(self.config.max_query_span))
+        for template_id in sorted(self.backfill):
+            minutes = self.backfill[template_id]
+            for start, end in chunks_newest_first(runs(minutes), size):
+                self._read_minutes(source, templates, start, end, outcome, only=template_id)
+                minutes.difference_update(range(start, end, MINUTE))
+            del self.backfill[template_id]
 
     def _read_new_with_hold_check(
         self, source: PageSource, templates: list[str], end: int, outcome: PollOutcome
@@ -454,75 +534,127 @@ class Engine:
         for template_id, messages in scopes.items():
             if len(messages) <= self.config.page_size:
                 # Few enough for one page: one scan is as cheap as a total.
-                groups = [(messages, False)]
-            else:
-                old = {k: m for k, m in messages.items() if m.minute < recent_from}
-                new = {k: m for k, m in messages.items() if m.minute >= recent_from}
-                groups = [(old, True), (new, False)]
-            for group, check_total in groups:
-                if group:
-                    resolved.update(
-                        self._scan_pending(source, template_id, group, check_total, outcome)
-                    )
+                self._scan_pending(source, template_id, messages, resolved, outcome)
+                continue
+            # Recent ones resolve often and messages past the 72 h report deadline have
+            # all resolved (EXPIRED at the latest): both are read; the rest are bisected.
+            due_before = self.end - REPORT_DEADLINE_SECONDS - MINUTE
+            old = {k: m for k, m in messages.items() if due_before <= m.minute < recent_from}
+            new = {k: m for k, m in messages.items() if m.minute >= recent_from}
+            due = {k: m for k, m in messages.items() if m.minute < due_before}
+            self._scan_pending(source, template_id, new, resolved, outcome)
+            self._scan_pending(source, template_id, due, resolved, outcome)
+            by_minute: dict[int, dict[str, PendingMessage]] = {}
+            for message_id, message in old.items():
+                by_minute.setdefault(message.minute, {})[message_id] = message
+            for minutes in spans_within(sorted(by_minute), self.config.max_query_span):
+                self._bisect_pending(source, template_id, by_minute, minutes, resolved, outcome)
         if isinstance(source, _Budgeted):
             source.budget.step = "resolved"
         self._read_resolved(source, resolved, outcome)
+        # Scanned past their deadline and still without a final record: given up.
+        given_up = self.end - REPORT_HORIZON_SECONDS
+        self.pending = {k: p for k, p in self.pending.items() if p.minute >= given_up}
+
+    def _bisect_pending(
+        self,
+        source: PageSource,
+        template_id: str | None,
+        by_minute: dict[int, dict[str, PendingMessage]],
+        minutes: list[int],
+        resolved: dict[str, PendingMessage],
+        outcome: PollOutcome,
+    ) -> None:
+        """Old pending messages rarely change: totals find the minutes where some did."""
+        group = {k: m for minute in minutes for k, m in by_minute[minute].items()}
+        if len(group) <= self.config.page_size:
+            self._scan_pending(source, template_id, group, resolved, outcome)
+            return
+        start, end = minutes[0], minutes[-1] + MINUTE
+        probe = source.query(
+            DetailsQuery(start, end, template_id, send_result=SendResult.SENDING, limit=1)
+        )
+        if probe.total == len(group):
+            return
+        if len(minutes) == 1:
+            self._scan_pending(source, template_id, group, resolved, outcome)
+            return
+        middle = len(minutes) // 2
+        for half in (minutes[:middle], minutes[middle:]):
+            self._bisect_pending(source, template_id, by_minute, half, resolved, outcome)
 
     def _scan_pending(
         self,
         source: PageSource,
         template_id: str | None,
         group: dict[str, PendingMessage],
-        check_total: bool,
+        resolved: dict[str, PendingMessage],
         outcome: PollOutcome,
-    ) -> dict[str, PendingMessage]:
-        start = min(m.minute for m in group.values())
-        end = max(m.minute for m in group.values()) + MINUTE
-        query = DetailsQuery(
-            start, end, template_id, send_result=SendResult.SENDING, limit=self.config.page_size
-        )
-        if check_total:
-            # Old pending messages rarely change: one total says whether to scan at all.
-            probe = source.query(
-                DetailsQuery(start, end, template_id, send_result=SendResult.SENDING, limit=1)
+    ) -> None:
+        """Read the ids still sending in the group's minutes; the others resolved."""
+        if not group:
+            return
+        minutes = sorted({m.minute for m in group.values()})
+        still: set[str] = set()
+        for span in spans_within(minutes, self.config.max_query_span):
+            query = DetailsQuery(
+                span[0],
+                span[-1] + MINUTE,
+                template_id,
+                send_result=SendResult.SENDING,
+                limit=self.config.page_size,
             )
-            if probe.total == len(group):
-                return {}
-        read = read_range(source, query, _Ids)
-        outcome.count(read)
-        still = read.sink.ids
-        return {k: m for k, m in group.items() if k not in still}
+            read = read_range(source, query, _Ids)
+            outcome.count(read)
+            still |= read.sink.ids
+        resolved.update((k, m) for k, m in group.items() if k not in still)
 
     def _read_resolved(
         self, source: PageSource, resolved: dict[str, PendingMessage], outcome: PollOutcome
     ) -> None:
         """Read the resolved messages in narrow ranges: per template, or across templates
-        when that needs fewer ranges (many quiet templates)."""
-        if not resolved:
-            return
-        page = self.config.page_size
-        plans: list[list[tuple[str | None, float, float]]] = []
-        by_template: dict[str, list[PendingMessage]] = {}
-        for message in resolved.values():
-            by_template.setdefault(message.template_id, []).append(message)
-        per_template: list[tuple[str | None, float, float]] = []
-        for template_id, messages in sorted(by_template.items()):
-            busiest = max(self._records_in(template_id, m.minute) for m in messages)
-            times = sorted(m.send_time for m in messages)
-            per_template += [
-                (template_id, a, b) for a, b in coalesce(times, busiest / MINUTE, page)
-            ]
-        plans.append(per_template)
-        if self.cross_template:
-            busiest = max(self._records_in(None, m.minute) for m in resolved.values())
-            times = sorted(m.send_time for m in resolved.values())
-            plans.append([(None, a, b) for a, b in coalesce(times, busiest / MINUTE, page)])
-        for scope, start, end in min(plans, key=len):
-            query = DetailsQuery(start, end, scope, limit=page)
+        when that needs fewer ranges (many quiet templates).
+
+        Outside the window only the minutes holding pending messages keep a tally, so
+        the density across templates is unknown there: those are read per template.
+        """
+        assert self.end is not None
+        window_start = self.end - int(self.config.window)
+        inside = [m for m in resolved.values() if m.minute >= window_start]
+        outside = [m for m in resolved.values() if m.minute < window_start]
+        ranges = self._resolved_ranges(inside, self.cross_template)
+        ranges += self._resolved_ranges(outside, False)
+        for scope, start, end in ranges:
+            query = DetailsQuery(start, end, scope, limit=self.config.page_size)
             read = read_range(source, query, lambda: _Wanted(resolved))
             outcome.count(read)
             for record in read.sink.found:
                 self._apply_resolution(record, outcome)
+
+    def _resolved_ranges(
+        self, messages: list[PendingMessage], cross_template: bool
+    ) -> list[tuple[str | None, float, float]]:
+        if not messages:
+            return []
+        page, span = self.config.page_size, self.config.max_query_span
+        by_template: dict[str, list[PendingMessage]] = {}
+        for message in messages:
+            by_template.setdefault(message.template_id, []).append(message)
+        per_template: list[tuple[str | None, float, float]] = []
+        for template_id, group in sorted(by_template.items()):
+            busiest = max(self._records_in(template_id, m.minute) for m in group)
+            times = sorted(m.send_time for m in group)
+            per_template += [
+                (template_id, a, b) for a, b in coalesce(times, busiest / MINUTE, page, span)
+            ]
+        if not cross_template:
+            return per_template
+        busiest = max(self._records_in(None, m.minute) for m in messages)
+        times = sorted(m.send_time for m in messages)
+        across: list[tuple[str | None, float, float]] = [
+            (None, a, b) for a, b in coalesce(times, busiest / MINUTE, page, span)
+        ]
+        return min(per_template, across, key=len)
 
     def _records_in(self, template_id: str | None, minute: int) -> int:
         """Records known in one minute, of one template or all (at least 1)."""

@@ -7,7 +7,7 @@ are sums of bucket tallies, and monotonic counters are the growth of those talli
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 
 from exporter.records import SendRecord, SendResult
@@ -138,15 +138,21 @@ class TemplateLedger:
                 self.buckets.pop(key, None)
         return growth
 
-    def window(self, start: int, end: int) -> Tally:
-        """Sum of the buckets in [start, end)."""
+    def window(self, start: int, end: int, resolution: int) -> Tally:
+        """Sum of the buckets in [start, end) (bucket starts are multiples of ``resolution``)."""
         out = Tally()
+        if (end - start) // resolution < len(self.buckets):
+            for key in range(start - start % resolution, end, resolution):
+                tally = self.buckets.get(key)
+                if tally is not None and key >= start:
+                    out.merge(tally)
+            return out
         for key, tally in self.buckets.items():
             if start <= key < end:
                 out.merge(tally)
         return out
 
-    def forget_before(self, start: int) -> None:
-        """Drop buckets that start before ``start``."""
-        for key in [k for k in self.buckets if k < start]:
+    def forget_before(self, start: int, keep: Container[int] = ()) -> None:
+        """Drop buckets that start before ``start``, except those in ``keep``."""
+        for key in [k for k in self.buckets if k < start and k not in keep]:
             del self.buckets[key]

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Simulator, config_for
+from conftest import Simulator, account_for, config_for
 from simulator_process import simulator_process
 
 from exporter.app import Exporter
+from exporter.config import Config, TemplateSelection
+from exporter.engine import coalesce, spans_within
 from exporter.poller import Poller
 
 SCENARIO = str(Path(__file__).parent / "fixtures" / "holds-scenario.yaml")
@@ -145,3 +148,142 @@ def test_incremental_polls_cost_a_fraction_of_a_full_scan(hold_simulator: Simula
             for e, b in zip((incremental, full), base, strict=True)
         ]
     assert cost[0] * 2 < cost[1], cost
+
+
+def _finalized(poller: Poller, template_id: str) -> int:
+    counters = poller.engine.counters
+    return sum(n for (t, _, _), n in counters.finalized.items() if t == template_id)
+
+
+def _final_in(truth: dict, template_id: str) -> int:
+    t = truth.get(template_id, {"success": 0, "failed": 0})
+    return int(t["success"] + t["failed"])
+
+
+def test_a_message_resolving_after_its_minute_left_the_window_is_counted_final(
+    hold_simulator: Simulator,
+):
+    sim = hold_simulator
+    config = config_for(sim.url, settle_delay=0.0, windows=(3600.0,))
+    with Exporter(config, clock=sim.now) as exporter:
+        sim.advance(60)
+        assert exporter.poll_once()
+        first_start = _poller(exporter).last.windows[0].start
+        incident = {
+            "template_id": "TPL_LOGIN",
+            "carrier_delay_seconds": 4000,
+            "duration_seconds": 300,
+        }
+        sim.post("/-/incidents", incident)
+        for _ in range(85):
+            sim.advance(60)
+            assert exporter.poll_once()
+        poller = _poller(exporter)
+        end = poller.last.windows[0].end
+        truth = sim.truth(first_start, end)
+    # Delayed 4000 s, the incident's messages were still pending when their minutes left
+    # the 1 h window; they resolved later and are counted, each once, as every other.
+    for template_id in ("TPL_LOGIN", "TPL_NOTIFY", "TPL_PROMO"):
+        assert _finalized(poller, template_id) == _final_in(truth, template_id), template_id
+        t = truth[template_id]
+        assert poller.engine.counters.sent[template_id] == t["success"] + t["failed"] + t["sending"]
+
+
+def test_messages_never_reported_are_counted_final_when_they_expire_after_72_hours():
+    scenario = str(Path(__file__).parent / "fixtures" / "late-reports-scenario.yaml")
+    args = ("--clock", "manual", "--start-time", START, "--history", "1h")
+    with (
+        simulator_process(*args, "--scenario.file", scenario) as url,
+        httpx.Client(timeout=30) as http,
+    ):
+        sim = Simulator(url, http)
+        config = config_for(sim.url, settle_delay=0.0, windows=(3600.0,))
+        with Exporter(config, clock=sim.now) as exporter:
+            assert exporter.poll_once()
+            poller = _poller(exporter)
+            first_start = poller.last.windows[0].start
+            pending_peak = 0
+            for _ in range(2 * 75):
+                sim.advance(1800)
+                assert exporter.poll_once()
+                assert poller.last.windows[0].complete
+                pending_peak = max(pending_peak, len(poller.engine.pending))
+            end = poller.last.windows[0].end
+            truth = sim.truth(first_start, end)
+            expired_early = sim.truth(first_start, end - 72 * 3600)
+            oldest = min(m.minute for m in poller.engine.pending.values())
+    for template_id in ("TPL_LOGIN", "TPL_NOTIFY"):
+        # Everything sent more than 72 h ago is final now (EXPIRED at the latest) ...
+        assert expired_early[template_id]["sending"] == 0
+        # ... and every final message since the exporter started is counted, once.
+        assert _finalized(poller, template_id) == _final_in(truth, template_id), template_id
+    # Pending messages are followed for 72 h and a quarter, not longer.
+    assert oldest >= end - 72 * 3600 - 15 * 60
+    assert 0 < pending_peak < 0.06 * 180 * 73
+
+
+def _selecting(sim: Simulator, *template_ids: str) -> Config:
+    """One template at a time (an explicit list), so each read covers only those."""
+    account = replace(account_for(sim.url), templates=TemplateSelection(ids=template_ids))
+    return Config(accounts=(account,), top_status_codes=100, settle_delay=0.0)
+
+
+def test_a_template_selected_later_is_read_for_the_whole_window(hold_simulator: Simulator):
+    sim = hold_simulator
+    with Exporter(_selecting(sim, "TPL_LOGIN"), clock=sim.now) as exporter:
+        poller = _poller(exporter)
+        for _ in range(5):
+            sim.advance(60)
+            assert exporter.poll_once()
+        assert not poller.engine.cross_template
+        exporter.reload(_selecting(sim, "TPL_LOGIN", "TPL_NOTIFY"))
+        sim.advance(60)
+        assert exporter.poll_once()
+        # The minutes already read for TPL_LOGIN were read again for TPL_NOTIFY alone.
+        _assert_windows_equal_truth(sim, poller)
+        window = poller.last.windows[0]
+        t = sim.truth(window.start, window.end)["TPL_NOTIFY"]
+        assert (
+            poller.engine.counters.sent["TPL_NOTIFY"] == t["success"] + t["failed"] + t["sending"]
+        )
+        for _ in range(3):
+            sim.advance(60)
+            assert exporter.poll_once()
+            _assert_windows_equal_truth(sim, poller)
+
+
+def test_a_template_no_longer_selected_is_no_longer_queried(hold_simulator: Simulator):
+    sim = hold_simulator
+    with Exporter(_selecting(sim, "TPL_LOGIN", "TPL_PROMO"), clock=sim.now) as exporter:
+        poller = _poller(exporter)
+        delayed = {"template_id": "TPL_PROMO", "carrier_delay_seconds": 4000}
+        sim.post("/-/incidents", {**delayed, "duration_seconds": 600})
+        sim.advance(600)
+        assert exporter.poll_once()
+        assert any(p.template_id == "TPL_PROMO" for p in poller.engine.pending.values())
+        exporter.reload(_selecting(sim, "TPL_LOGIN"))
+        # Deleted upstream, its details answer 404: its pending messages are not followed.
+        rule = {"fault": "template_deleted", "template_id": "TPL_PROMO", "not_found": True}
+        sim.post("/-/faults", {"rules": [rule]})
+        for _ in range(3):
+            sim.advance(60)
+            assert exporter.poll_once()
+            _assert_windows_equal_truth(sim, poller)
+
+
+def test_coalesced_ranges_never_span_more_than_a_query_may():
+    hour = 3600.0
+    times = [0.0, hour, 2 * hour, 30 * hour, 31 * hour]
+    # Sparse enough that density alone would put all five in one range.
+    ranges = coalesce(times, density=1e-6, page_size=100, max_span=24 * hour)
+    assert [(a, round(b, 3)) for a, b in ranges] == [
+        (0.0, 2 * hour + 0.001),
+        (30 * hour, 31 * hour + 0.001),
+    ]
+    assert all(b - a <= 24 * hour for a, b in ranges)
+
+
+def test_minutes_are_grouped_into_spans_a_query_may_cover():
+    day = 24 * 3600
+    minutes = [0, 60, day - 60, day, day + 60, 3 * day]
+    assert spans_within(minutes, day) == [[0, 60, day - 60], [day, day + 60], [3 * day]]

@@ -46,7 +46,7 @@ def test_replacing_a_range_reports_messages_that_appeared_late():
     growth = ledger.replace(0, 120, 60, later)
     assert growth.sent == 1
     assert growth.finalized == {(SendResult.SUCCESS, StatusCategory.DELIVERED): 1}
-    window = ledger.window(0, 120)
+    window = ledger.window(0, 120, 60)
     assert (window.success, window.sending) == (1, 1)
 
 
@@ -54,9 +54,29 @@ def test_window_sums_only_buckets_inside_it_and_forgets_old_ones():
     ledger = TemplateLedger()
     records = [rec(str(i), i * 60 + 1, SendResult.SUCCESS, "DELIVRD", i * 60 + 2) for i in range(5)]
     ledger.replace(0, 300, 60, tally_by_bucket(records, 60))
-    assert ledger.window(60, 240).success == 3
+    assert ledger.window(60, 240, 60).success == 3
     ledger.forget_before(120)
     assert sorted(ledger.buckets) == [120, 180, 240]
+
+
+def test_forgetting_keeps_the_buckets_asked_for():
+    ledger = TemplateLedger()
+    records = [rec(str(i), i * 60 + 1, SendResult.SENDING) for i in range(5)]
+    ledger.replace(0, 300, 60, tally_by_bucket(records, 60))
+    ledger.forget_before(180, keep={60})
+    assert sorted(ledger.buckets) == [60, 180, 240]
+
+
+def test_a_narrow_window_over_many_buckets_sums_the_same_as_a_wide_one():
+    ledger = TemplateLedger()
+    records = [
+        rec(str(i), i * 60 + 7, SendResult.SUCCESS, "DELIVRD", i * 60 + 9) for i in range(50)
+    ]
+    ledger.replace(0, 3000, 60, tally_by_bucket(records, 60))
+    # 3 buckets asked of 50 kept: looked up by key; 60 asked of 50: scanned.
+    assert ledger.window(600, 780, 60).success == 3
+    assert ledger.window(630, 780, 60).success == 2  # a start inside a bucket excludes it
+    assert ledger.window(0, 3600, 60).success == 50
 
 
 def test_summary_folds_codes_beyond_top_n_into_other():
