@@ -99,18 +99,19 @@ def test_every_window_equals_truth_at_every_poll_through_holds_and_late_statuses
     assert appeared_late > 0
 
 
+def _delay_login_reports(sim: Simulator) -> None:
+    """Five minutes of TPL_LOGIN messages whose status reports come 4000 s late."""
+    incident = {"template_id": "TPL_LOGIN", "carrier_delay_seconds": 4000, "duration_seconds": 300}
+    sim.post("/-/incidents", incident)
+
+
 def test_a_message_resolving_after_an_hour_is_counted_once(hold_simulator: Simulator):
     sim = hold_simulator
     config = config_for(sim.url, settle_delay=0.0, windows=(3600.0, 7200.0))
     with Exporter(config, clock=sim.now) as exporter:
         sim.advance(60)
         assert exporter.poll_once()
-        incident = {
-            "template_id": "TPL_LOGIN",
-            "carrier_delay_seconds": 4000,
-            "duration_seconds": 300,
-        }
-        sim.post("/-/incidents", incident)
+        _delay_login_reports(sim)
         for _ in range(75):
             sim.advance(60)
             assert exporter.poll_once()
@@ -169,12 +170,7 @@ def test_a_message_resolving_after_its_minute_left_the_window_is_counted_final(
         sim.advance(60)
         assert exporter.poll_once()
         first_start = _poller(exporter).last.windows[0].start
-        incident = {
-            "template_id": "TPL_LOGIN",
-            "carrier_delay_seconds": 4000,
-            "duration_seconds": 300,
-        }
-        sim.post("/-/incidents", incident)
+        _delay_login_reports(sim)
         for _ in range(85):
             sim.advance(60)
             assert exporter.poll_once()
