@@ -24,8 +24,9 @@ poll and the window is marked incomplete.
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,11 +84,55 @@ class _Budgeted:
 
 @dataclass(frozen=True, slots=True)
 class PendingMessage:
-    """A message last seen without a final status."""
+    """A message last seen without a final status (``records``: of its template in its
+    minute, known for messages whose minute left the window)."""
 
     template_id: str
     minute: int
     send_time: float
+    records: int = 0
+
+
+def late_key(message_id: str) -> int:
+    """The 64-bit key a late pending message is kept by (a collision among the pending
+    messages of one minute is about as likely as 1 in 10^15)."""
+    return hash(message_id)
+
+
+@dataclass(slots=True)
+class LateMinute:
+    """Pending messages of one minute that left every window, kept compact for the
+    counters: 30 bytes a message (template, id key, send time, records of its template
+    in the minute) instead of an object, a string and a dict entry."""
+
+    templates: array[int] = field(default_factory=lambda: array("I"))
+    keys: array[int] = field(default_factory=lambda: array("q"))
+    times: array[float] = field(default_factory=lambda: array("d"))
+    records: array[int] = field(default_factory=lambda: array("I"))
+
+    def add(self, template: int, key: int, send_time: float, records: int) -> None:
+        self.templates.append(template)
+        self.keys.append(key)
+        self.times.append(send_time)
+        self.records.append(records)
+
+    def count(self, template: int | None) -> int:
+        """Messages of one template (index), or of all."""
+        return len(self.keys) if template is None else self.templates.count(template)
+
+    def keep(self, wanted: Callable[[int, int], bool]) -> None:
+        """Keep the messages for which ``wanted(template, key)`` is true."""
+        kept = [
+            i
+            for i, (t, k) in enumerate(zip(self.templates, self.keys, strict=True))
+            if wanted(t, k)
+        ]
+        if len(kept) == len(self.keys):
+            return
+        self.templates = array("I", (self.templates[i] for i in kept))
+        self.keys = array("q", (self.keys[i] for i in kept))
+        self.times = array("d", (self.times[i] for i in kept))
+        self.records = array("I", (self.records[i] for i in kept))
 
 
 @dataclass(slots=True)
@@ -162,6 +207,8 @@ class _NewOnly:
 
 @dataclass(slots=True)
 class _Ids:
+    """Collects the message ids of a range."""
+
     ids: set[str] = field(default_factory=set)
 
     def add(self, record: SendRecord) -> None:
@@ -170,13 +217,15 @@ class _Ids:
 
 @dataclass(slots=True)
 class _Wanted:
-    """Keeps the final records of the wanted message ids."""
+    """Keeps the final records of the wanted messages (by id, or by late key)."""
 
-    wanted: Container[str]
+    wanted: Container[str | int]
     found: list[SendRecord] = field(default_factory=list)
 
     def add(self, record: SendRecord) -> None:
-        if record.send_result is not SendResult.SENDING and record.message_id in self.wanted:
+        if record.send_result is SendResult.SENDING:
+            return
+        if record.message_id in self.wanted or late_key(record.message_id) in self.wanted:
             self.found.append(record)
 
 
@@ -252,6 +301,10 @@ class Engine:
         self.full_scan = full_scan
         self.ledgers: dict[str, TemplateLedger] = {}
         self.pending: dict[str, PendingMessage] = {}
+        # Pending messages whose minute left the window, by minute; templates by index.
+        self.late: dict[int, LateMinute] = {}
+        self.template_names: list[str] = []
+        self.template_index: dict[str, int] = {}
         self.read: set[int] = set()
         self.end: int | None = None
         self.end_before: int | None = None
@@ -262,6 +315,13 @@ class Engine:
         self.active: set[str] = set()
         self.covers_all = True
         self.backfill: dict[str, set[int]] = {}
+        # What the counters already hold, so a window that grows (on reload) reads minutes
+        # it forgot without counting their messages again: each template's first minute
+        # counted, the end of the minutes forgotten, and the minutes forgotten unread.
+        self.first_counted: dict[str, int] = {}
+        self.forgotten_until: int | None = None
+        self.start: int | None = None  # the window's start at the last poll
+        self.never_read: set[int] = set()
 
     # -- the poll -------------------------------------------------------------------
 
@@ -299,6 +359,10 @@ class Engine:
         waiting: set[int] = set().union(*self.backfill.values())
         return sum(1 for m in range(start, end, MINUTE) if m not in self.read or m in waiting)
 
+    def pending_count(self) -> int:
+        """Messages followed until they are final, inside the window and past it."""
+        return len(self.pending) + sum(len(m.keys) for m in self.late.values())
+
     def newest_read_end(self) -> int | None:
         """End of the newest minute read."""
         return max(self.read) + MINUTE if self.read else None
@@ -311,17 +375,30 @@ class Engine:
     # -- steps -----------------------------------------------------------------------
 
     def _forget_before(self, start: int, end: int) -> None:
-        """Drop what precedes the window, but keep following pending messages until their
-        report can no longer come (see ``_resolve_pending``): their minute's tally stays,
-        outside every window, for the counters."""
-        keep_from = start if self.full_scan else min(start, end - ABANDON_SECONDS)
-        self.pending = {k: p for k, p in self.pending.items() if p.minute >= keep_from}
-        kept: dict[str, set[int]] = {}
-        for message in self.pending.values():
-            if message.minute < start:
-                kept.setdefault(message.template_id, set()).add(message.minute)
-        for template_id, ledger in self.ledgers.items():
-            ledger.forget_before(start, keep=kept.get(template_id, set()))
+        """Drop what precedes the window, but keep following its pending messages, in
+        compact form, until their report can no longer come (see ``_resolve_pending``)."""
+        leaving = {k: p for k, p in self.pending.items() if p.minute < start}
+        if leaving:
+            self.pending = {k: p for k, p in self.pending.items() if p.minute >= start}
+        if not self.full_scan:
+            for message_id, message in leaving.items():
+                minute = self.late.get(message.minute)
+                if minute is None:
+                    minute = self.late[message.minute] = LateMinute()
+                records = self._records_in(message.template_id, message.minute)
+                index = self._index(message.template_id)
+                minute.add(index, late_key(message_id), message.send_time, records)
+        abandon = end - ABANDON_SECONDS
+        self.late = {m: late for m, late in self.late.items() if m >= abandon}
+        for ledger in self.ledgers.values():
+            ledger.forget_before(start)
+        if self.start is not None and not self.full_scan:
+            gone = range(self.start, start, MINUTE)
+            self.never_read.update(m for m in gone if m not in self.read)
+            self.forgotten_until = max(self.forgotten_until or start, start)
+            longest = int(self.config.max_query_span)  # no window is longer
+            self.never_read = {m for m in self.never_read if m >= end - longest}
+        self.start = start
         self.read = {m for m in self.read if m >= start}
         for minutes in self.backfill.values():
             minutes.intersection_update(self.read)
@@ -352,8 +429,18 @@ class Engine:
                 self.pending = {
                     k: p for k, p in self.pending.items() if p.template_id not in dropped
                 }
+                gone = {self._index(t) for t in dropped}
+                for late in self.late.values():
+                    late.keep(lambda template, _: template not in gone)
             self.covers_all = False
         self.active = chosen
+
+    def _index(self, template_id: str) -> int:
+        index = self.template_index.get(template_id)
+        if index is None:
+            index = self.template_index[template_id] = len(self.template_names)
+            self.template_names.append(template_id)
+        return index
 
     def _read_unread(
         self, source: PageSource, templates: list[str], end: int, outcome: PollOutcome
@@ -450,11 +537,37 @@ class Engine:
             if not (start <= p.minute < end and p.template_id in targets)
         }
         self.pending.update(fold.pending)
+        if self.late:  # a window grown on reload reads minutes that hold late messages
+            read_for = {self._index(t) for t in targets}
+            for minute in range(start, end, MINUTE):
+                late = self.late.get(minute)
+                if late is not None:
+                    late.keep(lambda template, _: template not in read_for)
         for template_id in targets:
             ledger = self.ledgers.setdefault(template_id, TemplateLedger())
             tallies = fold.tallies.get(template_id, {})
+            self._mark_counted(ledger, template_id, start, end, tallies)
             outcome.grow(template_id, ledger.replace(start, end, MINUTE, tallies))
         self.read.update(range(start, end, MINUTE))
+
+    def _mark_counted(
+        self,
+        ledger: TemplateLedger,
+        template_id: str,
+        start: int,
+        end: int,
+        tallies: dict[int, Tally],
+    ) -> None:
+        """Before a read of [start, end) replaces the ledger: minutes that were counted and
+        then forgotten (their bucket dropped had no pending message left) take the fresh
+        tally as their old one, so they add nothing to the counters."""
+        first = self.first_counted.get(template_id)
+        self.first_counted[template_id] = start if first is None else min(first, start)
+        if first is None or self.forgotten_until is None:
+            return
+        for key in range(max(start, first), min(end, self.forgotten_until), MINUTE):
+            if key in tallies and key not in ledger.buckets and key not in self.never_read:
+                ledger.buckets[key] = tallies[key]
 
     def _check_holds(
         self,
@@ -522,80 +635,132 @@ class Engine:
 
     def _resolve_pending(self, source: PageSource, outcome: PollOutcome) -> None:
         """Find which pending messages resolved, then read just those."""
-        if not self.pending:
+        if not self.pending and not self.late:
             return
-        scopes: dict[str | None, dict[str, PendingMessage]] = {}
-        for message_id, message in self.pending.items():
-            key = None if self.cross_template else message.template_id
-            scopes.setdefault(key, {})[message_id] = message
-        resolved: dict[str, PendingMessage] = {}
         assert self.end is not None
+        resolved: dict[str | int, PendingMessage] = {}
+        scopes: dict[str | None, dict[str | int, PendingMessage]] = {}
+        for message_id, message in self.pending.items():
+            scope = None if self.cross_template else message.template_id
+            scopes.setdefault(scope, {})[message_id] = message
         recent_from = self.end - RECENT_PENDING_SECONDS
         for template_id, messages in scopes.items():
             if len(messages) <= self.config.page_size:
                 # Few enough for one page: one scan is as cheap as a total.
                 self._scan_pending(source, template_id, messages, resolved, outcome)
                 continue
-            # Recent ones resolve often and messages past the 72 h report deadline have
-            # all resolved (EXPIRED at the latest): both are read; the rest are bisected.
-            due_before = self.end - REPORT_DEADLINE_SECONDS - MINUTE
-            old = {k: m for k, m in messages.items() if due_before <= m.minute < recent_from}
+            # Recent ones resolve often: read them; older ones are bisected by totals.
             new = {k: m for k, m in messages.items() if m.minute >= recent_from}
-            due = {k: m for k, m in messages.items() if m.minute < due_before}
             self._scan_pending(source, template_id, new, resolved, outcome)
-            self._scan_pending(source, template_id, due, resolved, outcome)
-            by_minute: dict[int, dict[str, PendingMessage]] = {}
-            for message_id, message in old.items():
-                by_minute.setdefault(message.minute, {})[message_id] = message
-            for minutes in spans_within(sorted(by_minute), self.config.max_query_span):
-                self._bisect_pending(source, template_id, by_minute, minutes, resolved, outcome)
+            by_minute: dict[int, dict[str | int, PendingMessage]] = {}
+            for key, message in messages.items():
+                if message.minute < recent_from:
+                    by_minute.setdefault(message.minute, {})[key] = message
+            self._bisect_groups(source, template_id, by_minute, resolved, outcome)
+        self._resolve_late(source, resolved, outcome)
         if isinstance(source, _Budgeted):
             source.budget.step = "resolved"
         self._read_resolved(source, resolved, outcome)
         # Scanned past their deadline and still without a final record: given up.
         given_up = self.end - REPORT_HORIZON_SECONDS
-        self.pending = {k: p for k, p in self.pending.items() if p.minute >= given_up}
+        self.late = {m: late for m, late in self.late.items() if m >= given_up and late.keys}
+
+    def _bisect_groups(
+        self,
+        source: PageSource,
+        template_id: str | None,
+        by_minute: dict[int, dict[str | int, PendingMessage]],
+        resolved: dict[str | int, PendingMessage],
+        outcome: PollOutcome,
+    ) -> None:
+        def count(minute: int) -> int:
+            return len(by_minute[minute])
+
+        def materialize(chosen: list[int]) -> dict[str | int, PendingMessage]:
+            return {k: m for minute in chosen for k, m in by_minute[minute].items()}
+
+        for minutes in spans_within(sorted(by_minute), self.config.max_query_span):
+            self._bisect_pending(
+                source, template_id, minutes, count, materialize, resolved, outcome
+            )
+
+    def _resolve_late(
+        self, source: PageSource, resolved: dict[str | int, PendingMessage], outcome: PollOutcome
+    ) -> None:
+        """Pending messages past the window: those past the 72 h report deadline are all
+        final (EXPIRED at the latest) and are read; the rest are bisected by totals."""
+        if not self.late:
+            return
+        assert self.end is not None
+        due_before = self.end - REPORT_DEADLINE_SECONDS - MINUTE
+        scopes: list[int | None] = [None]
+        if not self.cross_template:
+            scopes = [*sorted({t for late in self.late.values() for t in late.templates})]
+        for scope in scopes:
+            template_id = None if scope is None else self.template_names[scope]
+            minutes = sorted(m for m, late in self.late.items() if late.count(scope))
+
+            def count(minute: int, scope: int | None = scope) -> int:
+                return self.late[minute].count(scope)
+
+            def materialize(
+                chosen: list[int], scope: int | None = scope
+            ) -> dict[str | int, PendingMessage]:
+                out: dict[str | int, PendingMessage] = {}
+                for minute in chosen:
+                    late = self.late[minute]
+                    for i, key in enumerate(late.keys):
+                        if scope is None or late.templates[i] == scope:
+                            name = self.template_names[late.templates[i]]
+                            out[key] = PendingMessage(name, minute, late.times[i], late.records[i])
+                return out
+
+            due = [m for m in minutes if m < due_before]
+            self._scan_pending(source, template_id, materialize(due), resolved, outcome)
+            rest = [m for m in minutes if m >= due_before]
+            for chunk in spans_within(rest, self.config.max_query_span):
+                self._bisect_pending(
+                    source, template_id, chunk, count, materialize, resolved, outcome
+                )
 
     def _bisect_pending(
         self,
         source: PageSource,
         template_id: str | None,
-        by_minute: dict[int, dict[str, PendingMessage]],
         minutes: list[int],
-        resolved: dict[str, PendingMessage],
+        count: Callable[[int], int],
+        materialize: Callable[[list[int]], dict[str | int, PendingMessage]],
+        resolved: dict[str | int, PendingMessage],
         outcome: PollOutcome,
     ) -> None:
         """Old pending messages rarely change: totals find the minutes where some did."""
-        group = {k: m for minute in minutes for k, m in by_minute[minute].items()}
-        if len(group) <= self.config.page_size:
-            self._scan_pending(source, template_id, group, resolved, outcome)
+        known = sum(count(minute) for minute in minutes)
+        if known <= self.config.page_size or len(minutes) == 1:
+            self._scan_pending(source, template_id, materialize(minutes), resolved, outcome)
             return
         start, end = minutes[0], minutes[-1] + MINUTE
         probe = source.query(
             DetailsQuery(start, end, template_id, send_result=SendResult.SENDING, limit=1)
         )
-        if probe.total == len(group):
-            return
-        if len(minutes) == 1:
-            self._scan_pending(source, template_id, group, resolved, outcome)
+        if probe.total == known:
             return
         middle = len(minutes) // 2
         for half in (minutes[:middle], minutes[middle:]):
-            self._bisect_pending(source, template_id, by_minute, half, resolved, outcome)
+            self._bisect_pending(source, template_id, half, count, materialize, resolved, outcome)
 
     def _scan_pending(
         self,
         source: PageSource,
         template_id: str | None,
-        group: dict[str, PendingMessage],
-        resolved: dict[str, PendingMessage],
+        group: dict[str | int, PendingMessage],
+        resolved: dict[str | int, PendingMessage],
         outcome: PollOutcome,
     ) -> None:
         """Read the ids still sending in the group's minutes; the others resolved."""
         if not group:
             return
         minutes = sorted({m.minute for m in group.values()})
-        still: set[str] = set()
+        still: set[str | int] = set()
         for span in spans_within(minutes, self.config.max_query_span):
             query = DetailsQuery(
                 span[0],
@@ -606,18 +771,24 @@ class Engine:
             )
             read = read_range(source, query, _Ids)
             outcome.count(read)
-            still |= read.sink.ids
+            still.update(read.sink.ids)
+            still.update(late_key(message_id) for message_id in read.sink.ids)
         resolved.update((k, m) for k, m in group.items() if k not in still)
 
     def _read_resolved(
-        self, source: PageSource, resolved: dict[str, PendingMessage], outcome: PollOutcome
+        self,
+        source: PageSource,
+        resolved: dict[str | int, PendingMessage],
+        outcome: PollOutcome,
     ) -> None:
         """Read the resolved messages in narrow ranges: per template, or across templates
         when that needs fewer ranges (many quiet templates).
 
-        Outside the window only the minutes holding pending messages keep a tally, so
+        Outside the window a message carries its template's records in its minute, but
         the density across templates is unknown there: those are read per template.
         """
+        if not resolved:
+            return
         assert self.end is not None
         window_start = self.end - int(self.config.window)
         inside = [m for m in resolved.values() if m.minute >= window_start]
@@ -642,7 +813,7 @@ class Engine:
             by_template.setdefault(message.template_id, []).append(message)
         per_template: list[tuple[str | None, float, float]] = []
         for template_id, group in sorted(by_template.items()):
-            busiest = max(self._records_in(template_id, m.minute) for m in group)
+            busiest = max(m.records or self._records_in(template_id, m.minute) for m in group)
             times = sorted(m.send_time for m in group)
             per_template += [
                 (template_id, a, b) for a, b in coalesce(times, busiest / MINUTE, page, span)
@@ -661,13 +832,21 @@ class Engine:
         return max(1, self._known_total(template_id, minute, minute + MINUTE))
 
     def _apply_resolution(self, record: SendRecord, outcome: PollOutcome) -> None:
-        message = self.pending.pop(record.message_id, None)
-        if message is None:
-            return
-        ledger = self.ledgers.setdefault(message.template_id, TemplateLedger())
-        tally = ledger.buckets.setdefault(message.minute, Tally())
-        tally.sending = max(0, tally.sending - 1)
-        tally.add(record)
         growth = Growth()
         growth.finalized[_outcome(record)] += 1
-        outcome.grow(message.template_id, growth)
+        message = self.pending.pop(record.message_id, None)
+        if message is not None:
+            ledger = self.ledgers.setdefault(message.template_id, TemplateLedger())
+            tally = ledger.buckets.setdefault(message.minute, Tally())
+            tally.sending = max(0, tally.sending - 1)
+            tally.add(record)
+            outcome.grow(message.template_id, growth)
+            return
+        minute = minute_floor(record.send_time)
+        late = self.late.get(minute)
+        key = late_key(record.message_id)
+        if late is None or key not in late.keys:
+            return
+        template = late.templates[late.keys.index(key)]
+        late.keep(lambda _, k: k != key)
+        outcome.grow(self.template_names[template], growth)

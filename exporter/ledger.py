@@ -7,7 +7,7 @@ are sums of bucket tallies, and monotonic counters are the growth of those talli
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Container, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from exporter.records import SendRecord, SendResult
@@ -152,7 +152,7 @@ class TemplateLedger:
                 out.merge(tally)
         return out
 
-    def forget_before(self, start: int, keep: Container[int] = ()) -> None:
-        """Drop buckets that start before ``start``, except those in ``keep``."""
-        for key in [k for k in self.buckets if k < start and k not in keep]:
+    def forget_before(self, start: int) -> None:
+        """Drop buckets that start before ``start``."""
+        for key in [k for k in self.buckets if k < start]:
             del self.buckets[key]

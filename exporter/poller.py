@@ -135,7 +135,7 @@ class Poller:
             complete=all(w.complete for w in windows),
             templates=len(templates),
             requests=self.source.stats.request_count - requests_before,
-            pending=len(self.engine.pending),
+            pending=self.engine.pending_count(),
             duration_seconds=round(duration, 3),
             **({"partial": partial} if partial else {}),
         )

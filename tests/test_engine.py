@@ -203,11 +203,11 @@ def test_messages_never_reported_are_counted_final_when_they_expire_after_72_hou
                 sim.advance(1800)
                 assert exporter.poll_once()
                 assert poller.last.windows[0].complete
-                pending_peak = max(pending_peak, len(poller.engine.pending))
+                pending_peak = max(pending_peak, poller.engine.pending_count())
             end = poller.last.windows[0].end
             truth = sim.truth(first_start, end)
             expired_early = sim.truth(first_start, end - 72 * 3600)
-            oldest = min(m.minute for m in poller.engine.pending.values())
+            oldest = min(poller.engine.late)
     for template_id in ("TPL_LOGIN", "TPL_NOTIFY"):
         # Everything sent more than 72 h ago is final now (EXPIRED at the latest) ...
         assert expired_early[template_id]["sending"] == 0
@@ -283,3 +283,30 @@ def test_minutes_are_grouped_into_spans_a_query_may_cover():
     day = 24 * 3600
     minutes = [0, 60, day - 60, day, day + 60, 3 * day]
     assert spans_within(minutes, day) == [[0, 60, day - 60], [day, day + 60], [3 * day]]
+
+
+def test_a_window_grown_on_reload_reads_back_without_counting_anything_twice(
+    hold_simulator: Simulator,
+):
+    sim = hold_simulator
+    with Exporter(config_for(sim.url, settle_delay=0.0), clock=sim.now) as exporter:
+        poller = _poller(exporter)
+        sim.advance(60)
+        assert exporter.poll_once()
+        first_start = poller.last.windows[0].start
+        for _ in range(90):
+            sim.advance(60)
+            assert exporter.poll_once()
+        exporter.reload(config_for(sim.url, settle_delay=0.0, windows=(3600.0, 7200.0)))
+        for _ in range(3):
+            sim.advance(60)
+            assert exporter.poll_once()
+            _assert_windows_equal_truth(sim, poller)
+        end = poller.last.windows[-1].end
+        # The 2 h window starts after the exporter's first window did: every minute read
+        # back had been counted before it left the 1 h window.
+        assert end - 7200 > first_start
+        truth = sim.truth(first_start, end)
+    for template_id, t in truth.items():
+        assert poller.engine.counters.sent[template_id] == t["success"] + t["failed"] + t["sending"]
+        assert _finalized(poller, template_id) == _final_in(truth, template_id)

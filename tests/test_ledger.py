@@ -59,14 +59,6 @@ def test_window_sums_only_buckets_inside_it_and_forgets_old_ones():
     assert sorted(ledger.buckets) == [120, 180, 240]
 
 
-def test_forgetting_keeps_the_buckets_asked_for():
-    ledger = TemplateLedger()
-    records = [rec(str(i), i * 60 + 1, SendResult.SENDING) for i in range(5)]
-    ledger.replace(0, 300, 60, tally_by_bucket(records, 60))
-    ledger.forget_before(180, keep={60})
-    assert sorted(ledger.buckets) == [60, 180, 240]
-
-
 def test_a_narrow_window_over_many_buckets_sums_the_same_as_a_wide_one():
     ledger = TemplateLedger()
     records = [
