@@ -17,7 +17,8 @@ A minute is first read ``settle_delay`` after it ends, when most of its messages
 final, so step 3 stays small. State is per-minute tallies plus the ids of messages still
 pending (bounded by the pending volume, not the message volume). A pending message is
 followed until its status report can no longer come (72 h), even after its minute left
-every window, so ``messages_finalized_total`` counts each message once it is final.
+every window (then in a compact form, :class:`LateMinute`), so
+``messages_finalized_total`` counts each message once it is final.
 Every query goes through a :class:`Budget`; what the budget leaves undone is done next
 poll and the window is marked incomplete.
 """

@@ -161,6 +161,8 @@ class MessageStore:
         block, lo, hi = piece
         if f.mobile is not None and not block.has_mobile(f.mobile):
             return
+        if f.send_result is SendResult.SENDING and block.last_report_ms <= now_ms:
+            return  # every message of the block is final
         for i in range(lo, hi):
             if f.mobile is not None and block.mobiles[i] != f.mobile:
                 continue

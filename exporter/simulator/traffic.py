@@ -80,6 +80,7 @@ class Block:
     success_reports: array[int] = field(default_factory=lambda: array("q"))
     failed_reports: array[int] = field(default_factory=lambda: array("q"))
     mobile_index: array[int] | None = None
+    last_report_ms: int = 0
 
     def __len__(self) -> int:
         return len(self.send_ms)
@@ -91,6 +92,7 @@ class Block:
         self.success_reports = array("q", ok)
         self.failed_reports = array("q", bad)
         self.mobile_index = None
+        self.last_report_ms = max(self.report_ms, default=0)
 
     def has_mobile(self, mobile: int) -> bool:
         """True when some message of the block went to ``mobile``."""
