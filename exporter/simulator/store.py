@@ -137,6 +137,7 @@ class MessageStore:
         if not bounds:
             return
         last = min(max(end for _, end in bounds) - 1, self._next_chunk * CHUNK_MS - 1)
+        sending_only = f.send_result is SendResult.SENDING
         for chunk in range(f.start_ms // CHUNK_MS, last // CHUNK_MS + 1):
             lo_ms, hi_ms = chunk * CHUNK_MS, (chunk + 1) * CHUNK_MS
             pieces: list[Piece] = []
@@ -144,6 +145,8 @@ class MessageStore:
                 block = self._blocks[t].get(chunk)
                 if block is None or end <= lo_ms:
                     continue
+                if sending_only and block.last_report_ms <= now_ms:
+                    continue  # every message of the block is final
                 lo = 0 if f.start_ms <= lo_ms else bisect_left(block.send_ms, f.start_ms)
                 hi = len(block) if end >= hi_ms else bisect_left(block.send_ms, end)
                 if hi > lo:
@@ -161,8 +164,6 @@ class MessageStore:
         block, lo, hi = piece
         if f.mobile is not None and not block.has_mobile(f.mobile):
             return
-        if f.send_result is SendResult.SENDING and block.last_report_ms <= now_ms:
-            return  # every message of the block is final
         for i in range(lo, hi):
             if f.mobile is not None and block.mobiles[i] != f.mobile:
                 continue
