@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -27,6 +28,7 @@ from exporter.sharding import UNSHARDED, Shard
 from exporter.snapshot import SnapshotBoard
 from exporter.web import (
     HEALTH_PATHS,
+    Authenticator,
     ExpositionCache,
     Request,
     Response,
@@ -34,7 +36,7 @@ from exporter.web import (
     WebServer,
     text,
 )
-from exporter.webconfig import WebConfig
+from exporter.webconfig import WebConfig, load_web_config
 
 log = structlog.get_logger("msgsms_exporter")
 
@@ -140,6 +142,8 @@ class Exporter:
         self._started = False
         self.config_file: str | None = None
         """Where ``POST /-/reload`` and SIGHUP read the configuration from."""
+        self.web_config_file: str | None = None
+        """The ``--web.config.file`` read again on reload (users, certificate, key)."""
         warn_if_unverified(config)
 
     @property
@@ -181,6 +185,8 @@ class Exporter:
     def _poll(self, slot: _Slot) -> bool:
         """One poll of one account, with a fresh request budget, published."""
         with slot.lock:
+            if slot.stop.is_set():  # removed by a reload while waiting: its client is closed
+                return False
             if slot.client is not None:
                 slot.client.begin_poll()
             snapshot = slot.poller.poll()
@@ -225,7 +231,8 @@ class Exporter:
                     slot.client, slot.http, slot.source = client, http, source
                 slots.append(slot)
             for gone in kept.values():
-                gone.stop.set()
+                with gone.lock:  # waits for its poll in flight before its client closes
+                    gone.stop.set()
                 if gone.http is not None:
                     retired.append(gone.http)
             self.config = config
@@ -255,13 +262,48 @@ class Exporter:
         """Reload ``config_file``; the problems found (none when it was applied)."""
         if self.config_file is None:
             return ["no configuration file to reload"]
+        problems: list[str] = []
+        config: Config | None = None
         try:
-            self.reload(load_config(self.config_file))
+            config = load_config(self.config_file)
         except ConfigError as error:
+            problems += error.problems
+        access = self._web_access(problems)
+        if not problems and config is not None:
+            try:
+                self.reload(config)
+            except ConfigError as error:
+                problems += error.problems
+        if problems:
             self.reload_failed()
-            log.error("configuration reload rejected", problems=error.problems)
-            return error.problems
+            log.error("configuration reload rejected", problems=problems)
+            return problems
+        if access is not None and self._web is not None:
+            tls, auth = access
+            self._web.update(tls=tls, auth=auth)
+            log.info("web configuration reloaded", tls=tls is not None, basic_auth=auth is not None)
         return []
+
+    def _web_access(
+        self, problems: list[str]
+    ) -> tuple[ssl.SSLContext | None, Authenticator | None] | None:
+        """The reloaded web config's TLS context and users (None: nothing to reload)."""
+        path = self.web_config_file
+        if path is None or self._web is None:
+            return None
+        try:
+            web = load_web_config(path)
+            tls = web.tls.context() if web.tls is not None else None
+        except ConfigError as error:
+            problems += error.problems
+            return None
+        except (OSError, ValueError) as error:  # ssl.SSLError: a key that does not match
+            problems.append(f"{path}: tls_server_config: {error}")
+            return None
+        if (tls is not None) != self._web.tls_on:
+            problems.append(f"{path}: turning TLS on or off needs a restart")
+            return None
+        return tls, web.auth()
 
     def _reload_route(self, _request: Request) -> Response:
         problems = self.reload_from_file()

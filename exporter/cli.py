@@ -133,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     exporter = Exporter(config, shard=shard)
     exporter.config_file = args.config_file
+    exporter.web_config_file = args.web_config_file or None
     if args.once:
         ok = exporter.poll_once()
         sys.stdout.buffer.write(exporter.exposition_text())

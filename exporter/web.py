@@ -161,9 +161,16 @@ class Router:
             return text(500, "internal error")
 
 
+@dataclass(slots=True)
+class _Access:
+    """Who may ask: read by every request, replaced whole on a web-config reload."""
+
+    auth: Authenticator | None
+
+
 def _handler(
     router: Router,
-    auth: Authenticator | None,
+    access: _Access,
     open_paths: Collection[str],
     client_timeout: float,
 ) -> type[BaseHTTPRequestHandler]:
@@ -186,7 +193,7 @@ def _handler(
         def _serve(self) -> None:
             parts = urlsplit(self.path)
             if (parts.path or "/") not in open_paths and not authorized(
-                auth, self.headers.get("Authorization")
+                access.auth, self.headers.get("Authorization")
             ):
                 self._refuse(Response(401, b"unauthorized\n", headers={"WWW-Authenticate": REALM}))
                 return
@@ -255,6 +262,18 @@ class _Server(ThreadingHTTPServer):
     # (many scrapers at once, pushes): each dropped SYN costs the client a 1 s retry.
     request_queue_size = 128
 
+    tls: ssl.SSLContext | None = None
+    """Wraps each accepted connection (the handshake runs in its thread); replaceable."""
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = self.socket.accept()
+        tls = self.tls
+        if tls is not None:
+            connection = tls.wrap_socket(
+                connection, server_side=True, do_handshake_on_connect=False
+            )
+        return connection, address
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that times out, resets or fails the TLS handshake is not our error."""
         log.debug("client connection failed", exc_info=True)
@@ -263,7 +282,7 @@ class _Server(ThreadingHTTPServer):
 class WebServer:
     """A threaded HTTP server for a router, started in the background.
 
-    ``tls`` wraps the listening socket; ``auth`` guards every path but ``open_paths``.
+    ``tls`` wraps every connection; ``auth`` guards every path but ``open_paths``.
     """
 
     def __init__(
@@ -277,12 +296,10 @@ class WebServer:
         open_paths: Collection[str] = (),
         client_timeout: float = CLIENT_TIMEOUT_SECONDS,
     ) -> None:
-        handler = _handler(router, auth, frozenset(open_paths), client_timeout)
+        self._access = _Access(auth)
+        handler = _handler(router, self._access, frozenset(open_paths), client_timeout)
         self._server = _Server((host, port), handler)
-        if tls is not None:
-            self._server.socket = tls.wrap_socket(
-                self._server.socket, server_side=True, do_handshake_on_connect=False
-            )
+        self._server.tls = tls
         self._thread = threading.Thread(target=self._server.serve_forever, name="web", daemon=True)
 
     @property
@@ -294,6 +311,21 @@ class WebServer:
     def start(self) -> None:
         """Serve in a background thread."""
         self._thread.start()
+
+    @property
+    def tls_on(self) -> bool:
+        """Whether the server speaks TLS."""
+        return self._server.tls is not None
+
+    def update(self, *, tls: ssl.SSLContext | None, auth: Authenticator | None) -> None:
+        """Apply a reloaded web config to the connections accepted from now on.
+
+        ValueError when TLS would be turned on or off: that needs a restart.
+        """
+        if (tls is not None) != self.tls_on:
+            raise ValueError("turning TLS on or off needs a restart")
+        self._server.tls = tls
+        self._access.auth = auth
 
     def stop(self) -> None:
         """Stop serving and close the socket."""

@@ -81,14 +81,12 @@ def config_for(url: str, **overrides: object) -> Config:
     return Config(accounts=(account_for(url),), **fields)  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="session")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+def self_signed(folder: Path, name: str = "server") -> tuple[str, str]:
     """A self-signed certificate for 127.0.0.1 and its key (made with openssl)."""
     import subprocess
 
     openssl = require_binary("openssl")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
+    cert, key = folder / f"{name}-cert.pem", folder / f"{name}-key.pem"
     subprocess.run(
         [
             openssl,
@@ -100,7 +98,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
             "-days",
             "2",
             "-subj",
-            "/CN=127.0.0.1",
+            f"/CN=127.0.0.1 {name}",
             "-addext",
             "subjectAltName=IP:127.0.0.1",
             "-keyout",
@@ -112,6 +110,12 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
         capture_output=True,
     )
     return str(cert), str(key)
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 and its key."""
+    return self_signed(tmp_path_factory.mktemp("tls"))
 
 
 def write_exporter_config(path: Path, endpoint: str) -> Path:

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import replace
 from pathlib import Path
 
+import bcrypt
 import httpx
-from conftest import PROJECT, Simulator, account_for, config_for
+import pytest
+from conftest import (
+    PROJECT,
+    Simulator,
+    account_for,
+    config_for,
+    self_signed,
+)
 from exposition import samples, total, value
 
 from exporter.app import Exporter
+from exporter.webconfig import load_web_config
 
 
 def _config_yaml(url: str, names: list[str], interval: str = "60s") -> str:
@@ -25,12 +35,18 @@ def _config_yaml(url: str, names: list[str], interval: str = "60s") -> str:
     return f"accounts:{accounts}\npoll_interval: {interval}\n"
 
 
-def test_a_valid_reload_keeps_counters_adds_and_removes_accounts(
-    manual_simulator: Simulator, request, tmp_path: Path, monkeypatch
-) -> None:
-    sim = manual_simulator
+@pytest.fixture
+def sim_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The simulator's demo keys in the env variables ``_config_yaml`` names."""
     monkeypatch.setenv("SIM_AK", "demo-access-key")
     monkeypatch.setenv("SIM_SK", "demo-secret-key")
+
+
+@pytest.mark.usefixtures("sim_keys")
+def test_a_valid_reload_keeps_counters_adds_and_removes_accounts(
+    manual_simulator: Simulator, request, tmp_path: Path
+) -> None:
+    sim = manual_simulator
     config = replace(
         config_for(sim.url),
         accounts=(account_for(sim.url, "kept"), account_for(sim.url, "dropped")),
@@ -86,3 +102,53 @@ def test_an_invalid_reload_is_rejected_and_the_old_config_keeps_running(
     assert {dict(k)["account"] for k in exposition["msgsms_up"]} == {"sim"}
     assert exporter.config.accounts[0].name == "sim"
     assert httpx.get(f"http://{host}:{port}/-/reload").status_code == 405
+
+
+def _web_yaml(cert: str, key: str, users: dict[str, str]) -> str:
+    lines = [f"tls_server_config: {{cert_file: {cert}, key_file: {key}}}", "basic_auth_users:"]
+    return "\n".join([*lines, *(f"  {u}: '{h}'" for u, h in users.items())]) + "\n"
+
+
+@pytest.mark.usefixtures("sim_keys")
+def test_a_reload_reads_the_web_config_again_users_and_certificate(
+    manual_simulator: Simulator, request, tmp_path: Path
+) -> None:
+    sim = manual_simulator
+    first, second = self_signed(tmp_path, "first"), self_signed(tmp_path, "second")
+    prom, ops = "prom-pass-1", "ops-pass-2"
+    hashes = {p: bcrypt.hashpw(p.encode(), bcrypt.gensalt(rounds=4)).decode() for p in (prom, ops)}
+    web_file = tmp_path / "web.yaml"
+    web_file.write_text(_web_yaml(*first, {"prom": hashes[prom]}))
+    exporter = Exporter(config_for(sim.url), clock=sim.now, sleep=lambda _s: None)
+    request.addfinalizer(exporter.stop)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(_config_yaml(sim.url, ["sim"]))
+    exporter.config_file = str(config_file)
+    exporter.web_config_file = str(web_file)
+    _, port = exporter.start("127.0.0.1", 0, web=load_web_config(web_file))
+    url = f"https://127.0.0.1:{port}"
+    trust_first = ssl.create_default_context(cafile=first[0])
+    trust_second = ssl.create_default_context(cafile=second[0])
+    assert httpx.get(f"{url}/metrics", verify=trust_first, auth=("prom", prom)).status_code == 200
+
+    web_file.write_text(_web_yaml(*second, {"ops": hashes[ops]}))
+    reload = httpx.post(f"{url}/-/reload", verify=trust_first, auth=("prom", prom))
+    assert reload.status_code == 200, reload.text
+    # New connections: the new certificate, the new users.
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/metrics", verify=trust_first, auth=("ops", ops))
+    assert httpx.get(f"{url}/metrics", verify=trust_second, auth=("ops", ops)).status_code == 200
+    assert httpx.get(f"{url}/metrics", verify=trust_second, auth=("prom", prom)).status_code == 401
+
+    # A bad web config, or one turning TLS off, is rejected whole; the running one stays.
+    for text, problem in (
+        ("basic_auth_users: {ops: plain}\n", "basic_auth_users.ops: expected a bcrypt hash"),
+        (f"basic_auth_users: {{ops: '{hashes[ops]}'}}\n", "turning TLS on or off needs a restart"),
+    ):
+        web_file.write_text(text)
+        rejected = httpx.post(f"{url}/-/reload", verify=trust_second, auth=("ops", ops))
+        assert rejected.status_code == 400
+        assert f"{web_file}: {problem}" in rejected.text
+        ok = httpx.get(f"{url}/metrics", verify=trust_second, auth=("ops", ops))
+        assert ok.status_code == 200
+        assert value(samples(ok.content), "msgsms_config_last_reload_successful") == 0

@@ -216,6 +216,16 @@ def _run_exporter_and_collect(config: Path, web: Path, tmp_path: Path) -> dict[s
         channels["/details"] = details.text.replace(f'value="{MOBILE}"', 'value=""', 1)
         channels["401"] = httpx.get(f"{base}/metrics", auth=("prom", "wrong")).text
         channels["404"] = httpx.get(f"{base}/nowhere", auth=auth).text
+        # SIGHUP reads the web config again: the new user is in, the old one out.
+        web.write_text(f"basic_auth_users:\n  ops: '{HASH}'\n")
+        proc.send_signal(signal.SIGHUP)
+        auth = ("ops", PASSWORD)
+        while httpx.get(f"{base}/metrics", auth=auth).status_code != 200:
+            assert time.monotonic() < deadline + 30, "the new web config never applied"
+            time.sleep(0.1)
+        old_user = httpx.get(f"{base}/metrics", auth=("prom", PASSWORD))
+        assert old_user.status_code == 401
+        channels["401 after reload"] = old_user.text
         broken = config.read_text().replace("secret_key:", "secret_key_typo:")
         config.write_text(broken)
         channels["reload"] = httpx.post(f"{base}/-/reload", auth=auth).text
