@@ -19,6 +19,7 @@ import logging
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -69,6 +70,7 @@ def main() -> None:
         )
         config = Config(accounts=(account,), windows=(HOUR,), page_size=100)
         by_hour: dict[int, list[int]] = {}
+        steps_by_hour: dict[int, Counter[str]] = {}
         cpu_by_hour: dict[int, list[float]] = {}
         followed_peak = outside_peak = 0
         with Exporter(config, clock=now) as exporter:
@@ -84,6 +86,9 @@ def main() -> None:
                 hour = index // 60 + 1
                 cpu_by_hour.setdefault(hour, []).append(time.process_time() - cpu)
                 by_hour.setdefault(hour, []).append(poller.source.stats.request_count - before)
+                last = poller.engine.last
+                assert last is not None
+                steps_by_hour.setdefault(hour, Counter()).update(last.requests)
                 engine = poller.engine
                 followed_peak = max(followed_peak, engine.pending_count())
                 outside = engine.pending_count() - len(engine.pending)
@@ -100,6 +105,13 @@ def main() -> None:
         values = [v for h in hours if h in by_hour for v in by_hour[h]]
         return statistics.fmean(values) if values else float("nan")
 
+    def steps(hours: range) -> str:
+        total: Counter[str] = Counter()
+        for h in hours:
+            total.update(steps_by_hour.get(h, Counter()))
+        polls = sum(len(by_hour.get(h, [])) for h in hours) or 1
+        return ", ".join(f"{k} {v / polls:.1f}" for k, v in sorted(total.items()))
+
     def cpu_ms(hours: range) -> float:
         values = [v for h in hours if h in cpu_by_hour for v in cpu_by_hour[h]]
         return 1000 * statistics.fmean(values) if values else float("nan")
@@ -112,6 +124,8 @@ def main() -> None:
         ("requests per poll, hour 2 (pending only inside the window)", f"{mean(early):.1f}"),
         ("requests per poll, hour 40 (old pending, none due)", f"{mean(middle):.1f}"),
         (f"requests per poll, hours {late.start}-{last} (expiring)", f"{mean(late):.1f}"),
+        ("  by step, hour 2", steps(early)),
+        (f"  by step, hours {late.start}-{last}", steps(late)),
         ("ratio hour 40 / hour 2", f"{mean(middle) / mean(early):.2f}x"),
         (f"ratio hours {late.start}-{last} / hour 2", f"{mean(late) / mean(early):.2f}x"),
         (

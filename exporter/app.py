@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from exporter.client import DetailsClient, RequestStats, RetryPolicy, build_http_client
 from exporter.collector import DeliveryCollector
 from exporter.config import AccountConfig, Config, load_config
+from exporter.contract import QueryLimits
 from exporter.details import DetailsQueries, OneQueryAtATime
 from exporter.details_page import details_html
 from exporter.errors import ConfigError
@@ -128,7 +129,8 @@ class Exporter:
             self.push_store = PushStore(
                 rc.store_path, retention=rc.retention, synchronous=rc.synchronous, clock=clock
             )
-            self.receiver = Receiver(rc, self.push_store, clock=clock)
+            limits = QueryLimits(max_span_seconds=config.max_query_span)
+            self.receiver = Receiver(rc, self.push_store, clock=clock, limits=limits)
             self.registry.register(self.receiver.collector())
         self._slots: list[_Slot] = []
         for account in config.accounts:

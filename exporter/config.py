@@ -92,6 +92,7 @@ class ReceiverConfig:
     signing_keys: tuple[Credentials, ...] = ()
     attribution: str = "none"
     attribution_key: str = ""
+    details_api: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,7 +358,15 @@ def _account(reader: _Reader, raw: object, where: str) -> AccountConfig | None:
     )
 
 
-_RECEIVER_KEYS = {"store_path", "paths", "retention", "synchronous", "signing", "attribution"}
+_RECEIVER_KEYS = {
+    "store_path",
+    "paths",
+    "retention",
+    "synchronous",
+    "signing",
+    "attribution",
+    "details_api",
+}
 _ATTRIBUTION_MODES = ("none", "extend", "extend_pair", "extend_json")
 
 
@@ -414,6 +423,7 @@ def _receiver(reader: _Reader, raw: object) -> ReceiverConfig | None:
         )
     elif mode in ("extend_pair", "extend_json") and not key:
         reader.problem("receiver.attribution.key", f"is required with from: {mode}")
+    details_api = bool(reader.get(spec, "details_api", "receiver", _boolean, False))
     if store_path is None:
         return None
     return ReceiverConfig(
@@ -426,6 +436,7 @@ def _receiver(reader: _Reader, raw: object) -> ReceiverConfig | None:
         signing_keys=tuple(keys),
         attribution=mode,
         attribution_key=key,
+        details_api=details_api,
     )
 
 

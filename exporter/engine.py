@@ -306,6 +306,7 @@ class Engine:
         self.late: dict[int, LateMinute] = {}
         self.template_names: list[str] = []
         self.template_index: dict[str, int] = {}
+        self.late_turn = 0  # which block of late minutes the next poll checks
         self.read: set[int] = set()
         self.end: int | None = None
         self.end_before: int | None = None
@@ -688,12 +689,23 @@ class Engine:
     def _resolve_late(
         self, source: PageSource, resolved: dict[str | int, PendingMessage], outcome: PollOutcome
     ) -> None:
-        """Pending messages past the window: those past the 72 h report deadline are all
-        final (EXPIRED at the latest) and are read; the rest are bisected by totals."""
+        """Pending messages past the window.
+
+        Those past the 72 h report deadline are all final (EXPIRED at the latest): they
+        are read every poll. The others rarely change: one block of ``max_query_span``
+        (aligned, so blocks stay put as minutes come and go) is checked per poll, in
+        turn, by totals bisected to the minutes that changed. A report for a message
+        older than the window is thus counted within a few polls, at about one request
+        a poll.
+        """
         if not self.late:
             return
         assert self.end is not None
         due_before = self.end - REPORT_DEADLINE_SECONDS - MINUTE
+        span = int(self.config.max_query_span)
+        blocks = sorted({m // span for m in self.late if m >= due_before})
+        turn = blocks[self.late_turn % len(blocks)] if blocks else None
+        self.late_turn += 1
         scopes: list[int | None] = [None]
         if not self.cross_template:
             scopes = [*sorted({t for late in self.late.values() for t in late.templates})]
@@ -718,10 +730,10 @@ class Engine:
 
             due = [m for m in minutes if m < due_before]
             self._scan_pending(source, template_id, materialize(due), resolved, outcome)
-            rest = [m for m in minutes if m >= due_before]
-            for chunk in spans_within(rest, self.config.max_query_span):
+            block = [m for m in minutes if m >= due_before and m // span == turn]
+            if block:
                 self._bisect_pending(
-                    source, template_id, chunk, count, materialize, resolved, outcome
+                    source, template_id, block, count, materialize, resolved, outcome
                 )
 
     def _bisect_pending(

@@ -25,7 +25,15 @@ from urllib.parse import parse_qsl, urlencode
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from exporter.config import ReceiverConfig
-from exporter.errors import SignatureError
+from exporter.contract import (
+    DETAILS_PATH,
+    BadParameter,
+    QueryLimits,
+    error_to_wire,
+    page_to_wire,
+    parse_details_query,
+)
+from exporter.errors import SignatureError, UpstreamError
 from exporter.pushstore import (
     PushStore,
     SendRegistration,
@@ -399,18 +407,39 @@ class Receiver:
         store: PushStore,
         *,
         clock: Callable[[], float] = time.time,
+        limits: QueryLimits = QueryLimits(),  # noqa: B008 - frozen, never mutated
     ) -> None:
         self.config = config
         self.store = store
         self.stats = ReceiverStats()
         self._clock = clock
+        self._limits = limits
         self._secrets = {k.access_key: k.secret_key for k in config.signing_keys}
 
     def add_routes(self, router: Router) -> None:
-        """Serve the single, batch and registration paths (POST)."""
+        """Serve the single, batch and registration paths (POST), and the stored
+        sending details (GET, the project's contract) when ``details_api`` is on."""
         router.add(self.config.single_path, self.single, methods=("POST",))
         router.add(self.config.batch_path, self.batch, methods=("POST",))
         router.add(self.config.sends_path, self.sends, methods=("POST",))
+        if self.config.details_api:
+            router.add(DETAILS_PATH, self.details)
+
+    def details(self, request: Request) -> Response:
+        """``GET /api/v1/send-details`` answered from the store, as the simulator does."""
+        started = time.perf_counter()
+        try:
+            query = parse_details_query(request.query, self._clock(), self._limits)
+            page = self.store.query(query)
+        except BadParameter as exc:
+            self.stats.reject(["bad_parameter"])
+            body = error_to_wire("MSGSMS.0400", str(exc))
+            return self._answer("details", started, _json_response(400, body))
+        except UpstreamError as exc:
+            self.stats.reject(["store_unavailable"])
+            body = error_to_wire("MSGSMS.0503", str(exc))
+            return self._answer("details", started, _json_response(503, body))
+        return self._answer("details", started, _json_response(200, page_to_wire(query, page)))
 
     def collector(self) -> PushCollector:
         """The collector of this receiver's counters."""
@@ -527,3 +556,7 @@ class Receiver:
 
 def _unavailable(exc: StoreUnavailable) -> PushRejected:
     return PushRejected("store_unavailable", f"not stored, try again: {exc}", 503)
+
+
+def _json_response(status: int, body: object) -> Response:
+    return Response(status, json.dumps(body).encode(), "application/json")

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import jsonschema
+import pytest
 import yaml
 from conftest import DEMO_AK, DEMO_SK, PROJECT, Simulator
 from openapi_spec_validator import validate
+from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.records import DETAILS_PATH, DetailsQuery
+from exporter.config import ReceiverConfig
+from exporter.pushstore import PushStore
+from exporter.receiver import Receiver
+from exporter.records import DETAILS_PATH, DetailsQuery, SendResult
 from exporter.signing import Credentials, sign_request
 from exporter.timestamps import parse_rfc3339
+from exporter.web import Request, Router, WebServer
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "exporter" / "openapi.yaml"
 
@@ -89,3 +96,81 @@ def test_the_template_list_matches_the_contract_schema(manual_simulator: Simulat
     assert len(body["results"]) == 2
     for item in body["results"]:
         jsonschema.validate(item, _schema("Template"))
+
+
+@pytest.fixture
+def store_api(tmp_path: Path) -> Iterator[tuple[str, PushStore, CollectorRegistry]]:
+    """The exporter's web server with a receiver whose store answers the contract."""
+    now = parse_rfc3339("2026-11-26T11:05:00Z")
+    with PushStore(tmp_path / "push.db", clock=lambda: now) as store:
+        config = ReceiverConfig(store_path=store.path, details_api=True)
+        receiver = Receiver(config, store, clock=lambda: now)
+        router = Router()
+        receiver.add_routes(router)
+        server = WebServer(router, "127.0.0.1", 0)
+        server.start()
+        host, port = server.address
+        registry = CollectorRegistry()
+        registry.register(receiver.collector())
+        try:
+            yield f"http://{host}:{port}", store, registry
+        finally:
+            server.stop()
+
+
+def test_the_receivers_store_answers_the_contract_over_http(store_api) -> None:
+    url, store, registry = store_api
+    sends = [
+        {
+            "message_id": f"m{i:02d}",
+            "template_id": "TPL_A" if i % 3 else "TPL_B",
+            "send_time": f"2026-11-26T10:{i:02d}:00Z",
+            "mobile": "4402000000",
+            "segments": 1,
+        }
+        for i in range(30)
+    ]
+    assert httpx.post(f"{url}/push/sends", json=sends).status_code == 200
+    reports = [{"smsMsgId": f"m{i:02d}", "status": "DELIVRD"} for i in range(0, 30, 2)]
+    assert httpx.post(f"{url}/push/status-reports", json={"statusReportList": reports}).is_success
+    params = {
+        "start_time": "2026-11-26T10:00:00Z",
+        "end_time": "2026-11-26T11:00:00Z",
+        "template_id": "TPL_A",
+        "send_result": "sending",
+        "limit": "5",
+        "offset": "2",
+    }
+    response = httpx.get(f"{url}{DETAILS_PATH}", params=params)
+    assert response.status_code == 200
+    body = response.json()
+    jsonschema.validate(body, _schema("DetailsPage"))
+    # The same answer the store gives in process, in the contract's form.
+    query = DetailsQuery(
+        parse_rfc3339("2026-11-26T10:00:00Z"),
+        parse_rfc3339("2026-11-26T11:00:00Z"),
+        "TPL_A",
+        send_result=SendResult.SENDING,
+        offset=2,
+        limit=5,
+    )
+    direct = store.query(query)
+    assert body["total"] == direct.total == 10
+    assert [r["message_id"] for r in body["records"]] == [r.message_id for r in direct.records]
+    assert all(r["mobile"] != "4402000000" for r in body["records"])  # masked
+
+    bad = httpx.get(f"{url}{DETAILS_PATH}", params={**params, "end_time": "2026-11-27T11:00:00Z"})
+    assert bad.status_code == 400
+    jsonschema.validate(bad.json(), _schema("Error"))
+    assert bad.json()["error_msg"] == "end_time: the query spans more than 86400 seconds"
+    exposition = generate_latest(registry).decode()
+    assert 'msgsms_push_rejected_total{reason="bad_parameter"} 1.0' in exposition
+    assert 'msgsms_push_requests_total{code="400",endpoint="details"} 1.0' in exposition
+
+
+def test_the_store_is_not_served_unless_asked(tmp_path: Path) -> None:
+    with PushStore(tmp_path / "push.db") as store:
+        router = Router()
+        Receiver(ReceiverConfig(store_path=store.path), store).add_routes(router)
+        request = Request("GET", DETAILS_PATH, {}, {})
+        assert router.dispatch(request).status == 404

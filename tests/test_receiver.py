@@ -340,6 +340,7 @@ def test_config_reads_the_receiver_section():
             "synchronous": "full",
             "signing": {"keys": [{"access_key": {"env": "AK"}, "secret_key": {"env": "SK"}}]},
             "attribution": {"from": "extend_json", "key": "tpl"},
+            "details_api": True,
         }
     )
     config = parse_config(raw, {"AK": "ak", "SK": "sk"})
@@ -354,6 +355,7 @@ def test_config_reads_the_receiver_section():
         signing_keys=(Credentials("ak", "sk"),),
         attribution="extend_json",
         attribution_key="tpl",
+        details_api=True,
     )
 
 
@@ -364,6 +366,7 @@ def test_config_reports_every_receiver_problem():
             "synchronous": "off",
             "signing": {"keys": [{"access_key": {"env": "AK"}}]},
             "attribution": {"from": "extend_pair"},
+            "details_api": "yes",
         },
         endpoint="http://x",
     )
@@ -376,6 +379,7 @@ def test_config_reports_every_receiver_problem():
         "receiver.synchronous: expected 'normal' or 'full'",
         "receiver.signing.keys[0]: give access_key and secret_key",
         "receiver.attribution.key: is required with from: extend_pair",
+        "receiver.details_api: expected true or false",
     ]
 
 

@@ -1,0 +1,133 @@
+"""The sending-details contract's query parameters and answer, as pure functions.
+
+``GET /api/v1/send-details`` is served by the simulator (from its generated traffic)
+and, when the receiver is configured with ``details_api: true``, by the exporter (from
+its push store). Both read parameters with :func:`parse_details_query` and answer with
+:func:`page_to_wire`, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from exporter.errors import ExporterError
+from exporter.records import (
+    DETAILS_PATH,
+    MOBILE_PATTERN,
+    DetailsPage,
+    DetailsQuery,
+    SendResult,
+    record_to_wire,
+)
+from exporter.timestamps import parse_rfc3339
+
+__all__ = [
+    "DETAILS_PATH",
+    "BadParameter",
+    "QueryLimits",
+    "error_to_wire",
+    "page_to_wire",
+    "parse_details_query",
+]
+
+DETAILS_PARAMS = frozenset(
+    {"template_id", "mobile", "send_result", "start_time", "end_time", "offset", "limit"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryLimits:
+    """The console's limits on a sending-details query."""
+
+    max_span_seconds: float = 24 * 3600
+    lookback_seconds: float = 60 * 86400
+    max_limit: int = 100
+
+
+class BadParameter(ExporterError):
+    """A query parameter is missing or invalid; the message names it."""
+
+
+def single(params: Mapping[str, list[str]], name: str) -> str | None:
+    """The parameter's one value (None when absent); BadParameter when repeated."""
+    values = params.get(name)
+    if values is None:
+        return None
+    if len(values) != 1:
+        raise BadParameter(f"{name}: give it once")
+    return values[0]
+
+
+def integer(params: Mapping[str, list[str]], name: str, default: int, low: int, high: int) -> int:
+    """An integer parameter within [low, high]."""
+    text = single(params, name)
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+        raise BadParameter(f"{name}: expected an integer in [{low}, {high}]")
+    return int(text)
+
+
+def _time(params: Mapping[str, list[str]], name: str) -> float:
+    text = single(params, name)
+    if text is None:
+        raise BadParameter(f"{name}: required (RFC 3339, e.g. 2026-11-26T10:00:00Z)")
+    try:
+        return parse_rfc3339(text)
+    except ValueError as exc:
+        raise BadParameter(f"{name}: {exc}") from exc
+
+
+def parse_details_query(
+    params: Mapping[str, list[str]], now: float, limits: QueryLimits
+) -> DetailsQuery:
+    """The query the parameters ask for; BadParameter names the first offending one."""
+    unknown = sorted(set(params) - DETAILS_PARAMS)
+    if unknown:
+        raise BadParameter(f"{unknown[0]}: unknown parameter")
+    start, end = _time(params, "start_time"), _time(params, "end_time")
+    if end <= start:
+        raise BadParameter("end_time: must be after start_time")
+    if end - start > limits.max_span_seconds:
+        raise BadParameter(
+            f"end_time: the query spans more than {limits.max_span_seconds:g} seconds"
+        )
+    if start < now - limits.lookback_seconds:
+        raise BadParameter(f"start_time: older than {limits.lookback_seconds:g} seconds before now")
+    offset = integer(params, "offset", 0, 0, 10**9)
+    limit = integer(params, "limit", 10, 1, limits.max_limit)
+    mobile = single(params, "mobile")
+    if mobile is not None and not MOBILE_PATTERN.match(mobile):
+        raise BadParameter("mobile: expected digits with the country code, no '+'")
+    result = single(params, "send_result")
+    if result is not None and result not in {r.value for r in SendResult}:
+        raise BadParameter("send_result: expected success, failed or sending")
+    template_id = single(params, "template_id")
+    if template_id is not None and not template_id:
+        raise BadParameter("template_id: must not be empty")
+    return DetailsQuery(
+        start,
+        end,
+        template_id,
+        mobile=mobile,
+        send_result=None if result is None else SendResult(result),
+        offset=offset,
+        limit=limit,
+    )
+
+
+def page_to_wire(query: DetailsQuery, page: DetailsPage) -> dict[str, Any]:
+    """The contract's JSON answer for one page."""
+    return {
+        "total": page.total,
+        "offset": query.offset,
+        "limit": query.limit,
+        "records": [record_to_wire(r) for r in page.records],
+    }
+
+
+def error_to_wire(code: str, message: str) -> dict[str, str]:
+    """The contract's JSON error body."""
+    return {"error_code": code, "error_msg": message}
