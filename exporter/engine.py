@@ -41,6 +41,7 @@ from exporter.status_codes import StatusCategory, categorize
 MINUTE = RESOLUTION_SECONDS
 READ_CHUNK_MINUTES = 15
 RECENT_PENDING_SECONDS = 15 * 60
+LATE_RECHECK_SECONDS = 15 * 60
 REPORT_DEADLINE_SECONDS = 72 * 3600
 """Status reports arrive up to 72 h after sending (then the platform reports EXPIRED)."""
 REPORT_HORIZON_SECONDS = REPORT_DEADLINE_SECONDS + 15 * 60
@@ -306,7 +307,7 @@ class Engine:
         self.late: dict[int, LateMinute] = {}
         self.template_names: list[str] = []
         self.template_index: dict[str, int] = {}
-        self.late_turn = 0  # which block of late minutes the next poll checks
+        self.late_checked: dict[int, int] = {}  # block of late minutes → when checked
         self.read: set[int] = set()
         self.end: int | None = None
         self.end_before: int | None = None
@@ -692,20 +693,21 @@ class Engine:
         """Pending messages past the window.
 
         Those past the 72 h report deadline are all final (EXPIRED at the latest): they
-        are read every poll. The others rarely change: one block of ``max_query_span``
-        (aligned, so blocks stay put as minutes come and go) is checked per poll, in
-        turn, by totals bisected to the minutes that changed. A report for a message
-        older than the window is thus counted within a few polls, at about one request
-        a poll.
+        are read every poll. The others rarely change: blocks of ``max_query_span``
+        (aligned, so blocks stay put as minutes come and go) are checked by totals,
+        bisected to the minutes that changed, one block a poll and each at most every
+        ``LATE_RECHECK_SECONDS``. A report for a message older than the window is thus
+        counted within about a quarter of an hour, for a fraction of a request a poll.
         """
         if not self.late:
             return
         assert self.end is not None
         due_before = self.end - REPORT_DEADLINE_SECONDS - MINUTE
         span = int(self.config.max_query_span)
-        blocks = sorted({m // span for m in self.late if m >= due_before})
-        turn = blocks[self.late_turn % len(blocks)] if blocks else None
-        self.late_turn += 1
+        blocks = {m // span for m in self.late if m >= due_before}
+        checked = {b: at for b, at in self.late_checked.items() if b in blocks}
+        ready = [b for b in blocks if checked.get(b, -1) <= self.end - LATE_RECHECK_SECONDS]
+        turn = min(ready, key=lambda b: (checked.get(b, -1), b)) if ready else None
         scopes: list[int | None] = [None]
         if not self.cross_template:
             scopes = [*sorted({t for late in self.late.values() for t in late.templates})]
@@ -735,6 +737,9 @@ class Engine:
                 self._bisect_pending(
                     source, template_id, block, count, materialize, resolved, outcome
                 )
+        if turn is not None:  # only once checked: a spent budget retries it next poll
+            checked[turn] = self.end
+        self.late_checked = checked
 
     def _bisect_pending(
         self,
