@@ -5,8 +5,10 @@ Runs the simulator (manual clock) with issue 3's scenario scaled down and one ex
 prints, in one run, the upstream requests per poll of hour 2 (pending messages only
 inside the window), of hour 40 (a day and a half of old pending messages, none due)
 and of hours 73-75 (old pending messages expiring every minute), their ratios, the
-pending messages followed, exporter CPU per poll, and whether
-``msgsms_messages_finalized_total`` equals the truth at the end.
+pending messages followed, exporter CPU per poll, and how many final messages
+``msgsms_messages_finalized_total`` has not counted yet at the end (a report for a
+message past the window is counted within 15 minutes; a negative count would be a
+message counted twice).
 
     python bench/late_reports.py                # 75 simulated hours (a few minutes here)
     python bench/late_reports.py --hours 3      # quick: no expirations yet
@@ -100,6 +102,7 @@ def main() -> None:
                 counted[template_id] = counted.get(template_id, 0) + n
     expected = {t: v["success"] + v["failed"] for t, v in final.items()}
     mismatched = sum(1 for t, n in expected.items() if counted.get(t, 0) != n)
+    behind = sum(expected.values()) - sum(counted.get(t, 0) for t in expected)
 
     def mean(hours: range) -> float:
         values = [v for h in hours if h in by_hour for v in by_hour[h]]
@@ -137,8 +140,8 @@ def main() -> None:
             f"{followed_peak:,}, {outside_peak:,}",
         ),
         (
-            "templates whose finalized counter differs from truth",
-            f"{mismatched} of {len(expected)}",
+            "finalized messages not counted yet at the end (all templates)",
+            f"{behind} of {sum(expected.values()):,} ({mismatched} of {len(expected)} templates)",
         ),
     ]
     width = max(len(name) for name, _ in rows)
