@@ -29,6 +29,7 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from exporter.config import RESOLUTION_SECONDS, Config
@@ -714,22 +715,8 @@ class Engine:
         for scope in scopes:
             template_id = None if scope is None else self.template_names[scope]
             minutes = sorted(m for m, late in self.late.items() if late.count(scope))
-
-            def count(minute: int, scope: int | None = scope) -> int:
-                return self.late[minute].count(scope)
-
-            def materialize(
-                chosen: list[int], scope: int | None = scope
-            ) -> dict[str | int, PendingMessage]:
-                out: dict[str | int, PendingMessage] = {}
-                for minute in chosen:
-                    late = self.late[minute]
-                    for i, key in enumerate(late.keys):
-                        if scope is None or late.templates[i] == scope:
-                            name = self.template_names[late.templates[i]]
-                            out[key] = PendingMessage(name, minute, late.times[i], late.records[i])
-                return out
-
+            count = partial(self._late_count, scope=scope)
+            materialize = partial(self._late_messages, scope=scope)
             due = [m for m in minutes if m < due_before]
             self._scan_pending(source, template_id, materialize(due), resolved, outcome)
             block = [m for m in minutes if m >= due_before and m // span == turn]
@@ -740,6 +727,23 @@ class Engine:
         if turn is not None:  # only once checked: a spent budget retries it next poll
             checked[turn] = self.end
         self.late_checked = checked
+
+    def _late_count(self, minute: int, scope: int | None) -> int:
+        """Late messages of one minute, of one template (index) or all."""
+        return self.late[minute].count(scope)
+
+    def _late_messages(
+        self, minutes: list[int], scope: int | None
+    ) -> dict[str | int, PendingMessage]:
+        """Late messages of some minutes as pending messages, keyed by their late key."""
+        out: dict[str | int, PendingMessage] = {}
+        for minute in minutes:
+            late = self.late[minute]
+            for i, key in enumerate(late.keys):
+                if scope is None or late.templates[i] == scope:
+                    name = self.template_names[late.templates[i]]
+                    out[key] = PendingMessage(name, minute, late.times[i], late.records[i])
+        return out
 
     def _bisect_pending(
         self,

@@ -60,6 +60,15 @@ def _assert_windows_equal_truth(sim: Simulator, poller: Poller) -> None:
             assert tw.delay_sum == pytest.approx(t["delivery_delay_seconds_sum"], abs=1e-9)
 
 
+def _poll_minutes(sim: Simulator, exporter: Exporter, minutes: int, *, check: bool) -> None:
+    """Advance the simulator a minute at a time, polling each; ``check``: against truth."""
+    for _ in range(minutes):
+        sim.advance(60)
+        assert exporter.poll_once()
+        if check:
+            _assert_windows_equal_truth(sim, _poller(exporter))
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -78,9 +87,7 @@ def test_every_window_equals_truth_at_every_poll_through_holds_and_late_statuses
         appeared_late = 0
         previous: tuple[float, float, int] | None = None
         for _ in range(90):
-            sim.advance(60)
-            assert exporter.poll_once()
-            _assert_windows_equal_truth(sim, _poller(exporter))
+            _poll_minutes(sim, exporter, 1, check=True)
             window = _poller(exporter).last.windows[-1]
             if previous is not None:
                 start, end, count = previous
@@ -109,22 +116,15 @@ def test_a_message_resolving_after_an_hour_is_counted_once(hold_simulator: Simul
     sim = hold_simulator
     config = config_for(sim.url, settle_delay=0.0, windows=(3600.0, 7200.0))
     with Exporter(config, clock=sim.now) as exporter:
-        sim.advance(60)
-        assert exporter.poll_once()
+        _poll_minutes(sim, exporter, 1, check=False)
         _delay_login_reports(sim)
-        for _ in range(75):
-            sim.advance(60)
-            assert exporter.poll_once()
-            _assert_windows_equal_truth(sim, _poller(exporter))
+        _poll_minutes(sim, exporter, 75, check=True)
         login = next(
             t for t in _poller(exporter).last.windows[-1].templates if t.template_id == "TPL_LOGIN"
         )
         assert login.sending > 0  # delayed for 4000 s: still pending after 75 minutes
         before = _poller(exporter).engine.counters.finalized.copy()
-        for _ in range(10):
-            sim.advance(60)
-            assert exporter.poll_once()
-            _assert_windows_equal_truth(sim, _poller(exporter))
+        _poll_minutes(sim, exporter, 10, check=True)
         login = next(
             t for t in _poller(exporter).last.windows[-1].templates if t.template_id == "TPL_LOGIN"
         )
@@ -167,14 +167,11 @@ def test_a_message_resolving_after_its_minute_left_the_window_is_counted_final(
     sim = hold_simulator
     config = config_for(sim.url, settle_delay=0.0, windows=(3600.0,))
     with Exporter(config, clock=sim.now) as exporter:
-        sim.advance(60)
-        assert exporter.poll_once()
+        _poll_minutes(sim, exporter, 1, check=False)
         first_start = _poller(exporter).last.windows[0].start
         _delay_login_reports(sim)
         # 85 minutes, then a quarter hour for the last late block check.
-        for _ in range(85 + 15):
-            sim.advance(60)
-            assert exporter.poll_once()
+        _poll_minutes(sim, exporter, 85 + 15, check=False)
         poller = _poller(exporter)
         end = poller.last.windows[0].end
         truth = sim.truth(first_start, end)
@@ -231,13 +228,10 @@ def test_a_template_selected_later_is_read_for_the_whole_window(hold_simulator: 
     sim = hold_simulator
     with Exporter(_selecting(sim, "TPL_LOGIN"), clock=sim.now) as exporter:
         poller = _poller(exporter)
-        for _ in range(5):
-            sim.advance(60)
-            assert exporter.poll_once()
+        _poll_minutes(sim, exporter, 5, check=False)
         assert not poller.engine.cross_template
         exporter.reload(_selecting(sim, "TPL_LOGIN", "TPL_NOTIFY"))
-        sim.advance(60)
-        assert exporter.poll_once()
+        _poll_minutes(sim, exporter, 1, check=False)
         # The minutes already read for TPL_LOGIN were read again for TPL_NOTIFY alone.
         _assert_windows_equal_truth(sim, poller)
         window = poller.last.windows[0]
@@ -245,10 +239,7 @@ def test_a_template_selected_later_is_read_for_the_whole_window(hold_simulator: 
         assert (
             poller.engine.counters.sent["TPL_NOTIFY"] == t["success"] + t["failed"] + t["sending"]
         )
-        for _ in range(3):
-            sim.advance(60)
-            assert exporter.poll_once()
-            _assert_windows_equal_truth(sim, poller)
+        _poll_minutes(sim, exporter, 3, check=True)
 
 
 def test_a_template_no_longer_selected_is_no_longer_queried(hold_simulator: Simulator):
@@ -264,10 +255,7 @@ def test_a_template_no_longer_selected_is_no_longer_queried(hold_simulator: Simu
         # Deleted upstream, its details answer 404: its pending messages are not followed.
         rule = {"fault": "template_deleted", "template_id": "TPL_PROMO", "not_found": True}
         sim.post("/-/faults", {"rules": [rule]})
-        for _ in range(3):
-            sim.advance(60)
-            assert exporter.poll_once()
-            _assert_windows_equal_truth(sim, poller)
+        _poll_minutes(sim, exporter, 3, check=True)
 
 
 def test_coalesced_ranges_never_span_more_than_a_query_may():
@@ -294,17 +282,11 @@ def test_a_window_grown_on_reload_reads_back_without_counting_anything_twice(
     sim = hold_simulator
     with Exporter(config_for(sim.url, settle_delay=0.0), clock=sim.now) as exporter:
         poller = _poller(exporter)
-        sim.advance(60)
-        assert exporter.poll_once()
+        _poll_minutes(sim, exporter, 1, check=False)
         first_start = poller.last.windows[0].start
-        for _ in range(90):
-            sim.advance(60)
-            assert exporter.poll_once()
+        _poll_minutes(sim, exporter, 90, check=False)
         exporter.reload(config_for(sim.url, settle_delay=0.0, windows=(3600.0, 7200.0)))
-        for _ in range(3):
-            sim.advance(60)
-            assert exporter.poll_once()
-            _assert_windows_equal_truth(sim, poller)
+        _poll_minutes(sim, exporter, 3, check=True)
         end = poller.last.windows[-1].end
         # The 2 h window starts after the exporter's first window did: every minute read
         # back had been counted before it left the 1 h window.
