@@ -194,6 +194,7 @@ class Exporter:
             snapshot = slot.poller.poll()
         if not slot.stop.is_set():
             self.board.publish(snapshot)
+            self.exposition.refresh()  # here, so no scrape waits for the rendering
         return snapshot.up
 
     def _run(self, slot: _Slot) -> None:
@@ -244,6 +245,7 @@ class Exporter:
                 board.publish(slot.poller.last)
             self.board = board
             self.exposition.board = board
+            self.exposition.refresh()
             self.details = self._details_queries()
             if self._started:
                 for slot in slots:

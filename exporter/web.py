@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gzip
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
@@ -31,6 +33,13 @@ LINGER_SECONDS = 1.0
 LINGER_BYTES = 8 * MAX_BODY_BYTES
 CLIENT_TIMEOUT_SECONDS = 10.0
 HEALTH_PATHS = frozenset({"/-/healthy", "/-/ready"})
+# A thread waiting for the GIL asks the running one to let go after this long (the
+# default is 5 ms): a scrape arriving while the poller folds records waits at most
+# about this long for each of its turns, and the poller gives up nothing when alone.
+SWITCH_INTERVAL_SECONDS = 0.001
+# The exposition is compressed once per rendering, not per scrape, so the level that
+# makes it smallest for a fair price (400 KB to 20 KB in 3 ms) costs scrapes nothing.
+GZIP_LEVEL = 6
 REALM = 'Basic realm="msgsms-exporter", charset="UTF-8"'
 
 log = structlog.get_logger("msgsms_exporter.web")
@@ -100,8 +109,29 @@ def authorized(auth: Authenticator | None, header: str | None) -> bool:
     return credentials is not None and auth.check(*credentials)
 
 
+def accepts_gzip(header: str | None) -> bool:
+    """True when an ``Accept-Encoding`` value allows gzip (``gzip;q=0`` refuses it)."""
+    weights: dict[str, float] = {}
+    for item in (header or "").split(","):
+        coding, *params = item.split(";")
+        weight = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        weights[coding.strip().lower()] = weight
+    return weights.get("gzip", weights.get("*", 0.0)) > 0
+
+
 class ExpositionCache:
-    """The ``/metrics`` body, rendered once per published snapshot, not once per scrape."""
+    """The ``/metrics`` body, rendered once per published snapshot, not once per scrape.
+
+    Its gzip form (what Prometheus asks for) is made once per rendering too; a scrape
+    only sends bytes that already exist.
+    """
 
     def __init__(
         self,
@@ -115,21 +145,41 @@ class ExpositionCache:
         self._changes = changes
         self._lock = threading.Lock()
         self._version: tuple[object, ...] = ()
-        self._body = b""
+        self._text = b""
+        self._gzip: bytes | None = None
 
-    def body(self) -> bytes:
-        """The current exposition."""
+    def _render_if_changed(self) -> None:
         board = self.board
         version = (id(board), board.version, self._changes())
-        with self._lock:
-            if version != self._version:
-                self._body = generate_latest(self._registry)
-                self._version = version
-            return self._body
+        if version != self._version:
+            self._text = generate_latest(self._registry)
+            self._gzip = None
+            self._version = version
 
-    def route(self, _request: Request) -> Response:
-        """``GET /metrics``."""
-        return Response(200, self.body(), CONTENT_TYPE_LATEST)
+    def _compressed(self) -> bytes:
+        if self._gzip is None:
+            self._gzip = gzip.compress(self._text, GZIP_LEVEL, mtime=0)
+        return self._gzip
+
+    def refresh(self) -> None:
+        """Render now if anything changed, gzip form included: the poller calls this."""
+        with self._lock:
+            self._render_if_changed()
+            self._compressed()
+
+    def body(self, *, gzipped: bool = False) -> bytes:
+        """The current exposition, as text or gzip-compressed."""
+        with self._lock:
+            self._render_if_changed()
+            return self._compressed() if gzipped else self._text
+
+    def route(self, request: Request) -> Response:
+        """``GET /metrics``, gzip-compressed when the client accepts it."""
+        vary = {"Vary": "Accept-Encoding"}
+        if accepts_gzip(request.headers.get("accept-encoding")):
+            body = self.body(gzipped=True)
+            return Response(200, body, CONTENT_TYPE_LATEST, {**vary, "Content-Encoding": "gzip"})
+        return Response(200, self.body(), CONTENT_TYPE_LATEST, vary)
 
 
 class Router:
@@ -179,8 +229,10 @@ def _handler(
         sys_version = ""
         timeout = client_timeout
         protocol_version = "HTTP/1.1"
-        # Headers and body go out in separate writes; without TCP_NODELAY, Nagle's
-        # algorithm and the client's delayed ACK add ~40 ms to every response.
+        # Buffered, so headers and a body of up to 64 KiB (a gzip exposition) leave in
+        # one write when the request ends; a larger body is a second write, and without
+        # TCP_NODELAY Nagle's algorithm and the client's delayed ACK would add ~40 ms.
+        wbufsize = 64 * 1024
         disable_nagle_algorithm = True
 
         def setup(self) -> None:
@@ -309,7 +361,8 @@ class WebServer:
         return str(host), int(port)
 
     def start(self) -> None:
-        """Serve in a background thread."""
+        """Serve in a background thread; from now on the GIL changes hands every 1 ms."""
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_SECONDS))
         self._thread.start()
 
     @property
