@@ -4,10 +4,11 @@ Runs the simulator (manual clock) and each exporter in separate processes and pr
 in one run: upstream requests per simulated hour for the full re-scan and for the
 incremental engine (settle delay 2 min, the default, and 0), their ratios; the largest
 difference from /-/truth at any poll; exporter CPU seconds per simulated hour; exporter
-RSS at 10k and 1M messages/hour; /metrics latency under 20 concurrent scrapers; and the
-sparse case (500 templates x 10 messages/hour) in requests per poll.
+RSS at 10k and 1M messages/hour; /metrics latency under 20 concurrent scraper processes
+that ask for gzip as Prometheus does, with a poll among the scrapes; and the sparse case
+(500 templates x 10 messages/hour) in requests per poll.
 
-    python bench/engine.py            # 2 simulated hours (about 10 minutes here)
+    python bench/engine.py            # 2 simulated hours (about 22 minutes here)
     python bench/engine.py --hours 1  # shorter
 """
 
