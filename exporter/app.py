@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import structlog
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
 from exporter.client import DetailsClient, RequestStats, RetryPolicy, build_http_client
@@ -111,19 +111,9 @@ class Exporter:
         self.registry.register(DeliveryCollector(lambda: self.board.snapshots()))
         self.reloads = ReloadCollector(time.time())
         self.registry.register(self.reloads)
-        # Besides polls, reloads and pushes change the exposition: pushes count in it at
-        # most a second late, so a flood of pushes still renders it once a second.
-        self.exposition = ExpositionCache(
-            self.registry,
-            self.board,
-            lambda: (
-                self.reloads.successful,
-                self.reloads.success_at,
-                int(time.monotonic()) if self.receiver is not None else 0,
-            ),
-        )
         self.push_store: PushStore | None = None
         self.receiver: Receiver | None = None
+        live: CollectorRegistry | None = None
         if config.receiver is not None:
             rc = config.receiver
             self.push_store = PushStore(
@@ -131,7 +121,20 @@ class Exporter:
             )
             limits = QueryLimits(max_span_seconds=config.max_query_span)
             self.receiver = Receiver(rc, self.push_store, clock=clock, limits=limits)
-            self.registry.register(self.receiver.collector())
+            live = CollectorRegistry(auto_describe=True)
+            live.register(self.receiver.collector())
+        # Polls and reloads change the polled part; the receiver's counters, which every
+        # push changes, are rendered for each scrape.
+        self.exposition = ExpositionCache(
+            self.registry,
+            lambda: (
+                id(self.board),
+                self.board.version,
+                self.reloads.successful,
+                self.reloads.success_at,
+            ),
+            live,
+        )
         self._slots: list[_Slot] = []
         for account in config.accounts:
             client, http, source = self._source(account, config, None)
@@ -244,7 +247,6 @@ class Exporter:
             for slot in slots:
                 board.publish(slot.poller.last)
             self.board = board
-            self.exposition.board = board
             self.exposition.refresh()
             self.details = self._details_queries()
             if self._started:
@@ -316,8 +318,8 @@ class Exporter:
         return text(200, "configuration reloaded")
 
     def exposition_text(self) -> bytes:
-        """The current exposition, freshly rendered."""
-        return generate_latest(self.registry)
+        """The current exposition, as ``/metrics`` serves it uncompressed."""
+        return self.exposition.body()
 
     def router(self) -> Router:
         """The exporter's routes."""

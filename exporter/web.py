@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
 import socket
 import ssl
 import sys
 import threading
+import time
+import zlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,8 +26,6 @@ from urllib.parse import parse_qs, urlsplit
 import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
-from exporter.snapshot import SnapshotBoard
 
 MAX_BODY_BYTES = 1024 * 1024
 LINGER_SECONDS = 1.0
@@ -40,6 +39,9 @@ SWITCH_INTERVAL_SECONDS = 0.001
 # The exposition is compressed once per rendering, not per scrape, so the level that
 # makes it smallest for a fair price (400 KB to 20 KB in 3 ms) costs scrapes nothing.
 GZIP_LEVEL = 6
+# Live counters (the receiver's) in the exposition are at most this old.
+LIVE_MAX_AGE_SECONDS = 0.1
+GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer around the deflate stream
 REALM = 'Basic realm="msgsms-exporter", charset="UTF-8"'
 
 log = structlog.get_logger("msgsms_exporter.web")
@@ -126,52 +128,111 @@ def accepts_gzip(header: str | None) -> bool:
     return weights.get("gzip", weights.get("*", 0.0)) > 0
 
 
-class ExpositionCache:
-    """The ``/metrics`` body, rendered once per published snapshot, not once per scrape.
+@dataclass(frozen=True, slots=True)
+class _Rendering:
+    """One rendering of the polled part, as text and as the start of a gzip stream."""
 
-    Its gzip form (what Prometheus asks for) is made once per rendering too; a scrape
-    only sends bytes that already exist.
+    version: object
+    text: bytes
+    gzip_head: bytes  # ends with a sync flush: a live part can follow in the same stream
+    compressor: zlib._Compress  # after ``text``; only its copies are used, it stays as is
+    gzip: bytes  # the whole stream when nothing follows
+
+
+@dataclass(frozen=True, slots=True)
+class _Exposition:
+    """Both parts together, in both forms, as rendered at ``at``."""
+
+    polled: _Rendering
+    at: float
+    text: bytes
+    gzip: bytes
+
+
+class ExpositionCache:
+    """The ``/metrics`` body, rendered once per change, never once per scrape.
+
+    ``registry`` changes only when ``version()`` does (a poll, a reload): it is rendered
+    then, as text and as gzip (what Prometheus asks for). ``live``, if any, is small
+    and changes with every push (the receiver's counters): it is rendered again when
+    ``live_max_age`` old, its gzip continuing the polled part's stream. Scrapes read the
+    current rendering without a lock; while one renders the live part, the others send
+    the last one rather than queue on the lock and then, one by one, for the GIL.
     """
 
     def __init__(
         self,
         registry: CollectorRegistry,
-        board: SnapshotBoard,
-        changes: Callable[[], object] = lambda: None,
+        version: Callable[[], object],
+        live: CollectorRegistry | None = None,
+        *,
+        live_max_age: float = LIVE_MAX_AGE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._registry = registry
-        self.board = board
-        """The board whose version says when to render again; a reload swaps it."""
-        self._changes = changes
+        self._version = version
+        self._live = live
+        self._live_max_age = live_max_age
+        self._clock = clock
         self._lock = threading.Lock()
-        self._version: tuple[object, ...] = ()
-        self._text = b""
-        self._gzip: bytes | None = None
+        self._rendering: _Rendering | None = None
+        self._exposition: _Exposition | None = None
 
-    def _render_if_changed(self) -> None:
-        board = self.board
-        version = (id(board), board.version, self._changes())
-        if version != self._version:
-            self._text = generate_latest(self._registry)
-            self._gzip = None
-            self._version = version
+    def _current(self) -> _Exposition:
+        version = self._version()
+        cached = self._exposition  # read without the lock: it is replaced whole
+        if cached is not None and cached.polled.version == version:
+            if self._live is None or self._clock() - cached.at < self._live_max_age:
+                return cached
+            # Only the live part is old: one scrape renders it while the others send
+            # the last one, instead of queueing on the lock (and then for the GIL).
+            if not self._lock.acquire(blocking=False):
+                return cached
+        else:
+            self._lock.acquire()
+        try:
+            return self._render()
+        finally:
+            self._lock.release()
 
-    def _compressed(self) -> bytes:
-        if self._gzip is None:
-            self._gzip = gzip.compress(self._text, GZIP_LEVEL, mtime=0)
-        return self._gzip
+    def _render(self) -> _Exposition:
+        """Render what changed since the last rendering (under the lock)."""
+        version = self._version()
+        polled = self._rendering
+        if polled is None or polled.version != version:
+            text = generate_latest(self._registry)
+            compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS)
+            # The sync flush emits all of the text's deflate output now, so continuing
+            # the stream for the live part compresses only the live part.
+            head = compressor.compress(text) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            whole = head + compressor.copy().flush()
+            polled = self._rendering = _Rendering(version, text, head, compressor, whole)
+        now = self._clock()
+        cached = self._exposition
+        if (
+            cached is not None
+            and cached.polled is polled
+            and (self._live is None or now - cached.at < self._live_max_age)
+        ):
+            return cached
+        if self._live is None:
+            exposition = _Exposition(polled, now, polled.text, polled.gzip)
+        else:
+            live = generate_latest(self._live)
+            compressor = polled.compressor.copy()
+            tail = compressor.compress(live) + compressor.flush()
+            exposition = _Exposition(polled, now, polled.text + live, polled.gzip_head + tail)
+        self._exposition = exposition
+        return exposition
 
     def refresh(self) -> None:
-        """Render now if anything changed, gzip form included: the poller calls this."""
-        with self._lock:
-            self._render_if_changed()
-            self._compressed()
+        """Render what changed now: the poller calls this, so no scrape waits for it."""
+        self._current()
 
     def body(self, *, gzipped: bool = False) -> bytes:
         """The current exposition, as text or gzip-compressed."""
-        with self._lock:
-            self._render_if_changed()
-            return self._compressed() if gzipped else self._text
+        exposition = self._current()
+        return exposition.gzip if gzipped else exposition.text
 
     def route(self, request: Request) -> Response:
         """``GET /metrics``, gzip-compressed when the client accepts it."""

@@ -198,7 +198,9 @@ def test_exporter_serves_signed_pushes_past_basic_auth_and_exports_them(tmp_path
             assert http.post(f"{base}{path}", content=body, headers=headers).status_code == 200
         assert http.get(f"{base}/metrics").status_code == 401
         assert exporter.poll_once()
-        text = http.get(f"{base}/metrics", auth=("prom", "secret")).text
+        scraped = http.get(f"{base}/metrics", auth=("prom", "secret"))
+        assert scraped.headers["Content-Encoding"] == "gzip"  # httpx asks for it
+        text = scraped.text
     assert (
         'msgsms_window_messages{account="push",result="success",template="tplA",window="1h"} 1.0'
         in text

@@ -5,10 +5,11 @@ from __future__ import annotations
 import gzip
 import http.client
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -19,14 +20,16 @@ from exporter.web import ExpositionCache, Router, WebServer, accepts_gzip
 class CountingCollector(Collector):
     """One gauge whose value is how many times it was collected."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "demo_value", series: int = 200) -> None:
+        self.name = name
+        self.series = series
         self.collections = 0
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         self.collections += 1
         # Enough repeated lines that gzip has something to do.
-        family = GaugeMetricFamily("demo_value", "A value.", labels=["series"])
-        for series in range(200):
+        family = GaugeMetricFamily(self.name, "A value.", labels=["series"])
+        for series in range(self.series):
             family.add_metric([f"s{series:03d}"], float(self.collections))
         yield family
 
@@ -35,13 +38,17 @@ def _publish(board: SnapshotBoard) -> None:
     board.publish(AccountSnapshot(account="main", up=True, poll_interval=60.0))
 
 
+def _registry(collector: Collector) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return registry
+
+
 @pytest.fixture
 def cache() -> tuple[ExpositionCache, CountingCollector, SnapshotBoard]:
-    registry = CollectorRegistry()
     collector = CountingCollector()
-    registry.register(collector)
     board = SnapshotBoard(["main"])
-    return ExpositionCache(registry, board), collector, board
+    return ExpositionCache(_registry(collector), lambda: board.version), collector, board
 
 
 @pytest.mark.parametrize(
@@ -94,6 +101,69 @@ def test_refresh_prepares_the_gzip_form_that_decompresses_to_the_text(
     exposition.refresh()  # nothing changed: nothing rendered or compressed again
     assert exposition.body(gzipped=True) is compressed
     assert collector.collections == 1
+
+
+def test_live_part_is_rendered_again_when_100_ms_old_and_the_polled_part_once() -> None:
+    polled = CountingCollector()
+    live = CollectorRegistry()
+    pushes = Counter("demo_pushes", "Pushes received.", registry=live)
+    now = [1000.0]
+    exposition = ExpositionCache(
+        _registry(polled), lambda: "one version", live, live_max_age=0.1, clock=lambda: now[0]
+    )
+    exposition.refresh()
+    for count in range(1, 4):
+        pushes.inc()
+        assert f"\ndemo_pushes_total {count - 1}.0\n".encode() in exposition.body()
+        now[0] += 0.15
+        text = exposition.body()
+        assert f"\ndemo_pushes_total {count}.0\n".encode() in text
+        assert text.startswith(b"# HELP demo_value A value.")
+        # One gzip stream: the polled part's, continued with the live part.
+        assert gzip.decompress(exposition.body(gzipped=True)) == text
+    assert polled.collections == 1
+
+
+def test_a_new_poll_renders_the_polled_part_again_at_once(
+    cache: tuple[ExpositionCache, CountingCollector, SnapshotBoard],
+) -> None:
+    exposition, collector, board = cache
+    exposition.refresh()
+    _publish(board)
+    exposition.refresh()
+    assert collector.collections == 2
+    assert b'demo_value{series="s199"} 2.0' in gzip.decompress(exposition.body(gzipped=True))
+
+
+def test_a_scrape_sends_the_last_exposition_while_another_renders_the_live_part() -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    class SlowLive(Collector):
+        def __init__(self) -> None:
+            self.collections = 0
+
+        def collect(self) -> Iterable[GaugeMetricFamily]:
+            self.collections += 1
+            if self.collections > 1:
+                entered.set()
+                release.wait(10)
+            yield GaugeMetricFamily("demo_live", "Live.", value=self.collections)
+
+    now = [0.0]
+    exposition = ExpositionCache(
+        _registry(CountingCollector()), lambda: 1, _registry(SlowLive()), clock=lambda: now[0]
+    )
+    first = exposition.body()
+    now[0] = 1.0
+    rendering = threading.Thread(target=exposition.body)
+    rendering.start()
+    try:
+        assert entered.wait(10)
+        assert exposition.body() is first  # not queued behind the rendering
+    finally:
+        release.set()
+        rendering.join(10)
+    assert b"\ndemo_live 2.0\n" in exposition.body()
 
 
 @pytest.fixture
