@@ -124,7 +124,7 @@ class Exporter:
             live = CollectorRegistry(auto_describe=True)
             live.register(self.receiver.collector())
         # Polls and reloads change the polled part; the receiver's counters, which every
-        # push changes, are rendered for each scrape.
+        # push changes, are the live part: in each scrape, at most 100 ms old.
         self.exposition = ExpositionCache(
             self.registry,
             lambda: (
