@@ -393,9 +393,13 @@ class PushCollector:
 # -- HTTP -------------------------------------------------------------------------
 
 
+def _json_response(status: int, body: object) -> Response:
+    return Response(status, json.dumps(body).encode() + b"\n", "application/json")
+
+
 def _problem(exc: PushRejected, **extra: Any) -> Response:
     body = {"reason": exc.reason, "message": str(exc), **extra}
-    return Response(exc.status, json.dumps(body).encode() + b"\n", "application/json")
+    return _json_response(exc.status, body)
 
 
 class Receiver:
@@ -550,13 +554,8 @@ class Receiver:
                 "rejected": [p.to_wire() for p in bad],
                 **body,
             }
-        response = Response(status, json.dumps(body).encode() + b"\n", "application/json")
-        return self._answer("sends", started, response)
+        return self._answer("sends", started, _json_response(status, body))
 
 
 def _unavailable(exc: StoreUnavailable) -> PushRejected:
     return PushRejected("store_unavailable", f"not stored, try again: {exc}", 503)
-
-
-def _json_response(status: int, body: object) -> Response:
-    return Response(status, json.dumps(body).encode(), "application/json")
