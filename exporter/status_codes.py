@@ -1,7 +1,12 @@
 """Status codes of Huawei Message & SMS reports, grouped into bounded categories.
 
 The grouping is the project's own (Huawei publishes hundreds of codes and no grouping);
-it keeps the ``category`` label bounded whatever codes carriers invent.
+it keeps the ``category`` label bounded whatever codes carriers invent. Where a code's
+meaning comes from Huawei's status-code tables (``api-msgsms/sms_05_0051``) the
+category follows it: ``SC:0004`` is a red-list interception, ``MK:0000`` is "normal",
+carrier codes ``1`` and ``24`` are number problems, and the HLR/MSC codes ``MK:0037``,
+``MK:0040``, ``MK:0041`` and ``MK:0055``..``MK:0057`` are network-side failures.
+``tests/test_status_codes.py`` checks every mapping against a table naming its source.
 """
 
 from __future__ import annotations
@@ -37,17 +42,30 @@ _EXACT: dict[str, StatusCategory] = {
     "ID:0062": _C.EXPIRED,
     "UNDELIV": _C.INVALID_NUMBER,
     "LT:0001": _C.INVALID_NUMBER,
+    "1": _C.INVALID_NUMBER,
+    "24": _C.INVALID_NUMBER,
     "E200041": _C.INVALID_NUMBER,
     "REJECTD": _C.CARRIER_REJECTED,
     "DELETED": _C.CARRIER_REJECTED,
     "DJ:0255": _C.CARRIER_REJECTED,
     "MK:1006": _C.CARRIER_REJECTED,
     "MK:1007": _C.CARRIER_REJECTED,
+    # Network-side (HLR unknown error, no answer, SGSN reject; HLR or MSC overload):
+    # the carrier's network failed, the number itself may be fine.
+    "MK:0037": _C.CARRIER_REJECTED,
+    "MK:0040": _C.CARRIER_REJECTED,
+    "MK:0041": _C.CARRIER_REJECTED,
+    "MK:0055": _C.CARRIER_REJECTED,
+    "MK:0056": _C.CARRIER_REJECTED,
+    "MK:0057": _C.CARRIER_REJECTED,
+    # "Normal": not a number error; as a final code it says nothing about delivery.
+    "MK:0000": _C.UNKNOWN,
     "BLACK": _C.BLACKLISTED,
     "TDBLACK": _C.BLACKLISTED,
     "TSBLACK": _C.BLACKLISTED,
     "MBBLACK": _C.BLACKLISTED,
     "SC:0003": _C.BLACKLISTED,
+    "SC:0004": _C.BLACKLISTED,
     "SC:0005": _C.BLACKLISTED,
     "SC:0013": _C.BLACKLISTED,
     "SC:0016": _C.BLACKLISTED,
@@ -106,6 +124,18 @@ _MEANINGS: dict[str, str] = {
     "E000629": "The SMS package is used up in 'stop when used up' mode.",
     "SC:0003": "The number is on the platform blacklist.",
     "SC:0016": "The recipient unsubscribed.",
+    "SC:0001": "Rejected by manual review of the content.",
+    "SC:0004": "Intercepted by the red list.",
+    "MK:0000": "Normal: the carrier reported no error.",
+    "MK:0037": "HLR unknown error (network side).",
+    "MK:0040": "No answer from the HLR (network side).",
+    "MK:0041": "Rejected by the SGSN (network side).",
+    "MK:0055": "HLR or MSC overload (network side).",
+    "MK:0056": "HLR or MSC overload (network side).",
+    "MK:0057": "HLR or MSC overload (network side).",
+    "1": "The carrier reports a number problem (empty or invalid number).",
+    "24": "The carrier reports a number problem (empty or invalid number).",
+    "ACCEPTD": "Accepted by the carrier; a final report follows.",
     "E200036": "Sending frequency limit reached.",
     "UNKNOWN": "The carrier reported an unknown status.",
 }
