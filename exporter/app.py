@@ -23,7 +23,7 @@ from exporter.errors import ConfigError
 from exporter.fetch import DetailsSource
 from exporter.pages import landing_page
 from exporter.poller import Poller
-from exporter.pushstore import PushStore
+from exporter.pushstore import AccountView, PushStore
 from exporter.receiver import Receiver
 from exporter.sharding import UNSHARDED, Shard
 from exporter.snapshot import SnapshotBoard
@@ -113,6 +113,7 @@ class Exporter:
         self.registry.register(self.reloads)
         self.push_store: PushStore | None = None
         self.receiver: Receiver | None = None
+        self._push_views: dict[str, AccountView] = {}
         live: CollectorRegistry | None = None
         if config.receiver is not None:
             rc = config.receiver
@@ -120,7 +121,13 @@ class Exporter:
                 rc.store_path, retention=rc.retention, synchronous=rc.synchronous, clock=clock
             )
             limits = QueryLimits(max_span_seconds=config.max_query_span)
-            self.receiver = Receiver(rc, self.push_store, clock=clock, limits=limits)
+            self.receiver = Receiver(
+                rc,
+                self.push_store,
+                clock=clock,
+                limits=limits,
+                accounts=push_accounts(config),
+            )
             live = CollectorRegistry(auto_describe=True)
             live.register(self.receiver.collector())
         # Polls and reloads change the polled part; the receiver's counters, which every
@@ -161,7 +168,7 @@ class Exporter:
     ) -> tuple[DetailsClient | None, httpx.Client | None, DetailsSource]:
         # One sending-details query at a time per account: the poller and /details share it.
         if account.source == "push" and self.push_store is not None:
-            return None, None, OneQueryAtATime(self.push_store)
+            return None, None, OneQueryAtATime(self._push_view(account.name))
         http = self._http_factory(account, config.request_timeout)
         client = DetailsClient(
             account,
@@ -172,6 +179,17 @@ class Exporter:
             sleep=self._retry_sleep,
         )
         return client, http, OneQueryAtATime(client)
+
+    def _push_view(self, name: str) -> AccountView:
+        """A push account's view of the store, kept across reloads (its request counters)."""
+        assert self.push_store is not None
+        view = self._push_views.get(name)
+        if view is None:
+            # One push account reads the whole store, as before accounts were stored.
+            several = len(push_accounts(self.config)) > 1
+            view = self.push_store.account_view(name if several else None)
+            self._push_views[name] = view
+        return view
 
     def _details_queries(self) -> DetailsQueries:
         return DetailsQueries(
@@ -217,6 +235,8 @@ class Exporter:
         """
         if config.receiver != self.config.receiver:
             raise ConfigError(["receiver: changing the receiver needs a restart"])
+        if push_accounts(config) != push_accounts(self.config):
+            raise ConfigError(["accounts: changing the push accounts needs a restart"])
         with self._reload_lock:
             kept = {slot.poller.account.name: slot for slot in self._slots}
             slots: list[_Slot] = []
@@ -377,9 +397,9 @@ class Exporter:
     def _push_paths_open(self) -> tuple[str, ...]:
         """Push paths skip basic auth when pushes are signed: Huawei cannot send a password."""
         rc = self.config.receiver
-        if rc is None or not rc.signing_keys:
+        if rc is None or not rc.signing_keys or self.receiver is None:
             return ()
-        return (rc.single_path, rc.batch_path, rc.sends_path)
+        return self.receiver.push_paths()
 
     def _start_thread(self, slot: _Slot) -> None:
         slot.thread = threading.Thread(
@@ -411,6 +431,11 @@ class Exporter:
                 slot.http.close()
         if self.push_store is not None:
             self.push_store.close()
+
+
+def push_accounts(config: Config) -> tuple[str, ...]:
+    """The names of the accounts fed by the receiver, in configuration order."""
+    return tuple(a.name for a in config.accounts if a.source == "push")
 
 
 def warn_if_unverified(config: Config) -> None:

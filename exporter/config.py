@@ -23,6 +23,8 @@ T = TypeVar("T")
 RESOLUTION_SECONDS = 60
 """Sending time is tallied per minute; windows and their ends fall on whole minutes."""
 ENGINES = ("incremental", "full_scan")
+ACCOUNT_PLACEHOLDER = "{account}"
+"""In a receiver path, stands for the name of each account with ``source: push``."""
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = re.compile(r"^[a-zA-Z0-9_.-]{1,64}$")
 
@@ -90,6 +92,8 @@ class ReceiverConfig:
     retention: float = 73 * 3600.0
     synchronous: str = "normal"
     signing_keys: tuple[Credentials, ...] = ()
+    key_accounts: tuple[tuple[str, str], ...] = ()
+    """(access key, push account) for keys bound to one account: they route its pushes."""
     attribution: str = "none"
     attribution_key: str = ""
     details_api: bool = False
@@ -372,7 +376,7 @@ _ATTRIBUTION_MODES = ("none", "extend", "extend_pair", "extend_json")
 
 def _path(value: object) -> str:
     text = _text(value)
-    if not re.match(r"^/[A-Za-z0-9/_.~-]*$", text):
+    if not re.match(r"^/[A-Za-z0-9/_.~-]*$", text.replace(ACCOUNT_PLACEHOLDER, "a", 1)):
         raise ValueError("expected an absolute URL path such as /push/status-report")
     return text
 
@@ -397,21 +401,30 @@ def _receiver(reader: _Reader, raw: object) -> ReceiverConfig | None:
         reader.problem("receiver.synchronous", "expected 'normal' or 'full'")
     signing = reader.mapping(spec.get("signing", {}), "receiver.signing", {"keys"})
     keys: list[Credentials] = []
+    key_accounts: list[tuple[str, str]] = []
     raw_keys = signing.get("keys", [])
-    if not isinstance(raw_keys, list) or len(raw_keys) > 2:
-        reader.problem("receiver.signing.keys", "expected a list of at most two key pairs")
+    if not isinstance(raw_keys, list):
+        reader.problem("receiver.signing.keys", "expected a list of key pairs")
         raw_keys = []
     for index, item in enumerate(raw_keys):
         where = f"receiver.signing.keys[{index}]"
-        pair = reader.mapping(item, where, {"access_key", "secret_key"})
+        pair = reader.mapping(item, where, {"access_key", "secret_key", "account"})
         access, secret = (
             reader.secret(pair[k], f"{where}.{k}") if k in pair else None
             for k in ("access_key", "secret_key")
         )
+        bound = reader.get(pair, "account", where, _text)
         if "access_key" not in pair or "secret_key" not in pair:
             reader.problem(where, "give access_key and secret_key")
         elif access is not None and secret is not None:
             keys.append(Credentials(access.value, secret.value))
+            if bound is not None:
+                key_accounts.append((access.value, bound))
+    per_account = [dict(key_accounts).get(k.access_key, "") for k in keys]
+    if any(per_account.count(name) > 2 for name in per_account):
+        reader.problem(
+            "receiver.signing.keys", "at most two key pairs per account (the old and the new)"
+        )
     attribution = reader.mapping(
         spec.get("attribution", {}), "receiver.attribution", {"from", "key"}
     )
@@ -434,10 +447,39 @@ def _receiver(reader: _Reader, raw: object) -> ReceiverConfig | None:
         retention=reader.get(spec, "retention", "receiver", _duration, d.retention) or d.retention,
         synchronous=str(synchronous),
         signing_keys=tuple(keys),
+        key_accounts=tuple(key_accounts),
         attribution=mode,
         attribution_key=key,
         details_api=details_api,
     )
+
+
+def _check_push_routing(reader: _Reader, receiver: ReceiverConfig, pushed: list[str]) -> None:
+    """Every push must find its account: by its path, or by the key that signed it."""
+    for index, (_, name) in enumerate(receiver.key_accounts):
+        if name not in pushed:
+            reader.problem(
+                f"receiver.signing.keys[{index}].account", f"no account {name!r} uses source: push"
+            )
+    paths = {"single": receiver.single_path, "batch": receiver.batch_path}
+    paths["sends"] = receiver.sends_path
+    bound = {name for _, name in receiver.key_accounts}
+    for key, path in paths.items():
+        if ACCOUNT_PLACEHOLDER in path:
+            if not pushed:
+                reader.problem(
+                    f"receiver.paths.{key}", "{account} needs an account with source: push"
+                )
+            continue
+        if len(pushed) > 1 and (
+            len(receiver.key_accounts) < len(receiver.signing_keys) or bound != set(pushed)
+        ):
+            reader.problem(
+                f"receiver.paths.{key}",
+                "several accounts use source: push: put {account} in the path"
+                f" (/push/{{account}}{path.removeprefix('/push')}), or bind every signing key"
+                " to an account (receiver.signing.keys[].account)",
+            )
 
 
 _TOP_KEYS = {
@@ -487,10 +529,10 @@ def parse_config(raw: object, env: Mapping[str, str]) -> Config:
                 accounts.append(account)
     receiver = _receiver(reader, spec["receiver"]) if "receiver" in spec else None
     pushed = [a.name for a in accounts if a.source == "push"]
-    if len(pushed) > 1:
-        reader.problem("accounts", "only one account may use source: push")
     if pushed and "receiver" not in spec:
         reader.problem("receiver", f"is required: account {pushed[0]!r} uses source: push")
+    if receiver is not None:
+        _check_push_routing(reader, receiver, pushed)
     names = [a.name for a in accounts]
     for name in sorted({n for n in names if names.count(n) > 1}):
         reader.problem("accounts", f"account name {name!r} is used more than once")

@@ -36,12 +36,18 @@ _COLUMNS = (
     "SELECT message_id, template_id, mobile, send_ms, result, status_code, status_desc,"
     " receive_ms, segments FROM messages"
 )
+# Named columns: a store migrated from version 0 has ``account`` last.
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (message_id, account, template_id, registered, send_ms, mobile,"
+    " mobile_hash, segments, result, status_code, status_desc, receive_ms)"
+)
 PRUNE_EVERY_SECONDS = 60.0
 PRUNE_CHUNK = 5000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     message_id TEXT PRIMARY KEY,
+    account TEXT NOT NULL DEFAULT '',
     template_id TEXT NOT NULL,
     registered INTEGER NOT NULL,
     send_ms INTEGER NOT NULL,
@@ -67,9 +73,25 @@ CREATE TABLE IF NOT EXISTS segments (
     PRIMARY KEY (message_id, sequence)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS templates (
-    template_id TEXT PRIMARY KEY,
-    last_seen_ms INTEGER NOT NULL
+    account TEXT NOT NULL DEFAULT '',
+    template_id TEXT NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    PRIMARY KEY (account, template_id)
 ) WITHOUT ROWID;
+"""
+SCHEMA_VERSION = 1
+"""``PRAGMA user_version``: 1 added the push account (several accounts share one store)."""
+_MIGRATE_TO_1 = """
+ALTER TABLE messages ADD COLUMN account TEXT NOT NULL DEFAULT '';
+ALTER TABLE templates RENAME TO templates_v0;
+CREATE TABLE templates (
+    account TEXT NOT NULL DEFAULT '',
+    template_id TEXT NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    PRIMARY KEY (account, template_id)
+) WITHOUT ROWID;
+INSERT INTO templates SELECT '', template_id, last_seen_ms FROM templates_v0;
+DROP TABLE templates_v0;
 """
 
 
@@ -87,6 +109,8 @@ class StatusReport:
     extend: str = ""
     template_id: str | None = None
     """The template named by ``extend``, when attribution from extend is configured."""
+    account: str = ""
+    """The push account it was pushed for (its path or signing key); "" when only one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +122,7 @@ class SendRegistration:
     send_time: float
     mobile: str = ""
     segments: int = 1
+    account: str = ""
 
 
 @dataclass(slots=True)
@@ -193,7 +218,7 @@ class PushStore:
         self.pruned = 0
         self._clock = clock
         self._writer = self._connect(synchronous)
-        self._writer.executescript(_SCHEMA)
+        self._migrate()
         self._reader = self._connect(synchronous)
         self._read_lock = threading.Lock()
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -209,6 +234,21 @@ class PushStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
         return conn
+
+    def _migrate(self) -> None:
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(messages)")}
+        if columns and "account" not in columns:  # a store written before version 1
+            for statement in filter(str.strip, _MIGRATE_TO_1.split(";")):
+                conn.execute(statement)
+        else:
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                conn.execute(statement)
+        if version < SCHEMA_VERSION:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
 
     # -- writes -----------------------------------------------------------------
 
@@ -254,7 +294,7 @@ class PushStore:
         conn = self._writer
         try:
             conn.execute("BEGIN IMMEDIATE")
-            seen: set[str] = set()
+            seen: set[tuple[str, str]] = set()
             for job in jobs:
                 job.result = WriteResult()
                 for send in job.sends:
@@ -262,9 +302,10 @@ class PushStore:
                 for report in job.reports:
                     job.result.merge(self._write_report(report, now_ms, seen))
             conn.executemany(
-                "INSERT INTO templates VALUES (?, ?) ON CONFLICT (template_id)"
+                "INSERT INTO templates (account, template_id, last_seen_ms) VALUES (?, ?, ?)"
+                " ON CONFLICT (account, template_id)"
                 " DO UPDATE SET last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
-                [(template, now_ms) for template in sorted(seen)],
+                [(account, template, now_ms) for account, template in sorted(seen)],
             )
             conn.execute("COMMIT")
             self.commits += 1
@@ -283,16 +324,19 @@ class PushStore:
         for job in jobs:
             job.done.set()
 
-    def _write_send(self, send: SendRegistration, seen: set[str]) -> WriteResult:
+    def _write_send(self, send: SendRegistration, seen: set[tuple[str, str]]) -> WriteResult:
         send_ms = round(send.send_time * 1000)
+        # The registration decides the message's account and template.
         cursor = self._writer.execute(
-            "INSERT INTO messages VALUES (?, ?, 1, ?, ?, ?, ?, 'sending', '', '', NULL)"
+            f"{_INSERT_MESSAGE} VALUES (?, ?, ?, 1, ?, ?, ?, ?, 'sending', '', '', NULL)"
             " ON CONFLICT (message_id) DO UPDATE SET template_id = excluded.template_id,"
+            " account = excluded.account,"
             " registered = 1, send_ms = excluded.send_ms, mobile = excluded.mobile,"
             " mobile_hash = excluded.mobile_hash,"
             " segments = max(segments, excluded.segments) WHERE registered = 0",
             (
                 send.message_id,
+                send.account,
                 send.template_id,
                 send_ms,
                 mask_mobile(send.mobile) if send.mobile else "",
@@ -300,13 +344,15 @@ class PushStore:
                 send.segments,
             ),
         )
-        seen.add(send.template_id)
+        seen.add((send.account, send.template_id))
         if cursor.rowcount == 0:
             return WriteResult(duplicates=1)
         self._settle(send.message_id)
         return WriteResult(stored=1)
 
-    def _write_report(self, report: StatusReport, now_ms: int, seen: set[str]) -> WriteResult:
+    def _write_report(
+        self, report: StatusReport, now_ms: int, seen: set[tuple[str, str]]
+    ) -> WriteResult:
         conn = self._writer
         update_ms = now_ms if report.update_time is None else round(report.update_time * 1000)
         cursor = conn.execute(
@@ -325,20 +371,22 @@ class PushStore:
         if cursor.rowcount == 0:
             return WriteResult(duplicates=1)
         row = conn.execute(
-            "SELECT template_id, registered FROM messages WHERE message_id = ?",
+            "SELECT template_id, registered, account FROM messages WHERE message_id = ?",
             (report.message_id,),
         ).fetchone()
         template = report.template_id or UNKNOWN_TEMPLATE
-        seen.add(template if row is None else row[0])
+        account = report.account if row is None else row[2]
+        seen.add((account, template if row is None else row[0]))
         if row is None and report.total == 1:
             # The common case, a new one-segment message: its only report decides it.
             outcome = message_outcome(
                 [Segment(1, 1, report.status, report.status_desc, update_ms)], 1
             )
             conn.execute(
-                "INSERT INTO messages VALUES (?, ?, 0, ?, '', '', 1, ?, ?, ?, ?)",
+                f"{_INSERT_MESSAGE} VALUES (?, ?, ?, 0, ?, '', '', 1, ?, ?, ?, ?)",
                 (
                     report.message_id,
+                    account,
                     template,
                     update_ms,
                     outcome.result.value,
@@ -351,15 +399,15 @@ class PushStore:
         if row is None:
             # Never registered: the send time is unknown, the report's time stands in.
             conn.execute(
-                "INSERT INTO messages VALUES (?, ?, 0, ?, '', '', ?, 'sending', '', '', NULL)",
-                (report.message_id, template, update_ms, report.total),
+                f"{_INSERT_MESSAGE} VALUES (?, ?, ?, 0, ?, '', '', ?, 'sending', '', '', NULL)",
+                (report.message_id, account, template, update_ms, report.total),
             )
         elif not row[1] and row[0] == UNKNOWN_TEMPLATE and report.template_id:
             conn.execute(
                 "UPDATE messages SET template_id = ? WHERE message_id = ?",
                 (template, report.message_id),
             )
-            seen.add(template)
+            seen.add((account, template))
         else:
             template = row[0]
         self._settle(report.message_id)
@@ -422,22 +470,35 @@ class PushStore:
     # -- reads: the sending-details contract -------------------------------------
 
     @contextmanager
-    def _reading(self, endpoint: str, started: float) -> Iterator[None]:
+    def _reading(self, endpoint: str, started: float, stats: RequestStats) -> Iterator[None]:
         """A failed read is an upstream error for the poller (``up 0``), not a crash."""
         if self._closed:
-            self.stats.observe(endpoint, "error", time.perf_counter() - started)
+            stats.observe(endpoint, "error", time.perf_counter() - started)
             raise UpstreamUnavailable("push store: closed")
         try:
             yield
         except sqlite3.Error as exc:
-            self.stats.observe(endpoint, "error", time.perf_counter() - started)
+            stats.observe(endpoint, "error", time.perf_counter() - started)
             raise UpstreamUnavailable(f"push store: {exc}") from exc
 
-    def query(self, query: DetailsQuery) -> DetailsPage:
-        """One page of the stored messages, ordered by (send time, message id)."""
+    def query(
+        self,
+        query: DetailsQuery,
+        *,
+        account: str | None = None,
+        stats: RequestStats | None = None,
+    ) -> DetailsPage:
+        """One page of the stored messages, ordered by (send time, message id).
+
+        ``account`` restricts it to one push account's messages (None: every account).
+        """
         started = time.perf_counter()
+        stats = self.stats if stats is None else stats
         where = ["send_ms >= ?", "send_ms < ?"]
         args: list[object] = [round(query.start_time * 1000), round(query.end_time * 1000)]
+        if account is not None:
+            where.append("account = ?")
+            args.append(account)
         if query.template_id is not None:
             where.append("template_id = ?")
             args.append(query.template_id)
@@ -450,7 +511,7 @@ class PushStore:
         clause = " AND ".join(where)
         count_sql = f"SELECT count(*) FROM messages WHERE {clause}"  # noqa: S608 - fixed parts
         page_sql = f"{_COLUMNS} WHERE {clause} ORDER BY send_ms, message_id LIMIT ? OFFSET ?"
-        with self._read_lock, self._reading("send_details", started):
+        with self._read_lock, self._reading("send_details", started, stats):
             conn = self._reader
             conn.execute("BEGIN")  # one snapshot for the total and the page
             try:
@@ -472,18 +533,27 @@ class PushStore:
             )
             for row in rows
         ]
-        self.stats.observe("send_details", "200", time.perf_counter() - started)
+        stats.observe("send_details", "200", time.perf_counter() - started)
         return DetailsPage(total=total, records=records)
 
-    def list_templates(self) -> list[SmsTemplate]:
+    def list_templates(
+        self, *, account: str | None = None, stats: RequestStats | None = None
+    ) -> list[SmsTemplate]:
         """Templates seen in registrations or attributed reports within the retention."""
         started = time.perf_counter()
-        with self._read_lock, self._reading("templates", started):
-            rows = self._reader.execute(
-                "SELECT template_id FROM templates ORDER BY template_id"
-            ).fetchall()
-        self.stats.observe("templates", "200", time.perf_counter() - started)
+        stats = self.stats if stats is None else stats
+        sql = "SELECT DISTINCT template_id FROM templates"
+        args: tuple[str, ...] = ()
+        if account is not None:
+            sql, args = f"{sql} WHERE account = ?", (account,)
+        with self._read_lock, self._reading("templates", started, stats):
+            rows = self._reader.execute(f"{sql} ORDER BY template_id", args).fetchall()
+        stats.observe("templates", "200", time.perf_counter() - started)
         return [SmsTemplate(r[0], r[0], "") for r in rows]
+
+    def account_view(self, account: str | None) -> AccountView:
+        """The store as one push account's ``DetailsSource`` (None: every account)."""
+        return AccountView(self, account)
 
     def message_count(self) -> int:
         """Messages currently stored."""
@@ -523,3 +593,20 @@ class PushStore:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+class AccountView:
+    """One push account's messages in a shared store, read by that account's poller."""
+
+    def __init__(self, store: PushStore, account: str | None) -> None:
+        self.store = store
+        self.account = account
+        self.stats = RequestStats()
+
+    def query(self, query: DetailsQuery) -> DetailsPage:
+        """One page of this account's stored messages."""
+        return self.store.query(query, account=self.account, stats=self.stats)
+
+    def list_templates(self) -> list[SmsTemplate]:
+        """This account's templates within the retention."""
+        return self.store.list_templates(account=self.account, stats=self.stats)

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
-from exporter.config import ReceiverConfig
+from exporter.config import ACCOUNT_PLACEHOLDER, ReceiverConfig
 from exporter.contract import (
     DETAILS_PATH,
     BadParameter,
@@ -43,7 +43,7 @@ from exporter.pushstore import (
 )
 from exporter.signing import verify_request
 from exporter.timestamps import parse_rfc3339
-from exporter.web import Request, Response, Router
+from exporter.web import Request, Response, Route, Router
 
 MAX_BATCH_ITEMS = 50
 MAX_SENDS = 10_000
@@ -412,6 +412,7 @@ class Receiver:
         *,
         clock: Callable[[], float] = time.time,
         limits: QueryLimits = QueryLimits(),  # noqa: B008 - frozen, never mutated
+        accounts: tuple[str, ...] = (),
     ) -> None:
         self.config = config
         self.store = store
@@ -419,13 +420,34 @@ class Receiver:
         self._clock = clock
         self._limits = limits
         self._secrets = {k.access_key: k.secret_key for k in config.signing_keys}
+        self._accounts = accounts
+        self._key_accounts = dict(config.key_accounts)
+
+    def _push_routes(self) -> list[tuple[str, Route]]:
+        """Each push path with its handler; a path with ``{account}`` once per account."""
+        routes: list[tuple[str, Route]] = []
+        handlers = (
+            (self.config.single_path, self.single),
+            (self.config.batch_path, self.batch),
+            (self.config.sends_path, self.sends),
+        )
+        for path, handler in handlers:
+            if ACCOUNT_PLACEHOLDER not in path:
+                routes.append((path, handler))
+                continue
+            for name in self._accounts:
+                routes.append((path.replace(ACCOUNT_PLACEHOLDER, name), _bound(handler, name)))
+        return routes
+
+    def push_paths(self) -> tuple[str, ...]:
+        """Every path a push or registration is accepted at."""
+        return tuple(path for path, _ in self._push_routes())
 
     def add_routes(self, router: Router) -> None:
         """Serve the single, batch and registration paths (POST), and the stored
         sending details (GET, the project's contract) when ``details_api`` is on."""
-        router.add(self.config.single_path, self.single, methods=("POST",))
-        router.add(self.config.batch_path, self.batch, methods=("POST",))
-        router.add(self.config.sends_path, self.sends, methods=("POST",))
+        for path, route in self._push_routes():
+            router.add(path, route, methods=("POST",))
         if self.config.details_api:
             router.add(DETAILS_PATH, self.details)
 
@@ -449,19 +471,39 @@ class Receiver:
         """The collector of this receiver's counters."""
         return PushCollector(self.stats, self.store)
 
-    def _check(self, request: Request, media_type: str) -> None:
+    def _check(self, request: Request, media_type: str, account: str | None) -> str:
+        """Content type and signature; the push account the request is for."""
         if _media_type(request.headers) != media_type:
             raise PushRejected("content_type", f"Content-Type must be {media_type}", 415)
         if not self._secrets:
-            return
+            return self._account(account, None)
         pairs = [(k, v) for k, values in request.query.items() for v in values]
         host = request.headers.get("host", "localhost")
         url = f"http://{host}{request.path}" + (f"?{urlencode(pairs)}" if pairs else "")
         now = datetime.fromtimestamp(self._clock(), UTC)
         try:
-            verify_request(request.method, url, request.headers, request.body, self._secrets, now)
+            access = verify_request(
+                request.method, url, request.headers, request.body, self._secrets, now
+            )
         except SignatureError as exc:
             raise PushRejected("signature", f"bad push signature: {exc}", 401) from exc
+        return self._account(account, access)
+
+    def _account(self, by_path: str | None, access_key: str | None) -> str:
+        """The account named by the path or bound to the signing key ("" with one account)."""
+        by_key = self._key_accounts.get(access_key) if access_key is not None else None
+        if by_key is not None and by_path is not None and by_key != by_path:
+            raise PushRejected(
+                "wrong_account", f"the signing key is not account {by_path!r}'s key", 403
+            )
+        found = by_path or by_key
+        if found is not None:
+            return found
+        if len(self._accounts) <= 1:
+            return self._accounts[0] if self._accounts else ""
+        raise PushRejected(
+            "wrong_account", "the signing key names no account; push to the account's path", 403
+        )
 
     def _attribute(self, report: StatusReport) -> StatusReport:
         template = template_from_extend(
@@ -473,20 +515,22 @@ class Receiver:
         self.stats.request(endpoint, response.status, time.perf_counter() - started)
         return response
 
-    def _store_reports(self, kind: str, reports: list[StatusReport]) -> WriteResult:
-        result = self.store.add_reports([self._attribute(r) for r in reports])
+    def _store_reports(self, kind: str, reports: list[StatusReport], account: str) -> WriteResult:
+        result = self.store.add_reports(
+            [replace(self._attribute(r), account=account) for r in reports]
+        )
         with self.stats.lock:
             self.stats.reports[kind] += result.stored
             self.stats.duplicates["report"] += result.duplicates
             self.stats.unattributed += result.unattributed
         return result
 
-    def single(self, request: Request) -> Response:
+    def single(self, request: Request, account: str | None = None) -> Response:
         """One form-encoded report: 200 with an empty body once it is committed."""
         started = time.perf_counter()
         try:
-            self._check(request, _FORM)
-            self._store_reports("single", [parse_single(request.body)])
+            name = self._check(request, _FORM, account)
+            self._store_reports("single", [parse_single(request.body)], name)
         except PushRejected as exc:
             self.stats.reject([exc.reason])
             return self._answer("single", started, _problem(exc))
@@ -495,13 +539,13 @@ class Receiver:
             return self._answer("single", started, _problem(_unavailable(exc)))
         return self._answer("single", started, Response(200, b"", "text/plain"))
 
-    def batch(self, request: Request) -> Response:
+    def batch(self, request: Request, account: str | None = None) -> Response:
         """A JSON batch of at most 50: valid items are stored; 400 lists any rejected ones."""
         started = time.perf_counter()
         try:
-            self._check(request, _JSON)
+            name = self._check(request, _JSON, account)
             good, bad = parse_batch(request.body)
-            result = self._store_reports("batch", [r for _, r in good]) if good else None
+            result = self._store_reports("batch", [r for _, r in good], name) if good else None
         except PushRejected as exc:
             self.stats.reject([exc.reason])
             return self._answer("batch", started, _problem(exc))
@@ -525,14 +569,15 @@ class Receiver:
         )
         return self._answer("batch", started, response)
 
-    def sends(self, request: Request) -> Response:
+    def sends(self, request: Request, account: str | None = None) -> Response:
         """Register sends: a ``batchSendSms`` response or a list; valid ones are stored."""
         started = time.perf_counter()
         try:
-            self._check(request, _JSON)
+            name = self._check(request, _JSON, account)
             template = request.param("templateId") or request.param("template_id") or None
             good, bad = parse_sends(request.body, template)
-            result = self.store.register([s for _, s in good]) if good else WriteResult()
+            sends = [replace(s, account=name) for _, s in good]
+            result = self.store.register(sends) if good else WriteResult()
         except PushRejected as exc:
             self.stats.reject([exc.reason])
             return self._answer("sends", started, _problem(exc))
@@ -555,6 +600,11 @@ class Receiver:
                 **body,
             }
         return self._answer("sends", started, _json_response(status, body))
+
+
+def _bound(handler: Callable[[Request, str | None], Response], account: str) -> Route:
+    """A push handler for one account's path."""
+    return lambda request: handler(request, account)
 
 
 def _unavailable(exc: StoreUnavailable) -> PushRejected:
