@@ -4,6 +4,8 @@
      ├── ConfigError            invalid configuration; carries every problem found
      ├── SignatureError         a request signature is missing, malformed or wrong
      ├── RecordError            one upstream record is malformed; carries a reason label
+     ├── PushRejected           a push, or one item of it, is refused; carries a reason label
+     ├── StoreUnavailable       the push store could not commit a write (answer 503)
      └── UpstreamError          the sending-details service did not give a usable answer
           ├── UpstreamUnavailable   connection failure, timeout, 5xx
           ├── UpstreamRejected      4xx: bad credentials, bad request, throttling
@@ -37,6 +39,19 @@ class RecordError(ExporterError):
     def __init__(self, reason: str, message: str) -> None:
         self.reason = reason
         super().__init__(message)
+
+
+class PushRejected(ExporterError):
+    """A push (or one item of a batch) is not acceptable; ``reason`` is a bounded label."""
+
+    def __init__(self, reason: str, message: str, status: int = 400) -> None:
+        self.reason = reason
+        self.status = status
+        super().__init__(message)
+
+
+class StoreUnavailable(ExporterError):
+    """The push store could not commit a write; the caller should answer 503."""
 
 
 class UpstreamError(ExporterError):

@@ -7,8 +7,15 @@ sending-details contract (``query``, ``list_templates``, ``stats``), so the same
 that reads the HTTP contract reads this store.
 
 A message's result follows its segments (a long SMS has one report per segment):
-failed as soon as any segment reports a non-DELIVRD code (the earliest such report
-gives the code), success once every segment reported DELIVRD, sending otherwise.
+failed as soon as any segment reports a final non-DELIVRD code (the earliest such report
+gives the code), success once every segment reported DELIVRD, sending otherwise. A
+non-final report (``ACCEPTD``, see :data:`~exporter.status_codes.NON_FINAL_CODES`)
+keeps its segment sending, and the segment's first final report replaces it.
+
+One request's bad data never costs another request its reports: each request's writes
+run in a savepoint of the group transaction, and when one fails its items are written
+one by one, so only the item that cannot be stored is refused (``WriteResult.rejected``).
+A failed group commit is retried request by request, each in a transaction of its own.
 """
 
 from __future__ import annotations
@@ -24,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from exporter.client import RequestStats
-from exporter.errors import UpstreamUnavailable
+from exporter.errors import StoreUnavailable, UpstreamUnavailable
 from exporter.records import DetailsPage, DetailsQuery, SendRecord, SendResult, mask_mobile
-from exporter.status_codes import DELIVERED_CODE, describe
+from exporter.status_codes import DELIVERED_CODE, NON_FINAL_CODES, describe, is_final
 from exporter.templates import SmsTemplate
 
 UNKNOWN_TEMPLATE = "unknown"
@@ -43,6 +50,19 @@ _INSERT_MESSAGE = (
 )
 PRUNE_EVERY_SECONDS = 60.0
 PRUNE_CHUNK = 5000
+_ITEM_ERRORS = (ValueError, OverflowError, sqlite3.IntegrityError, sqlite3.InterfaceError)
+"""What one item's own data can raise (a lone surrogate, an integer out of range): that
+item is refused; anything else (disk full, I/O) is the store's failure."""
+_NON_FINAL = tuple(sorted(NON_FINAL_CODES))
+_IN_NON_FINAL = ", ".join("?" * len(_NON_FINAL))
+# A segment keeps its first final report; a final report replaces a non-final one.
+_INSERT_SEGMENT = (
+    "INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id, sequence)"  # noqa: S608 - placeholders
+    " DO UPDATE SET total = excluded.total, status = excluded.status,"
+    " status_desc = excluded.status_desc, update_ms = excluded.update_ms,"
+    " received_ms = excluded.received_ms, source = excluded.source"
+    f" WHERE segments.status IN ({_IN_NON_FINAL}) AND excluded.status NOT IN ({_IN_NON_FINAL})"
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -127,11 +147,12 @@ class SendRegistration:
 
 @dataclass(slots=True)
 class WriteResult:
-    """What one write added."""
+    """What one write added; ``rejected`` lists the indexes of items that cannot be stored."""
 
     stored: int = 0
     duplicates: int = 0
     unattributed: int = 0
+    rejected: list[int] = field(default_factory=list)
 
     def merge(self, other: WriteResult) -> None:
         """Add another result into this one."""
@@ -162,18 +183,20 @@ class Outcome:
 
 
 def message_outcome(segments: Sequence[Segment], expected: int) -> Outcome:
-    """Failed on the earliest non-DELIVRD segment; success when all ``expected`` delivered."""
-    failed = [s for s in segments if s.status != DELIVERED_CODE]
+    """Failed on the earliest final non-DELIVRD segment; success when all ``expected``
+    segments delivered; sending otherwise (non-final reports decide nothing)."""
+    final = [s for s in segments if is_final(s.status)]
+    failed = [s for s in final if s.status != DELIVERED_CODE]
     if failed:
         first = min(failed, key=lambda s: (s.update_ms, s.sequence))
         return Outcome(SendResult.FAILED, first.status, first.status_desc, first.update_ms)
     total = max([expected, *(s.total for s in segments)])
-    if segments and len({s.sequence for s in segments}) >= total:
+    if final and len({s.sequence for s in final}) >= total:
         return Outcome(
             SendResult.SUCCESS,
             DELIVERED_CODE,
-            segments[0].status_desc or describe(DELIVERED_CODE),
-            max(s.update_ms for s in segments),
+            final[0].status_desc or describe(DELIVERED_CODE),
+            max(s.update_ms for s in final),
         )
     return Outcome(SendResult.SENDING)
 
@@ -192,10 +215,6 @@ class _Job:
     result: WriteResult = field(default_factory=WriteResult)
     error: BaseException | None = None
     prune: bool = False
-
-
-class StoreUnavailable(Exception):
-    """The store could not commit a write; the caller should answer 503."""
 
 
 class PushStore:
@@ -291,29 +310,18 @@ class PushStore:
 
     def _commit(self, jobs: list[_Job]) -> None:
         now_ms = round(self._clock() * 1000)
-        conn = self._writer
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            seen: set[tuple[str, str]] = set()
+            self._transaction(jobs, now_ms)
+        except sqlite3.Error:
+            # The group failed as a whole (disk trouble, a failed COMMIT): each request
+            # alone, so that one request's failure is never another's.
+            self._rollback()
             for job in jobs:
-                job.result = WriteResult()
-                for send in job.sends:
-                    job.result.merge(self._write_send(send, seen))
-                for report in job.reports:
-                    job.result.merge(self._write_report(report, now_ms, seen))
-            conn.executemany(
-                "INSERT INTO templates (account, template_id, last_seen_ms) VALUES (?, ?, ?)"
-                " ON CONFLICT (account, template_id)"
-                " DO UPDATE SET last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
-                [(account, template, now_ms) for account, template in sorted(seen)],
-            )
-            conn.execute("COMMIT")
-            self.commits += 1
-        except Exception as exc:  # any failure fails every job of the transaction
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            for job in jobs:
-                job.error = exc
+                try:
+                    self._transaction([job], now_ms)
+                except sqlite3.Error as exc:
+                    self._rollback()
+                    job.error = exc
         for job in jobs:
             if not job.prune:
                 job.done.set()
@@ -323,6 +331,68 @@ class PushStore:
             self._prune(now_ms)
         for job in jobs:
             job.done.set()
+
+    def _rollback(self) -> None:
+        if self._writer.in_transaction:
+            self._writer.execute("ROLLBACK")
+
+    def _transaction(self, jobs: list[_Job], now_ms: int) -> None:
+        """Write the jobs in one transaction; sqlite3.Error when it cannot commit."""
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
+        seen: set[tuple[str, str]] = set()
+        for job in jobs:
+            job.result = self._write_job(job, now_ms, seen)
+        conn.executemany(
+            "INSERT INTO templates (account, template_id, last_seen_ms) VALUES (?, ?, ?)"
+            " ON CONFLICT (account, template_id)"
+            " DO UPDATE SET last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
+            [(account, template, now_ms) for account, template in sorted(seen)],
+        )
+        conn.execute("COMMIT")
+        self.commits += 1
+
+    def _write_job(self, job: _Job, now_ms: int, seen: set[tuple[str, str]]) -> WriteResult:
+        """A job's items in a savepoint; if one cannot be stored, each item in its own."""
+        items: Sequence[StatusReport | SendRegistration] = job.sends or job.reports
+        templates: set[tuple[str, str]] = set()
+        try:
+            with self._savepoint():
+                result = WriteResult()
+                for item in items:
+                    result.merge(self._write_item(item, now_ms, templates))
+        except _ITEM_ERRORS:
+            result, templates = WriteResult(), set()
+            for index, item in enumerate(items):
+                mine: set[tuple[str, str]] = set()
+                try:
+                    with self._savepoint():
+                        result.merge(self._write_item(item, now_ms, mine))
+                except _ITEM_ERRORS:
+                    result.rejected.append(index)
+                    continue
+                templates |= mine
+        seen |= templates
+        return result
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        conn = self._writer
+        conn.execute("SAVEPOINT item")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK TO item")
+            conn.execute("RELEASE item")
+            raise
+        conn.execute("RELEASE item")
+
+    def _write_item(
+        self, item: StatusReport | SendRegistration, now_ms: int, seen: set[tuple[str, str]]
+    ) -> WriteResult:
+        if isinstance(item, SendRegistration):
+            return self._write_send(item, seen)
+        return self._write_report(item, now_ms, seen)
 
     def _write_send(self, send: SendRegistration, seen: set[tuple[str, str]]) -> WriteResult:
         send_ms = round(send.send_time * 1000)
@@ -356,7 +426,7 @@ class PushStore:
         conn = self._writer
         update_ms = now_ms if report.update_time is None else round(report.update_time * 1000)
         cursor = conn.execute(
-            "INSERT OR IGNORE INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            _INSERT_SEGMENT,
             (
                 report.message_id,
                 report.sequence,
@@ -366,6 +436,8 @@ class PushStore:
                 update_ms,
                 now_ms,
                 report.source,
+                *_NON_FINAL,
+                *_NON_FINAL,
             ),
         )
         if cursor.rowcount == 0:

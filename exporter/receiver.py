@@ -33,12 +33,11 @@ from exporter.contract import (
     page_to_wire,
     parse_details_query,
 )
-from exporter.errors import SignatureError, UpstreamError
+from exporter.errors import PushRejected, SignatureError, StoreUnavailable, UpstreamError
 from exporter.pushstore import (
     PushStore,
     SendRegistration,
     StatusReport,
-    StoreUnavailable,
     WriteResult,
 )
 from exporter.signing import verify_request
@@ -52,15 +51,6 @@ _TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _FORM = "application/x-www-form-urlencoded"
 _JSON = "application/json"
 _SUCCESS_CODES = ("000000",)
-
-
-class PushRejected(Exception):
-    """A push (or one item of a batch) is not acceptable; ``reason`` is a bounded label."""
-
-    def __init__(self, reason: str, message: str, status: int = 400) -> None:
-        self.reason = reason
-        self.status = status
-        super().__init__(message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -530,7 +520,8 @@ class Receiver:
         started = time.perf_counter()
         try:
             name = self._check(request, _FORM, account)
-            self._store_reports("single", [parse_single(request.body)], name)
+            if self._store_reports("single", [parse_single(request.body)], name).rejected:
+                raise PushRejected("unstorable", "the report cannot be stored")
         except PushRejected as exc:
             self.stats.reject([exc.reason])
             return self._answer("single", started, _problem(exc))
@@ -546,6 +537,10 @@ class Receiver:
             name = self._check(request, _JSON, account)
             good, bad = parse_batch(request.body)
             result = self._store_reports("batch", [r for _, r in good], name) if good else None
+            if result is not None and result.rejected:
+                unstorable = {good[i][0] for i in result.rejected}
+                bad = sorted([*bad, *(_unstorable(i) for i in unstorable)], key=lambda p: p.index)
+                good = [g for g in good if g[0] not in unstorable]
         except PushRejected as exc:
             self.stats.reject([exc.reason])
             return self._answer("batch", started, _problem(exc))
@@ -578,6 +573,10 @@ class Receiver:
             good, bad = parse_sends(request.body, template)
             sends = [replace(s, account=name) for _, s in good]
             result = self.store.register(sends) if good else WriteResult()
+            if result.rejected:
+                unstorable = {good[i][0] for i in result.rejected}
+                bad = sorted([*bad, *(_unstorable(i) for i in unstorable)], key=lambda p: p.index)
+                good = [g for g in good if g[0] not in unstorable]
         except PushRejected as exc:
             self.stats.reject([exc.reason])
             return self._answer("sends", started, _problem(exc))
@@ -609,3 +608,7 @@ def _bound(handler: Callable[[Request, str | None], Response], account: str) -> 
 
 def _unavailable(exc: StoreUnavailable) -> PushRejected:
     return PushRejected("store_unavailable", f"not stored, try again: {exc}", 503)
+
+
+def _unstorable(index: int) -> ItemProblem:
+    return ItemProblem(index, "unstorable", "the item cannot be stored")

@@ -31,6 +31,12 @@ class StatusCategory(StrEnum):
 
 DELIVERED_CODE = "DELIVRD"
 EXPIRED_CODE = "EXPIRED"
+NON_FINAL_CODES = frozenset({"ACCEPTD", "ENROUTE"})
+"""Codes that report progress, not a result: the message stays ``sending``.
+
+``ACCEPTD`` is Huawei's "accepted by the carrier"; ``ENROUTE`` is the SMPP state of a
+message still on its way. A final report (any other code) replaces them.
+"""
 
 _C = StatusCategory
 _EXACT: dict[str, StatusCategory] = {
@@ -169,6 +175,11 @@ def categorize(code: str) -> StatusCategory:
 def describe(code: str) -> str:
     """A short human meaning for a status code (falls back to its category's)."""
     return _MEANINGS.get(code.strip().upper()) or _CATEGORY_MEANINGS[categorize(code)]
+
+
+def is_final(code: str) -> bool:
+    """True when a status code is a result (success or failure), not progress."""
+    return code.strip().upper() not in NON_FINAL_CODES
 
 
 def is_platform_code(code: str) -> bool:

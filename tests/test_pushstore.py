@@ -211,3 +211,80 @@ def test_reads_after_close_are_upstream_errors(tmp_path: Path):
 def test_synchronous_mode_is_checked(tmp_path: Path):
     with pytest.raises(ValueError, match="synchronous"):
         PushStore(tmp_path / "p.db", synchronous="off")
+
+
+def test_an_acceptd_report_keeps_the_message_sending_until_its_final_report(store: PushStore):
+    store.register([SendRegistration("m1", "tplA", T0)])
+    first = store.add_reports([StatusReport("m1", "ACCEPTD", update_time=T0 + 1)])
+    (record,) = _all(store)
+    assert (first.stored, record.send_result, record.receive_time) == (1, SendResult.SENDING, None)
+    final = store.add_reports([StatusReport("m1", "DELIVRD", update_time=T0 + 5)])
+    (record,) = _all(store)
+    assert final.stored == 1
+    assert (record.send_result, record.status_code, record.receive_time) == (
+        SendResult.SUCCESS,
+        "DELIVRD",
+        T0 + 5,
+    )
+
+
+def test_a_late_non_final_report_never_replaces_a_final_one(store: PushStore):
+    store.add_reports([StatusReport("m1", "UNDELIV", update_time=T0 + 5, template_id="t")])
+    late = store.add_reports([StatusReport("m1", "ACCEPTD", update_time=T0 + 1)])
+    again = store.add_reports([StatusReport("m1", "DELIVRD", update_time=T0 + 9)])
+    (record,) = _all(store)
+    assert (late.duplicates, again.duplicates) == (1, 1)
+    assert (record.send_result, record.status_code) == (SendResult.FAILED, "UNDELIV")
+
+
+def test_a_long_sms_with_an_accepted_segment_is_not_failed():
+    segs = [Segment(1, 2, "DELIVRD", "", 1000), Segment(2, 2, "ACCEPTD", "", 1500)]
+    assert message_outcome(segs, 2).result is SendResult.SENDING
+    done = [segs[0], Segment(2, 2, "DELIVRD", "", 2500)]
+    assert (message_outcome(done, 2).result, message_outcome(done, 2).receive_ms) == (
+        SendResult.SUCCESS,
+        2500,
+    )
+
+
+def test_an_unstorable_item_is_refused_alone(store: PushStore):
+    result = store.add_reports(
+        [
+            StatusReport("ok1", "DELIVRD", template_id="t"),
+            StatusReport("bad", "DELIVRD", status_desc="\ud800", template_id="t"),
+            StatusReport("ok2", "UNDELIV", template_id="t"),
+        ]
+    )
+    assert (result.stored, result.rejected) == (2, [1])
+    assert sorted(r.message_id for r in _all(store)) == ["ok1", "ok2"]
+    sends = store.register(
+        [SendRegistration("r1", "t", T0), SendRegistration("r2", "t", T0, mobile="\udfff")]
+    )
+    assert (sends.stored, sends.rejected) == (1, [1])
+
+
+def test_concurrent_unstorable_items_cost_no_other_request_its_reports(store: PushStore):
+    failures: list[BaseException] = []
+    rejected: list[int] = []
+
+    def push(worker: int) -> None:
+        try:
+            for i in range(20):
+                reports = [
+                    StatusReport(f"w{worker}-{i}-{k}", "DELIVRD", template_id="t") for k in range(5)
+                ]
+                if worker % 3 == 0:
+                    reports.append(StatusReport(f"p{worker}-{i}", "X", status_desc="\ud800"))
+                result = store.add_reports(reports)
+                rejected.extend(result.rejected)
+        except BaseException as exc:  # pragma: no cover - the failure the test looks for
+            failures.append(exc)
+
+    threads = [threading.Thread(target=push, args=(w,)) for w in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert store.message_count() == 12 * 20 * 5
+    assert rejected == [5] * (4 * 20)

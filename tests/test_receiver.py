@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -389,3 +390,39 @@ def test_config_needs_a_receiver_for_a_push_account():
     with pytest.raises(ConfigError) as info:
         parse_config(raw, {})
     assert info.value.problems == ["receiver: is required: account 'push' uses source: push"]
+
+
+@contextmanager
+def _serve(router: Router) -> Iterator[str]:
+    server = WebServer(router, "127.0.0.1", 0)
+    server.start()
+    host, port = server.address
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def test_unstorable_items_among_concurrent_batches_lose_no_valid_report(store: PushStore):
+    from concurrent.futures import ThreadPoolExecutor
+
+    receiver, router = _receiver(store)
+    poison = _batch({"smsMsgId": "p", "status": "UNDELIV", "statusDesc": "\ud800"})
+
+    def valid(n: int) -> bytes:
+        return _batch(*({"smsMsgId": f"b{n}-{i}", "status": "DELIVRD"} for i in range(50)))
+
+    bodies = [valid(n) for n in range(400)]
+    for k in range(30):
+        bodies.insert(k * 13, poison.replace(b'"p"', f'"p{k}"'.encode()))
+    with _serve(router) as base, httpx.Client(timeout=60) as http:
+
+        def post(body: bytes) -> int:
+            return http.post(f"{base}/push/status-reports", content=body, headers=JSON).status_code
+
+        with ThreadPoolExecutor(32) as pool:
+            codes = list(pool.map(post, bodies))
+    assert codes.count(200) == 400
+    assert store.message_count() == 400 * 50
+    assert receiver.stats.reports["batch"] == 400 * 50
+    assert codes.count(400) == 30

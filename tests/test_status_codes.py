@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.status_codes import StatusCategory, categorize, describe, is_platform_code
+from exporter.status_codes import (
+    NON_FINAL_CODES,
+    StatusCategory,
+    categorize,
+    describe,
+    is_final,
+    is_platform_code,
+)
 
 C = StatusCategory
 # Where each fact comes from:
@@ -99,3 +106,21 @@ def test_describes_known_codes_and_falls_back_to_the_category() -> None:
     assert describe("MK:0000") == "Normal: the carrier reported no error."
     assert describe("ACCEPTD") == "Accepted by the carrier; a final report follows."
     assert describe("SMGPERR:5") == "Rejected by the carrier or supplier."
+
+
+@pytest.mark.parametrize(
+    ("code", "final"),
+    [
+        ("ACCEPTD", False),
+        ("acceptd", False),
+        ("ENROUTE", False),
+        ("DELIVRD", True),
+        ("UNDELIV", True),
+        ("EXPIRED", True),
+        ("UNKNOWN", True),
+        ("E200018", True),
+    ],
+)
+def test_only_progress_codes_are_not_final(code, final):
+    assert is_final(code) is final
+    assert {"ACCEPTD", "ENROUTE"} == NON_FINAL_CODES
