@@ -15,6 +15,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -59,7 +60,8 @@ DEFAULT_VARIABLES: dict[str, str] = {
 
 def require_tool(name: str) -> str:
     """The tool's path; a skip on a developer machine, a failure under CI=true."""
-    path = shutil.which(name)
+    # Tools installed with the test dependencies (hadolint) sit next to this interpreter.
+    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if path is None:
         message = f"{name} is not installed (./scripts/test installs it)"
         if os.environ.get("CI") == "true":

@@ -1,8 +1,10 @@
 """The container image, checked without a Docker engine.
 
-hadolint lints the Dockerfile; the image's install steps run in a fresh virtual environment;
-the ENTRYPOINT runs with the image's CMD (config "mounted" from a temp dir) as an
-unprivileged user against the simulator; the HEALTHCHECK command is run as Docker would.
+hadolint lints the Dockerfile; the image's install steps (wheels, then an install from them
+with no index) run into a fresh virtual environment that sees none of this interpreter's
+packages; the ENTRYPOINT runs with the image's CMD (config "mounted" from a temp dir) as an
+unprivileged user against the simulator, in a network namespace of its own (so port 9170 is
+the container's, whatever listens on the machine); the HEALTHCHECK command runs as Docker's.
 """
 
 from __future__ import annotations
@@ -13,13 +15,11 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import tomllib
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 from conftest import write_exporter_config
 from promtool import require_tool
+from simulator_process import READY_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
@@ -152,9 +153,55 @@ class Install:
         return self.root / "tmp"
 
 
+def wheel_cache() -> Path:
+    """Dependency wheels kept between runs, so the image's offline install needs no index."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return Path(os.environ.get("MSGSMS_WHEEL_CACHE") or base / "msgsms-exporter" / "wheels")
+
+
+def pip_wheel(context: Path, wheels: Path, *, offline: bool) -> bool:
+    """The build stage's `pip wheel`: the project and every dependency as wheels."""
+    cache = wheel_cache()
+    source = ("--no-index", f"--find-links={cache}") if offline else ()
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check"),
+            *(*source, "--wheel-dir", str(wheels), str(context)),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    if result.returncode != 0 and not offline:
+        pytest.fail(f"pip wheel failed:\n{result.stdout}{result.stderr}")
+    return result.returncode == 0
+
+
+def build_wheels(context: Path, wheels: Path) -> None:
+    """Build from the wheel cache alone; fill the cache from the index when it lacks something."""
+    if pip_wheel(context, wheels, offline=True):
+        return
+    cache = wheel_cache()
+    cache.mkdir(parents=True, exist_ok=True)
+    # The build backend's own wheels too: an offline, isolated build installs them from here.
+    build_requires = tomllib.loads((context / "pyproject.toml").read_text())["build-system"]
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check"),
+            *("--wheel-dir", str(cache), *build_requires["requires"], str(context)),
+        ],
+        check=True,
+        timeout=600,
+    )
+    for stale in cache.glob("msgsms_exporter-*.whl"):
+        stale.unlink()  # the project itself is always built from the checkout
+    assert pip_wheel(context, wheels, offline=True), "the filled wheel cache still lacks a wheel"
+
+
 @pytest.fixture(scope="module")
 def image_install() -> Iterator[Install]:
-    """Dockerfile's steps: build the wheel, then install it into a fresh venv from no index."""
+    """Dockerfile's steps: build the wheels, then install them into a fresh venv from no index."""
     root = Path(tempfile.mkdtemp(prefix="msgsms-image-"))
     try:
         # The build stage: only what its COPY lines bring in, then `pip wheel` on that.
@@ -170,29 +217,15 @@ def image_install() -> Iterator[Install]:
                 context.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(REPO / source, context / source)
         wheels = root / "wheels"
-        # --no-deps: the dependencies' wheels would be identical to what this interpreter
-        # already has, so the venv below sees them through --system-site-packages instead.
-        subprocess.run(
-            [
-                *(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-cache-dir"),
-                *("--no-deps", "--wheel-dir", str(wheels), str(context)),
-            ],
-            check=True,
-            timeout=300,
-        )
+        build_wheels(context, wheels)
+        # The runtime stage: a venv that sees nothing of this interpreter's packages, and
+        # pip's exact command from the Dockerfile (no index, those wheels only).
         venv = root / "opt" / "msgsms-exporter"
-        subprocess.run(
-            [sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
-            check=True,
-            timeout=120,
-        )
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
         subprocess.run(
             [
-                *(str(venv / "bin" / "pip"), "install", "--quiet", "--no-cache-dir"),
-                *("--no-index", f"--find-links={wheels}", "msgsms-exporter"),
-                # The checkout's own (editable) install is visible through the system
-                # site-packages; without these pip would call it "already satisfied".
-                *("--ignore-installed", "--no-deps"),
+                *(str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check"),
+                *("--no-cache-dir", "--no-index", f"--find-links={wheels}", "msgsms-exporter"),
             ],
             check=True,
             timeout=300,
@@ -215,15 +248,44 @@ def test_install_runs_the_wheel_not_the_checkout(image_install: Install) -> None
     assert Path(where).is_relative_to(image_install.venv)
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        # As the exporter binds: connections it closed linger in TIME-WAIT, which is fine.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+@pytest.fixture(scope="module")
+def network() -> Iterator[tuple[str, ...]]:
+    """A network namespace of the container's own: loopback only, so 9170 is free in it.
+
+    Yields the command prefix that runs a process inside it. The probes, the simulator and
+    the entrypoint all run there, whatever else listens on this machine.
+    """
+    ip = shutil.which("ip", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+    problem = ""
+    if os.geteuid() != 0:
+        problem = "not root: cannot make a network namespace for the container"
+    elif ip is None or shutil.which("nsenter") is None:
+        problem = "ip (iproute2) or nsenter (util-linux) is not installed"
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(problem)
+        pytest.skip(problem)
+    holder = subprocess.Popen(
+        [
+            "unshare",
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            f"{ip} link set lo up && echo up && exec sleep 3600",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "up", "the network namespace did not start"
+        yield ("nsenter", f"--net=/proc/{holder.pid}/ns/net", "--")
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+        if holder.stdout is not None:
+            holder.stdout.close()
 
 
 @functools.cache
@@ -232,8 +294,8 @@ def container_sandbox(writable_tmp: str) -> tuple[str, ...]:
 
     A private mount namespace in which the whole root filesystem is read-only except a
     fresh tmpfs at ``writable_tmp`` (the image's /tmp emptyDir), and no capabilities at all
-    (Kubernetes' `capabilities: drop: [ALL]`, `allowPrivilegeEscalation: false`). The network
-    namespace is shared, so the probes reach the process on 127.0.0.1 as Docker's would.
+    (Kubernetes' `capabilities: drop: [ALL]`, `allowPrivilegeEscalation: false`). Run it
+    inside `network` so the probes reach the process on 127.0.0.1 as Docker's would.
     """
     script = (
         "mount --bind / / && mount -o remount,bind,ro / && "
@@ -275,56 +337,87 @@ def image_env(install: Install, **extra: str) -> dict[str, str]:
     }
 
 
-def healthcheck(install: Install) -> int:
-    """Run the HEALTHCHECK command as Docker does inside the container; its exit code."""
-    probe = exec_form("HEALTHCHECK")
-    return subprocess.run(
-        [*container_sandbox(str(install.tmp)), *probe],
-        env=image_env(install),
-        capture_output=True,
-        timeout=10,
-        check=False,
-        cwd=install.tmp,
-    ).returncode
+@dataclass(frozen=True)
+class Container:
+    """The installed image running in its own network namespace."""
+
+    install: Install
+    network: tuple[str, ...]
+
+    def healthcheck(self) -> int:
+        """Run the HEALTHCHECK command as Docker does inside the container; its exit code."""
+        return subprocess.run(
+            [*self.network, *container_sandbox(str(self.install.tmp)), *exec_form("HEALTHCHECK")],
+            env=image_env(self.install),
+            capture_output=True,
+            timeout=10,
+            check=False,
+            cwd=self.install.tmp,
+        ).returncode
+
+    def wait_healthy(self, process: subprocess.Popen[str], seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            assert process.poll() is None, f"the entrypoint exited:\n{process.communicate()[1]}"
+            if self.healthcheck() == 0:
+                return
+            time.sleep(0.5)
+        pytest.fail(f"HEALTHCHECK did not pass within {seconds} s")
+
+    def fetch(self, path: str) -> tuple[int, str]:
+        """GET `path` from the container's port, from inside its network namespace."""
+        result = subprocess.run(
+            [*self.network, sys.executable, "-c", FETCH, f"http://127.0.0.1:{PORT}{path}"],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=False,
+        )
+        status, _, body = result.stdout.partition("\n")
+        return int(status or 0), body
+
+    def wait_for(self, path: str, status: int, seconds: float) -> str:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            code, body = self.fetch(path)
+            if code == status:
+                return body
+            time.sleep(0.5)
+        pytest.fail(f"{path} did not answer {status} within {seconds} s")
+
+    @contextlib.contextmanager
+    def entrypoint(self, args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+        sandbox = container_sandbox(str(self.install.tmp))
+        command = [*self.network, *sandbox, *exec_form("ENTRYPOINT"), *args]
+        with stopping(
+            subprocess.Popen(
+                command,
+                env=env,
+                cwd=self.install.tmp,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        ) as process:
+            yield process
 
 
-def wait_healthy(install: Install, process: subprocess.Popen[str], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"the entrypoint exited:\n{process.communicate()[1]}"
-        if healthcheck(install) == 0:
-            return
-        time.sleep(0.5)
-    pytest.fail(f"HEALTHCHECK did not pass within {seconds} s")
-
-
-def fetch(path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{PORT}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, ""
-
-
-def wait_for(path: str, status: int, seconds: float) -> str:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        code, body = fetch(path)
-        if code == status:
-            return body
-        time.sleep(0.5)
-    pytest.fail(f"{path} did not answer {status} within {seconds} s")
+# Prints the status line, then the body; no output when nothing answers.
+FETCH = """
+import sys, urllib.error, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=5) as response:
+        print(response.status); print(response.read().decode(), end="")
+except urllib.error.HTTPError as error:
+    print(error.code)
+except OSError:
+    pass
+"""
 
 
 @contextlib.contextmanager
-def entrypoint(
-    install: Install, args: list[str], env: dict[str, str]
-) -> Iterator[subprocess.Popen[str]]:
-    assert port_is_free(PORT), f"port {PORT} is busy: the image's HEALTHCHECK probes it"
-    command = [*container_sandbox(str(install.tmp)), *exec_form("ENTRYPOINT"), *args]
-    process = subprocess.Popen(
-        command, env=env, cwd=install.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+def stopping(process: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """Yield `process`; SIGTERM it afterwards, SIGKILL if it lingers."""
     try:
         yield process
     finally:
@@ -338,11 +431,27 @@ def entrypoint(
 
 
 @pytest.fixture(scope="module")
-def simulator() -> Iterator[str]:
-    from tests.simulator_process import simulator_process
+def container(image_install: Install, network: tuple[str, ...]) -> Container:
+    return Container(install=image_install, network=network)
 
-    with simulator_process("--history", "1h", "--scale", "0.1") as url:
-        yield url
+
+@pytest.fixture(scope="module")
+def simulator(network: tuple[str, ...]) -> Iterator[str]:
+    """The simulator on a free port inside the container's network namespace; its URL."""
+    command = [
+        *network,
+        *(sys.executable, "-m", "exporter.simulator.cli", "--web.listen-address", "127.0.0.1:0"),
+        *("--log.level", "warning", "--history", "1h", "--scale", "0.1"),
+    ]
+    with stopping(
+        subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO
+        )
+    ) as process:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith(READY_PREFIX), f"the simulator did not start: {line!r}"
+        yield line[len(READY_PREFIX) :].strip()
 
 
 def write_mounted_config(install: Install, simulator_url: str) -> Path:
@@ -354,20 +463,20 @@ def write_mounted_config(install: Install, simulator_url: str) -> Path:
 
 
 def test_entrypoint_with_default_args_serves_the_simulator(
-    image_install: Install, simulator: str
+    container: Container, simulator: str
 ) -> None:
-    mounted = write_mounted_config(image_install, simulator)
+    mounted = write_mounted_config(container.install, simulator)
     args = [arg.replace(CONFIG_DIR, str(mounted)) for arg in exec_form("CMD")]
     env = image_env(
-        image_install,
+        container.install,
         MSGSMS_ACCESS_KEY=os.environ.get("MSGSMS_SIMULATOR_AK", "demo-access-key"),
         MSGSMS_SECRET_KEY=os.environ.get("MSGSMS_SIMULATOR_SK", "demo-secret-key"),
     )
-    assert healthcheck(image_install) != 0, "the probe passes with nothing listening"
-    with entrypoint(image_install, args, env) as process:
-        wait_healthy(image_install, process, seconds=30)
-        wait_for("/-/ready", 200, seconds=60)
-        status, metrics = fetch("/metrics")
+    assert container.healthcheck() != 0, "the probe passes with nothing listening"
+    with container.entrypoint(args, env) as process:
+        container.wait_healthy(process, seconds=30)
+        container.wait_for("/-/ready", 200, seconds=60)
+        status, metrics = container.fetch("/metrics")
         assert status == 200
         assert 'msgsms_up{account="default"} 1.0' in metrics
         assert "msgsms_window_messages{" in metrics
@@ -375,8 +484,8 @@ def test_entrypoint_with_default_args_serves_the_simulator(
         assert process.wait(timeout=15) == 0, "SIGTERM must shut the exporter down cleanly"
 
 
-def test_demo_runs_in_the_image(image_install: Install) -> None:
-    with entrypoint(image_install, ["--demo"], image_env(image_install)) as process:
-        wait_healthy(image_install, process, seconds=60)
-        metrics = wait_for("/-/ready", 200, seconds=90) and fetch("/metrics")[1]
-        assert "msgsms_window_messages{" in metrics
+def test_demo_runs_in_the_image(container: Container) -> None:
+    with container.entrypoint(["--demo"], image_env(container.install)) as process:
+        container.wait_healthy(process, seconds=60)
+        container.wait_for("/-/ready", 200, seconds=90)
+        assert "msgsms_window_messages{" in container.fetch("/metrics")[1]

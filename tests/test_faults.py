@@ -141,9 +141,11 @@ def test_connection_resets_are_retried(sim: Simulator, run) -> None:
 
 def test_a_response_slower_than_the_timeout_is_abandoned_and_retried(sim: Simulator, run) -> None:
     # Real waits here: the simulator keeps the slow query running (and refuses a second
-    # one with Retry-After: 1) until it answers.
-    r = run(sleep=time.sleep, request_timeout=0.3)
-    faults(sim, {"fault": "slow", "seconds": 1.0, "count": 1, "endpoints": ["send-details"]})
+    # one with Retry-After: 1) until it answers. The timeout leaves every other request
+    # seconds to spare on a loaded machine (0.3 s once timed out a second one), and the
+    # slow answer comes a second after it, well within the 4 attempts' waits.
+    r = run(sleep=time.sleep, request_timeout=2.0)
+    faults(sim, {"fault": "slow", "seconds": 3.0, "count": 1, "endpoints": ["send-details"]})
     s = r.poll()
     assert_equals_truth(sim, s)
     assert total(s, "msgsms_upstream_requests_total", code="error") == 1
