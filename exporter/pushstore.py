@@ -235,9 +235,12 @@ class PushStore:
         self.stats = RequestStats()
         self.commits = 0
         self.pruned = 0
+        self.size_bytes = 0
+        """The database's size, measured at start and after each pruning (every minute)."""
         self._clock = clock
         self._writer = self._connect(synchronous)
         self._migrate()
+        self._measure()
         self._reader = self._connect(synchronous)
         self._read_lock = threading.Lock()
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -253,6 +256,12 @@ class PushStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
         return conn
+
+    def _measure(self) -> None:
+        conn = self._writer
+        (pages,) = conn.execute("PRAGMA page_count").fetchone()
+        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+        self.size_bytes = int(pages) * int(page_size)
 
     def _migrate(self) -> None:
         conn = self._writer
@@ -530,6 +539,7 @@ class PushStore:
                 conn.execute("COMMIT")
                 self.pruned += len(ids)
                 if len(ids) < PRUNE_CHUNK:
+                    self._measure()
                     return
         except sqlite3.Error:
             if conn.in_transaction:

@@ -22,7 +22,12 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from exporter.config import ACCOUNT_PLACEHOLDER, ReceiverConfig
 from exporter.contract import (
@@ -259,6 +264,25 @@ def _media_type(headers: Mapping[str, str]) -> str:
 # -- counting ---------------------------------------------------------------------
 
 
+def _observe(
+    buckets: dict[str, list[int]], sums: dict[str, float], key: str, seconds: float
+) -> None:
+    counts = buckets.setdefault(key, [0] * (len(ACK_BUCKETS) + 1))
+    counts[next((i for i, b in enumerate(ACK_BUCKETS) if seconds <= b), len(ACK_BUCKETS))] += 1
+    sums[key] = sums.get(key, 0.0) + seconds
+
+
+def _histogram(
+    family: HistogramMetricFamily, buckets: dict[str, list[int]], sums: dict[str, float]
+) -> None:
+    for key, counts in sorted(buckets.items()):
+        running, cumulative = 0, []
+        for bound, count in zip([*ACK_BUCKETS, float("inf")], counts, strict=True):
+            running += count
+            cumulative.append(("+Inf" if bound == float("inf") else str(bound), running))
+        family.add_metric([key], cumulative, sums[key])
+
+
 @dataclass(slots=True)
 class ReceiverStats:
     """What the receiver did, by endpoint and reason; read by :class:`PushCollector`."""
@@ -272,15 +296,24 @@ class ReceiverStats:
     registrations: int = 0
     ack_buckets: dict[str, list[int]] = field(default_factory=dict)
     ack_sums: dict[str, float] = field(default_factory=dict)
+    write_buckets: dict[str, list[int]] = field(default_factory=dict)
+    write_sums: dict[str, float] = field(default_factory=dict)
+    store_errors: Counter[str] = field(default_factory=Counter)
+    last_push: dict[tuple[str, str], float] = field(default_factory=dict)
+    """(account, ``report`` | ``registration``) → when one was last accepted."""
 
     def request(self, endpoint: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency."""
         with self.lock:
             self.requests[(endpoint, str(status))] += 1
-            counts = self.ack_buckets.setdefault(endpoint, [0] * (len(ACK_BUCKETS) + 1))
-            slot = next((i for i, b in enumerate(ACK_BUCKETS) if seconds <= b), len(ACK_BUCKETS))
-            counts[slot] += 1
-            self.ack_sums[endpoint] = self.ack_sums.get(endpoint, 0.0) + seconds
+            _observe(self.ack_buckets, self.ack_sums, endpoint, seconds)
+
+    def write(self, operation: str, seconds: float, *, failed: bool) -> None:
+        """Count one store write (``reports`` or ``registrations``) and how long it took."""
+        with self.lock:
+            _observe(self.write_buckets, self.write_sums, operation, seconds)
+            if failed:
+                self.store_errors[operation] += 1
 
     def reject(self, reasons: Iterable[str]) -> None:
         """Count rejected requests or items by reason."""
@@ -348,6 +381,30 @@ class PushCollector:
             "Time from a push request's routing to its answer (includes the commit).",
             labels=["endpoint"],
         )
+        writes = HistogramMetricFamily(
+            "msgsms_push_store_write_duration_seconds",
+            "Time a request waited for its write to be committed (group commit included).",
+            labels=["operation"],
+        )
+        errors = CounterMetricFamily(
+            "msgsms_push_store_errors",
+            "Store writes that failed (the request was answered 503, nothing stored).",
+            labels=["operation"],
+        )
+        size = GaugeMetricFamily(
+            "msgsms_push_store_size_bytes",
+            "Size of the push store (the database), measured about once a minute.",
+        )
+        last_report = GaugeMetricFamily(
+            "msgsms_push_last_report_timestamp_seconds",
+            "When this process last accepted a status report for the account (start if none).",
+            labels=["account"],
+        )
+        last_registration = GaugeMetricFamily(
+            "msgsms_push_last_registration_timestamp_seconds",
+            "When this process last accepted a send registration for the account (start if none).",
+            labels=["account"],
+        )
         with s.lock:
             for (endpoint, code), n in sorted(s.requests.items()):
                 requests.add_metric([endpoint, code], n)
@@ -359,14 +416,15 @@ class PushCollector:
                 duplicates.add_metric([kind], s.duplicates[kind])
             unattributed.add_metric([], s.unattributed)
             registrations.add_metric([], s.registrations)
-            for endpoint, counts in sorted(s.ack_buckets.items()):
-                running, buckets = 0, []
-                for bound, count in zip([*ACK_BUCKETS, float("inf")], counts, strict=True):
-                    running += count
-                    buckets.append(("+Inf" if bound == float("inf") else str(bound), running))
-                ack.add_metric([endpoint], buckets, s.ack_sums[endpoint])
+            _histogram(ack, s.ack_buckets, s.ack_sums)
+            _histogram(writes, s.write_buckets, s.write_sums)
+            for operation in ("reports", "registrations"):
+                errors.add_metric([operation], s.store_errors[operation])
+            for (account, kind), at in sorted(s.last_push.items()):
+                (last_report if kind == "report" else last_registration).add_metric([account], at)
         commits.add_metric([], self._store.commits)
         pruned.add_metric([], self._store.pruned)
+        size.add_metric([], self._store.size_bytes)
         return [
             requests,
             rejected,
@@ -377,6 +435,11 @@ class PushCollector:
             commits,
             pruned,
             ack,
+            writes,
+            errors,
+            size,
+            last_report,
+            last_registration,
         ]
 
 
@@ -412,6 +475,10 @@ class Receiver:
         self._secrets = {k.access_key: k.secret_key for k in config.signing_keys}
         self._accounts = accounts
         self._key_accounts = dict(config.key_accounts)
+        started = clock()
+        for name in accounts or ("",):
+            for kind in ("report", "registration"):
+                self.stats.last_push[(name, kind)] = started
 
     def _push_routes(self) -> list[tuple[str, Route]]:
         """Each push path with its handler; a path with ``{account}`` once per account."""
@@ -505,10 +572,23 @@ class Receiver:
         self.stats.request(endpoint, response.status, time.perf_counter() - started)
         return response
 
+    def _write(self, operation: str, account: str, write: Callable[[], WriteResult]) -> WriteResult:
+        """One store write, timed; counted as a store error when it fails."""
+        started = time.perf_counter()
+        try:
+            result = write()
+        except StoreUnavailable:
+            self.stats.write(operation, time.perf_counter() - started, failed=True)
+            raise
+        self.stats.write(operation, time.perf_counter() - started, failed=False)
+        kind = "report" if operation == "reports" else "registration"
+        with self.stats.lock:
+            self.stats.last_push[(account, kind)] = self._clock()
+        return result
+
     def _store_reports(self, kind: str, reports: list[StatusReport], account: str) -> WriteResult:
-        result = self.store.add_reports(
-            [replace(self._attribute(r), account=account) for r in reports]
-        )
+        attributed = [replace(self._attribute(r), account=account) for r in reports]
+        result = self._write("reports", account, lambda: self.store.add_reports(attributed))
         with self.stats.lock:
             self.stats.reports[kind] += result.stored
             self.stats.duplicates["report"] += result.duplicates
@@ -572,7 +652,11 @@ class Receiver:
             template = request.param("templateId") or request.param("template_id") or None
             good, bad = parse_sends(request.body, template)
             sends = [replace(s, account=name) for _, s in good]
-            result = self.store.register(sends) if good else WriteResult()
+            result = (
+                self._write("registrations", name, lambda: self.store.register(sends))
+                if good
+                else WriteResult()
+            )
             if result.rejected:
                 unstorable = {good[i][0] for i in result.rejected}
                 bad = sorted([*bad, *(_unstorable(i) for i in unstorable)], key=lambda p: p.index)
