@@ -326,6 +326,9 @@ class Engine:
         self.forgotten_until: int | None = None
         self.start: int | None = None  # the window's start at the last poll
         self.never_read: set[int] = set()
+        # The window end at the last poll whose hold check finished: minutes that left
+        # the horizon since then are still due for one (a poll cut by the budget skips it).
+        self.holds_checked_end: int | None = None
 
     # -- the poll -------------------------------------------------------------------
 
@@ -351,6 +354,7 @@ class Engine:
                 if not holds_checked:
                     budget.step = "holds"
                     self._check_holds(paid, templates, end, earlier, outcome)
+                self.holds_checked_end = end
                 budget.step = "pending"
                 self._resolve_pending(paid, outcome)
             outcome.checks_done = True
@@ -481,7 +485,7 @@ class Engine:
         previous = self.end_before
         if not self.cross_template or self.full_scan or previous is None or previous >= end:
             return False
-        horizon = max(end - int(self.config.review_hold_horizon), end - int(self.config.window))
+        horizon = self._hold_horizon(end)
         if horizon >= previous or any(m not in self.read for m in range(horizon, previous, MINUTE)):
             return False
         known = self._known_total(None, horizon, previous)
@@ -582,7 +586,7 @@ class Engine:
         outcome: PollOutcome,
     ) -> None:
         """Find minutes where held messages appeared, by totals; read only those again."""
-        horizon = max(end - int(self.config.review_hold_horizon), end - int(self.config.window))
+        horizon = self._hold_horizon(end)
         minutes = [m for m in earlier if horizon <= m < end]
         scopes: list[str | None] = [None] if self.cross_template else list(templates)
         for scope in scopes:
@@ -594,6 +598,14 @@ class Engine:
                     self._reread_across_templates(source, templates, start, stop, outcome)
                 else:
                     self._read_minutes(source, templates, start, stop, outcome, only=scope)
+
+    def _hold_horizon(self, end: int) -> int:
+        """Start of the minutes where a held message may still appear unseen."""
+        start = end - int(self.config.window)
+        if self.holds_checked_end is None:  # never checked: all that was read
+            return start
+        checked = min(end, self.holds_checked_end)
+        return max(checked - int(self.config.review_hold_horizon), start)
 
     def _known_total(self, template_id: str | None, start: int, end: int) -> int:
         ids = self.ledgers if template_id is None else [template_id]

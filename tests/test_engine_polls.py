@@ -1,0 +1,238 @@
+"""The engine polled in process over the simulator's store: exact at every poll, and cheap.
+
+No subprocess and no socket (see ``store_source.py``): these run in seconds, and guard
+the engine's behaviour while its parts move. ``test_engine.py`` covers the same ground
+end to end, over HTTP, through the exporter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from store_source import StoreSource
+
+from exporter.config import AccountConfig, Config, Secret, TemplateSelection
+from exporter.engine import BudgetExhausted, Engine
+
+FIXTURES = Path(__file__).parent / "fixtures"
+HOLDS = FIXTURES / "holds-scenario.yaml"
+LATE = FIXTURES / "late-reports-scenario.yaml"
+ACCOUNT = AccountConfig(
+    name="sim",
+    endpoint="http://127.0.0.1:1",
+    project_id="0123456789abcdef0123456789abcdef",
+    templates=TemplateSelection(discover=True),
+    access_key="demo-access-key",
+    secret_key=Secret("demo-secret-key"),
+)
+
+
+def _config(**overrides: Any) -> Config:
+    return replace(Config(accounts=(ACCOUNT,), top_status_codes=100), **overrides)
+
+
+def _engine(config: Config, *, cross_template: bool = True) -> Engine:
+    return Engine(config, cross_template=cross_template, full_scan=config.engine == "full_scan")
+
+
+def _window_end(engine: Engine) -> int:
+    assert engine.end is not None
+    return engine.end
+
+
+def _assert_equals_truth(engine: Engine, source: StoreSource, config: Config) -> None:
+    end = _window_end(engine)
+    for length in config.windows:
+        start = end - int(length)
+        assert engine.unread_minutes(start, end) == 0
+        truth = source.truth(start, end)
+        for template_id in source.template_ids:
+            tally = engine.window(template_id, start, end)
+            t = truth[template_id]
+            got = (tally.success, tally.failed, tally.sending, dict(tally.codes))
+            want = (t["success"], t["failed"], t["sending"], t["status_codes"])
+            assert got == want, (length, template_id)
+            delay = t["delivery_delay_seconds_sum"]
+            assert tally.delay_sum_ms == pytest.approx(delay * 1000, abs=1e-6)
+
+
+def _final(truth: dict[str, Any], template_id: str) -> int:
+    return int(truth[template_id]["success"] + truth[template_id]["failed"])
+
+
+def _finalized(engine: Engine, template_id: str) -> int:
+    return sum(n for (t, _, _), n in engine.counters.finalized.items() if t == template_id)
+
+
+def _poll(engine: Engine, source: StoreSource, minutes: int = 1) -> None:
+    for _ in range(minutes):
+        source.advance(60)
+        outcome = engine.poll(source, source.template_ids, source.now)
+        assert outcome.checks_done
+
+
+@pytest.mark.parametrize(
+    ("overrides", "cross_template"),
+    [
+        ({"settle_delay": 0.0}, True),
+        ({"settle_delay": 120.0}, True),
+        ({"settle_delay": 0.0}, False),
+        ({"settle_delay": 60.0, "windows": (1800.0, 3600.0, 7200.0)}, True),
+        ({"settle_delay": 0.0, "engine": "full_scan"}, False),
+    ],
+    ids=["settle-0", "settle-2m", "per-template", "three-windows", "full-scan"],
+)
+def test_every_window_equals_truth_at_every_poll_through_holds_and_late_statuses(
+    overrides: dict[str, Any], cross_template: bool
+) -> None:
+    source = StoreSource(HOLDS, history=7200.0)
+    config = _config(**overrides)
+    engine = _engine(config, cross_template=cross_template)
+    engine.poll(source, source.template_ids, source.now)
+    appeared_late = 0
+    seen: tuple[int, int, int] | None = None
+    for _ in range(90):
+        _poll(engine, source)
+        _assert_equals_truth(engine, source, config)
+        if seen is not None:
+            start, end, count = seen
+            now_count = sum(
+                t["success"] + t["failed"] + t["sending"] for t in source.truth(start, end).values()
+            )
+            appeared_late += now_count > count
+        end = _window_end(engine)
+        start = end - int(config.window)
+        count = sum(
+            t["success"] + t["failed"] + t["sending"] for t in source.truth(start, end).values()
+        )
+        seen = (start, end, count)
+    # Held messages really appeared in minutes already read, and were caught.
+    assert appeared_late > 0
+
+
+def test_each_message_is_counted_once_sent_and_once_final_even_after_leaving_the_window() -> None:
+    source = StoreSource(HOLDS, history=3600.0)
+    config = _config(settle_delay=0.0)
+    engine = _engine(config)
+    engine.poll(source, source.template_ids, source.now)
+    first_start = _window_end(engine) - 3600
+    # Five minutes of TPL_LOGIN whose reports come 4000 s late: pending past the window.
+    source.incident(
+        {"template_id": "TPL_LOGIN", "carrier_delay_seconds": 4000, "duration_seconds": 300}
+    )
+    _poll(engine, source, 100)
+    assert engine.pending_count() > 0 or engine.late == {}
+    truth = source.truth(first_start, _window_end(engine))
+    for template_id in source.template_ids:
+        t = truth[template_id]
+        assert engine.counters.sent[template_id] == t["success"] + t["failed"] + t["sending"]
+        assert _finalized(engine, template_id) == _final(truth, template_id), template_id
+
+
+def test_a_poll_cut_short_by_the_budget_leaves_the_rest_for_the_next_and_counts_nothing_twice() -> (
+    None
+):
+    source = StoreSource(LATE, history=3600.0)  # no review holds: all counts are exact
+    config = _config(settle_delay=0.0, request_budget=2)
+    engine = _engine(config)
+    first_start: int | None = None
+    cut = 0
+    for _ in range(60):
+        source.advance(60)
+        try:
+            engine.poll(source, source.template_ids, source.now)
+        except BudgetExhausted:
+            cut += 1
+        if first_start is None:
+            first_start = _window_end(engine) - 3600
+    assert cut > 0
+    engine = replace_budget(engine, config, 2000)
+    _poll(engine, source, 2)
+    _assert_equals_truth(engine, source, config)
+    assert first_start is not None
+    # Minutes that left the window before the budget reached them were never counted;
+    # every other message was counted once.
+    assert engine.never_read
+    truth = source.truth(first_start, _window_end(engine))
+    skipped = [source.truth(m, m + 60) for m in engine.never_read]
+    for template_id in source.template_ids:
+        t = truth[template_id]
+        sent = t["success"] + t["failed"] + t["sending"]
+        sent -= sum(
+            s[template_id]["success"] + s[template_id]["failed"] + s[template_id]["sending"]
+            for s in skipped
+        )
+        assert engine.counters.sent[template_id] == sent
+
+
+def test_a_hold_released_while_the_budget_cut_polls_short_is_still_found() -> None:
+    source = StoreSource(HOLDS, history=3600.0)
+    config = _config(settle_delay=0.0, request_budget=4)
+    engine = _engine(config)
+    for _ in range(60):  # the hold check never fits in these polls
+        source.advance(60)
+        with contextlib.suppress(BudgetExhausted):
+            engine.poll(source, source.template_ids, source.now)
+    engine = replace_budget(engine, config, 2000)
+    _poll(engine, source)
+    _assert_equals_truth(engine, source, config)
+
+
+def replace_budget(engine: Engine, config: Config, budget: int) -> Engine:
+    """The same engine state with a larger request budget (as a reload would)."""
+    engine.config = replace(config, request_budget=budget)
+    return engine
+
+
+def test_messages_never_reported_are_counted_final_when_they_expire_after_72_hours() -> None:
+    source = StoreSource(LATE, history=3600.0)
+    config = _config(settle_delay=0.0)
+    engine = _engine(config)
+    engine.poll(source, source.template_ids, source.now)
+    first_start = _window_end(engine) - 3600
+    pending_peak = 0
+    for _ in range(2 * 75):
+        source.advance(1800)
+        engine.poll(source, source.template_ids, source.now)
+        pending_peak = max(pending_peak, engine.pending_count())
+    for _ in range(4):  # every block of late minutes has had its turn
+        engine.poll(source, source.template_ids, source.now)
+    end = _window_end(engine)
+    truth = source.truth(first_start, end)
+    assert all(t["sending"] == 0 for t in source.truth(first_start, end - 72 * 3600).values())
+    for template_id in source.template_ids:
+        assert _finalized(engine, template_id) == _final(truth, template_id), template_id
+    # Pending messages are followed for 72 h and a quarter, not longer.
+    assert min(engine.late) >= end - 72 * 3600 - 15 * 60
+    assert pending_peak > 0
+
+
+def test_a_steady_poll_costs_a_fraction_of_a_full_scan() -> None:
+    costs: Counter[str] = Counter()
+    for name, engine_kind in (("incremental", "incremental"), ("full", "full_scan")):
+        source = StoreSource(HOLDS, history=3600.0)
+        config = _config(settle_delay=120.0, engine=engine_kind)
+        engine = _engine(config, cross_template=engine_kind == "incremental")
+        engine.poll(source, source.template_ids, source.now)
+        before = len(source.queries)
+        _poll(engine, source, 20)
+        costs[name] = len(source.queries) - before
+    assert costs["incremental"] * 2 < costs["full"], costs
+
+
+def test_no_query_spans_more_than_the_console_allows_nor_reaches_back_too_far() -> None:
+    day = 24 * 3600.0
+    source = StoreSource(LATE, history=3600.0)
+    config = _config(settle_delay=0.0)
+    engine = _engine(config)
+    for _ in range(4 * 24):
+        source.advance(1800)
+        engine.poll(source, source.template_ids, source.now)
+    # The store refuses (BadParameter) any query the console would; none was refused.
+    assert source.queries
+    assert all(q.end_time - q.start_time <= day for q in source.queries)
