@@ -152,6 +152,7 @@ class Exporter:
             self.board.publish(poller.last)
         self._web: WebServer | None = None
         self._started = False
+        self._draining = threading.Event()
         self.config_file: str | None = None
         """Where ``POST /-/reload`` and SIGHUP read the configuration from."""
         self.web_config_file: str | None = None
@@ -363,6 +364,8 @@ class Exporter:
         return Response(outcome.status, details_html(outcome).encode(), "text/html; charset=utf-8")
 
     def _ready(self, _request: Request) -> Response:
+        if self._draining.is_set():
+            return text(503, "shutting down")
         if self.board.ready:
             return text(200, "ready")
         return text(503, "waiting for the first successful poll")
@@ -416,11 +419,22 @@ class Exporter:
     def __exit__(self, *_exc: object) -> None:
         self.stop()
 
+    def drain(self) -> None:
+        """Start shutting down: ``/-/ready`` answers 503, pushes are still acknowledged.
+
+        Load balancers take the replica out of rotation on the 503 (or on the endpoint's
+        removal) while it goes on serving; answers close their connections from now on.
+        """
+        self._draining.set()
+        if self._web is not None:
+            self._web.drain()
+
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop polling and serving; in-flight requests are abandoned after ``timeout``."""
+        """Stop accepting, let requests in flight finish (``timeout`` at most), stop polling."""
+        self._draining.set()
         self._stop.set()
         if self._web is not None:
-            self._web.stop()
+            self._web.stop(grace=timeout)
         for slot in self._slots:
             slot.stop.set()
         for slot in self._slots:

@@ -8,7 +8,8 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 import structlog
@@ -19,11 +20,16 @@ from exporter.config import Config, load_config
 from exporter.errors import ConfigError
 from exporter.logs import LEVELS, configure_logging
 from exporter.sharding import UNSHARDED, Shard, parse_shard
+from exporter.timestamps import parse_duration
 from exporter.web import parse_listen_address
 from exporter.webconfig import WebConfig, load_web_config
 
 DEFAULT_CONFIG = "/etc/msgsms-exporter/config.yaml"
 DEFAULT_LISTEN = ":9170"
+DEFAULT_SHUTDOWN_DELAY = "5s"
+SIGNAL_CHECK_SECONDS = 0.05
+STOP_GRACE_SECONDS = 10.0
+"""After the shutdown delay, how long requests in flight may take to finish."""
 
 log = structlog.get_logger("msgsms_exporter")
 
@@ -48,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve /-/healthy and /-/ready without basic auth (for probes)",
     )
+    parser.add_argument(
+        "--web.shutdown-delay",
+        dest="shutdown_delay",
+        type=_delay,
+        default=DEFAULT_SHUTDOWN_DELAY,
+        help="on SIGTERM, answer /-/ready 503 but keep serving this long before stopping"
+        " (default 5s: the endpoint's removal reaches load balancers meanwhile)",
+    )
     parser.add_argument("--log.level", dest="log_level", choices=LEVELS, default="info")
     parser.add_argument(
         "--log.format", dest="log_format", choices=("auto", "json", "console"), default="auto"
@@ -70,6 +84,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _wait_in_main_thread(done: Callable[[], bool]) -> None:
+    """Wait until ``done()``, waking often: Python runs signal handlers in the main
+    thread, and a signal the kernel gives to another thread does not wake a blocked one."""
+    while not done():
+        time.sleep(SIGNAL_CHECK_SECONDS)
+
+
+def _delay(value: str) -> float:
+    """``--web.shutdown-delay``: a duration such as ``5s`` or ``0s``."""
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r}: {exc}") from None
+
+
 def _report_config_error(error: ConfigError) -> int:
     print("msgsms-exporter: invalid configuration:", file=sys.stderr)
     for problem in error.problems:
@@ -82,13 +111,27 @@ def serve(
     listen: str,
     web: WebConfig = WebConfig(),  # noqa: B008 - frozen, never mutated
     health_open: bool = False,
+    shutdown_delay: float = 5.0,
 ) -> int:
-    """Serve until SIGTERM or SIGINT, then stop cleanly; SIGHUP reloads the config."""
+    """Serve until a signal, then stop; SIGHUP reloads the config.
+
+    SIGTERM drains: ``/-/ready`` answers 503 at once, pushes are still acknowledged for
+    ``shutdown_delay``, requests in flight finish, then exit 0. SIGINT stops without
+    the delay. A second SIGTERM or SIGINT exits at once (every acknowledged report is
+    already committed).
+    """
     host, port = parse_listen_address(listen)
     stop = threading.Event()
+    delay = [shutdown_delay]
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("shutting down", signal=signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            log.warning("exiting at once", signal=name)
+            os._exit(128 + signum)
+        if signum == signal.SIGINT:
+            delay[0] = 0.0
+        log.info("shutting down", signal=name, delay_seconds=delay[0])
         stop.set()
 
     def on_hangup(_signum: int, _frame: FrameType | None) -> None:
@@ -100,8 +143,12 @@ def serve(
     signal.signal(signal.SIGHUP, on_hangup)
     bound_host, bound_port = exporter.start(host, port, web=web, health_open=health_open)
     log.info("listening", address=f"http://{bound_host}:{bound_port}", version=__version__)
-    stop.wait()
-    exporter.stop()
+    _wait_in_main_thread(stop.is_set)
+    exporter.drain()
+    drained_at = time.monotonic() + delay[0]
+    _wait_in_main_thread(lambda: time.monotonic() >= drained_at)
+    exporter.stop(timeout=STOP_GRACE_SECONDS)
+    log.info("stopped")
     return 0
 
 
@@ -140,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
         return 0 if ok else 1
     try:
-        return serve(exporter, args.listen, web, args.health_open)
+        return serve(exporter, args.listen, web, args.health_open, args.shutdown_delay)
     except (OSError, ValueError) as error:
         print(f"msgsms-exporter: cannot listen on {args.listen}: {error}", file=sys.stderr)
         return 1

@@ -277,6 +277,9 @@ class _Access:
     """Who may ask: read by every request, replaced whole on a web-config reload."""
 
     auth: Authenticator | None
+    draining: bool = False
+    in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def _handler(
@@ -319,15 +322,28 @@ def _handler(
             if length < 0 or length > MAX_BODY_BYTES:
                 self._refuse(text(413, f"body larger than {MAX_BODY_BYTES} bytes"))
                 return
-            body = self.rfile.read(length) if length else b""
-            request = Request(
-                method=self.command,
-                path=parts.path or "/",
-                query=parse_qs(parts.query, keep_blank_values=True),
-                headers={k.lower(): v for k, v in self.headers.items()},
-                body=body,
-            )
-            self._send(router.dispatch(request))
+            with access.lock:
+                access.in_flight += 1
+            try:
+                body = self.rfile.read(length) if length else b""
+                request = Request(
+                    method=self.command,
+                    path=parts.path or "/",
+                    query=parse_qs(parts.query, keep_blank_values=True),
+                    headers={k.lower(): v for k, v in self.headers.items()},
+                    body=body,
+                )
+                response = router.dispatch(request)
+                if access.draining:
+                    self.close_connection = True
+                    response = replace(
+                        response, headers={**response.headers, "Connection": "close"}
+                    )
+                self._send(response)
+                self.wfile.flush()
+            finally:
+                with access.lock:
+                    access.in_flight -= 1
 
         def _refuse(self, response: Response) -> None:
             """Answer without reading the body, then close without resetting the answer.
@@ -441,10 +457,18 @@ class WebServer:
         self._server.tls = tls
         self._access.auth = auth
 
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
+    def drain(self) -> None:
+        """Keep serving, but close each connection after its answer."""
+        self._access.draining = True
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting, wait up to ``grace`` for requests in flight, close the socket."""
+        self._access.draining = True
         self._server.shutdown()
         self._server.server_close()
+        deadline = time.monotonic() + grace
+        while self._access.in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:

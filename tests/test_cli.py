@@ -90,6 +90,7 @@ accounts:
     env = {**os.environ, "SIM_AK": "demo-access-key", "SIM_SK": "demo-secret-key"}
     command = [sys.executable, "-m", "exporter", "--config.file", str(config)]
     command += ["--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warning"]
+    command += ["--web.shutdown-delay", "0s"]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}/metrics"

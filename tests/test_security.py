@@ -190,6 +190,8 @@ def _run_exporter_and_collect(config: Path, web: Path, tmp_path: Path) -> dict[s
         "debug",
         "--log.format",
         "json",
+        "--web.shutdown-delay",
+        "0s",
     ]
     env = {**os.environ, "LEAK_AK": AK}
     out = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed below

@@ -1,0 +1,102 @@
+"""Run ``msgsms-exporter`` as a real subprocess on loopback, with a push receiver.
+
+    with push_exporter(tmp_path, "--web.shutdown-delay", "60s") as exporter:
+        exporter.post_single("m-1")
+
+The child listens on a free port of 127.0.0.1 and stores pushes in ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+SINGLE_PATH = "/push/status-report"
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def free_port() -> int:
+    """A port nothing listens on now (the kernel's choice)."""
+    with closing(socket.socket()) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def single_report(message_id: str) -> bytes:
+    """A form-encoded single status report."""
+    return f"smsMsgId={message_id}&status=DELIVRD&updateTime=2026-11-26T10%3A00%3A00Z".encode()
+
+
+@dataclass
+class ExporterProcess:
+    """A running exporter: its process, URL, store file and stderr file."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    port: int
+    store: Path
+    stderr: Path
+
+    def post_single(self, message_id: str, http: httpx.Client | None = None) -> int:
+        """Push one single report; the HTTP status."""
+        client = http or httpx.Client(timeout=30)
+        try:
+            body = single_report(message_id)
+            return client.post(f"{self.url}{SINGLE_PATH}", content=body, headers=FORM).status_code
+        finally:
+            if http is None:
+                client.close()
+
+    def stored(self) -> set[str]:
+        """Message ids in the store (read while running or after exit)."""
+        with closing(sqlite3.connect(self.store)) as conn:
+            return {row[0] for row in conn.execute("SELECT message_id FROM segments")}
+
+    def log(self) -> str:
+        """What the exporter wrote to stderr so far."""
+        return self.stderr.read_text(errors="replace")
+
+
+@contextmanager
+def push_exporter(tmp_path: Path, *flags: str) -> Iterator[ExporterProcess]:
+    """Start an exporter whose one account reads its push store; kill it at the end."""
+    port = free_port()
+    store = tmp_path / "push.db"
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "poll_interval: 60s\n"
+        "accounts: [{name: push, source: push, templates: {discover: true}}]\n"
+        f"receiver: {{store_path: {store}}}\n",
+        encoding="utf-8",
+    )
+    stderr = tmp_path / "exporter.log"
+    command = [sys.executable, "-m", "exporter", "--config.file", str(config)]
+    command += ["--web.listen-address", f"127.0.0.1:{port}", "--log.format", "json", *flags]
+    with stderr.open("wb") as log:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+    exporter = ExporterProcess(proc, f"http://127.0.0.1:{port}", port, store, stderr)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{exporter.url}/-/healthy", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"exporter did not start: {exporter.log()[-2000:]}")
+            time.sleep(0.05)
+        yield exporter
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
