@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="msgsms-exporter",
         description="Prometheus exporter for Huawei Cloud Message & SMS delivery.",
+        epilog=(
+            "subcommands:\n"
+            "  details    print sending details like the console's query"
+            " (msgsms-exporter details --help)"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config.file", dest="config_file", default=DEFAULT_CONFIG)
     parser.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN)
@@ -73,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--demo",
         action="store_true",
-        help="run against an embedded simulator with two hours of history",
+        help="export an embedded simulator with two hours of history, and receive pushes",
     )
     parser.add_argument(
         "--shard",
@@ -162,9 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     if args.demo:
-        from exporter.demo import run_demo  # the simulator is only loaded for the demo
+        from exporter.demo import demo_session  # the simulator is only loaded for the demo
 
-        return run_demo(args.listen)
+        with demo_session() as demo:
+            return _run(Exporter(demo), args, WebConfig())
     try:
         config: Config = load_config(args.config_file)
         web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
@@ -181,13 +188,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     exporter = Exporter(config, shard=shard)
     exporter.config_file = args.config_file
     exporter.web_config_file = args.web_config_file or None
+    return _run(exporter, args, web)
+
+
+def _run(exporter: Exporter, args: argparse.Namespace, web: WebConfig) -> int:
+    """Poll once and print (``--once``), or serve; a busy address is one line, exit 1."""
     if args.once:
         ok = exporter.poll_once()
         sys.stdout.buffer.write(exporter.exposition_text())
         sys.stdout.flush()
+        exporter.stop()
         return 0 if ok else 1
     try:
         return serve(exporter, args.listen, web, args.health_open, args.shutdown_delay)
     except (OSError, ValueError) as error:
-        print(f"msgsms-exporter: cannot listen on {args.listen}: {error}", file=sys.stderr)
+        exporter.stop()
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        print(f"msgsms-exporter: cannot listen on {args.listen}: {reason}", file=sys.stderr)
         return 1

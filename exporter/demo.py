@@ -1,24 +1,38 @@
-"""``msgsms-exporter --demo``: the embedded simulator with history, and the exporter on it."""
+"""``msgsms-exporter --demo``: the embedded simulator with history, and a push receiver.
+
+The demo exports two accounts: ``demo`` polls an in-process simulator that already holds
+two hours of traffic, and ``push`` reads what arrives at the receiver's default paths
+(``/push/status-reports`` and friends), stored in a scratch SQLite file removed at exit.
+``msgsms-simulator --push.url http://127.0.0.1:9170`` in a second shell feeds it.
+
+Polls run every 15 s with no ``settle_delay``, so a minute's messages appear at most about
+75 s after it ends (the current minute is never counted: it is still being sent).
+"""
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import structlog
 
-from exporter.config import AccountConfig, Config, Secret, TemplateSelection
-from exporter.simulator import SimulatorConfig, start_simulator
+from exporter.config import AccountConfig, Config, ReceiverConfig, Secret, TemplateSelection
 
 DEMO_PROJECT_ID = "0123456789abcdef0123456789abcdef"
 DEMO_ACCESS_KEY = "demo-access-key"
 DEMO_SECRET_KEY = "demo-secret-key"  # noqa: S105 - the simulator's documented demo secret
 DEMO_POLL_INTERVAL = 15.0
 DEMO_HISTORY_SECONDS = 2 * 3600.0
+PUSH_ACCOUNT = "push"
 
 log = structlog.get_logger("msgsms_exporter.demo")
 
 
-def demo_config(endpoint: str) -> Config:
-    """An exporter config for the embedded simulator."""
-    account = AccountConfig(
+def simulated_account(endpoint: str) -> AccountConfig:
+    """The ``demo`` account: the embedded simulator, signed with its demo keys."""
+    return AccountConfig(
         name="demo",
         endpoint=endpoint,
         project_id=DEMO_PROJECT_ID,
@@ -26,13 +40,29 @@ def demo_config(endpoint: str) -> Config:
         access_key=DEMO_ACCESS_KEY,
         secret_key=Secret(DEMO_SECRET_KEY),
     )
-    return Config(accounts=(account,), poll_interval=DEMO_POLL_INTERVAL)
 
 
-def run_demo(listen: str) -> int:
-    """Start the simulator, then serve the exporter against it until SIGTERM or Ctrl-C."""
-    from exporter.app import Exporter
-    from exporter.cli import serve
+def demo_config(endpoint: str, store_path: str) -> Config:
+    """An exporter config for the embedded simulator and a receiver storing at `store_path`."""
+    pushed = AccountConfig(
+        name=PUSH_ACCOUNT,
+        endpoint="",
+        project_id="",
+        templates=TemplateSelection(discover=True),
+        source="push",
+    )
+    return Config(
+        accounts=(simulated_account(endpoint), pushed),
+        receiver=ReceiverConfig(store_path=store_path),
+        poll_interval=DEMO_POLL_INTERVAL,
+        settle_delay=0.0,
+    )
+
+
+@contextmanager
+def demo_simulator() -> Iterator[str]:
+    """The simulator with two hours of history on a free loopback port; its URL."""
+    from exporter.simulator import SimulatorConfig, start_simulator  # only the demo needs it
 
     simulator = start_simulator(
         SimulatorConfig(
@@ -45,6 +75,16 @@ def run_demo(listen: str) -> int:
     )
     log.info("demo simulator started", url=simulator.url)
     try:
-        return serve(Exporter(demo_config(simulator.url)), listen)
+        yield simulator.url
     finally:
         simulator.stop()
+
+
+@contextmanager
+def demo_session() -> Iterator[Config]:
+    """Start the simulator and a scratch push store; yield the config; remove both."""
+    with (
+        demo_simulator() as url,
+        tempfile.TemporaryDirectory(prefix="msgsms-demo-") as scratch,
+    ):
+        yield demo_config(url, str(Path(scratch) / "push.db"))

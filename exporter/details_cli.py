@@ -14,6 +14,7 @@ from exporter.config import AccountConfig, Config, load_config
 from exporter.details import RESULTS, DetailsQueries
 from exporter.details_page import details_text
 from exporter.errors import ConfigError
+from exporter.logs import configure_logging
 
 DEFAULT_CONFIG = "/etc/msgsms-exporter/config.yaml"
 
@@ -25,6 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print one page (10 records) of sending details, like the console.",
     )
     parser.add_argument("--config.file", dest="config_file", default=DEFAULT_CONFIG)
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="query an embedded simulator with two hours of history (no config needed)",
+    )
     parser.add_argument("--account", default="", help="account name (default: the first)")
     parser.add_argument("--template", default="", help="template id or exact name")
     parser.add_argument("--mobile", default="", help="number with country code, no '+'")
@@ -44,6 +50,12 @@ def run_details_command(
 ) -> int:
     """Query and print; 0 on success, 2 on bad input, 1 on config or upstream errors."""
     args = build_parser().parse_args(argv)
+    configure_logging("warning")  # stdout is the table; only trouble goes to stderr
+    if args.demo:
+        from exporter.demo import demo_simulator, simulated_account
+
+        with demo_simulator() as url:
+            return query(Config(accounts=(simulated_account(url),)), args, clock, http_factory)
     try:
         config: Config = load_config(args.config_file)
     except ConfigError as error:
@@ -51,6 +63,16 @@ def run_details_command(
         for problem in error.problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
+    return query(config, args, clock, http_factory)
+
+
+def query(
+    config: Config,
+    args: argparse.Namespace,
+    clock: Callable[[], float],
+    http_factory: Callable[[AccountConfig, float], httpx.Client],
+) -> int:
+    """Run the query the flags describe against `config`'s accounts and print the page."""
     form = {
         "account": args.account,
         "template": args.template,

@@ -122,3 +122,112 @@ def _wait_for(url: str, needle: str) -> str:
             pass
         assert time.monotonic() < deadline, f"{needle} never appeared"
         time.sleep(0.1)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_help_lists_the_details_subcommand() -> None:
+    result = _cli("--help")
+    assert result.returncode == 0
+    assert "subcommands:\n  details    print sending details" in result.stdout
+
+
+def test_demo_once_polls_the_simulator_and_the_push_account_prints_and_exits() -> None:
+    result = _cli("--demo", "--once", "--log.level", "warning")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert 'msgsms_up{account="demo"} 1.0' in result.stdout
+    assert 'msgsms_up{account="push"} 1.0' in result.stdout
+    assert 'msgsms_window_messages{account="demo",' in result.stdout
+
+
+def test_a_busy_address_is_one_line_and_exit_1_for_the_exporter_and_the_simulator(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "accounts: [{endpoint: 'http://127.0.0.1:1', project_id: p, templates: [a],"
+        " credentials: {token: {env: HOME}}}]\n"
+    )
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        address = f"127.0.0.1:{busy.getsockname()[1]}"
+        runs = {
+            "msgsms-exporter": [
+                ["--config.file", str(config), "--web.listen-address", address],
+                ["--demo", "--web.listen-address", address],
+            ],
+            "msgsms-simulator": [["--web.listen-address", address]],
+        }
+        for program, variants in runs.items():
+            module = "exporter" if program == "msgsms-exporter" else "exporter.simulator.cli"
+            for args in variants:
+                result = subprocess.run(
+                    [sys.executable, "-m", module, *args, "--log.level", "warning"],
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    check=False,
+                )
+                assert (result.returncode, result.stderr) == (
+                    1,
+                    f"{program}: cannot listen on {address}: Address already in use\n",
+                ), args
+
+
+def test_details_demo_prints_a_page_of_the_embedded_simulators_records() -> None:
+    result = _cli(
+        *("details", "--demo", "--template", "Payment confirmation"),
+        *("--result", "failed", "--last", "1h"),
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    title, header, *rows = result.stdout.splitlines()
+    assert " records sent " in title and title.endswith(
+        " · account demo · page 1 of " + title.split()[-1]
+    )
+    assert header.split()[:3] == ["SEND", "TIME", "TEMPLATE"]
+    assert len(rows) == 10
+    assert all("Payment confirmation" in row and " Failed " in row for row in rows)
+
+
+def test_the_demo_receives_the_simulators_pushes_and_counts_them_at_its_next_poll() -> None:
+    port = _free_port()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "--demo", "--web.listen-address", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    pusher = None
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_for(f"{url}/metrics", 'msgsms_up{account="push"} 1.0')
+        pusher = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "exporter.simulator.cli"),
+                *("--web.listen-address", "127.0.0.1:0", "--log.level", "warning"),
+                *("--push.url", url, "--history", "10m"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        # The demo polls every 15 s; the pushed history is counted at the next poll.
+        deadline = time.monotonic() + 90
+        pushed = 0.0
+        while pushed == 0:
+            assert time.monotonic() < deadline, "the pushed messages were never counted"
+            time.sleep(1)
+            exposition = httpx.get(f"{url}/metrics", timeout=5).text
+            pushed = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in exposition.splitlines()
+                if line.startswith('msgsms_window_messages{account="push",')
+            )
+    finally:
+        for process in (pusher, demo):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)

@@ -201,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         running = start_simulator(config)
     except OSError as exc:
-        print(f"msgsms-simulator: cannot listen on {args.listen}: {exc}", file=sys.stderr)
+        host, port = args.listen
+        reason = exc.strerror or exc
+        print(f"msgsms-simulator: cannot listen on {host}:{port}: {reason}", file=sys.stderr)
         return 1
     stop = threading.Event()
 
