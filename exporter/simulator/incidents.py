@@ -6,7 +6,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.simulator.traffic import CATEGORY_CODES, CODES, EXPIRED, Block, rng_for
+from exporter.simulator.traffic import (
+    CATEGORY_CODES,
+    CODES,
+    EXPIRED,
+    Block,
+    expire_overdue,
+    rng_for,
+)
 from exporter.status_codes import DELIVERED_CODE, is_platform_code
 from exporter.timestamps import format_rfc3339
 
@@ -90,7 +97,7 @@ def parse_incident(body: object, incident_id: int, now_ms: int, template_ids: se
         codes=tuple(c for c, _ in codes),
         weights=tuple(w for _, w in codes),
         failure_share=share,
-        carrier_delay_ms=round(delay * 1000),
+        carrier_delay_ms=round(delay) * 1000,
     )
 
 
@@ -108,11 +115,11 @@ def apply_incident(block: Block, incident: Incident, template_id: str, seed: int
             k = rng.choices(range(len(interned)), weights=incident.weights)[0]
             block.codes[i] = interned[k]
             quick = is_platform_code(incident.codes[k])
-            block.report_ms[i] = send + int(
-                (rng.random() * 1.5 if quick else 1 + rng.random() * 20) * 1000
-            )
+            delay = rng.random() * 1.5 if quick else 1 + rng.random() * 20
+            block.report_ms[i] = send + 1000 * max(1, round(delay))
             changed = True
         if incident.carrier_delay_ms and block.codes[i] != EXPIRED:
             block.report_ms[i] += incident.carrier_delay_ms
+            expire_overdue(block, i)
             changed = True
     return changed

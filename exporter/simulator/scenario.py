@@ -55,6 +55,22 @@ class ReviewHolds:
     per_hour: float = 3.0
     min_seconds: float = 120.0
     max_seconds: float = 600.0
+    rejected_share: float = 0.2
+    """Holds that end in a review rejection: every held message fails with SC:0001."""
+
+
+@dataclass(frozen=True, slots=True)
+class LateReports:
+    """The tail: a share of reports that come hours late (a phone off), delivered or not.
+
+    Delays are log-uniform in [min_seconds, max_seconds]; ``failed_share`` of these
+    messages end in a carrier failure (the validity period ran out), the rest DELIVRD.
+    """
+
+    share: float = 0.003
+    failed_share: float = 0.3
+    min_seconds: float = 3600.0
+    max_seconds: float = 48 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +94,7 @@ class Scenario:
     never_reported_share: float = 0.001
     segment_weights: tuple[float, float, float] = (0.85, 0.12, 0.03)
     review_holds: ReviewHolds = field(default_factory=ReviewHolds)
+    late_reports: LateReports = field(default_factory=LateReports)
 
     def scaled(self, factor: float) -> Scenario:
         """The same scenario with every send rate multiplied by ``factor``."""
@@ -150,6 +167,7 @@ _TOP_KEYS = {
     "never_reported_share",
     "segment_weights",
     "review_holds",
+    "late_reports",
     "failure_mix",
     "templates",
     "generated_templates",
@@ -205,15 +223,19 @@ def parse_scenario(data: object) -> Scenario:
         max_seconds=r.number(d, "max_seconds", "delivery_delay", 1800.0, 0.001, 259200),
     )
     h = r.mapping(
-        top.get("review_holds", {}), "review_holds", {"per_hour", "min_seconds", "max_seconds"}
+        top.get("review_holds", {}),
+        "review_holds",
+        {"per_hour", "min_seconds", "max_seconds", "rejected_share"},
     )
     holds = ReviewHolds(
         per_hour=r.number(h, "per_hour", "review_holds", 3.0, 0.0, 1000.0),
         min_seconds=r.number(h, "min_seconds", "review_holds", 120.0, 1.0, 3600.0),
         max_seconds=r.number(h, "max_seconds", "review_holds", 600.0, 1.0, 3600.0),
+        rejected_share=r.number(h, "rejected_share", "review_holds", 0.2, 0.0, 1.0),
     )
     if holds.min_seconds > holds.max_seconds:
         r.problems.append("review_holds: min_seconds must not exceed max_seconds")
+    late = _late_reports(r, top.get("late_reports", {}))
     project_id = r.text(
         top,
         "project_id",
@@ -231,10 +253,26 @@ def parse_scenario(data: object) -> Scenario:
         never_reported_share=r.number(top, "never_reported_share", "", 0.001, 0.0, 1.0),
         segment_weights=(float(weights[0]), float(weights[1]), float(weights[2])),
         review_holds=holds,
+        late_reports=late,
     )
     if r.problems:
         raise ConfigError(r.problems)
     return scenario
+
+
+def _late_reports(r: _Reader, obj: object) -> LateReports:
+    where = "late_reports"
+    m = r.mapping(obj, where, {"share", "failed_share", "min_seconds", "max_seconds"})
+    # Reports come at most 72 h late: past that the platform writes EXPIRED itself.
+    late = LateReports(
+        share=r.number(m, "share", where, 0.003, 0.0, 1.0),
+        failed_share=r.number(m, "failed_share", where, 0.3, 0.0, 1.0),
+        min_seconds=r.number(m, "min_seconds", where, 3600.0, 1.0, 72 * 3600.0),
+        max_seconds=r.number(m, "max_seconds", where, 48 * 3600.0, 1.0, 72 * 3600.0),
+    )
+    if late.min_seconds > late.max_seconds:
+        r.problems.append(f"{where}: min_seconds must not exceed max_seconds")
+    return late
 
 
 def _templates(r: _Reader, top: Mapping[str, Any], mix: dict[str, float]) -> list[TemplateSpec]:

@@ -56,7 +56,7 @@ class MessageStore:
         self.generated = 0
         self._index = {t.template_id: i for i, t in enumerate(scenario.templates)}
         self._blocks: list[dict[int, Block]] = [{} for _ in scenario.templates]
-        self._not_before = traffic_start_ms
+        # Traffic starts at a whole minute, so the first minute is the same in every run.
         self._next_chunk = traffic_start_ms // CHUNK_MS
         self._holds: dict[int, list[Hold]] = {}
         self._merged: OrderedDict[tuple[Any, ...], list[tuple[Block, int]]] = OrderedDict()
@@ -84,7 +84,7 @@ class MessageStore:
         start, end = chunk * CHUNK_MS, (chunk + 1) * CHUNK_MS
         holds = [h for h in self._holds_near(start) if h.start_ms < end and h.end_ms > start]
         for t, spec in enumerate(self.scenario.templates):
-            block = generate_block(self.scenario, self.seed, t, chunk, self._not_before)
+            block = generate_block(self.scenario, self.seed, t, chunk)
             if block is None:
                 continue
             apply_holds(block, holds)

@@ -1,7 +1,9 @@
 """Deterministic message generation, one block per template per simulated minute.
 
 A block's messages depend only on (seed, template, minute), so the same seed gives the
-same data however the clock is advanced. Columns are compact ``array`` objects.
+same data however the clock is advanced and wherever the traffic starts. Send and report
+times are whole seconds, as Huawei's reports and registrations carry them. Columns are
+compact ``array`` objects.
 """
 
 from __future__ import annotations
@@ -20,6 +22,14 @@ from exporter.status_codes import DELIVERED_CODE, EXPIRED_CODE, is_platform_code
 CHUNK_MS = 60_000
 HOUR_MS = 3_600_000
 EXPIRY_MS = 72 * HOUR_MS
+REVIEW_REJECTED_CODE = "SC:0001"
+# A phone off for hours: the carrier delivers when it is back, or gives up.
+LATE_FAILURE_CODES: tuple[tuple[str, float], ...] = (
+    ("UNDELIV", 3),
+    ("MA:0022", 2),
+    ("MC:0001", 2),
+    ("ID:0061", 1),
+)
 
 # Realistic codes per failure category (facts §5), with relative weights.
 CATEGORY_CODES: dict[str, tuple[tuple[str, float], ...]] = {
@@ -57,11 +67,15 @@ EXPIRED = 1
 
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """A manual-review hold: the template's messages sent in [start, end) appear at end."""
+    """A manual-review hold: the template's messages sent in [start, end) appear at end.
+
+    A rejected hold ends the review with SC:0001 for every held message, at release.
+    """
 
     template: int
     start_ms: int
     end_ms: int
+    rejected: bool = False
 
 
 @dataclass(slots=True)
@@ -144,9 +158,10 @@ def holds_for_hour(scenario: Scenario, seed: int, hour: int) -> list[Hold]:
     holds = []
     for _ in range(poisson(rng, cfg.per_hour)):
         template = rng.choices(range(len(weights)), weights=weights)[0]
-        start = hour * HOUR_MS + rng.randrange(HOUR_MS)
-        length = round(rng.uniform(cfg.min_seconds, cfg.max_seconds) * 1000)
-        holds.append(Hold(template, start, start + length))
+        start = hour * HOUR_MS + rng.randrange(HOUR_MS // 1000) * 1000
+        length = round(rng.uniform(cfg.min_seconds, cfg.max_seconds)) * 1000
+        rejected = rng.random() < cfg.rejected_share
+        holds.append(Hold(template, start, start + length, rejected))
     return holds
 
 
@@ -163,9 +178,16 @@ def _code_picker(spec: TemplateSpec) -> tuple[list[int], list[float]]:
     return codes, list(accumulate(weights))
 
 
-def generate_block(
-    scenario: Scenario, seed: int, template: int, chunk: int, not_before_ms: int
-) -> Block | None:
+def _seconds_ms(seconds: float) -> int:
+    """A delay in whole milliseconds of whole seconds, at least one second."""
+    return 1000 * max(1, round(seconds))
+
+
+def _cumulative(table: tuple[tuple[str, float], ...]) -> tuple[list[int], list[float]]:
+    return [CODES.intern(code) for code, _ in table], list(accumulate(w for _, w in table))
+
+
+def generate_block(scenario: Scenario, seed: int, template: int, chunk: int) -> Block | None:
     """The messages of one template in one chunk, or None when there are none."""
     spec = scenario.templates[template]
     rng = rng_for(seed, spec.template_id, chunk)
@@ -174,11 +196,15 @@ def generate_block(
         return None
     rnd, bits = rng.random, rng.getrandbits
     start = chunk * CHUNK_MS
-    pairs = sorted((start + int(rnd() * CHUNK_MS), bits(128)) for _ in range(n))
+    seconds = CHUNK_MS // 1000
+    pairs = sorted((start + int(rnd() * seconds) * 1000, bits(128)) for _ in range(n))
     fail_codes, fail_cum = _code_picker(spec)
     fail_total = fail_cum[-1] if fail_cum else 0.0
     expire_cut = scenario.never_reported_share
     fail_cut = expire_cut + spec.failure_share * (1 - expire_cut)
+    late = scenario.late_reports
+    late_lo, late_span = math.log(late.min_seconds), math.log(late.max_seconds / late.min_seconds)
+    late_codes, late_cum = _cumulative(LATE_FAILURE_CODES)
     w1, w2, w3 = scenario.segment_weights
     seg1, seg2 = w1 / (w1 + w2 + w3), (w1 + w2) / (w1 + w2 + w3)
     mu, sigma = math.log(scenario.delay.median_seconds), scenario.delay.sigma
@@ -201,20 +227,25 @@ def generate_block(
     )
     mask = (1 << 64) - 1
     for send, ident in pairs:
-        if send < not_before_ms:
-            continue
         u = rnd()
+        quick = False
         if u < expire_cut:
             code, report = EXPIRED, send + EXPIRY_MS
         elif u < fail_cut and fail_codes:
             k = bisect_right(fail_cum, rnd() * fail_total)
             k = min(k, len(fail_codes) - 1)
-            code = fail_codes[k]
-            delay = rnd() * 1.5 if platform[k] else min(cap, lognorm(mu, sigma))
-            report = send + max(1, int(delay * 1000))
+            code, quick = fail_codes[k], platform[k]
+            delay = rnd() * 1.5 if quick else min(cap, lognorm(mu, sigma))
+            report = send + _seconds_ms(delay)
         else:
             code = DELIVERED
-            report = send + max(1, int(min(cap, lognorm(mu, sigma)) * 1000))
+            report = send + _seconds_ms(min(cap, lognorm(mu, sigma)))
+        if code != EXPIRED and not quick and rnd() < late.share:
+            report = send + _seconds_ms(math.exp(late_lo + rnd() * late_span))
+            code = DELIVERED
+            if rnd() < late.failed_share:
+                k = bisect_right(late_cum, rnd() * late_cum[-1])
+                code = late_codes[min(k, len(late_codes) - 1)]
         v = rnd()
         _, base, length, lead = plans[int(rnd() * len(plans))]
         first = int(lead[int(rnd() * len(lead))])
@@ -225,18 +256,34 @@ def generate_block(
         segs.append(1 if v < seg1 else 2 if v < seg2 else 3)
         his.append(ident >> 64)
         los.append(ident & mask)
-    if not sends:
-        return None
     return Block(template, chunk, sends, reports, codes, segs, mobiles, his, los)
 
 
+def expire_overdue(block: Block, i: int) -> None:
+    """A report due later than send + 72 h never comes: the platform writes EXPIRED then."""
+    deadline = block.send_ms[i] + EXPIRY_MS
+    if block.report_ms[i] > deadline:
+        block.codes[i] = EXPIRED
+        block.report_ms[i] = deadline
+
+
 def apply_holds(block: Block, holds: list[Hold]) -> None:
-    """Held messages are reported only after their release (plus their own delay)."""
+    """Held messages are reported only after their release (plus their own delay).
+
+    A rejected review fails every held message with SC:0001 a second after release.
+    """
+    rejected = CODES.intern(REVIEW_REJECTED_CODE)
     for hold in holds:
         if hold.template != block.template:
             continue
         for i, send in enumerate(block.send_ms):
-            if hold.start_ms <= send < hold.end_ms and block.codes[i] != EXPIRED:
+            if not hold.start_ms <= send < hold.end_ms:
+                continue
+            if hold.rejected:
+                block.codes[i] = rejected
+                block.report_ms[i] = hold.end_ms + 1000
+            elif block.codes[i] != EXPIRED:
                 block.report_ms[i] = max(
                     block.report_ms[i], hold.end_ms + block.report_ms[i] - send
                 )
+                expire_overdue(block, i)
