@@ -203,3 +203,43 @@ def test_provisioning_files_point_at_the_dashboards(path: Path) -> None:
     (datasource,) = datasources["datasources"]
     assert datasource["type"] == "prometheus"
     assert datasource["url"].startswith("http")
+
+
+# Delivery series every replica of one store (or shard) exports alike; counted once with
+# `max without (instance, pod)` before any sum, as the rules do.
+_DELIVERY_SERIES = re.compile(
+    r"(rate\()?(msgsms_window_\w+|msgsms_messages_\w+_total)\{[^}]*\}(\[[^\]]*\]\))?"
+)
+
+
+def test_delivery_series_count_replicas_once(path: Path) -> None:
+    if path != DELIVERY:  # the health dashboard shows each replica's own window on purpose
+        return
+    bare = []
+    for query in dashboard_expressions(path, variables=False):
+        for match in _DELIVERY_SERIES.finditer(query.expr):
+            before = query.expr[: match.start()].rstrip()
+            if not before.endswith("max without (instance, pod) ("):
+                bare.append((query.panel_title, match.group(0)[:60]))
+    assert bare == []
+
+
+def test_health_dashboard_has_a_receiver_row(path: Path) -> None:
+    if path != HEALTH:
+        return
+    panels = list(iter_panels(load_dashboard(path)))
+    rows = [p["title"] for p in panels if p["type"] == "row"]
+    assert "Receiver (push)" in rows
+    start = next(i for i, p in enumerate(panels) if p["title"] == "Receiver (push)")
+    row = panels[start + 1 :]
+    metrics = {name for p in row for t in p.get("targets", []) for name in metric_names(t["expr"])}
+    assert {
+        "up",
+        "msgsms_push_requests_total",
+        "msgsms_push_rejected_total",
+        "msgsms_push_ack_duration_seconds_bucket",
+        "msgsms_push_store_write_duration_seconds_bucket",
+        "msgsms_push_store_errors_total",
+        "msgsms_push_store_size_bytes",
+        "msgsms_push_last_report_timestamp_seconds",
+    } <= metrics

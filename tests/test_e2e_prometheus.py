@@ -7,6 +7,8 @@ One stack per module:
   window slides and the counters grow while Prometheus watches;
 - an incident makes 90 % of "Payment confirmation" fail with ``platform_config`` codes;
 - the exporter polls every second (its clock is the simulator's) and serves /metrics;
+- a push account beside it: every tick registers one send and pushes its status report
+  to the exporter's receiver (and one push is malformed), so the receiver row has data;
 - Prometheus scrapes and evaluates every second with a copy of
   ``config/prometheus/msgsms-rules.yml`` whose ``for:`` durations are shortened to
   ``FOR_IN_TEST`` (the shipped ones are minutes; the expressions are unchanged).
@@ -18,7 +20,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -36,6 +38,7 @@ from promtool import (
 from simulator_process import simulator_process
 
 from exporter.app import Exporter
+from exporter.config import AccountConfig, ReceiverConfig, TemplateSelection
 from exporter.timestamps import format_rfc3339
 
 PAYMENT = "2b8e6b2f0c1d4c1f9a7e3d5b6c8a9f01"  # "Payment confirmation" in the default scenario
@@ -79,18 +82,39 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             },
         )
         sim.advance(20 * 60)
-        exporter = Exporter(config_for(url, poll_interval=1.0), clock=sim.now)
+        push = AccountConfig(
+            name="push",
+            endpoint="",
+            project_id="",
+            templates=TemplateSelection(discover=True),
+            source="push",
+        )
+        config = config_for(
+            url, poll_interval=1.0, receiver=ReceiverConfig(store_path=str(workdir / "push.db"))
+        )
+        config = replace(config, accounts=(*config.accounts, push))
+        exporter = Exporter(config, clock=sim.now)
         stop = threading.Event()
+        base = ""
 
         def tick() -> None:
             with httpx.Client(timeout=30) as ticker:
-                while not stop.wait(1.0):
+                ticker.post(f"{base}/push/status-reports", json={"statusReportList": [{}]})
+                for n in range(10**6):
+                    if stop.wait(1.0):
+                        return
                     ticker.post(f"{url}/-/clock", json={"advance_seconds": TICK_SIMULATED_SECONDS})
+                    sent = format_rfc3339(sim.now() - 60)
+                    send = {"message_id": f"e2e-{n}", "template_id": "e2e", "send_time": sent}
+                    ticker.post(f"{base}/push/sends", json=[send])
+                    report = {"smsMsgId": f"e2e-{n}", "status": "DELIVRD"}
+                    ticker.post(f"{base}/push/status-reports", json={"statusReportList": [report]})
 
         ticker = threading.Thread(target=tick, daemon=True)
         try:
             assert exporter.poll_once()
             host, port = exporter.start("127.0.0.1", 0)
+            base = f"http://{host}:{port}"
             ticker.start()
             rules = shortened_rules(workdir / "msgsms-rules.yml")
             with run_prometheus(workdir, [f"{host}:{port}"], rule_files=[rules]) as prometheus:
