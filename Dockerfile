@@ -9,12 +9,13 @@
 # tests/test_container.py performs the same install steps in a virtual environment, runs the
 # ENTRYPOINT with this CMD against the simulator and probes the HEALTHCHECK; keep them in step.
 
-# Build stage: one wheel for the project and one for each dependency, nothing else.
+# Build stage: one wheel for the project and one for each dependency, nothing else. The
+# postgres extra (psycopg with its bundled libpq, psycopg-pool) is for receiver.store_url.
 FROM python:3.11.13-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY exporter ./exporter
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[postgres]"
 
 # Runtime stage: a virtual environment installed from those wheels only (no index, no compiler).
 FROM python:3.11.13-slim-bookworm
@@ -35,7 +36,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv /opt/msgsms-exporter \
  && /opt/msgsms-exporter/bin/pip install --no-cache-dir --no-index --find-links=/wheels \
-      msgsms-exporter \
+      "msgsms-exporter[postgres]" \
  && groupadd --system --gid 10001 msgsms \
  && useradd --system --uid 10001 --gid msgsms --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin msgsms

@@ -23,7 +23,7 @@ from exporter.errors import ConfigError
 from exporter.fetch import DetailsSource
 from exporter.pages import landing_page
 from exporter.poller import Poller
-from exporter.pushstore import AccountView, PushStore
+from exporter.pushstore import AccountView, ReportStore, open_store
 from exporter.receiver import Receiver
 from exporter.sharding import UNSHARDED, Shard
 from exporter.snapshot import SnapshotBoard
@@ -111,15 +111,13 @@ class Exporter:
         self.registry.register(DeliveryCollector(lambda: self.board.snapshots()))
         self.reloads = ReloadCollector(time.time())
         self.registry.register(self.reloads)
-        self.push_store: PushStore | None = None
+        self.push_store: ReportStore | None = None
         self.receiver: Receiver | None = None
         self._push_views: dict[str, AccountView] = {}
         live: CollectorRegistry | None = None
         if config.receiver is not None:
             rc = config.receiver
-            self.push_store = PushStore(
-                rc.store_path, retention=rc.retention, synchronous=rc.synchronous, clock=clock
-            )
+            self.push_store = open_store(rc, clock=clock)
             limits = QueryLimits(max_span_seconds=config.max_query_span)
             self.receiver = Receiver(
                 rc,
@@ -366,6 +364,8 @@ class Exporter:
     def _ready(self, _request: Request) -> Response:
         if self._draining.is_set():
             return text(503, "shutting down")
+        if self.push_store is not None and not self.push_store.available():
+            return text(503, "the push store is unavailable: pushes are refused")
         if self.board.ready:
             return text(200, "ready")
         return text(503, "waiting for the first successful poll")
@@ -453,7 +453,15 @@ def push_accounts(config: Config) -> tuple[str, ...]:
 
 
 def warn_if_unverified(config: Config) -> None:
-    """Log a warning for every account that turned upstream TLS verification off."""
+    """Log a warning for every account that turned upstream TLS verification off, and
+    for a PostgreSQL store reached over the network without a verified certificate."""
+    store_url = config.receiver.store_url if config.receiver else None
+    if store_url is not None:
+        from exporter.pgstore import unverified_host  # the optional extra, used here only
+
+        host = unverified_host(store_url.value)
+        if host is not None:
+            log.warning("push store TLS is not verified: set sslmode=verify-full", host=host)
     for account in config.accounts:
         if not account.tls_verify:
             log.warning(

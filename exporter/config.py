@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -83,9 +84,14 @@ class AccountConfig:
 
 @dataclass(frozen=True, slots=True)
 class ReceiverConfig:
-    """The status-report receiver: push paths, its SQLite store, signing and attribution."""
+    """The status-report receiver: push paths, its store, signing and attribution.
+
+    The store is an SQLite file (``store_path``) or a PostgreSQL database that several
+    exporters may share (``store_url``, a libpq URL; secret because of its password).
+    """
 
     store_path: str
+    store_url: Secret | None = None
     single_path: str = "/push/status-report"
     batch_path: str = "/push/status-reports"
     sends_path: str = "/push/sends"
@@ -364,6 +370,7 @@ def _account(reader: _Reader, raw: object, where: str) -> AccountConfig | None:
 
 _RECEIVER_KEYS = {
     "store_path",
+    "store_url",
     "paths",
     "retention",
     "synchronous",
@@ -381,9 +388,47 @@ def _path(value: object) -> str:
     return text
 
 
+def _store_url(reader: _Reader, spec: Mapping[str, Any]) -> Secret | None:
+    """``store_url``: a string (``${VAR}`` expanded) or ``{env: NAME}`` / ``{file: PATH}``."""
+    raw, where = spec.get("store_url"), "receiver.store_url"
+    if raw is None:
+        return None
+    if isinstance(raw, dict):
+        url = reader.secret(raw, where)
+    elif isinstance(raw, str):
+        written = urlsplit(raw)
+        if written.password and "${" not in written.password:
+            reader.problem(where, "write the password as ${VAR}, or give the URL by {env:}/{file:}")
+            return None
+        expanded = reader.expand(raw, where)
+        url = Secret(expanded) if isinstance(expanded, str) else None
+    else:
+        reader.problem(where, "expected a postgresql:// URL, {env: NAME} or {file: PATH}")
+        return None
+    if url is None:
+        return None
+    if urlsplit(url.value).scheme not in ("postgresql", "postgres"):
+        reader.problem(where, "expected a postgresql:// URL")
+        return None
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:
+        reader.problem(where, "needs the postgres extra: pip install 'msgsms-exporter[postgres]'")
+        return None
+    try:
+        conninfo_to_dict(url.value)
+    except Exception:  # psycopg's message may quote the URL, password included
+        reader.problem(where, "is not a valid libpq URL")
+        return None
+    return url
+
+
 def _receiver(reader: _Reader, raw: object) -> ReceiverConfig | None:
     spec = reader.mapping(raw, "receiver", _RECEIVER_KEYS)
-    store_path = reader.get(spec, "store_path", "receiver", _text, required=True)
+    store_path = reader.get(spec, "store_path", "receiver", _text)
+    store_url = _store_url(reader, spec)
+    if ("store_path" in spec) == ("store_url" in spec):
+        reader.problem("receiver", "give store_path (SQLite) or store_url (PostgreSQL), one")
     d = ReceiverConfig(store_path="")
     paths = reader.mapping(spec.get("paths", {}), "receiver.paths", {"single", "batch", "sends"})
     single, batch, sends = (
@@ -437,10 +482,11 @@ def _receiver(reader: _Reader, raw: object) -> ReceiverConfig | None:
     elif mode in ("extend_pair", "extend_json") and not key:
         reader.problem("receiver.attribution.key", f"is required with from: {mode}")
     details_api = bool(reader.get(spec, "details_api", "receiver", _boolean, False))
-    if store_path is None:
+    if store_path is None and store_url is None:
         return None
     return ReceiverConfig(
-        store_path=store_path,
+        store_path=store_path or "",
+        store_url=store_url,
         single_path=single,
         batch_path=batch,
         sends_path=sends,

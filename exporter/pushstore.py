@@ -21,7 +21,6 @@ A failed group commit is retried request by request, each in a transaction of it
 from __future__ import annotations
 
 import hashlib
-import queue
 import sqlite3
 import threading
 import time
@@ -29,16 +28,19 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from exporter.client import RequestStats
-from exporter.errors import StoreUnavailable, UpstreamUnavailable
+from exporter.config import ReceiverConfig
+from exporter.errors import StoreUnavailable as StoreUnavailable  # re-exported for callers
+from exporter.errors import UpstreamUnavailable
+from exporter.groupcommit import GroupCommitter
 from exporter.records import DetailsPage, DetailsQuery, SendRecord, SendResult, mask_mobile
 from exporter.status_codes import DELIVERED_CODE, NON_FINAL_CODES, describe, is_final
 from exporter.templates import SmsTemplate
 
 UNKNOWN_TEMPLATE = "unknown"
 """Template of reports whose message was never registered and carries no usable extend."""
-MAX_BATCH_JOBS = 256
 _COLUMNS = (
     "SELECT message_id, template_id, mobile, send_ms, result, status_code, status_desc,"
     " receive_ms, segments FROM messages"
@@ -201,6 +203,21 @@ def message_outcome(segments: Sequence[Segment], expected: int) -> Outcome:
     return Outcome(SendResult.SENDING)
 
 
+def record_from_row(row: Sequence[Any]) -> SendRecord:
+    """A stored message, read in ``_COLUMNS`` order, as the contract's record."""
+    return SendRecord(
+        message_id=row[0],
+        template_id=row[1],
+        mobile=row[2],
+        send_time=row[3] / 1000,
+        send_result=SendResult(row[4]),
+        status_code=row[5],
+        status_desc=row[6],
+        receive_time=None if row[7] is None else row[7] / 1000,
+        segments=row[8],
+    )
+
+
 def mobile_hash(mobile: str) -> str:
     """The stored stand-in for a number: queries filter by it, the number itself is not kept."""
     digits = mobile.lstrip("+")
@@ -208,7 +225,9 @@ def mobile_hash(mobile: str) -> str:
 
 
 @dataclass(slots=True)
-class _Job:
+class WriteJob:
+    """One caller's writes, waiting for the group commit that holds them."""
+
     reports: Sequence[StatusReport] = ()
     sends: Sequence[SendRegistration] = ()
     done: threading.Event = field(default_factory=threading.Event)
@@ -217,7 +236,120 @@ class _Job:
     prune: bool = False
 
 
-class PushStore:
+class ReportStore(Protocol):
+    """What the receiver and the poller need of a push store (SQLite or PostgreSQL).
+
+    Writes return once committed and raise StoreUnavailable otherwise; reads answer
+    the sending-details contract and raise UpstreamUnavailable when the store fails.
+    """
+
+    @property
+    def stats(self) -> RequestStats:
+        """Accounting of the contract's reads, as the HTTP client keeps it."""
+        ...
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed by this process."""
+        ...
+
+    @property
+    def pruned(self) -> int:
+        """Messages this process deleted after the retention."""
+        ...
+
+    @property
+    def size_bytes(self) -> int:
+        """The store's size on disk, measured at start and after each pruning."""
+        ...
+
+    def add_reports(self, reports: Sequence[StatusReport]) -> WriteResult:
+        """Store reports; returns once they are committed."""
+        ...
+
+    def register(self, sends: Sequence[SendRegistration]) -> WriteResult:
+        """Store send registrations (the first registration of a message wins)."""
+        ...
+
+    def prune(self) -> None:
+        """Delete what is older than the retention now."""
+        ...
+
+    def available(self) -> bool:
+        """True when the store can take writes now (for ``/-/ready``)."""
+        ...
+
+    def query(
+        self,
+        query: DetailsQuery,
+        *,
+        account: str | None = None,
+        stats: RequestStats | None = None,
+    ) -> DetailsPage:
+        """One page of the stored messages, ordered by (send time, message id)."""
+        ...
+
+    def list_templates(
+        self, *, account: str | None = None, stats: RequestStats | None = None
+    ) -> list[SmsTemplate]:
+        """Templates seen in registrations or attributed reports within the retention."""
+        ...
+
+    def account_view(self, account: str | None) -> AccountView:
+        """The store as one push account's ``DetailsSource`` (None: every account)."""
+        ...
+
+    def message_count(self) -> int:
+        """Messages currently stored."""
+        ...
+
+    def segment_rows(self) -> list[tuple[str, int]]:
+        """Every stored (message id, segment), for checks and tests."""
+        ...
+
+    def close(self) -> None:
+        """Finish queued writes and release the store."""
+        ...
+
+
+class GroupCommitWrites:
+    """What both stores share: writes wait for the group commit holding them; views."""
+
+    _writes: GroupCommitter[WriteJob]
+
+    def add_reports(self, reports: Sequence[StatusReport]) -> WriteResult:
+        """Store reports; returns once they are committed. StoreUnavailable otherwise."""
+        job = WriteJob(reports=reports)
+        self._writes.submit(job)
+        return job.result
+
+    def register(self, sends: Sequence[SendRegistration]) -> WriteResult:
+        """Store send registrations (the first registration of a message wins)."""
+        job = WriteJob(sends=sends)
+        self._writes.submit(job)
+        return job.result
+
+    def prune(self) -> None:
+        """Delete what is older than the retention now (the writer also does it every minute)."""
+        self._writes.submit(WriteJob(prune=True))
+
+    def account_view(self: ReportStore, account: str | None) -> AccountView:
+        """The store as one push account's ``DetailsSource`` (None: every account)."""
+        return AccountView(self, account)
+
+
+def open_store(config: ReceiverConfig, *, clock: Callable[[], float] = time.time) -> ReportStore:
+    """The store the receiver's configuration names: PostgreSQL by URL, else SQLite."""
+    if config.store_url is not None:
+        from exporter.pgstore import PostgresStore  # the optional extra, imported when used
+
+        return PostgresStore(config.store_url.value, retention=config.retention, clock=clock)
+    return PushStore(
+        config.store_path, retention=config.retention, synchronous=config.synchronous, clock=clock
+    )
+
+
+class PushStore(GroupCommitWrites):
     """Pushed reports and registrations in SQLite; a ``DetailsSource`` for the poller."""
 
     def __init__(
@@ -243,11 +375,9 @@ class PushStore:
         self._measure()
         self._reader = self._connect(synchronous)
         self._read_lock = threading.Lock()
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._pruned_at = float("-inf")
         self._closed = False
-        self._thread = threading.Thread(target=self._write_loop, name="push-store", daemon=True)
-        self._thread.start()
+        self._writes = GroupCommitter(self._commit, self._maintain, name="push-store")
 
     def _connect(self, synchronous: str) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -280,44 +410,11 @@ class PushStore:
 
     # -- writes -----------------------------------------------------------------
 
-    def add_reports(self, reports: Sequence[StatusReport]) -> WriteResult:
-        """Store reports; returns once they are committed. StoreUnavailable otherwise."""
-        return self._submit(_Job(reports=reports))
+    def available(self) -> bool:
+        """The file is local: the store takes writes until it is closed."""
+        return not self._closed
 
-    def register(self, sends: Sequence[SendRegistration]) -> WriteResult:
-        """Store send registrations (the first registration of a message wins)."""
-        return self._submit(_Job(sends=sends))
-
-    def _submit(self, job: _Job) -> WriteResult:
-        if self._closed:
-            raise StoreUnavailable("the push store is closed")
-        self._jobs.put(job)
-        job.done.wait()
-        if job.error is not None:
-            raise StoreUnavailable(f"commit failed: {job.error}") from job.error
-        return job.result
-
-    def _write_loop(self) -> None:
-        while True:
-            first = self._jobs.get()
-            if first is None:
-                return
-            jobs = [first]
-            stop = False
-            while len(jobs) < MAX_BATCH_JOBS:
-                try:
-                    nxt = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                jobs.append(nxt)
-            self._commit(jobs)
-            if stop:
-                return
-
-    def _commit(self, jobs: list[_Job]) -> None:
+    def _commit(self, jobs: list[WriteJob]) -> None:
         now_ms = round(self._clock() * 1000)
         try:
             self._transaction(jobs, now_ms)
@@ -331,21 +428,19 @@ class PushStore:
                 except sqlite3.Error as exc:
                     self._rollback()
                     job.error = exc
-        for job in jobs:
-            if not job.prune:
-                job.done.set()
-        # Pruning runs after the answers are released, so it never delays an ack.
-        if any(j.prune for j in jobs) or now_ms / 1000 - self._pruned_at >= PRUNE_EVERY_SECONDS:
-            self._pruned_at = now_ms / 1000
-            self._prune(now_ms)
-        for job in jobs:
-            job.done.set()
+
+    def _maintain(self, jobs: list[WriteJob]) -> None:
+        """Prune every minute, or when asked; after the group's answers are released."""
+        now = self._clock()
+        if any(j.prune for j in jobs) or now - self._pruned_at >= PRUNE_EVERY_SECONDS:
+            self._pruned_at = now
+            self._prune(round(now * 1000))
 
     def _rollback(self) -> None:
         if self._writer.in_transaction:
             self._writer.execute("ROLLBACK")
 
-    def _transaction(self, jobs: list[_Job], now_ms: int) -> None:
+    def _transaction(self, jobs: list[WriteJob], now_ms: int) -> None:
         """Write the jobs in one transaction; sqlite3.Error when it cannot commit."""
         conn = self._writer
         conn.execute("BEGIN IMMEDIATE")
@@ -361,7 +456,7 @@ class PushStore:
         conn.execute("COMMIT")
         self.commits += 1
 
-    def _write_job(self, job: _Job, now_ms: int, seen: set[tuple[str, str]]) -> WriteResult:
+    def _write_job(self, job: WriteJob, now_ms: int, seen: set[tuple[str, str]]) -> WriteResult:
         """A job's items in a savepoint; if one cannot be stored, each item in its own."""
         items: Sequence[StatusReport | SendRegistration] = job.sends or job.reports
         templates: set[tuple[str, str]] = set()
@@ -545,10 +640,6 @@ class PushStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
 
-    def prune(self) -> None:
-        """Delete what is older than the retention now (the writer also does it every minute)."""
-        self._submit(_Job(prune=True))
-
     # -- reads: the sending-details contract -------------------------------------
 
     @contextmanager
@@ -601,20 +692,7 @@ class PushStore:
                 rows = conn.execute(page_sql, [*args, query.limit, query.offset]).fetchall()
             finally:
                 conn.execute("COMMIT")
-        records = [
-            SendRecord(
-                message_id=row[0],
-                template_id=row[1],
-                mobile=row[2],
-                send_time=row[3] / 1000,
-                send_result=SendResult(row[4]),
-                status_code=row[5],
-                status_desc=row[6],
-                receive_time=None if row[7] is None else row[7] / 1000,
-                segments=row[8],
-            )
-            for row in rows
-        ]
+        records = [record_from_row(row) for row in rows]
         stats.observe("send_details", "200", time.perf_counter() - started)
         return DetailsPage(total=total, records=records)
 
@@ -632,10 +710,6 @@ class PushStore:
             rows = self._reader.execute(f"{sql} ORDER BY template_id", args).fetchall()
         stats.observe("templates", "200", time.perf_counter() - started)
         return [SmsTemplate(r[0], r[0], "") for r in rows]
-
-    def account_view(self, account: str | None) -> AccountView:
-        """The store as one push account's ``DetailsSource`` (None: every account)."""
-        return AccountView(self, account)
 
     def message_count(self) -> int:
         """Messages currently stored."""
@@ -656,16 +730,7 @@ class PushStore:
         if self._closed:
             return
         self._closed = True
-        self._jobs.put(None)
-        self._thread.join()
-        while True:  # a write that raced with close: fail it rather than leave it waiting
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                job.error = StoreUnavailable("the push store is closed")
-                job.done.set()
+        self._writes.close()
         self._writer.close()
         with self._read_lock:
             self._reader.close()
@@ -680,7 +745,7 @@ class PushStore:
 class AccountView:
     """One push account's messages in a shared store, read by that account's poller."""
 
-    def __init__(self, store: PushStore, account: str | None) -> None:
+    def __init__(self, store: ReportStore, account: str | None) -> None:
         self.store = store
         self.account = account
         self.stats = RequestStats()

@@ -39,12 +39,7 @@ from exporter.contract import (
     parse_details_query,
 )
 from exporter.errors import PushRejected, SignatureError, StoreUnavailable, UpstreamError
-from exporter.pushstore import (
-    PushStore,
-    SendRegistration,
-    StatusReport,
-    WriteResult,
-)
+from exporter.pushstore import ReportStore, SendRegistration, StatusReport, WriteResult
 from exporter.signing import verify_request
 from exporter.timestamps import parse_rfc3339
 from exporter.web import Request, Response, Route, Router
@@ -329,7 +324,7 @@ class PushCollector:
     msgsms_push_reports_total{kind="batch"} 598
     """
 
-    def __init__(self, stats: ReceiverStats, store: PushStore) -> None:
+    def __init__(self, stats: ReceiverStats, store: ReportStore) -> None:
         self._stats = stats
         self._store = store
 
@@ -461,7 +456,7 @@ class Receiver:
     def __init__(
         self,
         config: ReceiverConfig,
-        store: PushStore,
+        store: ReportStore,
         *,
         clock: Callable[[], float] = time.time,
         limits: QueryLimits = QueryLimits(),  # noqa: B008 - frozen, never mutated

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 import structlog
+from postgres_server import PostgresServer
 from promtool import require_tool as require_binary
 from simulator_process import simulator_process
 
 from exporter.config import AccountConfig, Config, Secret, TemplateSelection
+from exporter.pgstore import PostgresStore
+from exporter.pushstore import PushStore, ReportStore
 from exporter.timestamps import format_rfc3339, parse_rfc3339
 
 START = "2026-11-26T10:00:00Z"
@@ -137,3 +140,30 @@ def write_exporter_config(path: Path, endpoint: str) -> Path:
         )
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """Debian's PostgreSQL for the test session (fsync off); tests take a schema each."""
+    with PostgresServer.running() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> str:
+    """The URL of a fresh, empty schema on the session's server."""
+    return postgres.fresh_schema()
+
+
+Opener = Callable[..., ReportStore]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """Opens a push store on one backing database: an SQLite file, or a fresh schema of
+    the session's PostgreSQL. Tests taking it pass for both stores (one contract)."""
+    if request.param == "sqlite":
+        path = tmp_path / "push.db"
+        return lambda **kw: PushStore(path, **kw)
+    url = request.getfixturevalue("postgres_url")
+    return lambda **kw: PostgresStore(url, **kw)

@@ -122,11 +122,11 @@ def test_dockerignore_admits_exactly_what_the_build_copies() -> None:
 def test_install_steps_are_the_ones_this_file_performs() -> None:
     # image_install below repeats these steps; if the Dockerfile changes them, change both.
     runs = " ".join(a for k, a in instructions() if k == "RUN")
-    assert "pip wheel --no-cache-dir --wheel-dir /wheels ." in runs
+    assert 'pip wheel --no-cache-dir --wheel-dir /wheels ".[postgres]"' in runs
     assert "python -m venv /opt/msgsms-exporter" in runs
     assert (
         "/opt/msgsms-exporter/bin/pip install --no-cache-dir --no-index --find-links=/wheels "
-        "msgsms-exporter"
+        '"msgsms-exporter[postgres]"'
     ) in " ".join(runs.split())
     env = " ".join(a for k, a in instructions() if k == "ENV")
     for setting in ("PYTHONDONTWRITEBYTECODE=1", 'PATH="/opt/msgsms-exporter/bin:${PATH}"'):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from conftest import Opener
 from exposition import exported_window, samples
 
 from exporter.app import Exporter
@@ -99,8 +101,8 @@ def test_an_account_path_needs_a_push_account():
 # --- the store -------------------------------------------------------------------------------
 
 
-def test_each_account_reads_only_its_own_messages(tmp_path: Path):
-    with PushStore(tmp_path / "push.db", clock=lambda: NOW) as store:
+def test_each_account_reads_only_its_own_messages(open_store: Opener):
+    with closing(open_store(clock=lambda: NOW)) as store:
         store.register(
             [
                 SendRegistration("m1", "tpl-shop", NOW - 60, account="shop"),

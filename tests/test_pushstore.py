@@ -1,21 +1,24 @@
-"""The push store: idempotent durable writes, long SMS, attribution, the details contract."""
+"""The push store contract, passed by both stores (SQLite and a real PostgreSQL):
+idempotent durable writes, long SMS, attribution, retention, the details contract."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
+from conftest import Opener
 
-from exporter.errors import UpstreamUnavailable
+from exporter.errors import StoreUnavailable, UpstreamUnavailable
 from exporter.pushstore import (
     UNKNOWN_TEMPLATE,
     PushStore,
+    ReportStore,
     Segment,
     SendRegistration,
     StatusReport,
-    StoreUnavailable,
     message_outcome,
 )
 from exporter.records import DetailsQuery, SendResult
@@ -39,17 +42,17 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[PushStore]:
-    with PushStore(tmp_path / "push.db", clock=clock) as s:
+def store(open_store: Opener, clock: Clock) -> Iterator[ReportStore]:
+    with closing(open_store(clock=clock)) as s:
         yield s
 
 
-def _all(store: PushStore, **filters: object) -> list:
+def _all(store: ReportStore, **filters: object) -> list:
     page = store.query(DetailsQuery(T0 - 86400, T0 + 86400, limit=100, **filters))  # type: ignore[arg-type]
     return page.records
 
 
-def test_registered_message_is_sending_until_its_report(store: PushStore):
+def test_registered_message_is_sending_until_its_report(store: ReportStore):
     store.register([SendRegistration("m1", "tplA", T0 + 1, "4402000000")])
     (record,) = _all(store)
     assert (record.template_id, record.send_result, record.mobile) == (
@@ -64,7 +67,7 @@ def test_registered_message_is_sending_until_its_report(store: PushStore):
     assert record.delivery_delay_ms == 3500
 
 
-def test_report_of_an_unregistered_message_is_kept_under_unknown(store: PushStore):
+def test_report_of_an_unregistered_message_is_kept_under_unknown(store: ReportStore):
     result = store.add_reports([StatusReport("m9", "UNDELIV", update_time=T0 + 30)])
     assert (result.stored, result.unattributed) == (1, 1)
     (record,) = _all(store)
@@ -77,13 +80,13 @@ def test_report_of_an_unregistered_message_is_kept_under_unknown(store: PushStor
     assert store.list_templates() == [SmsTemplate("unknown", "unknown", "")]
 
 
-def test_report_attributed_by_extend_uses_that_template(store: PushStore):
+def test_report_attributed_by_extend_uses_that_template(store: ReportStore):
     result = store.add_reports([StatusReport("m1", "DELIVRD", template_id="tplX")])
     assert (result.stored, result.unattributed) == (1, 0)
     assert [r.template_id for r in _all(store)] == ["tplX"]
 
 
-def test_a_later_registration_moves_the_message_to_its_template(store: PushStore):
+def test_a_later_registration_moves_the_message_to_its_template(store: ReportStore):
     store.add_reports([StatusReport("m1", "DELIVRD", update_time=T0 + 9)])
     store.register([SendRegistration("m1", "tplA", T0 + 2)])
     (record,) = _all(store)
@@ -94,7 +97,7 @@ def test_a_later_registration_moves_the_message_to_its_template(store: PushStore
     )
 
 
-def test_duplicates_are_idempotent(store: PushStore):
+def test_duplicates_are_idempotent(store: ReportStore):
     store.register([SendRegistration("m1", "tplA", T0)])
     report = StatusReport("m1", "DELIVRD", update_time=T0 + 1)
     first = store.add_reports([report])
@@ -106,7 +109,7 @@ def test_duplicates_are_idempotent(store: PushStore):
     assert [(r.template_id, r.send_time) for r in _all(store)] == [("tplA", T0)]
 
 
-def test_a_long_sms_is_delivered_once_all_segments_are(store: PushStore):
+def test_a_long_sms_is_delivered_once_all_segments_are(store: ReportStore):
     store.register([SendRegistration("m1", "tplA", T0, segments=3)])
     store.add_reports([StatusReport("m1", "DELIVRD", 1, 3, update_time=T0 + 2)])
     store.add_reports([StatusReport("m1", "DELIVRD", 3, 3, update_time=T0 + 5)])
@@ -138,7 +141,7 @@ def test_segment_totals_come_from_reports_when_registration_said_one():
     assert message_outcome([*segs, Segment(2, 2, "DELIVRD", "", 1500)], 1).receive_ms == 1500
 
 
-def test_query_filters_orders_and_pages(store: PushStore):
+def test_query_filters_orders_and_pages(store: ReportStore):
     store.register(
         [
             SendRegistration("b", "tplA", T0 + 1, "4402000001"),
@@ -159,16 +162,16 @@ def test_query_filters_orders_and_pages(store: PushStore):
     assert store.stats.request_count == 6
 
 
-def test_reports_survive_reopening(tmp_path: Path, clock: Clock):
-    with PushStore(tmp_path / "p.db", clock=clock) as first:
+def test_reports_survive_reopening(open_store: Opener, clock: Clock):
+    with closing(open_store(clock=clock)) as first:
         first.add_reports([StatusReport("m1", "DELIVRD", template_id="t")])
-    with PushStore(tmp_path / "p.db", clock=clock) as second:
+    with closing(open_store(clock=clock)) as second:
         assert [r.message_id for r in _all(second)] == ["m1"]
         assert second.add_reports([StatusReport("m1", "DELIVRD")]).duplicates == 1
 
 
-def test_messages_older_than_the_retention_are_pruned(tmp_path: Path, clock: Clock):
-    with PushStore(tmp_path / "p.db", clock=clock, retention=3600) as store:
+def test_messages_older_than_the_retention_are_pruned(open_store: Opener, clock: Clock):
+    with closing(open_store(clock=clock, retention=3600)) as store:
         store.register([SendRegistration("old", "t", T0), SendRegistration("new", "t", T0 + 3000)])
         store.add_reports([StatusReport("old", "DELIVRD"), StatusReport("new", "DELIVRD")])
         clock.now = T0 + 3600 + 10
@@ -178,7 +181,7 @@ def test_messages_older_than_the_retention_are_pruned(tmp_path: Path, clock: Clo
         assert store.pruned == 1
 
 
-def test_concurrent_writers_share_commits_and_lose_nothing(store: PushStore):
+def test_concurrent_writers_share_commits_and_lose_nothing(store: ReportStore):
     def push(worker: int) -> None:
         for i in range(50):
             store.add_reports([StatusReport(f"w{worker}-{i}", "DELIVRD", template_id="t")])
@@ -192,16 +195,17 @@ def test_concurrent_writers_share_commits_and_lose_nothing(store: PushStore):
     assert store.commits <= 400
 
 
-def test_writes_after_close_are_refused(tmp_path: Path):
-    store = PushStore(tmp_path / "p.db")
+def test_writes_after_close_are_refused(open_store: Opener):
+    store = open_store()
     store.close()
     with pytest.raises(StoreUnavailable):
         store.add_reports([StatusReport("m", "DELIVRD")])
 
 
-def test_reads_after_close_are_upstream_errors(tmp_path: Path):
-    store = PushStore(tmp_path / "p.db")
+def test_reads_after_close_are_upstream_errors(open_store: Opener):
+    store = open_store()
     store.close()
+    assert not store.available()
     with pytest.raises(UpstreamUnavailable, match="push store: closed"):
         store.query(DetailsQuery(0, 1))
     with pytest.raises(UpstreamUnavailable):
@@ -213,7 +217,7 @@ def test_synchronous_mode_is_checked(tmp_path: Path):
         PushStore(tmp_path / "p.db", synchronous="off")
 
 
-def test_an_acceptd_report_keeps_the_message_sending_until_its_final_report(store: PushStore):
+def test_an_acceptd_report_keeps_the_message_sending_until_its_final_report(store: ReportStore):
     store.register([SendRegistration("m1", "tplA", T0)])
     first = store.add_reports([StatusReport("m1", "ACCEPTD", update_time=T0 + 1)])
     (record,) = _all(store)
@@ -228,7 +232,7 @@ def test_an_acceptd_report_keeps_the_message_sending_until_its_final_report(stor
     )
 
 
-def test_a_late_non_final_report_never_replaces_a_final_one(store: PushStore):
+def test_a_late_non_final_report_never_replaces_a_final_one(store: ReportStore):
     store.add_reports([StatusReport("m1", "UNDELIV", update_time=T0 + 5, template_id="t")])
     late = store.add_reports([StatusReport("m1", "ACCEPTD", update_time=T0 + 1)])
     again = store.add_reports([StatusReport("m1", "DELIVRD", update_time=T0 + 9)])
@@ -247,7 +251,7 @@ def test_a_long_sms_with_an_accepted_segment_is_not_failed():
     )
 
 
-def test_an_unstorable_item_is_refused_alone(store: PushStore):
+def test_an_unstorable_item_is_refused_alone(store: ReportStore):
     result = store.add_reports(
         [
             StatusReport("ok1", "DELIVRD", template_id="t"),
@@ -263,7 +267,7 @@ def test_an_unstorable_item_is_refused_alone(store: PushStore):
     assert (sends.stored, sends.rejected) == (1, [1])
 
 
-def test_concurrent_unstorable_items_cost_no_other_request_its_reports(store: PushStore):
+def test_concurrent_unstorable_items_cost_no_other_request_its_reports(store: ReportStore):
     failures: list[BaseException] = []
     rejected: list[int] = []
 

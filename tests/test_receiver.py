@@ -375,7 +375,7 @@ def test_config_reports_every_receiver_problem():
         parse_config(raw, {"AK": "ak"})
     assert info.value.problems == [
         "accounts[0].endpoint: not used with source: push",
-        "receiver.store_path: is required",
+        "receiver: give store_path (SQLite) or store_url (PostgreSQL), one",
         "receiver.paths.single: expected an absolute URL path such as /push/status-report",
         "receiver.synchronous: expected 'normal' or 'full'",
         "receiver.signing.keys[0]: give access_key and secret_key",

@@ -1,0 +1,120 @@
+"""Group commit: one writer thread commits the writes of concurrent callers together.
+
+Each caller blocks until the transaction holding its write is committed (or failed), so
+a request is answered only once its data is durable; concurrent requests share one
+transaction, which is what makes durable writes fast. Maintenance (pruning) runs on the
+same thread after the answers of a group are released, so it never delays an ack.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
+
+from exporter.errors import StoreUnavailable
+
+MAX_BATCH_JOBS = 256
+
+
+class Job(Protocol):
+    """What the committer needs of a job: a completion event, an error, a prune flag."""
+
+    @property
+    def done(self) -> threading.Event:
+        """Set once the job is committed or failed."""
+        ...
+
+    error: BaseException | None
+    prune: bool
+
+
+J = TypeVar("J", bound=Job)
+
+
+class GroupCommitter(Generic[J]):
+    """Runs ``commit(jobs)`` on one thread for the jobs queued since the last commit."""
+
+    def __init__(
+        self,
+        commit: Callable[[list[J]], None],
+        maintain: Callable[[list[J]], None],
+        *,
+        name: str,
+        max_jobs: int = MAX_BATCH_JOBS,
+    ) -> None:
+        self._commit = commit
+        self._maintain = maintain
+        self._max_jobs = max_jobs
+        self._jobs: queue.SimpleQueue[J | None] = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close`` was called."""
+        return self._closed
+
+    def submit(self, job: J) -> None:
+        """Queue ``job`` and wait for its commit; StoreUnavailable when it failed."""
+        if self._closed:
+            raise StoreUnavailable("the push store is closed")
+        self._jobs.put(job)
+        job.done.wait()
+        if job.error is not None:
+            if isinstance(job.error, StoreUnavailable):
+                raise job.error
+            raise StoreUnavailable(f"commit failed: {job.error}") from job.error
+
+    def _loop(self) -> None:
+        while True:
+            first = self._jobs.get()
+            if first is None:
+                return
+            jobs = [first]
+            stop = False
+            while len(jobs) < self._max_jobs:
+                try:
+                    nxt = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                jobs.append(nxt)
+            self._run(jobs)
+            if stop:
+                return
+
+    def _run(self, jobs: list[J]) -> None:
+        try:
+            self._commit(jobs)
+        except Exception as exc:  # a store bug must fail the jobs, not hang their callers
+            for job in jobs:
+                job.error = job.error or exc
+        for job in jobs:
+            if not job.prune:
+                job.done.set()
+        try:
+            self._maintain(jobs)
+        finally:
+            for job in jobs:
+                job.done.set()
+
+    def close(self) -> None:
+        """Finish queued jobs and stop; a job that raced with close is failed."""
+        if self._closed:
+            return
+        self._closed = True
+        self._jobs.put(None)
+        self._thread.join()
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job.error = StoreUnavailable("the push store is closed")
+                job.done.set()

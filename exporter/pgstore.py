@@ -1,0 +1,483 @@
+"""The push store in PostgreSQL: several exporters share one database.
+
+Writes use the same group commit as the SQLite store: a writer thread gathers the work
+of concurrent requests into one transaction and answers each only after COMMIT. In that
+transaction the touched messages are created if missing and locked in id order, so a
+send registered at one replica and reported at another (or the two segments of a long
+SMS reported at two replicas at once) are merged as one message: the second replica
+waits for the first and then reads its segments. The merge itself is
+:func:`exporter.pushmerge.merge_writes`, the rules of the SQLite store.
+
+The schema is versioned (``msgsms_schema_version``) and migrated under an advisory lock,
+so replicas starting together create it once. Pruning takes another advisory lock with a
+try-lock and records when it last ran, so N replicas prune once a minute, not N times.
+The pool reconnects on its own: with the database down the exporter keeps serving,
+answers pushes 503 (not stored) and ``/-/ready`` 503, and recovers when it is back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.errors import DeadlockDetected, SerializationFailure
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from exporter.client import RequestStats
+from exporter.errors import StoreUnavailable, UpstreamUnavailable
+from exporter.groupcommit import GroupCommitter
+from exporter.pgschema import LOCK_SPACE, PRUNE_LOCK, migrate
+from exporter.pushmerge import Merged, MessageRow, merge_writes, touched_ids
+from exporter.pushstore import (
+    PRUNE_CHUNK,
+    PRUNE_EVERY_SECONDS,
+    GroupCommitWrites,
+    Outcome,
+    Segment,
+    SendRegistration,
+    StatusReport,
+    WriteJob,
+    WriteResult,
+    mobile_hash,
+    record_from_row,
+)
+from exporter.records import DetailsPage, DetailsQuery, SendResult
+from exporter.templates import SmsTemplate
+
+DEADLOCK_RETRIES = 3
+_CONFLICTS = (DeadlockDetected, SerializationFailure)
+"""Two replicas' transactions crossed: one is rolled back and tried again."""
+CONNECT_TIMEOUT = 3.0
+"""Seconds a write waits for a connection before it is refused (503)."""
+# A silent network loss fails a statement after 10 s instead of the kernel's 15 minutes.
+_DEFAULTS = {
+    "connect_timeout": "3",
+    "tcp_user_timeout": "10000",
+    "application_name": "msgsms-exporter",
+}
+_ROW = (
+    "message_id, account, template_id, registered, send_ms, mobile, mobile_hash, segments,"
+    " result, status_code, status_desc, receive_ms"
+)
+_TEMPLATE_NOTE_MS = 60_000
+
+
+def connection_settings(url: str) -> dict[str, str]:
+    """The URL's parameters with our defaults for what it leaves out (TLS passes through)."""
+    params = {k: str(v) for k, v in conninfo_to_dict(url).items()}
+    for key, value in _DEFAULTS.items():
+        params.setdefault(key, value)
+    return params
+
+
+def unverified_host(url: str) -> str | None:
+    """The host, when the URL reaches a remote server without verifying its certificate."""
+    params = conninfo_to_dict(url)
+    host = str(params.get("host") or params.get("hostaddr") or "")
+    local = not host or host.startswith("/") or host in ("localhost", "127.0.0.1", "::1")
+    if local or params.get("sslmode") in ("verify-ca", "verify-full"):
+        return None
+    return host
+
+
+class PostgresStore(GroupCommitWrites):
+    """Pushed reports and registrations in PostgreSQL; a ``DetailsSource`` for the poller."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        retention: float = 73 * 3600.0,
+        clock: Callable[[], float] = time.time,
+        pool_size: int = 6,
+        connect_timeout: float = CONNECT_TIMEOUT,
+    ) -> None:
+        self.retention = retention
+        self.stats = RequestStats()
+        self.commits = 0
+        self.pruned = 0
+        self.size_bytes = 0
+        """The tables' size with indexes and TOAST, measured every minute."""
+        self._clock = clock
+        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            kwargs=connection_settings(url),
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            check=ConnectionPool.check_connection,
+            reset=_reset,
+            timeout=connect_timeout,
+            reconnect_timeout=float("inf"),
+            name="push-store",
+        )
+        self._pool.open(wait=False)
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+        self._noted: dict[tuple[str, str], int] = {}
+        self._prune_due = 0.0
+        self._writes = GroupCommitter(self._commit, self._maintain, name="push-store-pg")
+
+    # -- connections and schema -------------------------------------------------
+
+    @contextmanager
+    def _connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection[Any]]:
+        """A checked connection with the schema in place; StoreUnavailable otherwise."""
+        try:
+            with self._pool.connection(timeout) as conn:
+                if not self._schema_ready:
+                    with self._schema_lock:
+                        if not self._schema_ready:
+                            migrate(conn)
+                            self._schema_ready = True
+                yield conn
+        except PoolTimeout as exc:
+            raise StoreUnavailable("PostgreSQL is unreachable") from exc
+        except _CONFLICTS:
+            raise  # a deadlock with another replica: the caller tries again
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"PostgreSQL: {_first_line(exc)}") from exc
+
+    def available(self) -> bool:
+        """True when a connection answers within a second (the pool checks it)."""
+        if self._writes.closed:
+            return False
+        try:
+            with self._connection(timeout=1.0):
+                return True
+        except (StoreUnavailable, psycopg.Error):
+            return False
+
+    # -- writes -----------------------------------------------------------------
+
+    def _commit(self, jobs: list[WriteJob]) -> None:
+        writes = [j for j in jobs if not j.prune]
+        if not writes:
+            return
+        try:
+            self._commit_group(writes)
+        except StoreUnavailable as exc:  # the database is gone: every job is refused
+            for job in writes:
+                job.error = exc
+        except psycopg.Error:
+            # A deadlock with another replica, or data the database refused: each job
+            # alone, so that one request's failure is never another's.
+            for job in writes:
+                self._commit_alone(job)
+
+    def _commit_alone(self, job: WriteJob) -> None:
+        """One job in its own transaction; if its data fails, each item alone."""
+        for _attempt in range(DEADLOCK_RETRIES):
+            try:
+                self._commit_group([job])
+                return
+            except StoreUnavailable as exc:
+                job.error = exc
+                return
+            except _CONFLICTS as exc:
+                job.error = exc
+            except psycopg.Error:
+                break
+        else:
+            return
+        job.error = None
+        job.result = WriteResult()
+        items: list[SendRegistration | StatusReport] = [*job.sends, *job.reports]
+        for index, item in enumerate(items):
+            alone = (
+                WriteJob(sends=[item])
+                if isinstance(item, SendRegistration)
+                else WriteJob(reports=[item])
+            )
+            try:
+                self._commit_group([alone])
+            except StoreUnavailable as exc:
+                job.error = exc
+                return
+            except psycopg.Error:
+                job.result.rejected.append(index)
+                continue
+            job.result.merge(alone.result)
+            job.result.rejected.extend(index for _ in alone.result.rejected)
+
+    def _commit_group(self, jobs: list[WriteJob]) -> None:
+        now_ms = round(self._clock() * 1000)
+        with self._connection() as conn, conn.transaction():
+            ids = touched_ids(jobs)
+            rows, segments = _lock_messages(conn, ids, now_ms)
+            merged = merge_writes(jobs, rows, segments, now_ms)
+            _write_merged(conn, merged, unused=set(ids) - merged.rows.keys())
+            fresh = sorted(t for t in merged.templates if self._noted.get(t, 0) < now_ms)
+            if fresh:
+                conn.execute(
+                    "INSERT INTO msgsms_templates SELECT a, t, %s"
+                    " FROM unnest(%s::text[], %s::text[]) AS u(a, t)"
+                    " ON CONFLICT (account, template_id) DO UPDATE SET last_seen_ms ="
+                    " greatest(msgsms_templates.last_seen_ms, excluded.last_seen_ms)",
+                    (now_ms, [a for a, _ in fresh], [t for _, t in fresh]),
+                )
+        for template in fresh:  # noted only once committed
+            self._noted[template] = now_ms + _TEMPLATE_NOTE_MS
+        for job, result in zip(jobs, merged.results, strict=True):
+            job.result = result
+        self.commits += 1
+
+    # -- retention --------------------------------------------------------------
+
+    def _maintain(self, jobs: list[WriteJob]) -> None:
+        """Every minute, or when asked: prune (one replica at a time) and measure."""
+        now = self._clock()
+        if not any(j.prune for j in jobs) and now < self._prune_due:
+            return
+        self._prune_due = now + PRUNE_EVERY_SECONDS
+        try:
+            with self._connection() as conn:
+                conn.autocommit = True
+                self._prune_as_leader(conn, now, forced=any(j.prune for j in jobs))
+                self.size_bytes = _scalar(
+                    conn.execute(
+                        "SELECT sum(pg_total_relation_size(t)) FROM unnest(ARRAY["
+                        "'msgsms_messages', 'msgsms_segments', 'msgsms_templates']::regclass[]) t"
+                    )
+                )
+        except (StoreUnavailable, psycopg.Error):
+            return  # tried again at the next minute
+
+    def _prune_as_leader(self, conn: psycopg.Connection[Any], now: float, *, forced: bool) -> None:
+        got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_SPACE, PRUNE_LOCK))
+        if not _scalar(got):
+            return  # another replica is pruning
+        try:
+            now_ms = round(now * 1000)
+            last = conn.execute("SELECT last_prune_ms FROM msgsms_maintenance").fetchone()
+            if not forced and last and now_ms - last[0] < PRUNE_EVERY_SECONDS * 1000:
+                return  # another replica pruned within the minute
+            cutoff = now_ms - round(self.retention * 1000)
+            while True:
+                with conn.transaction():
+                    gone = conn.execute(
+                        "DELETE FROM msgsms_messages WHERE message_id IN (SELECT message_id"
+                        " FROM msgsms_messages WHERE send_ms < %s LIMIT %s) RETURNING message_id",
+                        (cutoff, PRUNE_CHUNK),
+                    ).fetchall()
+                    ids = [r[0] for r in gone]
+                    conn.execute("DELETE FROM msgsms_segments WHERE message_id = ANY(%s)", (ids,))
+                self.pruned += len(ids)
+                if len(ids) < PRUNE_CHUNK:
+                    break
+            conn.execute("DELETE FROM msgsms_templates WHERE last_seen_ms < %s", (cutoff,))
+            conn.execute("UPDATE msgsms_maintenance SET last_prune_ms = %s", (now_ms,))
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_SPACE, PRUNE_LOCK))
+
+    # -- reads: the sending-details contract -------------------------------------
+
+    @contextmanager
+    def _reading(
+        self, endpoint: str, stats: RequestStats | None
+    ) -> Iterator[psycopg.Connection[Any]]:
+        """A failed read is an upstream error for the poller (``up 0``), not a crash."""
+        started = time.perf_counter()
+        try:
+            if self._writes.closed:
+                raise StoreUnavailable("closed")
+            with self._connection() as conn, conn.transaction():
+                # One snapshot for a page and its total.
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                yield conn
+        except (StoreUnavailable, psycopg.Error) as exc:
+            if stats is not None:
+                stats.observe(endpoint, "error", time.perf_counter() - started)
+            raise UpstreamUnavailable(f"push store: {_first_line(exc)}") from exc
+        if stats is not None:
+            stats.observe(endpoint, "200", time.perf_counter() - started)
+
+    def query(
+        self,
+        query: DetailsQuery,
+        *,
+        account: str | None = None,
+        stats: RequestStats | None = None,
+    ) -> DetailsPage:
+        """One page of the stored messages, ordered by (send time, message id).
+
+        ``account`` restricts it to one push account's messages (None: every account).
+        """
+        where: list[sql.Composable] = [sql.SQL("send_ms >= %s AND send_ms < %s")]
+        args: list[object] = [round(query.start_time * 1000), round(query.end_time * 1000)]
+        for column, value in (
+            ("account", account),
+            ("template_id", query.template_id),
+            ("mobile_hash", None if query.mobile is None else mobile_hash(query.mobile)),
+            ("result", None if query.send_result is None else query.send_result.value),
+        ):
+            if value is not None:
+                where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+                args.append(value)
+        clause = sql.SQL(" AND ").join(where)
+        with self._reading("send_details", self.stats if stats is None else stats) as conn:
+            count = conn.execute(
+                sql.SQL("SELECT count(*) FROM msgsms_messages WHERE {}").format(clause), args
+            )
+            total = _scalar(count)
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT message_id, template_id, mobile, send_ms, result, status_code,"
+                    " status_desc, receive_ms, segments FROM msgsms_messages WHERE {}"
+                    " ORDER BY send_ms, message_id LIMIT %s OFFSET %s"
+                ).format(clause),
+                [*args, query.limit, query.offset],
+            ).fetchall()
+        return DetailsPage(total=total, records=[record_from_row(row) for row in rows])
+
+    def list_templates(
+        self, *, account: str | None = None, stats: RequestStats | None = None
+    ) -> list[SmsTemplate]:
+        """Templates seen in registrations or attributed reports within the retention."""
+        with self._reading("templates", self.stats if stats is None else stats) as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT template_id FROM msgsms_templates"
+                " WHERE %(account)s::text IS NULL OR account = %(account)s ORDER BY template_id",
+                {"account": account},
+            ).fetchall()
+        return [SmsTemplate(r[0], r[0], "") for r in rows]
+
+    def message_count(self) -> int:
+        """Messages currently stored."""
+        with self._reading("count", None) as conn:
+            return _scalar(conn.execute("SELECT count(*) FROM msgsms_messages"))
+
+    def segment_rows(self) -> list[tuple[str, int]]:
+        """Every stored (message id, segment), for checks and tests."""
+        with self._reading("count", None) as conn:
+            rows = conn.execute(
+                "SELECT message_id, sequence FROM msgsms_segments ORDER BY message_id, sequence"
+            ).fetchall()
+        return [(str(r[0]), int(r[1])) for r in rows]
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def close(self) -> None:
+        """Finish queued writes, stop the writer and close the pool."""
+        if self._writes.closed:
+            return
+        self._writes.close()
+        self._pool.close()
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def _lock_messages(
+    conn: psycopg.Connection[Any], ids: list[str], now_ms: int
+) -> tuple[dict[str, MessageRow], dict[tuple[str, int], Segment]]:
+    """Create missing messages, lock them all in id order, read them and their segments.
+
+    A message created here is returned as absent: the merge treats it as new.
+    """
+    created = conn.execute(
+        f"INSERT INTO msgsms_messages ({_ROW}) SELECT id, '', '', false, %s, '', '', 1,"  # noqa: S608
+        " 'sending', '', '', NULL FROM unnest(%s::text[]) id ORDER BY id"
+        " ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+        (now_ms, ids),
+    ).fetchall()
+    new = {r[0] for r in created}
+    locked = conn.execute(
+        f"SELECT {_ROW} FROM msgsms_messages WHERE message_id = ANY(%s)"  # noqa: S608
+        " ORDER BY message_id FOR UPDATE",
+        (ids,),
+    ).fetchall()
+    rows = {
+        r[0]: MessageRow(
+            *(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]),
+            Outcome(SendResult(r[8]), r[9], r[10], r[11]),
+        )
+        for r in locked
+        if r[0] not in new
+    }
+    found = conn.execute(
+        "SELECT message_id, sequence, total, status, status_desc, update_ms"
+        " FROM msgsms_segments WHERE message_id = ANY(%s)",
+        (ids,),
+    ).fetchall()
+    segments = {(r[0], r[1]): Segment(r[1], r[2], r[3], r[4], r[5]) for r in found}
+    return rows, segments
+
+
+def _write_merged(conn: psycopg.Connection[Any], merged: Merged, unused: set[str]) -> None:
+    """The merge's segment reports and changed rows, each kind in one pipelined batch;
+    a message created for the merge but given nothing (every item refused) is removed."""
+    with conn.cursor() as cur:
+        if merged.segments:
+            cur.executemany(
+                "INSERT INTO msgsms_segments VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (message_id, sequence) DO UPDATE SET total = excluded.total,"
+                " status = excluded.status, status_desc = excluded.status_desc,"
+                " update_ms = excluded.update_ms, received_ms = excluded.received_ms,"
+                " source = excluded.source",
+                [
+                    (
+                        s.message_id,
+                        s.segment.sequence,
+                        s.segment.total,
+                        s.segment.status,
+                        s.segment.status_desc,
+                        s.segment.update_ms,
+                        s.received_ms,
+                        s.source,
+                    )
+                    for s in merged.segments.values()
+                ],
+            )
+        if merged.rows:
+            cur.executemany(
+                "UPDATE msgsms_messages SET account = %s, template_id = %s, registered = %s,"
+                " send_ms = %s, mobile = %s, mobile_hash = %s, segments = %s, result = %s,"
+                " status_code = %s, status_desc = %s, receive_ms = %s WHERE message_id = %s",
+                [
+                    (
+                        r.account,
+                        r.template_id,
+                        r.registered,
+                        r.send_ms,
+                        r.mobile,
+                        r.mobile_hash,
+                        r.segments,
+                        r.outcome.result.value,
+                        r.outcome.status_code,
+                        r.outcome.status_desc,
+                        r.outcome.receive_ms,
+                        r.message_id,
+                    )
+                    for r in merged.rows.values()
+                ],
+            )
+        if unused:
+            cur.execute(
+                "DELETE FROM msgsms_messages WHERE message_id = ANY(%s)"
+                " AND NOT EXISTS (SELECT 1 FROM msgsms_segments s"
+                " WHERE s.message_id = msgsms_messages.message_id) AND template_id = ''",
+                (sorted(unused),),
+            )
+
+
+def _reset(conn: psycopg.Connection[Any]) -> None:
+    """A connection goes back to the pool in its default state."""
+    conn.autocommit = False
+
+
+def _scalar(cursor: psycopg.Cursor[Any]) -> int:
+    row = cursor.fetchone()
+    return 0 if row is None or row[0] is None else int(row[0])
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

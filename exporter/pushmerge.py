@@ -1,0 +1,203 @@
+"""How registrations and reports change stored messages: pure, applied in arrival order.
+
+A store that reads the touched messages' rows (locked) and segments can hand them to
+:func:`merge_writes` and write back what it returns; the rules are those of the SQLite
+store: the first registration of a message wins (and decides its account and template),
+a report of an unknown message creates it (its time standing in for the send time), a
+report's template from ``extend`` names an unattributed message's template, a segment
+keeps its first final report (which replaces a non-final one), and the segments decide
+the result. An item a database cannot hold (a NUL or a lone surrogate in a text) is
+refused by index, alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from exporter.pushstore import (
+    UNKNOWN_TEMPLATE,
+    Outcome,
+    Segment,
+    SendRegistration,
+    StatusReport,
+    WriteResult,
+    message_outcome,
+    mobile_hash,
+)
+from exporter.records import SendResult, mask_mobile
+from exporter.status_codes import is_final
+
+SENDING = Outcome(SendResult.SENDING)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    """A stored message as the details contract reads it."""
+
+    message_id: str
+    account: str
+    template_id: str
+    registered: bool
+    send_ms: int
+    mobile: str = ""
+    mobile_hash: str = ""
+    segments: int = 1
+    outcome: Outcome = SENDING
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRow:
+    """A stored segment report."""
+
+    message_id: str
+    segment: Segment
+    received_ms: int
+    source: str
+
+
+class WriteBatch(Protocol):
+    """One job's writes: registrations first, then reports (the SQLite store's order)."""
+
+    @property
+    def sends(self) -> Sequence[SendRegistration]:
+        """Send registrations."""
+        ...
+
+    @property
+    def reports(self) -> Sequence[StatusReport]:
+        """Status reports."""
+        ...
+
+
+@dataclass(slots=True)
+class Merged:
+    """What a group of jobs changes: rows to write, new segments, templates seen, results."""
+
+    rows: dict[str, MessageRow] = field(default_factory=dict)
+    segments: dict[tuple[str, int], SegmentRow] = field(default_factory=dict)
+    """Segment reports to write (new, or a final one replacing a non-final one)."""
+    templates: set[tuple[str, str]] = field(default_factory=set)
+    """(account, template id) seen."""
+    results: list[WriteResult] = field(default_factory=list)
+
+
+def touched_ids(batches: Iterable[WriteBatch]) -> list[str]:
+    """Every message id the batches write, sorted (the order rows are locked in)."""
+    ids = {s.message_id for b in batches for s in b.sends if storable(s)}
+    ids.update(r.message_id for b in batches for r in b.reports if storable(r))
+    return sorted(ids)
+
+
+def storable(item: StatusReport | SendRegistration) -> bool:
+    """False when a text holds what a database cannot store: NUL, or a lone surrogate."""
+    for text in _texts(item):
+        if "\x00" in text:
+            return False
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return True
+
+
+def _texts(item: StatusReport | SendRegistration) -> list[str]:
+    """The item's text fields."""
+    if isinstance(item, SendRegistration):
+        return [item.message_id, item.template_id, item.mobile, item.account]
+    texts = [item.message_id, item.status, item.status_desc, item.source, item.account]
+    return texts + ([item.template_id] if item.template_id else [])
+
+
+def report_ms(report: StatusReport, now_ms: int) -> int:
+    """The report's update time in ms; the receipt time when it carries none."""
+    return now_ms if report.update_time is None else round(report.update_time * 1000)
+
+
+def merge_writes(
+    batches: Sequence[WriteBatch],
+    rows: Mapping[str, MessageRow],
+    segments: Mapping[tuple[str, int], Segment],
+    now_ms: int,
+) -> Merged:
+    """Apply each batch in order to the stored ``rows`` and ``segments``.
+
+    Returns the rows that changed, the segment reports that are new (a report of a
+    segment already stored is a duplicate), the templates seen and one result per batch.
+    """
+    out = Merged()
+    current = dict(rows)
+    stored = dict(segments)
+    changed: set[str] = set()
+    for batch in batches:
+        result = WriteResult()
+        for index, send in enumerate(batch.sends):
+            if not storable(send):
+                result.rejected.append(index)
+                continue
+            out.templates.add((send.account, send.template_id))
+            row = current.get(send.message_id)
+            if row is not None and row.registered:
+                result.duplicates += 1
+                continue
+            current[send.message_id] = MessageRow(
+                send.message_id,
+                send.account,
+                send.template_id,
+                True,
+                round(send.send_time * 1000),
+                mask_mobile(send.mobile) if send.mobile else "",
+                mobile_hash(send.mobile),
+                max(send.segments, row.segments if row else 1),
+                row.outcome if row else SENDING,
+            )
+            changed.add(send.message_id)
+            result.stored += 1
+        for index, report in enumerate(batch.reports):
+            if not storable(report):
+                result.rejected.append(index)
+                continue
+            key = (report.message_id, report.sequence)
+            known = stored.get(key)
+            if known is not None and (is_final(known.status) or not is_final(report.status)):
+                result.duplicates += 1
+                continue
+            update_ms = report_ms(report, now_ms)
+            seg = Segment(
+                report.sequence, report.total, report.status, report.status_desc, update_ms
+            )
+            stored[key] = seg
+            out.segments[key] = SegmentRow(report.message_id, seg, now_ms, report.source)
+            row = current.get(report.message_id)
+            if row is None:
+                template = report.template_id or UNKNOWN_TEMPLATE
+                row = MessageRow(
+                    report.message_id,
+                    report.account,
+                    template,
+                    False,
+                    update_ms,
+                    segments=report.total,
+                )
+            elif not row.registered and row.template_id == UNKNOWN_TEMPLATE and report.template_id:
+                out.templates.add((row.account, row.template_id))
+                row = replace(row, template_id=report.template_id)
+            current[report.message_id] = row
+            changed.add(report.message_id)
+            out.templates.add((row.account, row.template_id))
+            result.stored += 1
+            result.unattributed += int(row.template_id == UNKNOWN_TEMPLATE)
+        out.results.append(result)
+    by_message: dict[str, list[Segment]] = {}
+    for (message_id, _), seg in stored.items():
+        if message_id in changed:
+            by_message.setdefault(message_id, []).append(seg)
+    for message_id in sorted(changed):
+        row = current[message_id]
+        segs = sorted(by_message.get(message_id, []), key=lambda s: s.sequence)
+        if segs:
+            total = max([row.segments, *(s.total for s in segs)])
+            row = replace(row, segments=total, outcome=message_outcome(segs, row.segments))
+        out.rows[message_id] = row
+    return out

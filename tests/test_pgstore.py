@@ -1,0 +1,229 @@
+"""The PostgreSQL store beyond the shared contract: its URL in the config, replicas sharing
+one database, versioned migrations when replicas start at once, pruning once."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, closing
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+
+from exporter.config import parse_config
+from exporter.errors import ConfigError, StoreUnavailable
+from exporter.pgschema import LOCK_SPACE, MIGRATIONS, PRUNE_LOCK
+from exporter.pgstore import PostgresStore, connection_settings, unverified_host
+from exporter.pushstore import PushStore, SendRegistration, StatusReport, open_store
+from exporter.records import DetailsQuery, SendResult
+from exporter.timestamps import parse_rfc3339
+
+T0 = parse_rfc3339("2026-11-26T10:00:00Z")
+
+
+def _receiver(store_url: object, env: dict[str, str] | None = None) -> object:
+    raw = {
+        "accounts": [{"name": "push", "source": "push", "templates": {"discover": True}}],
+        "receiver": {"store_url": store_url},
+    }
+    return parse_config(raw, env or {}).receiver
+
+
+def _problems(receiver: dict, env: dict[str, str] | None = None) -> list[str]:
+    raw = {
+        "accounts": [{"name": "push", "source": "push", "templates": {"discover": True}}],
+        "receiver": receiver,
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, env or {})
+    return info.value.problems
+
+
+# -- configuration -------------------------------------------------------------------
+
+
+def test_store_url_takes_its_password_from_the_environment():
+    receiver = _receiver(
+        "postgresql://push:${PGPW}@db:5432/msgsms?sslmode=verify-full", {"PGPW": "s3cret"}
+    )
+    assert receiver.store_url.value == "postgresql://push:s3cret@db:5432/msgsms?sslmode=verify-full"
+    assert receiver.store_path == ""
+    assert "s3cret" not in repr(receiver)
+
+
+def test_store_url_can_come_whole_from_env_or_file(tmp_path: Path):
+    secret = tmp_path / "url"
+    secret.write_text("postgresql://push:pw@db/msgsms\n")
+    assert _receiver({"file": str(secret)}).store_url.value == "postgresql://push:pw@db/msgsms"
+    url = _receiver({"env": "STORE"}, {"STORE": "postgres://db/x"}).store_url
+    assert url.value == "postgres://db/x"
+
+
+def test_store_url_problems_are_located():
+    assert _problems({"store_url": "postgresql://push:hunter2@db/msgsms"}) == [
+        "receiver.store_url: write the password as ${VAR}, or give the URL by {env:}/{file:}"
+    ]
+    assert _problems({"store_url": "mysql://db/x"}) == [
+        "receiver.store_url: expected a postgresql:// URL"
+    ]
+    assert _problems({"store_url": "postgresql://db/x", "store_path": "/x.db"}) == [
+        "receiver: give store_path (SQLite) or store_url (PostgreSQL), one"
+    ]
+    assert _problems({"store_url": "postgresql://${NOPE}@db/x"}) == [
+        "receiver.store_url: environment variable NOPE is not set"
+    ]
+    assert _problems({"store_url": "postgresql://db/x?sslmode=verify-full&bogus=1"}) == [
+        "receiver.store_url: is not a valid libpq URL"
+    ]
+
+
+def test_tls_parameters_pass_through_and_unverified_remote_hosts_are_named():
+    url = "postgresql://u@db.internal/x?sslmode=verify-full&sslrootcert=/ca.pem"
+    settings = connection_settings(url)
+    assert (settings["sslmode"], settings["sslrootcert"]) == ("verify-full", "/ca.pem")
+    assert settings["connect_timeout"] == "3"
+    assert connection_settings("postgresql://u@db/x?connect_timeout=9")["connect_timeout"] == "9"
+    assert unverified_host(url) is None
+    assert unverified_host("postgresql://u@db.internal/x?sslmode=require") == "db.internal"
+    assert unverified_host("postgresql://u@127.0.0.1:5432/x") is None
+
+
+def test_the_receiver_opens_the_store_its_config_names(postgres_url: str, tmp_path: Path):
+    with closing(open_store(_receiver(postgres_url))) as store:
+        assert isinstance(store, PostgresStore)
+        assert store.available()
+    raw = yaml.safe_load(f"{{store_path: {tmp_path / 'p.db'}}}")
+    sqlite = parse_config(
+        {
+            "accounts": [{"name": "p", "source": "push", "templates": {"discover": True}}],
+            "receiver": raw,
+        },
+        {},
+    ).receiver
+    with closing(open_store(sqlite)) as store:
+        assert isinstance(store, PushStore)
+
+
+# -- replicas sharing one database ----------------------------------------------------
+
+
+@pytest.fixture
+def replicas(postgres_url: str) -> Iterator[list[PostgresStore]]:
+    with ExitStack() as stack:
+        yield [
+            stack.enter_context(PostgresStore(postgres_url, clock=lambda: T0 + 600))
+            for _ in range(3)
+        ]
+
+
+def test_a_send_registered_at_one_replica_and_reported_at_another_is_one_message(replicas):
+    a, b, c = replicas
+    a.register([SendRegistration("m1", "tplA", T0, "4402000000", segments=2)])
+    b.add_reports([StatusReport("m1", "DELIVRD", 1, 2, update_time=T0 + 3)])
+    c.add_reports([StatusReport("m1", "DELIVRD", 2, 2, update_time=T0 + 4)])
+    assert b.add_reports([StatusReport("m1", "DELIVRD", 2, 2)]).duplicates == 1
+    (record,) = a.query(DetailsQuery(T0 - 1, T0 + 1)).records
+    assert (record.template_id, record.send_result, record.receive_time) == (
+        "tplA",
+        SendResult.SUCCESS,
+        T0 + 4,
+    )
+
+
+def test_segments_reported_at_replicas_at_the_same_moment_settle_the_message(replicas):
+    # Each message's two segments race at two replicas; neither may hide the other.
+    n = 300
+    replicas[0].register([SendRegistration(f"m{i}", "tplA", T0, segments=2) for i in range(n)])
+    barrier = threading.Barrier(2)
+
+    def push(store: PostgresStore, sequence: int) -> None:
+        barrier.wait()
+        for i in range(n):
+            store.add_reports([StatusReport(f"m{i}", "DELIVRD", sequence, 2, update_time=T0 + 5)])
+
+    threads = [threading.Thread(target=push, args=(replicas[s - 1], s)) for s in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    page = replicas[2].query(DetailsQuery(T0 - 1, T0 + 1, send_result=SendResult.SUCCESS, limit=1))
+    assert page.total == n
+    assert replicas[2].message_count() == n
+    assert len(replicas[2].segment_rows()) == 2 * n
+
+
+def test_replicas_starting_at_once_create_the_schema_once(postgres_url: str):
+    stores = [PostgresStore(postgres_url) for _ in range(6)]
+    barrier = threading.Barrier(len(stores))
+    errors: list[BaseException] = []
+
+    def first_write(store: PostgresStore, index: int) -> None:
+        barrier.wait()
+        try:
+            store.register([SendRegistration(f"m{index}", "tpl", T0)])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_write, args=(s, i)) for i, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for store in stores:
+        store.close()
+    assert errors == []
+    with psycopg.connect(postgres_url) as conn:
+        versions = conn.execute("SELECT version FROM msgsms_schema_version").fetchall()
+        (count,) = conn.execute("SELECT count(*) FROM msgsms_messages").fetchone()
+    assert versions == [(len(MIGRATIONS),)]
+    assert count == 6
+
+
+def test_a_schema_from_a_newer_exporter_is_refused(postgres_url: str):
+    with PostgresStore(postgres_url) as store:
+        store.register([SendRegistration("m1", "tpl", T0)])
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute(
+            "INSERT INTO msgsms_schema_version (version) VALUES (%s)", (len(MIGRATIONS) + 1,)
+        )
+    with PostgresStore(postgres_url) as store:
+        assert not store.available()
+        with pytest.raises(
+            StoreUnavailable, match="schema is version 2; this exporter knows up to 1"
+        ):
+            store.register([SendRegistration("m2", "tpl", T0)])
+
+
+# -- retention ------------------------------------------------------------------------
+
+
+def test_replicas_prune_once_and_not_while_another_is_pruning(postgres_url: str):
+    now = [T0 + 600]
+    stores = [PostgresStore(postgres_url, clock=lambda: now[0], retention=3600) for _ in range(2)]
+    try:
+        a, b = stores
+        a.register([SendRegistration(f"old{i}", "t", T0) for i in range(10)])
+        a.register([SendRegistration("new", "t", T0 + 3000)])
+        now[0] = T0 + 3600 + 10
+        with psycopg.connect(postgres_url, autocommit=True) as holder:
+            holder.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_SPACE, PRUNE_LOCK))
+            b.prune()  # another replica holds the lock: b leaves it to that one
+            assert (b.pruned, b.message_count()) == (0, 11)
+            holder.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_SPACE, PRUNE_LOCK))
+        a.prune()
+        assert (a.pruned, a.message_count()) == (10, 1)
+        # A replica whose minute comes right after finds the pruning done within the minute.
+        c = PostgresStore(postgres_url, clock=lambda: now[0], retention=3600)
+        stores.append(c)
+        c.register([SendRegistration("old-again", "t", T0)])  # its first write: not due
+        c.register([])  # the writer thread is sequential: this waits for its maintenance
+        assert (c.pruned, c.message_count()) == (0, 2)
+        now[0] += 61
+        c.register([SendRegistration("later", "t", now[0])])
+        c.register([])
+        assert (c.pruned, c.message_count()) == (1, 2)
+    finally:
+        for store in stores:
+            store.close()
