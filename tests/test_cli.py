@@ -124,12 +124,6 @@ def _wait_for(url: str, needle: str) -> str:
         time.sleep(0.1)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_help_lists_the_details_subcommand() -> None:
     result = _cli("--help")
     assert result.returncode == 0
@@ -192,42 +186,3 @@ def test_details_demo_prints_a_page_of_the_embedded_simulators_records() -> None
     assert header.split()[:3] == ["SEND", "TIME", "TEMPLATE"]
     assert len(rows) == 10
     assert all("Payment confirmation" in row and " Failed " in row for row in rows)
-
-
-def test_the_demo_receives_the_simulators_pushes_and_counts_them_at_its_next_poll() -> None:
-    port = _free_port()
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "--demo", "--web.listen-address", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    pusher = None
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_for(f"{url}/metrics", 'msgsms_up{account="push"} 1.0')
-        pusher = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "exporter.simulator.cli"),
-                *("--web.listen-address", "127.0.0.1:0", "--log.level", "warning"),
-                *("--push.url", url, "--history", "10m"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        # The demo polls every 15 s; the pushed history is counted at the next poll.
-        deadline = time.monotonic() + 90
-        pushed = 0.0
-        while pushed == 0:
-            assert time.monotonic() < deadline, "the pushed messages were never counted"
-            time.sleep(1)
-            exposition = httpx.get(f"{url}/metrics", timeout=5).text
-            pushed = sum(
-                float(line.rsplit(" ", 1)[1])
-                for line in exposition.splitlines()
-                if line.startswith('msgsms_window_messages{account="push",')
-            )
-    finally:
-        for process in (pusher, demo):
-            if process is not None:
-                process.terminate()
-                process.wait(timeout=30)

@@ -26,8 +26,10 @@ from pathlib import Path
 
 import pytest
 from conftest import write_exporter_config
+from netns import fetch, network_namespace
 from promtool import require_tool
 from simulator_process import READY_PREFIX
+from wheels import build_wheels
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
@@ -153,52 +155,6 @@ class Install:
         return self.root / "tmp"
 
 
-def wheel_cache() -> Path:
-    """Dependency wheels kept between runs, so the image's offline install needs no index."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return Path(os.environ.get("MSGSMS_WHEEL_CACHE") or base / "msgsms-exporter" / "wheels")
-
-
-def pip_wheel(context: Path, wheels: Path, *, offline: bool) -> bool:
-    """The build stage's `pip wheel`: the project and every dependency as wheels."""
-    cache = wheel_cache()
-    source = ("--no-index", f"--find-links={cache}") if offline else ()
-    result = subprocess.run(
-        [
-            *(sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check"),
-            *(*source, "--wheel-dir", str(wheels), str(context)),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
-    if result.returncode != 0 and not offline:
-        pytest.fail(f"pip wheel failed:\n{result.stdout}{result.stderr}")
-    return result.returncode == 0
-
-
-def build_wheels(context: Path, wheels: Path) -> None:
-    """Build from the wheel cache alone; fill the cache from the index when it lacks something."""
-    if pip_wheel(context, wheels, offline=True):
-        return
-    cache = wheel_cache()
-    cache.mkdir(parents=True, exist_ok=True)
-    # The build backend's own wheels too: an offline, isolated build installs them from here.
-    build_requires = tomllib.loads((context / "pyproject.toml").read_text())["build-system"]
-    subprocess.run(
-        [
-            *(sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check"),
-            *("--wheel-dir", str(cache), *build_requires["requires"], str(context)),
-        ],
-        check=True,
-        timeout=600,
-    )
-    for stale in cache.glob("msgsms_exporter-*.whl"):
-        stale.unlink()  # the project itself is always built from the checkout
-    assert pip_wheel(context, wheels, offline=True), "the filled wheel cache still lacks a wheel"
-
-
 @pytest.fixture(scope="module")
 def image_install() -> Iterator[Install]:
     """Dockerfile's steps: build the wheels, then install them into a fresh venv from no index."""
@@ -250,42 +206,10 @@ def test_install_runs_the_wheel_not_the_checkout(image_install: Install) -> None
 
 @pytest.fixture(scope="module")
 def network() -> Iterator[tuple[str, ...]]:
-    """A network namespace of the container's own: loopback only, so 9170 is free in it.
-
-    Yields the command prefix that runs a process inside it. The probes, the simulator and
-    the entrypoint all run there, whatever else listens on this machine.
-    """
-    ip = shutil.which("ip", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
-    problem = ""
-    if os.geteuid() != 0:
-        problem = "not root: cannot make a network namespace for the container"
-    elif ip is None or shutil.which("nsenter") is None:
-        problem = "ip (iproute2) or nsenter (util-linux) is not installed"
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(problem)
-        pytest.skip(problem)
-    holder = subprocess.Popen(
-        [
-            "unshare",
-            "--net",
-            "--",
-            "sh",
-            "-c",
-            f"{ip} link set lo up && echo up && exec sleep 3600",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "up", "the network namespace did not start"
-        yield ("nsenter", f"--net=/proc/{holder.pid}/ns/net", "--")
-    finally:
-        holder.kill()
-        holder.wait(timeout=10)
-        if holder.stdout is not None:
-            holder.stdout.close()
+    """The container's own network namespace: the probes, the simulator and the entrypoint
+    all run in it, so 9170 is the container's whatever listens on this machine."""
+    with network_namespace() as inside:
+        yield inside
 
 
 @functools.cache
@@ -366,15 +290,7 @@ class Container:
 
     def fetch(self, path: str) -> tuple[int, str]:
         """GET `path` from the container's port, from inside its network namespace."""
-        result = subprocess.run(
-            [*self.network, sys.executable, "-c", FETCH, f"http://127.0.0.1:{PORT}{path}"],
-            capture_output=True,
-            text=True,
-            timeout=15,
-            check=False,
-        )
-        status, _, body = result.stdout.partition("\n")
-        return int(status or 0), body
+        return fetch(self.network, f"http://127.0.0.1:{PORT}{path}")
 
     def wait_for(self, path: str, status: int, seconds: float) -> str:
         deadline = time.monotonic() + seconds
@@ -400,19 +316,6 @@ class Container:
             )
         ) as process:
             yield process
-
-
-# Prints the status line, then the body; no output when nothing answers.
-FETCH = """
-import sys, urllib.error, urllib.request
-try:
-    with urllib.request.urlopen(sys.argv[1], timeout=5) as response:
-        print(response.status); print(response.read().decode(), end="")
-except urllib.error.HTTPError as error:
-    print(error.code)
-except OSError:
-    pass
-"""
 
 
 @contextlib.contextmanager
