@@ -46,8 +46,35 @@ class QueryLimits:
     max_limit: int = 100
 
 
+# One code per violated rule, as the console tells them apart (documented in openapi.yaml).
+BAD_PARAMETER = "MSGSMS.0400"
+BAD_TIME = "MSGSMS.0410"
+BAD_TIME_ORDER = "MSGSMS.0411"
+SPAN_TOO_LONG = "MSGSMS.0412"
+BEYOND_LOOKBACK = "MSGSMS.0413"
+BAD_PAGE = "MSGSMS.0414"
+BAD_MOBILE = "MSGSMS.0415"
+BAD_SEND_RESULT = "MSGSMS.0416"
+
+
 class BadParameter(ExporterError):
-    """A query parameter is missing or invalid; the message names it."""
+    """A query parameter is missing or invalid; the message names it, ``error_code`` the rule."""
+
+    error_code = BAD_PARAMETER
+
+    def __init__(self, message: str, error_code: str | None = None) -> None:
+        if error_code is not None:
+            self.error_code = error_code
+        super().__init__(message)
+
+
+def human_duration(seconds: float) -> str:
+    """``86400`` → ``24 hours``, ``5184000`` → ``60 days``, ``90`` → ``90 seconds``."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0 and (unit != "day" or seconds > size):
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds:g} second{'s' if seconds != 1 else ''}"
 
 
 def single(params: Mapping[str, list[str]], name: str) -> str | None:
@@ -66,18 +93,18 @@ def integer(params: Mapping[str, list[str]], name: str, default: int, low: int, 
     if text is None:
         return default
     if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
-        raise BadParameter(f"{name}: expected an integer in [{low}, {high}]")
+        raise BadParameter(f"{name}: expected an integer in [{low}, {high}]", BAD_PAGE)
     return int(text)
 
 
 def _time(params: Mapping[str, list[str]], name: str) -> float:
     text = single(params, name)
     if text is None:
-        raise BadParameter(f"{name}: required (RFC 3339, e.g. 2026-11-26T10:00:00Z)")
+        raise BadParameter(f"{name}: required (RFC 3339, e.g. 2026-11-26T10:00:00Z)", BAD_TIME)
     try:
         return parse_rfc3339(text)
     except ValueError as exc:
-        raise BadParameter(f"{name}: {exc}") from exc
+        raise BadParameter(f"{name}: {exc}", BAD_TIME) from exc
 
 
 def parse_details_query(
@@ -89,21 +116,21 @@ def parse_details_query(
         raise BadParameter(f"{unknown[0]}: unknown parameter")
     start, end = _time(params, "start_time"), _time(params, "end_time")
     if end <= start:
-        raise BadParameter("end_time: must be after start_time")
+        raise BadParameter("end_time: must be after start_time", BAD_TIME_ORDER)
     if end - start > limits.max_span_seconds:
-        raise BadParameter(
-            f"end_time: the query spans more than {limits.max_span_seconds:g} seconds"
-        )
+        span = human_duration(limits.max_span_seconds)
+        raise BadParameter(f"end_time: the query spans more than {span}", SPAN_TOO_LONG)
     if start < now - limits.lookback_seconds:
-        raise BadParameter(f"start_time: older than {limits.lookback_seconds:g} seconds before now")
+        back = human_duration(limits.lookback_seconds)
+        raise BadParameter(f"start_time: older than {back} before now", BEYOND_LOOKBACK)
     offset = integer(params, "offset", 0, 0, 10**9)
     limit = integer(params, "limit", 10, 1, limits.max_limit)
     mobile = single(params, "mobile")
     if mobile is not None and not MOBILE_PATTERN.match(mobile):
-        raise BadParameter("mobile: expected digits with the country code, no '+'")
+        raise BadParameter("mobile: expected digits with the country code, no '+'", BAD_MOBILE)
     result = single(params, "send_result")
     if result is not None and result not in {r.value for r in SendResult}:
-        raise BadParameter("send_result: expected success, failed or sending")
+        raise BadParameter("send_result: expected success, failed or sending", BAD_SEND_RESULT)
     template_id = single(params, "template_id")
     if template_id is not None and not template_id:
         raise BadParameter("template_id: must not be empty")

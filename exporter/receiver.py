@@ -511,7 +511,7 @@ class Receiver:
             page = self.store.query(query)
         except BadParameter as exc:
             self.stats.reject(["bad_parameter"])
-            body = error_to_wire("MSGSMS.0400", str(exc))
+            body = error_to_wire(exc.error_code, str(exc))
             return self._answer("details", started, _json_response(400, body))
         except UpstreamError as exc:
             self.stats.reject(["store_unavailable"])

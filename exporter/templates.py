@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from exporter.errors import UpstreamMalformed
 
@@ -29,18 +28,6 @@ class TemplatePage:
 
     total: int
     templates: list[SmsTemplate]
-
-
-def template_to_wire(template: SmsTemplate, primary_key: int) -> dict[str, Any]:
-    """A template in the real API's result shape."""
-    return {
-        "id": primary_key,
-        "template_id": template.template_id,
-        "template_name": template.template_name,
-        "template_type": template.template_type,
-        "flow_status": template.flow_status,
-        "region": template.region,
-    }
 
 
 def parse_template_page(body: object) -> TemplatePage:

@@ -162,7 +162,7 @@ def test_the_receivers_store_answers_the_contract_over_http(store_api) -> None:
     bad = httpx.get(f"{url}{DETAILS_PATH}", params={**params, "end_time": "2026-11-27T11:00:00Z"})
     assert bad.status_code == 400
     jsonschema.validate(bad.json(), _schema("Error"))
-    assert bad.json()["error_msg"] == "end_time: the query spans more than 86400 seconds"
+    assert bad.json()["error_msg"] == "end_time: the query spans more than 24 hours"
     exposition = generate_latest(registry).decode()
     assert 'msgsms_push_rejected_total{reason="bad_parameter"} 1.0' in exposition
     assert 'msgsms_push_requests_total{code="400",endpoint="details"} 1.0' in exposition

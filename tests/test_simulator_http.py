@@ -76,17 +76,33 @@ def test_truth_equals_paging_every_record_after_the_clock_moves(url: str) -> Non
         assert sum(counts["status_codes"].values()) == counts["success"] + counts["failed"]
 
 
-def test_a_second_query_in_flight_is_refused_with_retry_after(url: str) -> None:
+def signed_details(url: str, params: dict[str, str]) -> httpx.Response:
+    target = f"{url}/api/v1/send-details?{urlencode(params)}"
+    now = datetime.now(UTC)
+    headers = sign_request("GET", target, {}, b"", Credentials("sim-ak", "sim-sk"), now)
+    return httpx.get(target, headers=headers, timeout=30)
+
+
+@pytest.mark.parametrize(
+    "clients",
+    [(get_details, get_details), (signed_details, get_details)],
+    ids=["token-and-token", "aksk-and-token"],
+)
+def test_a_second_query_of_the_account_in_flight_is_refused_with_retry_after(
+    url: str, clients: tuple[object, object]
+) -> None:
+    # One query at a time per account: its AK/SK and its token are the same user.
     plan = {"latency_seconds": 0.5, "endpoints": ["send-details"]}
     assert httpx.post(f"{url}/-/faults", json=plan).status_code == 200
     barrier = threading.Barrier(2)
     answers: list[httpx.Response] = []
 
-    def query() -> None:
+    def query(client: object) -> None:
         barrier.wait()
-        answers.append(get_details(url, {"start_time": "2026-11-26T09:00:00Z", "end_time": START}))
+        params = {"start_time": "2026-11-26T09:00:00Z", "end_time": START}
+        answers.append(client(url, params))  # type: ignore[operator]
 
-    threads = [threading.Thread(target=query) for _ in range(2)]
+    threads = [threading.Thread(target=query, args=(client,)) for client in clients]
     try:
         for thread in threads:
             thread.start()
@@ -99,6 +115,8 @@ def test_a_second_query_in_flight_is_refused_with_retry_after(url: str) -> None:
     refused = next(a for a in answers if a.status_code == 429)
     assert refused.headers["Retry-After"] == "1"
     assert refused.json()["error_code"] == "MSGSMS.0429"
+    request_ids = {a.headers["X-Request-Id"] for a in answers}
+    assert len(request_ids) == 2 and all(len(i) == 32 for i in request_ids)
 
 
 def test_the_template_list_and_openapi_are_served(url: str) -> None:

@@ -23,11 +23,13 @@ DEFAULT_TOKEN = "demo-token"  # noqa: S105 - documented demo credential
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """What the simulator accepts: one AK/SK pair and one token."""
+    """What the simulator accepts: one account's AK/SK pair and its token."""
 
     access_key: str = DEFAULT_ACCESS_KEY
     secret_key: str = DEFAULT_SECRET_KEY
     token: str = DEFAULT_TOKEN
+    account: str = "simulator"
+    """The user both credentials belong to: one query at a time is per account."""
 
     def __repr__(self) -> str:
         return f"Credentials(access_key={self.access_key!r}, secret_key='***', token='***')"
@@ -115,7 +117,7 @@ class RateLimiter:
 
 
 class InFlight:
-    """At most one running query per principal (the console's rule)."""
+    """At most one running query per account (the console's rule), whatever credential."""
 
     def __init__(self) -> None:
         self._running: set[str] = set()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,17 @@ from exporter.status_codes import StatusCategory
 
 PACKAGED_SCENARIOS = ("default", "load")
 TEMPLATE_TYPES = ("VERIFY_CODE_TYPE", "PROMOTION_TYPE", "NOTIFY_TYPE")
+FLOW_STATUSES = (
+    "Adopted",
+    "Reviewing",
+    "Reject",
+    "Disable",
+    "Pending",
+    "Adopted_inactive",
+    "SignReviewing",
+)
+MAINLAND = "86"
+"""The one country of ``cn`` templates; ``intl`` templates send everywhere else."""
 DEFAULT_PROJECT_ID = "0123456789abcdef0123456789abcdef"
 FAILURE_CATEGORIES = tuple(c.value for c in StatusCategory if c is not StatusCategory.DELIVERED)
 DEFAULT_FAILURE_MIX: dict[str, float] = {
@@ -46,6 +58,11 @@ class TemplateSpec:
     countries: tuple[str, ...]
     flow_status: str = "Adopted"
     review_hold_weight: float = 1.0
+    app_name: str = "simulator-app"
+    sign_name: str = "Simulator"
+    content: str | None = None
+    create_time: str | None = None
+    """``yyyy-MM-dd HH:mm:ss``; None: derived from the template's place in the scenario."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +200,10 @@ _TEMPLATE_KEYS = {
     "countries",
     "flow_status",
     "review_hold_weight",
+    "app_name",
+    "sign_name",
+    "content",
+    "create_time",
 }
 _GENERATED_KEYS = {"count", "total_rate_per_hour", "zipf_exponent", "failure_share", "countries"}
 
@@ -293,39 +314,74 @@ def _templates(r: _Reader, top: Mapping[str, Any], mix: dict[str, float]) -> lis
     return out
 
 
-def _countries(r: _Reader, obj: Mapping[str, Any], where: str) -> tuple[str, ...]:
-    value = obj.get("countries", ["44", "49", "33"])
+def _countries(
+    r: _Reader, obj: Mapping[str, Any], where: str, region: str = "intl"
+) -> tuple[str, ...]:
+    default = [MAINLAND] if region == "cn" else ["44", "49", "33"]
+    value = obj.get("countries", default)
     ok = isinstance(value, list) and value and all(isinstance(c, str) for c in value)
     if not ok or not all(c in COUNTRY_PLANS for c in value):
         known = ", ".join(sorted(COUNTRY_PLANS))
         r.problems.append(f"{_at(where, 'countries')}: expected a list of country codes ({known})")
-        return ("44",)
+        return tuple(default)
+    if region == "cn" and value != [MAINLAND]:
+        r.problems.append(f"{_at(where, 'countries')}: a cn template sends to {MAINLAND} only")
+    if region == "intl" and MAINLAND in value:
+        r.problems.append(f"{_at(where, 'countries')}: an intl template cannot send to {MAINLAND}")
     return tuple(value)
+
+
+def _created(value: str) -> bool:
+    try:
+        datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return False
+    return True
 
 
 def _template(r: _Reader, obj: object, where: str, mix: dict[str, float]) -> TemplateSpec:
     t = r.mapping(obj, where, _TEMPLATE_KEYS)
     template_id = r.text(t, "template_id", where)
+    template_type = r.text(
+        t,
+        "type",
+        where,
+        "NOTIFY_TYPE",
+        lambda s: s in TEMPLATE_TYPES,
+        "one of " + ", ".join(TEMPLATE_TYPES),
+    )
+    # Huawei's international templates are NOTIFY_TYPE only; other types are mainland (cn).
+    default_region = "intl" if template_type == "NOTIFY_TYPE" else "cn"
+    region = r.text(t, "region", where, default_region, lambda s: s in ("cn", "intl"), "cn or intl")
+    if region == "intl" and template_type != "NOTIFY_TYPE":
+        r.problems.append(f"{_at(where, 'type')}: an intl template is NOTIFY_TYPE only")
+    content = t.get("content")
     return TemplateSpec(
         template_id=template_id,
         name=r.text(t, "name", where, template_id or "template"),
-        template_type=r.text(
-            t,
-            "type",
-            where,
-            "NOTIFY_TYPE",
-            lambda s: s in TEMPLATE_TYPES,
-            "one of " + ", ".join(TEMPLATE_TYPES),
-        ),
-        region=r.text(t, "region", where, "intl", lambda s: s in ("cn", "intl"), "cn or intl"),
+        template_type=template_type,
+        region=region,
         rate_per_hour=r.number(t, "rate_per_hour", where, 0.0, 0.0, 1e8),
         failure_share=r.number(t, "failure_share", where, 0.02, 0.0, 1.0),
         failure_mix=r.mix(t["failure_mix"], _at(where, "failure_mix"))
         if "failure_mix" in t
         else mix,
-        countries=_countries(r, t, where),
-        flow_status=r.text(t, "flow_status", where, "Adopted"),
+        countries=_countries(r, t, where, region),
+        flow_status=r.text(
+            t,
+            "flow_status",
+            where,
+            "Adopted",
+            lambda s: s in FLOW_STATUSES,
+            "one of " + ", ".join(FLOW_STATUSES),
+        ),
         review_hold_weight=r.number(t, "review_hold_weight", where, 1.0, 0.0, 1e6),
+        app_name=r.text(t, "app_name", where, "simulator-app"),
+        sign_name=r.text(t, "sign_name", where, "Simulator"),
+        content=None if content is None else r.text(t, "content", where),
+        create_time=r.text(t, "create_time", where, check=_created, expected="yyyy-MM-dd HH:mm:ss")
+        if "create_time" in t
+        else None,
     )
 
 
@@ -339,12 +395,11 @@ def _generated(r: _Reader, obj: object, mix: dict[str, float]) -> list[TemplateS
     countries = _countries(r, g, where)
     weights = [1.0 / (rank**exponent) for rank in range(1, count + 1)]
     norm = sum(weights)
-    types = TEMPLATE_TYPES
-    return [
+    return [  # international senders: NOTIFY_TYPE is the only type there
         TemplateSpec(
             template_id=f"9e{rank:030x}",
             name=f"Generated template {rank}",
-            template_type=types[rank % 3],
+            template_type="NOTIFY_TYPE",
             region="intl",
             rate_per_hour=total * w / norm,
             failure_share=failure,
@@ -365,6 +420,16 @@ COUNTRY_PLANS: dict[str, tuple[int, str]] = {
     "86": (11, "1"),
     "91": (10, "6789"),
     "234": (10, "789"),
+}
+COUNTRY_NAMES: dict[str, str] = {
+    "1": "United States",
+    "33": "France",
+    "44": "United Kingdom",
+    "49": "Germany",
+    "65": "Singapore",
+    "86": "Chinese mainland",
+    "91": "India",
+    "234": "Nigeria",
 }
 
 

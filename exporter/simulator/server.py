@@ -8,6 +8,7 @@ import socket
 import struct
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import structlog
 
 from exporter.records import DETAILS_PATH
 from exporter.simulator.api import BadParameter, QueryLimits, list_templates, send_details
+from exporter.simulator.catalog import InvalidTemplateQuery
 from exporter.simulator.clock import Clock, ManualClock
 from exporter.simulator.faults import (
     RECORD_FAULTS,
@@ -111,6 +113,8 @@ class SimulatorApp:
             endpoint, response = "other", _error(500, "MSGSMS.0500", "internal simulator error")
         with self._stats_lock:
             self.stats[(endpoint, response.status)] += 1
+        # Like Huawei's gateway, every answer names the request for support tickets.
+        response.headers.setdefault("X-Request-Id", uuid.uuid4().hex)
         log.debug("request", endpoint=endpoint, status=response.status)
         return response
 
@@ -185,20 +189,21 @@ class SimulatorApp:
             return _error(429, "APIG.0308", "The request is throttled.", **{"Retry-After": "1"})
         if fault.rule is not None and kind is FaultKind.BUSY:
             return self._busy(fault.rule.retry_after_header())
-        if endpoint == "send-details" and not self.in_flight.acquire(principal):
+        account = self.credentials.account  # AK/SK and token: the same user
+        if endpoint == "send-details" and not self.in_flight.acquire(account):
             return self._busy({"Retry-After": "1"})
         try:
             return self._serve_api(endpoint, params, fault)
         finally:
             if endpoint == "send-details":
-                self.in_flight.release(principal)
+                self.in_flight.release(account)
 
     @staticmethod
     def _busy(headers: dict[str, str]) -> Response:
         return _error(
             429,
             "MSGSMS.0429",
-            "A query is already running for these credentials; wait for its result.",
+            "A query is already running for this account; wait for its result.",
             **headers,
         )
 
@@ -229,8 +234,17 @@ class SimulatorApp:
                 body = send_details(self.store, query, self.clock.now(), self.limits)
             else:
                 body = list_templates(self.store.scenario, params, frozenset(deleted))
+        except InvalidTemplateQuery as exc:
+            return _json(
+                400,
+                {
+                    "error_code": exc.error_code,
+                    "error_msg": "Invalid Parameter.",
+                    "error_detail": str(exc),
+                },
+            )
         except BadParameter as exc:
-            return _error(400, "MSGSMS.0400", str(exc))
+            return _error(400, exc.error_code, str(exc))
         if fault.malformed is not None:
             return Response(200, malform(body, fault.malformed))
         broken = None if rule is None else corrupt_body(body, rule)
