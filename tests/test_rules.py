@@ -59,13 +59,28 @@ def test_rule_names_are_unique() -> None:
     assert len(set(groups)) == len(groups)
 
 
+# The base is one recording rule's label (absolute, clickable in Alertmanager); promtool's
+# unit tests check the expanded links.
+RUNBOOK_URL = (
+    '{{ with query "msgsms:runbook_base_url:info" }}{{ . | first | label "url" }}{{ end }}#'
+)
+
+
+def test_the_runbook_base_url_is_one_absolute_setting() -> None:
+    (rule,) = [r for r in recording_rules() if r["record"] == "msgsms:runbook_base_url:info"]
+    url = re.fullmatch(r'label_replace\(vector\(1\), "url", "([^"]+)", "", ""\)', rule["expr"])
+    assert url is not None and url[1].startswith("https://")
+    assert url[1].endswith("/docs/alerts.md")
+    assert load_rule_groups()[0]["rules"][0] == rule, "evaluated before the alerts of its group"
+
+
 @pytest.mark.parametrize("rule", ALERTS, ids=ALERT_NAMES)
 def test_alert_has_severity_summary_description_and_runbook(rule: dict) -> None:
     assert rule.get("labels", {}).get("severity") in SEVERITIES
     annotations = rule.get("annotations", {})
     for key in ("summary", "description", "runbook_url"):
         assert annotations.get(key, "").strip(), f"{rule['alert']} has no {key}"
-    assert annotations["runbook_url"] == f"docs/alerts.md#{rule['alert'].lower()}"
+    assert annotations["runbook_url"] == RUNBOOK_URL + rule["alert"].lower()
 
 
 @pytest.mark.parametrize("rule", ALERTS, ids=ALERT_NAMES)
