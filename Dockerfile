@@ -1,10 +1,10 @@
 # msgsms-exporter container image.
 #
-#   docker build -t msgsms-exporter .
-#   docker run --rm -p 9170:9170 msgsms-exporter --demo
+#   docker build -t msgsms-exporter:0.1.0 .
+#   docker run --rm -p 9170:9170 msgsms-exporter:0.1.0 --demo
 #   docker run --rm -p 9170:9170 --read-only --tmpfs /tmp \
 #     -v "$PWD/config.yaml:/etc/msgsms-exporter/config.yaml:ro" \
-#     -e MSGSMS_ACCESS_KEY -e MSGSMS_SECRET_KEY msgsms-exporter
+#     -e MSGSMS_ACCESS_KEY -e MSGSMS_SECRET_KEY msgsms-exporter:0.1.0
 #
 # tests/test_container.py performs the same install steps in a virtual environment, runs the
 # ENTRYPOINT with this CMD against the simulator and probes the HEALTHCHECK; keep them in step.

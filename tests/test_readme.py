@@ -30,12 +30,14 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from netns import fetch, network_namespace
 from wheels import build_wheels, wheel_cache
 
@@ -265,3 +267,19 @@ def demo_serving(demo: bool, inside: tuple[str, ...], checkout: Path, log: Path)
     with background(inside, "exec msgsms-exporter --demo", checkout, log) as process:
         wait_until_served(inside, process, log, "/-/ready")
         yield
+
+
+def test_the_image_the_readme_builds_is_the_one_kubernetes_deploys() -> None:
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    docker = "\n".join(block.script for block in BLOCKS if "docker build" in block.script)
+    docker = docker.replace("\\\n", " ")  # continuation lines joined
+    built = re.findall(r"docker build -t (\S+) \.", docker)
+    assert built == [f"msgsms-exporter:{version}"]
+    runs = re.findall(r"^docker run .*?\s(msgsms-exporter(?::\S+)?)(?:\s|$)", docker, re.M)
+    assert runs and set(runs) == set(built)
+    for variant in ("", "sharded/"):
+        kustomization = yaml.safe_load(
+            (REPO / f"deploy/kubernetes/{variant}kustomization.yaml").read_text()
+        )
+        (image,) = kustomization["images"]
+        assert f"{image['newName']}:{image['newTag']}" == built[0], variant
