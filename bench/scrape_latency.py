@@ -32,8 +32,8 @@ from engine import PROMETHEUS_HEADERS, scrape_latency
 
 from exporter.collector import DeliveryCollector
 from exporter.ledger import Tally
+from exporter.pushstats import PushCollector, ReceiverStats
 from exporter.pushstore import PushStore
-from exporter.receiver import PushCollector, ReceiverStats
 from exporter.records import SendResult
 from exporter.snapshot import AccountSnapshot, SnapshotBoard, WindowSnapshot, summarize
 from exporter.status_codes import StatusCategory

@@ -23,6 +23,7 @@ from exporter.errors import ConfigError
 from exporter.fetch import DetailsSource
 from exporter.pages import landing_page
 from exporter.poller import Poller
+from exporter.pushauth import unsigned_exposure
 from exporter.pushstore import AccountView, ReportStore, open_store
 from exporter.receiver import Receiver
 from exporter.sharding import UNSHARDED, Shard
@@ -35,6 +36,7 @@ from exporter.web import (
     Response,
     Router,
     WebServer,
+    authorized,
     text,
 )
 from exporter.webconfig import WebConfig, load_web_config
@@ -114,6 +116,9 @@ class Exporter:
         self.push_store: ReportStore | None = None
         self.receiver: Receiver | None = None
         self._push_views: dict[str, AccountView] = {}
+        self._auth: Authenticator | None = None
+        """The web config's users, as last started or reloaded (registrations may use them)."""
+        self._host: str | None = None
         live: CollectorRegistry | None = None
         if config.receiver is not None:
             rc = config.receiver
@@ -125,6 +130,10 @@ class Exporter:
                 clock=clock,
                 limits=limits,
                 accounts=push_accounts(config),
+                basic_auth=self._basic_ok,
+                pinned_templates=tuple(
+                    t for a in config.accounts if a.source == "push" for t in a.templates.ids
+                ),
             )
             live = CollectorRegistry(auto_describe=True)
             live.register(self.receiver.collector())
@@ -294,6 +303,11 @@ class Exporter:
         except ConfigError as error:
             problems += error.problems
         access = self._web_access(problems)
+        if config is not None and self._host is not None:
+            # New users, or none: pushes must stay authenticated (or allowed unsigned).
+            users = access[1] if access is not None else self._auth
+            problem = self._push_exposure(config, self._host, users is not None)
+            problems += [problem] if problem else []
         if not problems and config is not None:
             try:
                 self.reload(config)
@@ -306,6 +320,7 @@ class Exporter:
         if access is not None and self._web is not None:
             tls, auth = access
             self._web.update(tls=tls, auth=auth)
+            self._auth = auth
             log.info("web configuration reloaded", tls=tls is not None, basic_auth=auth is not None)
         return []
 
@@ -383,12 +398,17 @@ class Exporter:
         ``web`` adds TLS and basic auth; ``health_open`` leaves ``/-/healthy`` and
         ``/-/ready`` without auth (for kubelet probes).
         """
+        auth = web.auth()
+        problem = self._push_exposure(self.config, host, auth is not None)
+        if problem:
+            raise ConfigError([problem])
+        self._auth, self._host = auth, host
         self._web = WebServer(
             self.router(),
             host,
             port,
             tls=web.tls.context() if web.tls is not None else None,
-            auth=web.auth(),
+            auth=auth,
             open_paths=(*(HEALTH_PATHS if health_open else ()), *self._push_paths_open()),
         )
         self._web.start()
@@ -398,11 +418,33 @@ class Exporter:
         return self._web.address
 
     def _push_paths_open(self) -> tuple[str, ...]:
-        """Push paths skip basic auth when pushes are signed: Huawei cannot send a password."""
+        """Push paths skip basic auth when pushes are signed (Huawei cannot send a
+        password); registration paths also with a registration token. The receiver then
+        checks the signature, the token or the basic auth itself."""
         rc = self.config.receiver
-        if rc is None or not rc.signing_keys or self.receiver is None:
+        if rc is None or self.receiver is None:
             return ()
-        return self.receiver.push_paths()
+        if rc.signing_keys:
+            return self.receiver.push_paths()
+        return self.receiver.registration_paths() if rc.registration_token else ()
+
+    def _basic_ok(self, header: str) -> bool:
+        """True when ``header`` names a user of the current web config."""
+        return self._auth is not None and authorized(self._auth, header)
+
+    def _push_exposure(self, config: Config, host: str, basic_auth: bool) -> str | None:
+        """Why the receiver may not serve on ``host``; warns when it is allowed unsigned."""
+        rc = config.receiver
+        problem = unsigned_exposure(rc, host, basic_auth) if rc is not None else None
+        if problem is None or rc is None:
+            return None
+        if not rc.allow_unsigned:
+            return problem
+        log.warning(
+            "push paths accept unsigned reports from anyone (receiver.allow_unsigned)",
+            host=host,
+        )
+        return None
 
     def _start_thread(self, slot: _Slot) -> None:
         slot.thread = threading.Thread(

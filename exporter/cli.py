@@ -201,6 +201,9 @@ def _run(exporter: Exporter, args: argparse.Namespace, web: WebConfig) -> int:
         return 0 if ok else 1
     try:
         return serve(exporter, args.listen, web, args.health_open, args.shutdown_delay)
+    except ConfigError as error:
+        exporter.stop()
+        return _report_config_error(error)
     except (OSError, ValueError) as error:
         exporter.stop()
         reason = error.strerror if isinstance(error, OSError) and error.strerror else error

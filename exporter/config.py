@@ -25,6 +25,11 @@ RESOLUTION_SECONDS = 60
 """Sending time is tallied per minute; windows and their ends fall on whole minutes."""
 ENGINES = ("incremental", "full_scan")
 ACCOUNT_PLACEHOLDER = "{account}"
+EXPORTER_PATHS = frozenset(
+    {"/", "/metrics", "/details", "/-/healthy", "/-/ready", "/-/reload", "/api/v1/send-details"}
+)
+"""The exporter's own routes: no receiver path may take one, nor anything under ``/-/``."""
+DEFAULT_MAX_TEMPLATES = 300
 """In a receiver path, stands for the name of each account with ``source: push``."""
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = re.compile(r"^[a-zA-Z0-9_.-]{1,64}$")
@@ -103,6 +108,12 @@ class ReceiverConfig:
     attribution: str = "none"
     attribution_key: str = ""
     details_api: bool = False
+    allow_unsigned: bool = False
+    """Serve unauthenticated push paths on a non-loopback address (refused otherwise)."""
+    registration_token: Secret | None = None
+    """Bearer token that authorizes send registrations (besides basic auth and signing)."""
+    max_templates: int = DEFAULT_MAX_TEMPLATES
+    """Distinct templates pushes may add; beyond, they count under ``template="other"``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +388,9 @@ _RECEIVER_KEYS = {
     "signing",
     "attribution",
     "details_api",
+    "allow_unsigned",
+    "registration_token",
+    "max_templates",
 }
 _ATTRIBUTION_MODES = ("none", "extend", "extend_pair", "extend_json")
 
@@ -482,6 +496,13 @@ def _receiver(reader: _Reader, raw: object) -> ReceiverConfig | None:
     elif mode in ("extend_pair", "extend_json") and not key:
         reader.problem("receiver.attribution.key", f"is required with from: {mode}")
     details_api = bool(reader.get(spec, "details_api", "receiver", _boolean, False))
+    allow_unsigned = bool(reader.get(spec, "allow_unsigned", "receiver", _boolean, False))
+    token = (
+        reader.secret(spec["registration_token"], "receiver.registration_token")
+        if "registration_token" in spec
+        else None
+    )
+    max_templates = reader.get(spec, "max_templates", "receiver", _positive_int, d.max_templates)
     if store_path is None and store_url is None:
         return None
     return ReceiverConfig(
@@ -497,7 +518,26 @@ def _receiver(reader: _Reader, raw: object) -> ReceiverConfig | None:
         attribution=mode,
         attribution_key=key,
         details_api=details_api,
+        allow_unsigned=allow_unsigned,
+        registration_token=token,
+        max_templates=max_templates or d.max_templates,
     )
+
+
+def _check_receiver_paths(reader: _Reader, receiver: ReceiverConfig, pushed: list[str]) -> None:
+    """No push path may shadow one of the exporter's routes (``/metrics``, ``/-/reload``)."""
+    paths = {
+        "single": receiver.single_path,
+        "batch": receiver.batch_path,
+        "sends": receiver.sends_path,
+    }
+    for key, path in paths.items():
+        served = {path.replace(ACCOUNT_PLACEHOLDER, name) for name in pushed or [""]}
+        taken = sorted(p for p in served if p in EXPORTER_PATHS or p.startswith("/-/"))
+        if taken:
+            reader.problem(
+                f"receiver.paths.{key}", f"{taken[0]} is one of the exporter's own paths"
+            )
 
 
 def _check_push_routing(reader: _Reader, receiver: ReceiverConfig, pushed: list[str]) -> None:
@@ -578,6 +618,7 @@ def parse_config(raw: object, env: Mapping[str, str]) -> Config:
     if pushed and "receiver" not in spec:
         reader.problem("receiver", f"is required: account {pushed[0]!r} uses source: push")
     if receiver is not None:
+        _check_receiver_paths(reader, receiver, pushed)
         _check_push_routing(reader, receiver, pushed)
     names = [a.name for a in accounts]
     for name in sorted({n for n in names if names.count(n) > 1}):

@@ -42,11 +42,15 @@ class RecordError(ExporterError):
 
 
 class PushRejected(ExporterError):
-    """A push (or one item of a batch) is not acceptable; ``reason`` is a bounded label."""
+    """A push (or one item of a batch) is not acceptable; ``reason`` is a bounded label,
+    ``error_code`` the contract's code when the answer follows the details contract."""
 
-    def __init__(self, reason: str, message: str, status: int = 400) -> None:
+    def __init__(
+        self, reason: str, message: str, status: int = 400, *, error_code: str = ""
+    ) -> None:
         self.reason = reason
         self.status = status
+        self.error_code = error_code
         super().__init__(message)
 
 

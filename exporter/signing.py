@@ -2,7 +2,11 @@
 
 Pure functions: the client signs with :func:`sign_request`, the simulator and the
 status-report receiver check with :func:`verify_request`. The algorithm follows the
-official SDK signer, including the trailing ``/`` added to the canonical URI.
+official SDK signer, including the trailing ``/`` added to the canonical URI, and its
+``X-Sdk-Content-Sha256``: a body that is not JSON (a form-encoded single status report)
+is signed as ``UNSIGNED-PAYLOAD``, the literal standing in for the body's SHA-256. Such a
+signature proves who signed and when, not which body: within the 15-minute window a
+captured request could be replayed with another body.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ ALGORITHM = "SDK-HMAC-SHA256"
 DATE_HEADER = "X-Sdk-Date"
 DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 EMPTY_BODY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+CONTENT_HASH_HEADER = "X-Sdk-Content-Sha256"
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+_HASHED_TYPES = ("application/json", "application/bson")
+"""Content types whose bodies the official signer hashes; it signs others unsigned."""
 MAX_CLOCK_SKEW_SECONDS = 15 * 60
 
 _AUTH = re.compile(
@@ -72,6 +80,24 @@ def signed_header_names(headers: Mapping[str, str]) -> list[str]:
     return sorted({name.lower() for name in headers if "_" not in name})
 
 
+def payload_hash(headers: Mapping[str, str], body: bytes) -> str:
+    """The canonical request's last line, as the SDK signer and the gateway compute it.
+
+    ``headers`` are lower-cased. An empty body hashes as empty; otherwise a declared
+    ``X-Sdk-Content-Sha256`` stands in for the hash (``UNSIGNED-PAYLOAD``, or the hash
+    itself, which must then match the body).
+    """
+    if not body:
+        return EMPTY_BODY_SHA256
+    actual = hashlib.sha256(body).hexdigest()
+    declared = headers.get(CONTENT_HASH_HEADER.lower())
+    if declared is None or declared == UNSIGNED_PAYLOAD:
+        return declared or actual
+    if not hmac.compare_digest(declared.strip().lower(), actual):
+        raise SignatureError(f"{CONTENT_HASH_HEADER} does not match the body")
+    return declared.strip()
+
+
 def string_to_sign(
     method: str,
     url: str,
@@ -90,7 +116,7 @@ def string_to_sign(
             canonical_query(_query_pairs(parts.query)),
             canonical_headers,
             ";".join(signed),
-            hashlib.sha256(body).hexdigest(),
+            payload_hash(lowered, body),
         ]
     )
     digest = hashlib.sha256(canonical_request.encode()).hexdigest()
@@ -115,6 +141,9 @@ def sign_request(
         out["Host"] = urlsplit(url).netloc
     if not any(name.lower() == DATE_HEADER.lower() for name in out):
         out[DATE_HEADER] = now.astimezone(UTC).strftime(DATE_FORMAT)
+    content_type = next((v for k, v in out.items() if k.lower() == "content-type"), "")
+    if content_type and not content_type.lower().startswith(_HASHED_TYPES):
+        out.setdefault(CONTENT_HASH_HEADER, UNSIGNED_PAYLOAD)  # as the official signer does
     signed = signed_header_names(out)
     signature = _signature(credentials.secret_key, string_to_sign(method, url, out, body, signed))
     out["Authorization"] = (

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -14,14 +15,17 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.config import ReceiverConfig, parse_config
 from exporter.errors import ConfigError
+from exporter.pushparse import parse_single, template_from_extend
 from exporter.pushstore import PushStore
-from exporter.receiver import Receiver, parse_single, template_from_extend
+from exporter.receiver import Receiver
 from exporter.records import DetailsQuery, SendResult
 from exporter.signing import Credentials, sign_request
 from exporter.timestamps import parse_rfc3339
 from exporter.web import Request, Response, Router, WebServer
 
 NOW = parse_rfc3339("2026-11-26T11:05:00Z")
+FACTS_NOW = parse_rfc3339("2018-04-13T06:32:00Z")
+"""The facts' example report is from 2018: tests that push it run the clock then."""
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 JSON = {"content-type": "application/json"}
 FACTS_BODY = (
@@ -37,9 +41,9 @@ def store(tmp_path: Path) -> Iterator[PushStore]:
         yield s
 
 
-def _receiver(store: PushStore, **overrides: object) -> tuple[Receiver, Router]:
+def _receiver(store: PushStore, now: float = NOW, **overrides: object) -> tuple[Receiver, Router]:
     config = replace(ReceiverConfig(store_path=store.path), **overrides)  # type: ignore[arg-type]
-    receiver = Receiver(config, store, clock=lambda: NOW)
+    receiver = Receiver(config, store, clock=lambda: now)
     router = Router()
     receiver.add_routes(router)
     return receiver, router
@@ -64,7 +68,7 @@ def _batch(*items: dict) -> bytes:
 
 
 def test_single_report_from_the_facts_is_stored_and_answered_empty(store: PushStore):
-    receiver, router = _receiver(store)
+    receiver, router = _receiver(store, FACTS_NOW)
     response = _post(router, "/push/status-report", FACTS_BODY, FORM)
     assert (response.status, response.body) == (200, b"")
     (record,) = _records(store)
@@ -170,7 +174,7 @@ def test_either_of_two_active_key_pairs_signs(store: PushStore, access: str):
     from datetime import UTC, datetime
 
     keys = (Credentials("OLDKEY", "old-secret"), Credentials("NEWKEY", "new-secret"))
-    receiver, router = _receiver(store, signing_keys=keys)
+    receiver, router = _receiver(store, FACTS_NOW, signing_keys=keys)
     secret = {k.access_key: k.secret_key for k in keys}[access]
     url = "http://exporter:9170/push/status-report"
     signed = sign_request(
@@ -179,7 +183,7 @@ def test_either_of_two_active_key_pairs_signs(store: PushStore, access: str):
         {"Content-Type": FORM["content-type"]},
         FACTS_BODY,
         Credentials(access, secret),
-        datetime.fromtimestamp(NOW, UTC),
+        datetime.fromtimestamp(FACTS_NOW, UTC),
     )
     headers = {k.lower(): v for k, v in signed.items()}
     assert _post(router, "/push/status-report", FACTS_BODY, headers).status == 200
@@ -273,13 +277,13 @@ def test_batchsendsms_without_a_template_is_rejected(store: PushStore):
 
 
 def test_parse_single_keeps_every_field():
-    report = parse_single(FACTS_BODY + b"&statusDesc=ok&extend=x")
+    report = parse_single(FACTS_BODY + b"&statusDesc=ok&extend=x", FACTS_NOW)
     assert (report.sequence, report.total, report.source, report.extend) == (1, 1, "2", "x")
 
 
 def test_store_failure_answers_503(tmp_path: Path):
     store = PushStore(tmp_path / "p.db")
-    receiver, router = _receiver(store)
+    receiver, router = _receiver(store, FACTS_NOW)
     store.close()
     response = _post(router, "/push/status-report", FACTS_BODY, FORM)
     assert response.status == 503
@@ -287,7 +291,7 @@ def test_store_failure_answers_503(tmp_path: Path):
 
 
 def test_collector_exposes_the_counts(store: PushStore):
-    receiver, router = _receiver(store)
+    receiver, router = _receiver(store, FACTS_NOW)
     _post(router, "/push/status-report", FACTS_BODY, FORM)
     _post(router, "/push/status-report", FACTS_BODY, FORM)
     _post(router, "/push/status-report", b"status=X", FORM)
@@ -308,7 +312,7 @@ def test_collector_exposes_the_counts(store: PushStore):
 
 
 def test_over_http_an_oversized_body_gets_413_and_the_server_keeps_serving(store: PushStore):
-    _, router = _receiver(store)
+    _, router = _receiver(store, FACTS_NOW)
     server = WebServer(router, "127.0.0.1", 0)
     server.start()
     try:
@@ -426,3 +430,163 @@ def test_unstorable_items_among_concurrent_batches_lose_no_valid_report(store: P
     assert store.message_count() == 400 * 50
     assert receiver.stats.reports["batch"] == 400 * 50
     assert codes.count(400) == 30
+
+
+# -- issue 11: what Huawei's signer sends, bad input, hostile traffic -------------------
+
+SIGNED_FORM = (
+    b"sequence=1&total=1&orgCode=000&updateTime=2026-11-26T11%3A04%3A46Z&source=2"
+    b"&smsMsgId=b9d9b4fe-ad0e-4a2a-a2c7-445505b674ac_6&status=DELIVRD"
+)
+SIGNED_FORM_HEADERS = {
+    "Host": "127.0.0.1:9000",
+    "Content-Type": "application/x-www-form-urlencoded",
+    "X-Sdk-Date": "20261126T110500Z",
+    "X-Sdk-Content-Sha256": "UNSIGNED-PAYLOAD",
+    # Produced with huaweicloudsdkcore 3.1.219's Signer (AKEXAMPLE / SKEXAMPLE).
+    "Authorization": "SDK-HMAC-SHA256 Access=AKEXAMPLE, SignedHeaders=content-type;host;"
+    "x-sdk-content-sha256;x-sdk-date, "
+    "Signature=8e63b6d15fbb132f14a4fd6eb845f034c87dcf389a56f81d7ea6808aa46b5cf7",
+}
+EXAMPLE_KEYS = (Credentials("AKEXAMPLE", "SKEXAMPLE"),)
+
+
+def test_a_form_report_signed_as_unsigned_payload_is_accepted_over_http(store: PushStore):
+    receiver, router = _receiver(store, signing_keys=EXAMPLE_KEYS)
+    with _serve(router) as base, httpx.Client() as http:
+        url = f"{base}/push/status-report"
+        answer = http.post(url, content=SIGNED_FORM, headers=SIGNED_FORM_HEADERS)
+        assert (answer.status_code, answer.content) == (200, b"")
+        wrong_date = {**SIGNED_FORM_HEADERS, "X-Sdk-Date": "20261126T110501Z"}
+        assert http.post(url, content=SIGNED_FORM, headers=wrong_date).status_code == 401
+        hashed = {**SIGNED_FORM_HEADERS, "X-Sdk-Content-Sha256": "0" * 64}
+        refused = http.post(url, content=SIGNED_FORM, headers=hashed)
+        assert refused.json()["message"] == (
+            "bad push signature: X-Sdk-Content-Sha256 does not match the body"
+        )
+    assert [r.message_id for r in _records(store)] == ["b9d9b4fe-ad0e-4a2a-a2c7-445505b674ac_6"]
+    assert receiver.stats.rejected == {"signature": 2}
+
+
+def _sdk_signed(url: str, body: bytes, content_type: str) -> dict[str, str]:
+    """Headers from Huawei's own signer (huaweicloudsdkcore), the way the gateway signs."""
+    from urllib.parse import urlsplit
+
+    from huaweicloudsdkcore.auth.credentials import BasicCredentials
+    from huaweicloudsdkcore.sdk_request import SdkRequest
+    from huaweicloudsdkcore.signer.signer import Signer
+
+    parts = urlsplit(url)
+    request = SdkRequest(
+        method="POST",
+        schema=parts.scheme,
+        host=parts.netloc,
+        resource_path=parts.path,
+        uri=parts.path,
+        query_params=[],
+        header_params={
+            "Content-Type": content_type,
+            "X-Sdk-Date": datetime.fromtimestamp(NOW, UTC).strftime("%Y%m%dT%H%M%SZ"),
+        },
+        body=body,
+    )
+    Signer(BasicCredentials("AKEXAMPLE", "SKEXAMPLE")).sign(request)
+    return dict(request.header_params)
+
+
+def test_reports_signed_by_huaweis_own_signer_are_accepted_form_and_json(store: PushStore):
+    receiver, router = _receiver(store, signing_keys=EXAMPLE_KEYS)
+    batch = _batch({"smsMsgId": "j1", "status": "DELIVRD"})
+    with _serve(router) as base, httpx.Client() as http:
+        single_url, batch_url = f"{base}/push/status-report", f"{base}/push/status-reports"
+        form_headers = _sdk_signed(single_url, SIGNED_FORM, FORM["content-type"])
+        assert form_headers["X-Sdk-Content-Sha256"] == "UNSIGNED-PAYLOAD"
+        assert http.post(single_url, content=SIGNED_FORM, headers=form_headers).status_code == 200
+        json_headers = _sdk_signed(batch_url, batch, JSON["content-type"])
+        assert "X-Sdk-Content-Sha256" not in json_headers  # JSON bodies are hashed
+        assert http.post(batch_url, content=batch, headers=json_headers).status_code == 200
+        tampered = batch.replace(b"DELIVRD", b"UNDELIV")
+        assert http.post(batch_url, content=tampered, headers=json_headers).status_code == 401
+        # The documented trade-off: an unsigned payload is not covered by the signature.
+        replayed = SIGNED_FORM.replace(b"_6&", b"_7&")
+        assert http.post(single_url, content=replayed, headers=form_headers).status_code == 200
+    assert sorted(r.message_id for r in _records(store))[-1] == "j1"
+    assert receiver.stats.rejected == {"signature": 1}
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"smsMsgId=m1&status=DELIVRD&total=%C2%B2", "bad_field"),  # "²"
+        (b"smsMsgId=m1&status=DELIVRD&total=%D9%A2", "bad_field"),  # Arabic-Indic two
+        (b"smsMsgId=" + b"x" * 51 + b"&status=DELIVRD", "bad_field"),
+        (b"smsMsgId=m1&status=DELIVRDX", "bad_field"),
+        (b"smsMsgId=m1&status=DELIVRD&updateTime=9999-12-31T23%3A59%3A59Z", "implausible_time"),
+    ],
+)
+def test_bad_single_reports_get_400_over_http_and_are_counted(store: PushStore, body, reason):
+    receiver, router = _receiver(store)
+    with _serve(router) as base, httpx.Client() as http:
+        answer = http.post(f"{base}/push/status-report", content=body, headers=FORM)
+    assert (answer.status_code, answer.json()["reason"]) == (400, reason)
+    assert receiver.stats.rejected == {reason: 1}
+    assert store.message_count() == 0
+
+
+def test_acceptd_then_delivrd_counts_one_delivered_message_over_http(store: PushStore):
+    _, router = _receiver(store)
+    with _serve(router) as base, httpx.Client() as http:
+        url = f"{base}/push/status-report"
+        for status, stamp in (("ACCEPTD", "11%3A00%3A05Z"), ("DELIVRD", "11%3A00%3A09Z")):
+            body = f"smsMsgId=m1&status={status}&updateTime=2026-11-26T{stamp}".encode()
+            assert http.post(url, content=body, headers=FORM).status_code == 200
+            (record,) = _records(store)
+            if status == "ACCEPTD":
+                assert record.send_result is SendResult.SENDING
+    assert (record.send_result, record.status_code) == (SendResult.SUCCESS, "DELIVRD")
+
+
+def test_one_post_of_ten_thousand_templates_is_folded_into_other(store: PushStore):
+    receiver, router = _receiver(store, max_templates=20)
+    sends = [
+        {"message_id": f"m{i}", "template_id": f"t{i}", "send_time": "2026-11-26T11:00:00Z"}
+        for i in range(10_000)
+    ]
+    with _serve(router) as base, httpx.Client(timeout=60) as http:
+        answer = http.post(f"{base}/push/sends", content=json.dumps(sends), headers=JSON)
+        extend = b"smsMsgId=x1&status=DELIVRD&extend=t9999"
+        assert http.post(f"{base}/push/status-report", content=extend, headers=FORM).is_success
+    assert answer.json() == {"registered": 10_000, "duplicates": 0}
+    templates = [t.template_id for t in store.list_templates()]
+    assert templates == sorted([*(f"t{i}" for i in range(20)), "other", "unknown"])
+    assert receiver.stats.folded == {"registration": 9_980}
+    assert store.query(DetailsQuery(0, 4e9, template_id="other")).total == 9_980
+
+
+def test_extend_beyond_the_limit_is_folded_too(store: PushStore):
+    receiver, router = _receiver(store, max_templates=1, attribution="extend", attribution_key="")
+    for i in range(3):
+        body = f"smsMsgId=m{i}&status=DELIVRD&extend=tpl{i}".encode()
+        assert _post(router, "/push/status-report", body, FORM).status == 200
+    assert [r.template_id for r in _records(store)] == ["tpl0", "other", "other"]
+    assert receiver.stats.folded == {"report": 2}
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/-/reload", "/-/anything", "/", "/details"])
+def test_config_rejects_receiver_paths_that_take_the_exporters_own(path: str):
+    raw = _config({"store_path": "/x", "paths": {"batch": path}})
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, {})
+    assert info.value.problems == [
+        f"receiver.paths.batch: {path} is one of the exporter's own paths"
+    ]
+
+
+def test_config_rejects_an_account_path_that_becomes_an_exporter_route():
+    raw = _config({"store_path": "/x", "paths": {"sends": "/{account}"}})
+    raw["accounts"][0]["name"] = "metrics"
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, {})
+    assert info.value.problems == [
+        "receiver.paths.sends: /metrics is one of the exporter's own paths"
+    ]

@@ -124,3 +124,59 @@ def test_canonical_forms_follow_the_sdk_rules():
     assert canonical_uri("/v2/a b/templates") == "/v2/a%20b/templates/"
     assert canonical_query([("b", "x y"), ("a", "1:2*"), ("a", "0~")]) == "a=0~&a=1%3A2%2A&b=x%20y"
     assert repr(CREDS) == "Credentials(access_key='AKEXAMPLE', secret_key='***')"
+
+
+FORM_URL = "http://127.0.0.1:9000/push/status-report"
+FORM_BODY = (
+    b"sequence=1&total=1&orgCode=000&updateTime=2026-11-26T11%3A04%3A46Z&source=2"
+    b"&smsMsgId=b9d9b4fe-ad0e-4a2a-a2c7-445505b674ac_6&status=DELIVRD"
+)
+FORM_HEADERS = {
+    "Content-Type": "application/x-www-form-urlencoded",
+    "X-Sdk-Date": "20261126T110500Z",
+}
+# From huaweicloudsdkcore 3.1.219's Signer: a form body is signed as UNSIGNED-PAYLOAD.
+FORM_AUTHORIZATION = (
+    "SDK-HMAC-SHA256 Access=AKEXAMPLE, "
+    "SignedHeaders=content-type;host;x-sdk-content-sha256;x-sdk-date, "
+    "Signature=8e63b6d15fbb132f14a4fd6eb845f034c87dcf389a56f81d7ea6808aa46b5cf7"
+)
+AT_FORM = datetime(2026, 11, 26, 11, 6, tzinfo=UTC)
+
+
+def test_signs_a_form_body_as_unsigned_payload_like_the_official_sdk():
+    headers = sign_request("POST", FORM_URL, FORM_HEADERS, FORM_BODY, CREDS, AT_FORM)
+    assert headers["X-Sdk-Content-Sha256"] == "UNSIGNED-PAYLOAD"
+    assert headers["Authorization"] == FORM_AUTHORIZATION
+
+
+def test_verifies_an_unsigned_payload_signature_whatever_the_body():
+    headers = {
+        **FORM_HEADERS,
+        "Host": "127.0.0.1:9000",
+        "X-Sdk-Content-Sha256": "UNSIGNED-PAYLOAD",
+        "Authorization": FORM_AUTHORIZATION,
+    }
+    secrets = {"AKEXAMPLE": "SKEXAMPLE"}
+    assert verify_request("POST", FORM_URL, headers, FORM_BODY, secrets, AT_FORM) == "AKEXAMPLE"
+    # The trade-off, documented: the body is not part of what was signed.
+    assert verify_request("POST", FORM_URL, headers, b"smsMsgId=x&status=Y", secrets, AT_FORM)
+    without = {k: v for k, v in headers.items() if k != "X-Sdk-Content-Sha256"}
+    with pytest.raises(SignatureError, match="signature does not match"):
+        verify_request("POST", FORM_URL, without, FORM_BODY, secrets, AT_FORM)
+
+
+def test_a_declared_body_hash_must_be_the_bodys():
+    import hashlib
+
+    declared = {**FORM_HEADERS, "X-Sdk-Content-Sha256": hashlib.sha256(FORM_BODY).hexdigest()}
+    headers = sign_request("POST", FORM_URL, declared, FORM_BODY, CREDS, AT_FORM)
+    secrets = {"AKEXAMPLE": "SKEXAMPLE"}
+    assert verify_request("POST", FORM_URL, headers, FORM_BODY, secrets, AT_FORM) == "AKEXAMPLE"
+    with pytest.raises(SignatureError, match="X-Sdk-Content-Sha256 does not match the body"):
+        verify_request("POST", FORM_URL, headers, FORM_BODY + b"&x=1", secrets, AT_FORM)
+
+
+def test_json_bodies_keep_the_body_hash():
+    headers = sign_request("POST", PUSH_URL, PUSH_HEADERS, PUSH_BODY, CREDS, AT_FORM)
+    assert "X-Sdk-Content-Sha256" not in headers

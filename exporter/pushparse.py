@@ -1,0 +1,280 @@
+"""Huawei's status-report pushes and the operator's send registrations, parsed: pure.
+
+Bytes and the time now in; reports or registrations out, or :class:`PushRejected` with a
+bounded reason. Every field the store keeps is checked here, against the lengths Huawei
+documents (``smsMsgId`` String(1-50), ``status`` String(1-7), ``statusDesc``
+String(1-500), ``extend`` String(1-128), ``total``/``sequence`` String(1-2)), for ASCII
+digits where a number is expected, for text that UTF-8 can encode (JSON may carry a lone
+surrogate such as ``"\\ud800"``), and for a plausible time: so that whatever passes can be
+stored, and a bad item is refused alone, never with its neighbours.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+from urllib.parse import parse_qsl
+
+from exporter.errors import PushRejected
+from exporter.pushstore import SendRegistration, StatusReport
+from exporter.timestamps import parse_rfc3339
+
+MAX_BATCH_ITEMS = 50
+MAX_SENDS = 10_000
+DAY_SECONDS = 86400.0
+REPORT_MAX_AGE_SECONDS = 72 * 3600.0 + DAY_SECONDS
+"""Reports arrive up to 72 h after sending; a day more allows for clocks and the retry hour."""
+FUTURE_SECONDS = DAY_SECONDS
+SEND_MAX_AGE_SECONDS = DAY_SECONDS
+TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_MESSAGE_ID = re.compile(r"^[\x21-\x7e]{1,50}$")  # printable ASCII, as Huawei's ids are
+_STATUS = re.compile(r"^[\x21-\x7e]{1,7}$")
+_SOURCE = re.compile(r"^[0-9]{1,2}$")
+_MOBILE = re.compile(r"^\+?[0-9]{1,20}$")
+_ID_RULE = "1 to 50 printable ASCII characters"
+_SUCCESS_CODES = ("000000", "E000510")  # E000510: per-recipient status, see parse_sends
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ItemProblem:
+    """One rejected item of a batch: its index, reason label and message."""
+
+    index: int
+    reason: str
+    message: str
+
+    def to_wire(self) -> dict[str, Any]:
+        """The item as the 400 answer lists it."""
+        return {"index": self.index, "reason": self.reason, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed(Generic[T]):
+    """The valid items of a push, each with its index, and the problems of the others."""
+
+    items: list[tuple[int, T]]
+    problems: list[ItemProblem]
+
+
+def _text(fields: Mapping[str, object], name: str, limit: int, *, required: bool = False) -> str:
+    value = fields.get(name)
+    if value is None or value == "":
+        if required:
+            raise PushRejected("missing_field", f"{name} is required")
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise PushRejected("bad_field", f"{name} must be a string")
+    text = str(value)
+    if len(text) > limit:
+        raise PushRejected("bad_field", f"{name} is longer than {limit} characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PushRejected("bad_encoding", f"{name} is not valid Unicode text") from exc
+    return text
+
+
+def _matching(
+    fields: Mapping[str, object],
+    name: str,
+    pattern: re.Pattern[str],
+    rule: str,
+    limit: int = 64,
+    **kw: bool,
+) -> str:
+    text = _text(fields, name, limit, **kw)
+    if text and not pattern.match(text):
+        raise PushRejected("bad_field", f"{name} must be {rule}")
+    return text
+
+
+def _count(fields: Mapping[str, object], name: str) -> int:
+    text = _text(fields, name, 2)
+    if not text:
+        return 1
+    # str.isdigit() admits "²" and "٢": only ASCII digits are numbers here.
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise PushRejected("bad_field", f"{name} must be an integer from 1 to 99")
+    return int(text)
+
+
+def parse_time(text: str, name: str) -> float:
+    """A UTC timestamp, ``2026-11-26T10:00:00Z`` or with milliseconds; no zone means UTC."""
+    try:
+        return parse_rfc3339(text if text[-1:] in "Zz" or "+" in text[10:] else text + "Z")
+    except ValueError as exc:
+        raise PushRejected("bad_field", f"{name} is not a UTC timestamp: {exc}") from exc
+
+
+def _plausible(seconds: float, name: str, now: float, max_age: float) -> float:
+    if not now - max_age <= seconds <= now + FUTURE_SECONDS:
+        raise PushRejected(
+            "implausible_time",
+            f"{name} is more than {max_age / 3600:g} h before or {FUTURE_SECONDS / 3600:g} h"
+            " after the receiver's clock",
+        )
+    return seconds
+
+
+def report_from_fields(fields: Mapping[str, object], now: float) -> StatusReport:
+    """Validate one report's fields (form or JSON); PushRejected names the problem."""
+    message_id = _matching(fields, "smsMsgId", _MESSAGE_ID, _ID_RULE, 50, required=True)
+    status = _text(fields, "status", 16, required=True).strip().upper()
+    if not _STATUS.match(status):
+        raise PushRejected("bad_field", "status must be 1 to 7 printable ASCII characters")
+    total, sequence = _count(fields, "total"), _count(fields, "sequence")
+    if sequence > total:
+        raise PushRejected("bad_field", "sequence is greater than total")
+    update = _text(fields, "updateTime", 32)
+    return StatusReport(
+        message_id=message_id,
+        status=status,
+        sequence=sequence,
+        total=total,
+        status_desc=_text(fields, "statusDesc", 500),
+        update_time=(
+            _plausible(parse_time(update, "updateTime"), "updateTime", now, REPORT_MAX_AGE_SECONDS)
+            if update
+            else None
+        ),
+        source=_matching(fields, "source", _SOURCE, "1 or 2 ASCII digits", 2),
+        extend=_text(fields, "extend", 128),
+    )
+
+
+def parse_single(body: bytes, now: float) -> StatusReport:
+    """A form-encoded single report."""
+    try:
+        text = body.decode("ascii")
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), errors="strict")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise PushRejected("bad_encoding", "body is not application/x-www-form-urlencoded") from exc
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        if name in fields:
+            raise PushRejected("bad_field", f"{name} is given more than once")
+        fields[name] = value
+    return report_from_fields(fields, now)
+
+
+def _json_body(body: bytes) -> Any:
+    try:
+        return json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise PushRejected("bad_encoding", "body is not UTF-8") from exc
+    except ValueError as exc:
+        raise PushRejected("bad_json", f"body is not JSON: {exc}") from exc
+
+
+def _each(items: list[object], parse: Callable[[object], T]) -> Parsed[T]:
+    good: list[tuple[int, T]] = []
+    bad: list[ItemProblem] = []
+    for index, item in enumerate(items):
+        try:
+            good.append((index, parse(item)))
+        except PushRejected as exc:
+            bad.append(ItemProblem(index, exc.reason, str(exc)))
+    return Parsed(good, bad)
+
+
+def parse_batch(body: bytes, now: float) -> Parsed[StatusReport]:
+    """A JSON batch: the valid reports (with their index) and the problems of the rest."""
+    doc = _json_body(body)
+    items = doc.get("statusReportList") if isinstance(doc, dict) else None
+    if not isinstance(items, list):
+        raise PushRejected("bad_shape", 'expected {"statusReportList": [...]}')
+    if not items:
+        raise PushRejected("empty_batch", "statusReportList is empty")
+    if len(items) > MAX_BATCH_ITEMS:
+        raise PushRejected(
+            "too_many_items", f"{len(items)} reports; at most {MAX_BATCH_ITEMS} per batch"
+        )
+
+    def report(item: object) -> StatusReport:
+        if not isinstance(item, dict):
+            raise PushRejected("bad_shape", "a report must be a JSON object")
+        return report_from_fields(item, now)
+
+    return _each(items, report)
+
+
+def _registration(item: object, template: str | None, now: float) -> SendRegistration:
+    if not isinstance(item, dict):
+        raise PushRejected("bad_shape", "a send must be a JSON object")
+    batch_send = "smsMsgId" in item  # a batchSendSms result entry, else our own list form
+    names = (
+        ("templateId", "smsMsgId", "createTime", "originTo", "total")
+        if batch_send
+        else ("template_id", "message_id", "send_time", "mobile", "segments")
+    )
+    template_id = (template if batch_send else None) or _text(item, names[0], 64)
+    if not template_id:
+        what = "templateId is required (query or body)" if batch_send else "template_id is required"
+        raise PushRejected("missing_field", what)
+    if not TEMPLATE_ID.match(template_id):
+        raise PushRejected("bad_field", "template id: letters, digits, '_.:-', at most 64")
+    message_id = _matching(item, names[1], _MESSAGE_ID, _ID_RULE, 50, required=True)
+    sent = parse_time(_text(item, names[2], 32, required=True), names[2])
+    return SendRegistration(
+        message_id,
+        template_id,
+        _plausible(sent, names[2], now, SEND_MAX_AGE_SECONDS),
+        _matching(item, names[3], _MOBILE, "digits with an optional leading +", 21),
+        _count(item, names[4]),
+    )
+
+
+def parse_sends(body: bytes, template: str | None, now: float) -> Parsed[SendRegistration]:
+    """A ``batchSendSms`` response (plus templateId) or a JSON list of sends."""
+    doc = _json_body(body)
+    if isinstance(doc, dict) and "result" in doc:
+        items = doc["result"]
+        given = doc.get("templateId")
+        template = template or (given if isinstance(given, str) else None)
+        if not isinstance(items, list):
+            raise PushRejected("bad_shape", "result must be a list")
+        if doc.get("code") not in _SUCCESS_CODES:
+            items = []  # the whole send failed: nothing was sent, nothing to register
+        # With E000510 each recipient has its own status; only accepted ones were sent.
+        items = [
+            i for i in items if not isinstance(i, dict) or i.get("status", "000000") == "000000"
+        ]
+    elif isinstance(doc, list):
+        items = doc
+    else:
+        raise PushRejected("bad_shape", "expected a batchSendSms response or a list of sends")
+    if len(items) > MAX_SENDS:
+        raise PushRejected("too_many_items", f"{len(items)} sends; at most {MAX_SENDS}")
+    return _each(items, lambda item: _registration(item, template, now))
+
+
+def template_from_extend(extend: str, mode: str, key: str) -> str | None:
+    """The template named by a report's ``extend``, or None.
+
+    Modes: ``extend`` (the whole value), ``extend_pair`` (``key=value`` among ``&;,``
+    separated pairs), ``extend_json`` (a JSON object's field), ``none``.
+    """
+    value: object = None
+    if not extend or mode == "none":
+        return None
+    if mode == "extend":
+        value = extend
+    elif mode == "extend_pair":
+        for part in re.split(r"[&;,]", extend):
+            name, sep, found = part.partition("=")
+            if sep and name.strip() == key:
+                value = found.strip()
+                break
+    elif mode == "extend_json":
+        try:
+            doc = json.loads(extend)
+        except ValueError:
+            return None
+        value = doc.get(key) if isinstance(doc, dict) else None
+    if isinstance(value, str) and TEMPLATE_ID.match(value):
+        return value
+    return None
