@@ -3,9 +3,12 @@
 Each message is registered (a ``batchSendSms`` response, per template) when it becomes
 visible in the console, and reported (one report per segment, single or batched,
 optionally signed) when its result becomes final, so a receiver fed only by these
-pushes sees what ``/-/truth`` sees. Times carry milliseconds (Huawei sends whole
-seconds) so delivery delays match the truth exactly. Like Huawei, a push that fails is
-not retried.
+pushes sees what ``/-/truth`` sees. Pushes are in Huawei's format: times
+``yyyy-MM-ddTHH:mm:ssZ`` (the simulator's times are whole seconds, so delivery delays
+still match the truth exactly), ``source=3`` for codes the Huawei platform produced
+(``E...``, ``SC:...``), ``orgCode`` on international reports, and single (form) pushes
+signed as Huawei's signer signs them, ``X-Sdk-Content-Sha256: UNSIGNED-PAYLOAD``. Like
+Huawei, a push that fails is not retried.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import heapq
 import json
 import threading
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,10 +30,11 @@ from exporter.signing import Credentials, sign_request
 from exporter.simulator.clock import Clock
 from exporter.simulator.store import MessageStore
 from exporter.simulator.traffic import CHUNK_MS, CODES, EXPIRED, format_message_id
-from exporter.status_codes import describe, is_platform_code
-from exporter.timestamps import format_rfc3339
+from exporter.status_codes import DELIVERED_CODE, describe, is_platform_code
 
 BATCH_LIMIT = 50
+UNSIGNED_PAYLOAD = {"X-Sdk-Content-Sha256": "UNSIGNED-PAYLOAD"}
+"""What Huawei's signer adds to a body that is neither JSON nor BSON: the body is not hashed."""
 log = structlog.get_logger("msgsms-simulator.push")
 
 
@@ -56,6 +61,16 @@ class PushConfig:
             raise ValueError("push mode must be 'single' or 'batch'")
 
 
+def huawei_time(ms: int) -> str:
+    """``yyyy-MM-ddTHH:mm:ssZ``, as Huawei's reports and registrations carry times."""
+    return datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def org_code(code: str) -> str:
+    """The carrier's own code for an international report: 000 delivered, else a stable one."""
+    return "000" if code == DELIVERED_CODE else f"{1 + zlib.crc32(code.encode()) % 999:03d}"
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class _Due:
     report_ms: int
@@ -65,6 +80,7 @@ class _Due:
     segments: int
     mobile: str
     send_ms: int
+    international: bool
 
 
 class Pusher:
@@ -111,6 +127,7 @@ class Pusher:
                         block.segments[i],
                         str(block.mobiles[i]),
                         block.send_ms[i],
+                        spec.region == "intl",
                     )
                     i += 1
                 self._cursors[(t, chunk)] = i
@@ -133,7 +150,7 @@ class Pusher:
                 sends.setdefault(due.template_id, []).append(
                     {
                         "originTo": f"+{due.mobile}",
-                        "createTime": format_rfc3339(due.send_ms / 1000),
+                        "createTime": huawei_time(due.send_ms),
                         "from": "simulator",
                         "smsMsgId": due.message_id,
                         "status": "000000",
@@ -158,10 +175,13 @@ class Pusher:
                 "sequence": str(sequence),
                 "status": due.code,
                 "statusDesc": describe(due.code),
-                "source": "1" if is_platform_code(due.code) or expired else "2",
+                # 3: the Huawei platform (E..., SC:...); 1: the SMS platform; 2: the carrier.
+                "source": "3" if is_platform_code(due.code) else "1" if expired else "2",
             }
             if not expired:  # the platform writes EXPIRED itself, without updateTime
-                report["updateTime"] = format_rfc3339(due.report_ms / 1000)
+                report["updateTime"] = huawei_time(due.report_ms)
+            if due.international:
+                report["orgCode"] = org_code(due.code)
             if self.config.extend_key:
                 report["extend"] = f"{self.config.extend_key}={due.template_id}"
                 report["to"] = f"+{due.mobile}"
@@ -178,6 +198,8 @@ class Pusher:
         url = f"{self.config.url}{path}"
         headers = {"Content-Type": content_type}
         if self.config.credentials is not None:
+            if content_type not in ("application/json", "application/bson"):
+                headers.update(UNSIGNED_PAYLOAD)
             now = datetime.fromtimestamp(self.clock.now(), UTC)
             headers = sign_request("POST", url, headers, body, self.config.credentials, now)
         try:

@@ -1,0 +1,134 @@
+"""Push mode in Huawei's format, captured by a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+import pytest
+
+from exporter.signing import Credentials, verify_request
+from exporter.simulator.clock import ManualClock
+from exporter.simulator.push import PushConfig, Pusher
+from exporter.simulator.scenario import parse_scenario
+from exporter.simulator.store import MessageStore
+from exporter.status_codes import is_platform_code
+from exporter.timestamps import parse_rfc3339
+
+T0 = parse_rfc3339("2026-11-26T10:00:00Z")
+HUAWEI_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+KEYS = Credentials("push-ak", "push-sk")
+SCENARIO = {
+    "review_holds": {"per_hour": 0},
+    "failure_mix": {"platform_config": 1, "blacklisted": 1, "carrier_rejected": 1},
+    "templates": [
+        {"template_id": "INTL", "rate_per_hour": 600, "failure_share": 0.4},
+        {
+            "template_id": "CN",
+            "type": "VERIFY_CODE_TYPE",
+            "rate_per_hour": 900,
+            "failure_share": 0.4,
+        },
+    ],
+}
+
+
+class Captured:
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.lock = threading.Lock()
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, Captured]]:
+    captured = Captured()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            with captured.lock:
+                captured.requests.append((self.path, dict(self.headers.items()), body))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", captured
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def push(url: str, mode: str) -> None:
+    store = MessageStore(parse_scenario(SCENARIO), 5, round((T0 - 600) * 1000))
+    config = PushConfig(url=url, mode=mode, credentials=KEYS)
+    with httpx.Client(timeout=10) as http:
+        Pusher(store, ManualClock(T0), config, http).catch_up(T0)
+
+
+def test_reports_and_registrations_carry_huaweis_formats(receiver: tuple[str, Captured]) -> None:
+    url, captured = receiver
+    push(url, "batch")
+    reports = [
+        report
+        for path, _, body in captured.requests
+        if path == "/push/status-reports"
+        for report in json.loads(body)["statusReportList"]
+    ]
+    sends = [
+        result
+        for path, _, body in captured.requests
+        if path.startswith("/push/sends")
+        for result in json.loads(body)["result"]
+    ]
+    assert reports and sends
+    assert all(HUAWEI_TIME.match(s["createTime"]) for s in sends)
+    assert all(HUAWEI_TIME.match(r["updateTime"]) for r in reports)
+    sources = {(is_platform_code(r["status"]), r["source"]) for r in reports}
+    assert sources == {(True, "3"), (False, "2")}
+    international = {r["smsMsgId"] for r in reports if "orgCode" in r}
+    by_template = {
+        s["smsMsgId"]: path for path, _, body in captured.requests for s in _results(path, body)
+    }
+    assert international == {m for m, path in by_template.items() if "INTL" in path} & {
+        r["smsMsgId"] for r in reports
+    }
+    assert {r["orgCode"] for r in reports if r["status"] == "DELIVRD" and "orgCode" in r} == {"000"}
+    assert all(re.match(r"^\d{3}$", r["orgCode"]) for r in reports if "orgCode" in r)
+
+
+def _results(path: str, body: bytes) -> list[dict[str, Any]]:
+    return json.loads(body)["result"] if path.startswith("/push/sends") else []
+
+
+def test_single_pushes_are_signed_with_an_unsigned_payload_as_huaweis_signer_does(
+    receiver: tuple[str, Captured],
+) -> None:
+    url, captured = receiver
+    push(url, "single")
+    singles = [(h, b) for path, h, b in captured.requests if path == "/push/status-report"]
+    batches = [(h, b) for path, h, b in captured.requests if path != "/push/status-report"]
+    assert singles and batches
+    for headers, body in singles:
+        assert headers["Content-Type"] == "application/x-www-form-urlencoded"
+        assert headers["X-Sdk-Content-Sha256"] == "UNSIGNED-PAYLOAD"
+        assert "x-sdk-content-sha256" in headers["Authorization"]
+        assert HUAWEI_TIME.match(dict(parse_qsl(body.decode()))["updateTime"])
+        when = datetime.fromtimestamp(T0, UTC)
+        target = f"{url}/push/status-report"
+        assert verify_request("POST", target, headers, body, {"push-ak": "push-sk"}, when)
+    for headers, _ in batches:  # JSON bodies are hashed, as the SDK's signer does
+        assert "X-Sdk-Content-Sha256" not in headers
