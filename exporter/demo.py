@@ -53,7 +53,9 @@ def demo_config(endpoint: str, store_path: str) -> Config:
     )
     return Config(
         accounts=(simulated_account(endpoint), pushed),
-        receiver=ReceiverConfig(store_path=store_path),
+        # A trial on your machine with made-up data: unsigned pushes are allowed (and the
+        # exporter warns so at start), so curl and the simulator can push without keys.
+        receiver=ReceiverConfig(store_path=store_path, allow_unsigned=True),
         poll_interval=DEMO_POLL_INTERVAL,
         settle_delay=0.0,
     )
