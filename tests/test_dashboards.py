@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,30 @@ def test_datasource_is_only_the_variable(path: Path) -> None:
     for panel in iter_panels(dashboard):
         if panel["type"] != "row":
             assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+
+
+def test_import_offers_the_prometheus_input_and_makes_it_the_variables_default(
+    path: Path,
+) -> None:
+    text = path.read_text()
+    (source,) = load_dashboard(path)["__inputs"]
+    assert source == {
+        "name": "DS_PROMETHEUS",
+        "label": "Prometheus",
+        "description": "The Prometheus that scrapes msgsms-exporter",
+        "type": "datasource",
+        "pluginId": "prometheus",
+        "pluginName": "Prometheus",
+    }
+    # Grafana's import replaces ${<input name>} everywhere with the data source picked.
+    assert set(re.findall(r"\$\{(DS_\w+)\}", text)) == {"DS_PROMETHEUS"}
+    imported = json.loads(text.replace("${DS_PROMETHEUS}", "picked-uid"))
+    variables = {v["name"]: v for v in imported["templating"]["list"]}
+    assert variables["datasource"]["current"]["value"] == "picked-uid"
+    # Provisioned files are not substituted: the input is only the variable's default,
+    # which Grafana replaces with a Prometheus data source that exists; panels never name it.
+    for panel in iter_panels(imported):
+        assert "picked-uid" not in json.dumps(panel), panel["title"]
 
 
 def test_every_target_uses_the_datasource_variable(path: Path) -> None:
