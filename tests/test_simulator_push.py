@@ -9,10 +9,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
+from huaweicloudsdkcore.auth.credentials import BasicCredentials
+from huaweicloudsdkcore.sdk_request import SdkRequest
+from huaweicloudsdkcore.signer.signer import Signer
 
 from exporter.signing import Credentials, verify_request
 from exporter.simulator.clock import ManualClock
@@ -120,8 +123,8 @@ def test_single_pushes_are_signed_with_an_unsigned_payload_as_huaweis_signer_doe
     url, captured = receiver
     push(url, "single")
     singles = [(h, b) for path, h, b in captured.requests if path == "/push/status-report"]
-    batches = [(h, b) for path, h, b in captured.requests if path != "/push/status-report"]
-    assert singles and batches
+    sends = [(p, h, b) for p, h, b in captured.requests if p != "/push/status-report"]
+    assert singles and sends
     for headers, body in singles:
         assert headers["Content-Type"] == "application/x-www-form-urlencoded"
         assert headers["X-Sdk-Content-Sha256"] == "UNSIGNED-PAYLOAD"
@@ -130,5 +133,28 @@ def test_single_pushes_are_signed_with_an_unsigned_payload_as_huaweis_signer_doe
         when = datetime.fromtimestamp(T0, UTC)
         target = f"{url}/push/status-report"
         assert verify_request("POST", target, headers, body, {"push-ak": "push-sk"}, when)
-    for headers, _ in batches:  # JSON bodies are hashed, as the SDK's signer does
+        assert headers["Authorization"] == huawei_authorization(url, target, headers, body)
+    for path, headers, body in sends:  # JSON bodies are hashed, as the SDK's signer does
         assert "X-Sdk-Content-Sha256" not in headers
+        assert headers["Authorization"] == huawei_authorization(url, path, headers, body)
+
+
+def huawei_authorization(url: str, target: str, headers: dict[str, str], body: bytes) -> str:
+    """The Authorization Huawei's own signer gives the same request."""
+    signed = {
+        name: headers[name]
+        for name in ("Content-Type", "Host", "X-Sdk-Date")
+        if name in headers  # the SDK adds X-Sdk-Content-Sha256 itself, when due
+    }
+    parts = urlsplit(target)
+    request = SdkRequest(
+        method="POST",
+        schema="http",
+        host=url.removeprefix("http://"),
+        resource_path=parts.path,
+        query_params=parse_qsl(parts.query),
+        header_params=signed,
+        body=body,
+    )
+    signer = Signer(BasicCredentials(KEYS.access_key, KEYS.secret_key))
+    return str(signer.sign(request).header_params["Authorization"])

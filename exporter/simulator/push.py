@@ -33,8 +33,7 @@ from exporter.simulator.traffic import CHUNK_MS, CODES, EXPIRED, format_message_
 from exporter.status_codes import DELIVERED_CODE, describe, is_platform_code
 
 BATCH_LIMIT = 50
-UNSIGNED_PAYLOAD = {"X-Sdk-Content-Sha256": "UNSIGNED-PAYLOAD"}
-"""What Huawei's signer adds to a body that is neither JSON nor BSON: the body is not hashed."""
+
 log = structlog.get_logger("msgsms-simulator.push")
 
 
@@ -198,8 +197,7 @@ class Pusher:
         url = f"{self.config.url}{path}"
         headers = {"Content-Type": content_type}
         if self.config.credentials is not None:
-            if content_type not in ("application/json", "application/bson"):
-                headers.update(UNSIGNED_PAYLOAD)
+            # sign_request signs a form body as Huawei's signer does: UNSIGNED-PAYLOAD.
             now = datetime.fromtimestamp(self.clock.now(), UTC)
             headers = sign_request("POST", url, headers, body, self.config.credentials, now)
         try:
