@@ -1,7 +1,8 @@
 """An exporter in its own process for the engine benchmark, driven over stdin/stdout.
 
 Each input line is a JSON command; each answer one JSON line:
-  {"cmd": "poll"}    -> {"ok", "end", "complete", "requests", "windows": {tid: [s, f, p]}, "codes": {...}}
+  {"cmd": "poll"}    -> {"ok", "end", "complete", "requests", "steps": {step: requests},
+                         "windows": {tid: [s, f, p]}, "codes": {...}}
   {"cmd": "usage"}   -> {"cpu_seconds", "rss_bytes"}
   {"cmd": "serve"}   -> {"url"}  (starts /metrics on 127.0.0.1:0, no background polling)
 The exporter's clock is the simulator's (GET /-/clock), so polls follow simulated time.
@@ -82,6 +83,7 @@ def main() -> int:
             answer = {
                 "ok": ok,
                 "requests": poller.source.stats.request_count - before,
+                "steps": dict(poller.last_outcome.requests) if poller.last_outcome else {},
                 "start": window.start if window else None,
                 "end": window.end if window else None,
                 "complete": bool(window and window.complete),

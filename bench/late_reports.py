@@ -88,17 +88,17 @@ def main() -> None:
                 hour = index // 60 + 1
                 cpu_by_hour.setdefault(hour, []).append(time.process_time() - cpu)
                 by_hour.setdefault(hour, []).append(poller.source.stats.request_count - before)
-                last = poller.engine.last
+                last = poller.last_outcome
                 assert last is not None
                 steps_by_hour.setdefault(hour, Counter()).update(last.requests)
                 engine = poller.engine
-                followed_peak = max(followed_peak, engine.pending_count())
-                outside = engine.pending_count() - len(engine.pending)
+                followed_peak = max(followed_peak, engine.book.pending_count())
+                outside = engine.book.pending_count() - len(engine.book.pending)
                 outside_peak = max(outside_peak, outside)
             end = poller.last.windows[0].end
             final = truth(first_start, end)
             counted: dict[str, int] = {}
-            for (template_id, _, _), n in poller.engine.counters.finalized.items():
+            for (template_id, _, _), n in poller.engine.book.counters.finalized.items():
                 counted[template_id] = counted.get(template_id, 0) + n
     expected = {t: v["success"] + v["failed"] for t, v in final.items()}
     mismatched = sum(1 for t, n in expected.items() if counted.get(t, 0) != n)

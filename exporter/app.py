@@ -13,6 +13,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
+from exporter.budget import Budget
 from exporter.client import DetailsClient, RequestStats, RetryPolicy, build_http_client
 from exporter.collector import DeliveryCollector
 from exporter.config import AccountConfig, Config, load_config
@@ -151,8 +152,9 @@ class Exporter:
         )
         self._slots: list[_Slot] = []
         for account in config.accounts:
-            client, http, source = self._source(account, config, None)
-            poller = Poller(account, config, source, clock=clock, shard=shard)
+            budget = Budget(config.request_budget)
+            client, http, source = self._source(account, config, None, budget)
+            poller = Poller(account, config, source, clock=clock, shard=shard, budget=budget)
             self._slots.append(_Slot(poller, source, client, http))
         self.details = self._details_queries()
         for poller in self.pollers:
@@ -172,7 +174,7 @@ class Exporter:
         return [slot.poller for slot in self._slots]
 
     def _source(
-        self, account: AccountConfig, config: Config, stats: RequestStats | None
+        self, account: AccountConfig, config: Config, stats: RequestStats | None, budget: Budget
     ) -> tuple[DetailsClient | None, httpx.Client | None, DetailsSource]:
         # One sending-details query at a time per account: the poller and /details share it.
         if account.source == "push" and self.push_store is not None:
@@ -183,7 +185,7 @@ class Exporter:
             http,
             stats=stats,
             retry=self._retry,
-            request_budget=config.request_budget,
+            budget=budget,
             sleep=self._retry_sleep,
         )
         return client, http, OneQueryAtATime(client)
@@ -214,12 +216,10 @@ class Exporter:
         return ok
 
     def _poll(self, slot: _Slot) -> bool:
-        """One poll of one account, with a fresh request budget, published."""
+        """One poll of one account, published."""
         with slot.lock:
             if slot.stop.is_set():  # removed by a reload while waiting: its client is closed
                 return False
-            if slot.client is not None:
-                slot.client.begin_poll()
             snapshot = slot.poller.poll()
         if not slot.stop.is_set():
             self.board.publish(snapshot)
@@ -252,13 +252,17 @@ class Exporter:
             for account in config.accounts:
                 slot = kept.pop(account.name, None)
                 if slot is None:
-                    client, http, source = self._source(account, config, None)
-                    poller = Poller(account, config, source, clock=self._clock, shard=self._shard)
+                    budget = Budget(config.request_budget)
+                    client, http, source = self._source(account, config, None, budget)
+                    poller = Poller(
+                        account, config, source, clock=self._clock, shard=self._shard, budget=budget
+                    )
                     slots.append(_Slot(poller, source, client, http))
                     continue
                 with slot.lock:  # waits for the account's poll in flight
                     stats = slot.client.stats if slot.client is not None else None
-                    client, http, source = self._source(account, config, stats)
+                    budget = slot.poller.budget
+                    client, http, source = self._source(account, config, stats, budget)
                     slot.poller.reconfigure(account, config, source)
                     if slot.http is not None:
                         retired.append(slot.http)

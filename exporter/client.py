@@ -8,7 +8,8 @@ errors, timeouts, 5xx, 429, 408 and bodies that are not the contract's shape. Th
 is ``Retry-After`` when the upstream sends one (a longer one than the policy's cap is
 not waited for: the request fails and the next poll tries again), otherwise exponential
 backoff with full jitter. Retries stop at ``max_attempts`` per request and when the
-poll's request budget is spent; each one is counted in ``RequestStats.retries``.
+poll's request budget (:class:`~exporter.budget.Budget`, shared with the engine) is spent;
+each one is paid from it and counted in ``RequestStats.retries``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import httpx
 import structlog
 
 from exporter import __version__
+from exporter.budget import Budget
 from exporter.config import AccountConfig
 from exporter.errors import (
     UpstreamError,
@@ -170,28 +172,18 @@ class DetailsClient:
         stats: RequestStats | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         retry: RetryPolicy | None = None,
-        request_budget: int | None = None,
+        budget: Budget | None = None,
         sleep: Callable[[float], object] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
         self.account = account
         self.stats = stats or RequestStats()
         self.retry = retry or RetryPolicy()
-        self.request_budget = request_budget
+        self.budget = budget
         self._http = http
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self._poll_started_at = 0
-
-    def begin_poll(self) -> None:
-        """Start a new poll's request budget (retries stop when it is spent)."""
-        self._poll_started_at = self.stats.request_count
-
-    def _budget_left(self) -> bool:
-        if self.request_budget is None:
-            return True
-        return self.stats.request_count - self._poll_started_at < self.request_budget
 
     def query(self, query: DetailsQuery) -> DetailsPage:
         """One page of sending details."""
@@ -239,8 +231,10 @@ class DetailsClient:
             except UpstreamError as error:
                 retry += 1
                 delay = self.retry.delay(error, retry, self._rng)
-                if delay is None or not self._budget_left():
+                if delay is None or (self.budget is not None and not self.budget.left):
                     raise
+                if self.budget is not None:
+                    self.budget.take()
                 self.stats.count_retry()
                 log.debug(
                     "retrying upstream request",

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.errors import ExporterError
+from exporter.errors import BadParameter
 from exporter.records import (
     DETAILS_PATH,
     MOBILE_PATTERN,
@@ -47,7 +47,7 @@ class QueryLimits:
 
 
 # One code per violated rule, as the console tells them apart (documented in openapi.yaml).
-BAD_PARAMETER = "MSGSMS.0400"
+BAD_PARAMETER = BadParameter.error_code
 BAD_TIME = "MSGSMS.0410"
 BAD_TIME_ORDER = "MSGSMS.0411"
 SPAN_TOO_LONG = "MSGSMS.0412"
@@ -55,17 +55,6 @@ BEYOND_LOOKBACK = "MSGSMS.0413"
 BAD_PAGE = "MSGSMS.0414"
 BAD_MOBILE = "MSGSMS.0415"
 BAD_SEND_RESULT = "MSGSMS.0416"
-
-
-class BadParameter(ExporterError):
-    """A query parameter is missing or invalid; the message names it, ``error_code`` the rule."""
-
-    error_code = BAD_PARAMETER
-
-    def __init__(self, message: str, error_code: str | None = None) -> None:
-        if error_code is not None:
-            self.error_code = error_code
-        super().__init__(message)
 
 
 def human_duration(seconds: float) -> str:

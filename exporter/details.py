@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from exporter.errors import ExporterError, UpstreamError, UpstreamRejected
+from exporter.errors import DetailsBusy, FormError, UpstreamError, UpstreamRejected
 from exporter.fetch import DetailsSource
 from exporter.records import MOBILE_PATTERN, DetailsPage, DetailsQuery, SendResult
 from exporter.templates import SmsTemplate
@@ -33,14 +33,6 @@ FORM_FIELDS = ("account", "template", "mobile", "result", "last", "start", "end"
 TEMPLATE_CACHE_SECONDS = 600.0
 BUSY_RETRIES = 2
 _LOCAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?$")
-
-
-class FormError(ExporterError):
-    """The details form is invalid; the message is shown to the user as is."""
-
-
-class DetailsBusy(ExporterError):
-    """Another sending-details query of the same account is running."""
 
 
 def _span_text(seconds: float) -> str:

@@ -6,6 +6,10 @@
      ├── RecordError            one upstream record is malformed; carries a reason label
      ├── PushRejected           a push, or one item of it, is refused; carries a reason label
      ├── StoreUnavailable       the push store could not commit a write (answer 503)
+     ├── BadParameter           a sending-details query parameter is missing or invalid
+     ├── FormError              the /details form is invalid; the message is shown as is
+     ├── DetailsBusy            another sending-details query of the account is running
+     ├── BudgetExhausted        the poll's request budget is spent; the rest waits
      └── UpstreamError          the sending-details service did not give a usable answer
           ├── UpstreamUnavailable   connection failure, timeout, 5xx
           ├── UpstreamRejected      4xx: bad credentials, bad request, throttling
@@ -56,6 +60,29 @@ class PushRejected(ExporterError):
 
 class StoreUnavailable(ExporterError):
     """The push store could not commit a write; the caller should answer 503."""
+
+
+class BadParameter(ExporterError):
+    """A query parameter is missing or invalid; the message names it, ``error_code`` the rule."""
+
+    error_code = "MSGSMS.0400"
+
+    def __init__(self, message: str, error_code: str | None = None) -> None:
+        if error_code is not None:
+            self.error_code = error_code
+        super().__init__(message)
+
+
+class FormError(ExporterError):
+    """The details form is invalid; the message is shown to the user as is."""
+
+
+class DetailsBusy(ExporterError):
+    """Another sending-details query of the same account is running."""
+
+
+class BudgetExhausted(ExporterError):
+    """The poll's request budget is spent; the rest waits for the next poll."""
 
 
 class UpstreamError(ExporterError):

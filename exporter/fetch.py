@@ -69,10 +69,16 @@ class RangeRead(Generic[S]):
     fetched: int = 0
     requests: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    stopped: bool = False
 
 
 def read_range(
-    source: PageSource, query: DetailsQuery, sink: Callable[[], S], *, skip: int = 0
+    source: PageSource,
+    query: DetailsQuery,
+    sink: Callable[[], S],
+    *,
+    skip: int = 0,
+    stop: Callable[[S], bool] | None = None,
 ) -> RangeRead[S]:
     """Every record matching ``query`` (its offset is ignored) into a fresh ``sink()``.
 
@@ -81,7 +87,8 @@ def read_range(
     boundary (offsets drift while data changes) is recognised by its key and skipped.
     If ``total`` changes between pages the read starts over with a new sink, at most
     MAX_RESTARTS times. ``skip`` starts at that offset, for callers that know how many
-    records precede the ones they want.
+    records precede the ones they want. ``stop(sink)`` true after a page ends the read
+    there, marked ``stopped`` (for callers that learnt what they wanted to know).
     """
     requests = 0
     for _attempt in range(MAX_RESTARTS + 1):
@@ -112,6 +119,9 @@ def read_range(
             fetched = len(page.records) + len(page.rejected)
             if fetched > query.limit:
                 raise UpstreamMalformed("send-details returned more records than the limit")
+            if stop is not None and stop(out.sink):
+                out.total, out.stopped = page.total, True
+                return out
             # A page that repeats records has pushed as many later ones past its end:
             # advance by what was new, so those are read on the next page.
             offset += fresh or fetched

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 
 import structlog
 
+from exporter.budget import Budget
 from exporter.config import AccountConfig, Config
-from exporter.engine import BudgetExhausted, Engine, PollOutcome
+from exporter.engine import Engine, EngineSettings, PollOutcome
 from exporter.errors import UpstreamError
 from exporter.fetch import DetailsSource
 from exporter.sharding import UNSHARDED, Shard, owns
@@ -42,13 +42,15 @@ class Poller:
         *,
         clock: Callable[[], float] = time.time,
         shard: Shard = UNSHARDED,
+        budget: Budget | None = None,
     ) -> None:
         self.account = account
         self.config = config
         self.source = source
         self.shard = shard
+        self.budget = budget or Budget(config.request_budget)
         self._clock = clock
-        self.engine = Engine(config, cross_template=False)
+        self.engine = Engine(EngineSettings.of(config, account, shards=shard.count))
         self.reconfigure(account, config, source)
         self._templates: tuple[SmsTemplate, ...] = ()
         self._templates_at = float("-inf")
@@ -56,18 +58,13 @@ class Poller:
             account=account.name, up=False, poll_interval=config.poll_interval
         )
         self._failures = 0
+        self.last_outcome: PollOutcome | None = None
+        """What the engine's last finished poll did (its requests by step, for benchmarks)."""
 
     def reconfigure(self, account: AccountConfig, config: Config, source: DetailsSource) -> None:
         """Apply a reloaded config; tallies, pending messages and counters are kept."""
         self.account, self.config, self.source = account, config, source
-        selection = account.templates
-        # One query for all templates only when all are exported: a shard or a filtered
-        # selection would otherwise pay for records it throws away.
-        everything = selection.discover and not selection.include and not selection.exclude
-        self.engine.config = config
-        self.engine.full_scan = config.engine == "full_scan"
-        self.engine.cross_template = everything and self.shard.count == 1
-        self.engine.cross_template &= not self.engine.full_scan
+        self.engine.reconfigure(EngineSettings.of(config, account, shards=self.shard.count))
         self._templates_at = float("-inf")  # read the template list again
 
     @property
@@ -95,12 +92,10 @@ class Poller:
         started = time.perf_counter()
         now = self._clock()
         requests_before = self.source.stats.request_count
-        partial = ""
         try:
             templates = self._refresh_templates(now)
-            self.engine.poll(self.source, [t.template_id for t in templates], now)
-        except BudgetExhausted as exc:
-            partial = str(exc)
+            ids = [t.template_id for t in templates]
+            outcome = self.engine.poll(self.source, ids, now, self.budget)
         except UpstreamError as exc:
             if exc.status == 404:
                 self._templates_at = float("-inf")  # a template may be gone: list again
@@ -115,11 +110,11 @@ class Poller:
             )
             return self._last
         self._failures = 0
-        outcome = self.engine.last
-        assert outcome is not None
+        self.last_outcome = outcome
         duration = time.perf_counter() - started
         windows = self._windows(templates, outcome)
-        newest = self.engine.newest_read_end() or outcome.end
+        book = self.engine.book
+        newest = book.newest_read_end() or outcome.end
         self._last = self._snapshot(
             up=True,
             templates=templates,
@@ -135,9 +130,9 @@ class Poller:
             complete=all(w.complete for w in windows),
             templates=len(templates),
             requests=self.source.stats.request_count - requests_before,
-            pending=self.engine.pending_count(),
+            pending=book.pending_count(),
             duration_seconds=round(duration, 3),
-            **({"partial": partial} if partial else {}),
+            **({"partial": outcome.cut_short} if outcome.cut_short else {}),
         )
         return self._last
 
@@ -145,6 +140,7 @@ class Poller:
         self, templates: tuple[SmsTemplate, ...], outcome: PollOutcome
     ) -> tuple[WindowSnapshot, ...]:
         out = []
+        book = self.engine.book
         end = outcome.end
         for length in self.config.windows:
             start = end - int(length)
@@ -153,11 +149,11 @@ class Poller:
                     name=window_name(length),
                     start=float(start),
                     end=float(end),
-                    complete=outcome.checks_done and self.engine.unread_minutes(start, end) == 0,
+                    complete=outcome.checks_done and book.unread_minutes(start, end) == 0,
                     templates=tuple(
                         summarize(
                             t.template_id,
-                            self.engine.window(t.template_id, start, end),
+                            book.window(t.template_id, start, end),
                             self.config.top_status_codes,
                         )
                         for t in templates
@@ -192,7 +188,7 @@ class Poller:
         lag: float,
         error: str = "",
     ) -> AccountSnapshot:
-        counters = self.engine.counters
+        counters = self.engine.book.counters
         return AccountSnapshot(
             account=self.account.name,
             up=up,
@@ -209,10 +205,3 @@ class Poller:
             records_rejected=dict(counters.rejected),
             last_error=error,
         )
-
-    def run(self, stop: threading.Event, publish: Callable[[AccountSnapshot], None]) -> None:
-        """Poll every interval until ``stop`` is set, publishing each snapshot."""
-        while not stop.is_set():
-            began = time.monotonic()
-            publish(self.poll())
-            stop.wait(max(0.0, self.config.poll_interval - (time.monotonic() - began)))

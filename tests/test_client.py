@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
+from exporter.budget import Budget, Budgeted
 from exporter.client import DetailsClient, RetryPolicy
 from exporter.config import AccountConfig, Secret, TemplateSelection
 from exporter.errors import UpstreamMalformed, UpstreamRejected, UpstreamUnavailable
@@ -60,7 +61,7 @@ def make_client() -> Iterator[Callable[..., tuple[DetailsClient, list[float]]]]:
             ACCOUNT,
             http,
             retry=RetryPolicy(**policy),  # type: ignore[arg-type]
-            request_budget=budget,
+            budget=None if budget is None else Budget(budget),
             sleep=slept.append,
             rng=random.Random(7),
         )
@@ -184,15 +185,17 @@ def test_rejections_that_a_retry_cannot_fix_are_not_retried(
 def test_retries_stop_when_the_polls_request_budget_is_spent(make_client) -> None:
     script = Script(*[httpx.Response(503) for _ in range(20)])
     client, _ = make_client(script, budget=6, max_attempts=4)
-    client.begin_poll()
+    assert client.budget is not None
+    paid = Budgeted(client, client.budget)  # as the engine queries: one budget for both
     with pytest.raises(UpstreamUnavailable):
-        client.query(QUERY)  # 4 attempts, 3 retries
+        paid.query(QUERY)  # 4 attempts, 3 retries
     with pytest.raises(UpstreamUnavailable):
-        client.query(QUERY)  # 2 more requests reach the budget of 6
+        paid.query(QUERY)  # 2 more requests reach the budget of 6
     assert script.requests == 6
-    client.begin_poll()  # the next poll has a fresh budget
+    assert client.budget.used == 6
+    client.budget.renew()  # the next poll has a fresh budget
     with pytest.raises(UpstreamUnavailable):
-        client.query(QUERY)
+        paid.query(QUERY)
     assert script.requests == 10
 
 

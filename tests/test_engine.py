@@ -13,8 +13,8 @@ from simulator_process import simulator_process
 
 from exporter.app import Exporter
 from exporter.config import Config, TemplateSelection
-from exporter.engine import coalesce, spans_within
 from exporter.poller import Poller
+from exporter.ranges import coalesce, spans_within
 
 SCENARIO = str(Path(__file__).parent / "fixtures" / "holds-scenario.yaml")
 START = "2026-11-26T10:00:00Z"
@@ -123,12 +123,12 @@ def test_a_message_resolving_after_an_hour_is_counted_once(hold_simulator: Simul
             t for t in _poller(exporter).last.windows[-1].templates if t.template_id == "TPL_LOGIN"
         )
         assert login.sending > 0  # delayed for 4000 s: still pending after 75 minutes
-        before = _poller(exporter).engine.counters.finalized.copy()
+        before = _poller(exporter).engine.book.counters.finalized.copy()
         _poll_minutes(sim, exporter, 10, check=True)
         login = next(
             t for t in _poller(exporter).last.windows[-1].templates if t.template_id == "TPL_LOGIN"
         )
-        after = _poller(exporter).engine.counters.finalized
+        after = _poller(exporter).engine.book.counters.finalized
         assert sum(after.values()) > sum(before.values())
 
 
@@ -152,7 +152,7 @@ def test_incremental_polls_cost_a_fraction_of_a_full_scan(hold_simulator: Simula
 
 
 def _finalized(poller: Poller, template_id: str) -> int:
-    counters = poller.engine.counters
+    counters = poller.engine.book.counters
     return sum(n for (t, _, _), n in counters.finalized.items() if t == template_id)
 
 
@@ -180,7 +180,10 @@ def test_a_message_resolving_after_its_minute_left_the_window_is_counted_final(
     for template_id in ("TPL_LOGIN", "TPL_NOTIFY", "TPL_PROMO"):
         assert _finalized(poller, template_id) == _final_in(truth, template_id), template_id
         t = truth[template_id]
-        assert poller.engine.counters.sent[template_id] == t["success"] + t["failed"] + t["sending"]
+        assert (
+            poller.engine.book.counters.sent[template_id]
+            == t["success"] + t["failed"] + t["sending"]
+        )
 
 
 def test_messages_never_reported_are_counted_final_when_they_expire_after_72_hours():
@@ -201,13 +204,13 @@ def test_messages_never_reported_are_counted_final_when_they_expire_after_72_hou
                 sim.advance(1800)
                 assert exporter.poll_once()
                 assert poller.last.windows[0].complete
-                pending_peak = max(pending_peak, poller.engine.pending_count())
+                pending_peak = max(pending_peak, poller.engine.book.pending_count())
             for _ in range(4):  # every block of late minutes has had its turn
                 assert exporter.poll_once()
             end = poller.last.windows[0].end
             truth = sim.truth(first_start, end)
             expired_early = sim.truth(first_start, end - 72 * 3600)
-            oldest = min(poller.engine.late)
+            oldest = min(poller.engine.book.late)
     for template_id in ("TPL_LOGIN", "TPL_NOTIFY"):
         # Everything sent more than 72 h ago is final now (EXPIRED at the latest) ...
         assert expired_early[template_id]["sending"] == 0
@@ -229,7 +232,7 @@ def test_a_template_selected_later_is_read_for_the_whole_window(hold_simulator: 
     with Exporter(_selecting(sim, "TPL_LOGIN"), clock=sim.now) as exporter:
         poller = _poller(exporter)
         _poll_minutes(sim, exporter, 5, check=False)
-        assert not poller.engine.cross_template
+        assert not poller.engine.settings.cross_template
         exporter.reload(_selecting(sim, "TPL_LOGIN", "TPL_NOTIFY"))
         _poll_minutes(sim, exporter, 1, check=False)
         # The minutes already read for TPL_LOGIN were read again for TPL_NOTIFY alone.
@@ -237,7 +240,8 @@ def test_a_template_selected_later_is_read_for_the_whole_window(hold_simulator: 
         window = poller.last.windows[0]
         t = sim.truth(window.start, window.end)["TPL_NOTIFY"]
         assert (
-            poller.engine.counters.sent["TPL_NOTIFY"] == t["success"] + t["failed"] + t["sending"]
+            poller.engine.book.counters.sent["TPL_NOTIFY"]
+            == t["success"] + t["failed"] + t["sending"]
         )
         _poll_minutes(sim, exporter, 3, check=True)
 
@@ -250,7 +254,7 @@ def test_a_template_no_longer_selected_is_no_longer_queried(hold_simulator: Simu
         sim.post("/-/incidents", {**delayed, "duration_seconds": 600})
         sim.advance(600)
         assert exporter.poll_once()
-        assert any(p.template_id == "TPL_PROMO" for p in poller.engine.pending.values())
+        assert any(p.template_id == "TPL_PROMO" for p in poller.engine.book.pending.values())
         exporter.reload(_selecting(sim, "TPL_LOGIN"))
         # Deleted upstream, its details answer 404: its pending messages are not followed.
         rule = {"fault": "template_deleted", "template_id": "TPL_PROMO", "not_found": True}
@@ -293,5 +297,8 @@ def test_a_window_grown_on_reload_reads_back_without_counting_anything_twice(
         assert end - 7200 > first_start
         truth = sim.truth(first_start, end)
     for template_id, t in truth.items():
-        assert poller.engine.counters.sent[template_id] == t["success"] + t["failed"] + t["sending"]
+        assert (
+            poller.engine.book.counters.sent[template_id]
+            == t["success"] + t["failed"] + t["sending"]
+        )
         assert _finalized(poller, template_id) == _final_in(truth, template_id)

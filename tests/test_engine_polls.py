@@ -7,7 +7,6 @@ end to end, over HTTP, through the exporter.
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from store_source import StoreSource
 
 from exporter.config import AccountConfig, Config, Secret, TemplateSelection
-from exporter.engine import BudgetExhausted, Engine
+from exporter.engine import Engine, EngineSettings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HOLDS = FIXTURES / "holds-scenario.yaml"
@@ -37,22 +36,23 @@ def _config(**overrides: Any) -> Config:
 
 
 def _engine(config: Config, *, cross_template: bool = True) -> Engine:
-    return Engine(config, cross_template=cross_template, full_scan=config.engine == "full_scan")
+    settings = EngineSettings.of(config, ACCOUNT)
+    return Engine(replace(settings, cross_template=settings.cross_template and cross_template))
 
 
 def _window_end(engine: Engine) -> int:
-    assert engine.end is not None
-    return engine.end
+    assert engine.book.end is not None
+    return engine.book.end
 
 
 def _assert_equals_truth(engine: Engine, source: StoreSource, config: Config) -> None:
     end = _window_end(engine)
     for length in config.windows:
         start = end - int(length)
-        assert engine.unread_minutes(start, end) == 0
+        assert engine.book.unread_minutes(start, end) == 0
         truth = source.truth(start, end)
         for template_id in source.template_ids:
-            tally = engine.window(template_id, start, end)
+            tally = engine.book.window(template_id, start, end)
             t = truth[template_id]
             got = (tally.success, tally.failed, tally.sending, dict(tally.codes))
             want = (t["success"], t["failed"], t["sending"], t["status_codes"])
@@ -66,7 +66,7 @@ def _final(truth: dict[str, Any], template_id: str) -> int:
 
 
 def _finalized(engine: Engine, template_id: str) -> int:
-    return sum(n for (t, _, _), n in engine.counters.finalized.items() if t == template_id)
+    return sum(n for (t, _, _), n in engine.book.counters.finalized.items() if t == template_id)
 
 
 def _poll(engine: Engine, source: StoreSource, minutes: int = 1) -> None:
@@ -126,11 +126,11 @@ def test_each_message_is_counted_once_sent_and_once_final_even_after_leaving_the
         {"template_id": "TPL_LOGIN", "carrier_delay_seconds": 4000, "duration_seconds": 300}
     )
     _poll(engine, source, 100)
-    assert engine.pending_count() > 0 or engine.late == {}
+    assert engine.book.pending_count() > 0 or engine.book.late == {}
     truth = source.truth(first_start, _window_end(engine))
     for template_id in source.template_ids:
         t = truth[template_id]
-        assert engine.counters.sent[template_id] == t["success"] + t["failed"] + t["sending"]
+        assert engine.book.counters.sent[template_id] == t["success"] + t["failed"] + t["sending"]
         assert _finalized(engine, template_id) == _final(truth, template_id), template_id
 
 
@@ -144,9 +144,10 @@ def test_a_poll_cut_short_by_the_budget_leaves_the_rest_for_the_next_and_counts_
     cut = 0
     for _ in range(60):
         source.advance(60)
-        try:
-            engine.poll(source, source.template_ids, source.now)
-        except BudgetExhausted:
+        outcome = engine.poll(source, source.template_ids, source.now)
+        if outcome.cut_short:
+            assert outcome.cut_short == "request budget of 2 spent"
+            assert not outcome.checks_done
             cut += 1
         if first_start is None:
             first_start = _window_end(engine) - 3600
@@ -157,9 +158,9 @@ def test_a_poll_cut_short_by_the_budget_leaves_the_rest_for_the_next_and_counts_
     assert first_start is not None
     # Minutes that left the window before the budget reached them were never counted;
     # every other message was counted once.
-    assert engine.never_read
+    assert engine.book.never_read
     truth = source.truth(first_start, _window_end(engine))
-    skipped = [source.truth(m, m + 60) for m in engine.never_read]
+    skipped = [source.truth(m, m + 60) for m in engine.book.never_read]
     for template_id in source.template_ids:
         t = truth[template_id]
         sent = t["success"] + t["failed"] + t["sending"]
@@ -167,7 +168,7 @@ def test_a_poll_cut_short_by_the_budget_leaves_the_rest_for_the_next_and_counts_
             s[template_id]["success"] + s[template_id]["failed"] + s[template_id]["sending"]
             for s in skipped
         )
-        assert engine.counters.sent[template_id] == sent
+        assert engine.book.counters.sent[template_id] == sent
 
 
 def test_a_hold_released_while_the_budget_cut_polls_short_is_still_found() -> None:
@@ -176,8 +177,7 @@ def test_a_hold_released_while_the_budget_cut_polls_short_is_still_found() -> No
     engine = _engine(config)
     for _ in range(60):  # the hold check never fits in these polls
         source.advance(60)
-        with contextlib.suppress(BudgetExhausted):
-            engine.poll(source, source.template_ids, source.now)
+        engine.poll(source, source.template_ids, source.now)
     engine = replace_budget(engine, config, 2000)
     _poll(engine, source)
     _assert_equals_truth(engine, source, config)
@@ -185,7 +185,7 @@ def test_a_hold_released_while_the_budget_cut_polls_short_is_still_found() -> No
 
 def replace_budget(engine: Engine, config: Config, budget: int) -> Engine:
     """The same engine state with a larger request budget (as a reload would)."""
-    engine.config = replace(config, request_budget=budget)
+    engine.reconfigure(replace(engine.settings, request_budget=budget))
     return engine
 
 
@@ -199,7 +199,7 @@ def test_messages_never_reported_are_counted_final_when_they_expire_after_72_hou
     for _ in range(2 * 75):
         source.advance(1800)
         engine.poll(source, source.template_ids, source.now)
-        pending_peak = max(pending_peak, engine.pending_count())
+        pending_peak = max(pending_peak, engine.book.pending_count())
     for _ in range(4):  # every block of late minutes has had its turn
         engine.poll(source, source.template_ids, source.now)
     end = _window_end(engine)
@@ -208,7 +208,7 @@ def test_messages_never_reported_are_counted_final_when_they_expire_after_72_hou
     for template_id in source.template_ids:
         assert _finalized(engine, template_id) == _final(truth, template_id), template_id
     # Pending messages are followed for 72 h and a quarter, not longer.
-    assert min(engine.late) >= end - 72 * 3600 - 15 * 60
+    assert min(engine.book.late) >= end - 72 * 3600 - 15 * 60
     assert pending_peak > 0
 
 

@@ -1,0 +1,134 @@
+"""The review-hold check: find minutes already read where held messages appeared since.
+
+A message held for manual review appears late with its original send time, up to
+``review_hold_horizon`` after it was sent. Minutes within that horizon are checked every
+poll: in steady state by the same query that reads the new minutes (a record older than
+them in its answer would be a held one); otherwise by ``total`` queries, bisected down to
+the minutes (and, across templates, to the template) that changed, and only those are
+read again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from exporter.fetch import PageSource, read_range
+from exporter.minutebook import MinuteBook, MinuteFold
+from exporter.ranges import MINUTE, runs
+from exporter.records import DetailsQuery, SendRecord
+
+
+@dataclass(slots=True)
+class _NewOnly:
+    """Folds records of the new minutes; notes a record older than them (a hold released)."""
+
+    since: int
+    fold: MinuteFold = field(default_factory=MinuteFold)
+    older: bool = False
+
+    def add(self, record: SendRecord) -> None:
+        if record.send_time < self.since:
+            self.older = True
+        elif not self.older:
+            self.fold.add(record)
+
+
+def _saw_older(sink: _NewOnly) -> bool:
+    return sink.older
+
+
+class HoldCheck:
+    """Checks the review-hold horizon of one minute book."""
+
+    def __init__(self, book: MinuteBook) -> None:
+        self.book = book
+        # The window end at the last poll whose hold check finished: minutes that left
+        # the horizon since then are still due for one (a poll cut by the budget skips it).
+        self.checked_end: int | None = None
+
+    def horizon(self, end: int) -> int:
+        """Start of the minutes where a held message may still appear unseen."""
+        settings = self.book.settings
+        start = end - settings.window
+        if self.checked_end is None:  # never checked: all that was read
+            return start
+        return max(min(end, self.checked_end) - int(settings.review_hold_horizon), start)
+
+    def read_new(self, source: PageSource, templates: list[str], previous: int, end: int) -> bool:
+        """Read the new minutes [previous, end) and check the horizon with the same requests.
+
+        Records come in send-time order, so a query from the horizon's start that skips
+        the records already known returns the new minutes' records first, unless a held
+        message appeared earlier: then its first record is older, and False sends the
+        poll the long way. True means the new minutes are read and no hold appeared.
+        """
+        book = self.book
+        horizon = self.horizon(end)
+        if horizon >= previous or any(m not in book.read for m in range(horizon, previous, MINUTE)):
+            return False
+        known = book.known_total(None, horizon, previous)
+        query = DetailsQuery(horizon, end, limit=book.settings.page_size)
+        read = read_range(source, query, lambda: _NewOnly(previous), skip=known, stop=_saw_older)
+        if read.stopped:
+            return False
+        if read.total != known + read.fetched + sum(read.rejected.values()):
+            return False  # fewer than known: something vanished; take the long way
+        book.counters.count(read)
+        fold = read.sink.fold
+        targets = set(templates) | set(fold.tallies) | set(book.ledgers)
+        book.apply_fold(fold, targets, previous, end)
+        self.checked_end = end
+        return True
+
+    def check(self, source: PageSource, templates: list[str], end: int, earlier: set[int]) -> None:
+        """Find minutes where held messages appeared, by totals; read only those again."""
+        horizon = self.horizon(end)
+        minutes = [m for m in earlier if horizon <= m < end]
+        scopes: list[str | None] = [None] if self.book.settings.cross_template else list(templates)
+        for scope in scopes:
+            changed: list[int] = []
+            for start, stop in runs(minutes):
+                self._find_changed(source, scope, start, stop, changed)
+            for start, stop in runs(changed):
+                if scope is None:
+                    self._reread_across_templates(source, templates, start, stop)
+                else:
+                    self.book.read_minutes(source, templates, start, stop, only=scope)
+        self.checked_end = end
+
+    def _find_changed(
+        self, source: PageSource, scope: str | None, start: int, end: int, changed: list[int]
+    ) -> None:
+        """Collect the minutes of [start, end) whose total is not the known one (bisection)."""
+        page = source.query(DetailsQuery(start, end, scope, limit=1))
+        if page.total == self.book.known_total(scope, start, end):
+            return
+        if end - start <= MINUTE:
+            changed.append(start)
+            return
+        middle = start + ((end - start) // MINUTE // 2) * MINUTE
+        self._find_changed(source, scope, start, middle, changed)
+        self._find_changed(source, scope, middle, end, changed)
+
+    def _reread_across_templates(
+        self, source: PageSource, templates: list[str], start: int, end: int
+    ) -> None:
+        """Read changed minutes again: whole, or only the templates that changed, if cheaper.
+
+        A review hold releases one template's messages, so one total per template usually
+        finds it at a fraction of the cost of reading every template's records again.
+        """
+        book = self.book
+        if book.known_total(None, start, end) / book.settings.page_size <= len(book.ledgers):
+            book.read_minutes(source, templates, start, end)
+            return
+        for template_id in sorted(book.ledgers):
+            page = source.query(DetailsQuery(start, end, template_id, limit=1))
+            if page.total != book.known_total(template_id, start, end):
+                changed: list[int] = []
+                self._find_changed(source, template_id, start, end, changed)
+                for run_start, run_end in runs(changed):
+                    book.read_minutes(source, templates, run_start, run_end, only=template_id)
+        check = source.query(DetailsQuery(start, end, limit=1))
+        if check.total != book.known_total(None, start, end):
+            book.read_minutes(source, templates, start, end)  # a template we lack
