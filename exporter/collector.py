@@ -14,6 +14,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from exporter import __version__
+from exporter.errors import UPSTREAM_REASONS
 from exporter.records import REJECT_REASONS, SendResult
 from exporter.snapshot import AccountSnapshot
 from exporter.status_codes import StatusCategory
@@ -123,6 +124,11 @@ class _Families:
             "Sending-detail records skipped as malformed, by reason.",
             labels=["account", "reason"],
         )
+        self.poll_failures = c(
+            "msgsms_poll_failures",
+            "Polls that failed, by reason (the upstream was unavailable, rejected or malformed).",
+            labels=["account", "reason"],
+        )
         self.build_info = g("msgsms_build_info", "Build information; always 1.", labels=["version"])
 
     def all(self) -> list[Metric]:
@@ -183,6 +189,8 @@ def _add_account(f: _Families, snap: AccountSnapshot) -> None:
     f.fetched.add_metric([account], snap.records_fetched)
     for reason in sorted({*REJECT_REASONS, *snap.records_rejected}):
         f.rejected.add_metric([account, reason], snap.records_rejected.get(reason, 0))
+    for reason in sorted({*UPSTREAM_REASONS, *snap.poll_failures}):
+        f.poll_failures.add_metric([account, reason], snap.poll_failures.get(reason, 0))
 
 
 class DeliveryCollector(Collector):

@@ -85,6 +85,10 @@ class BudgetExhausted(ExporterError):
     """The poll's request budget is spent; the rest waits for the next poll."""
 
 
+UPSTREAM_REASONS = ("unavailable", "rejected", "malformed")
+"""The ``reason`` of each kind of UpstreamError: why a poll failed."""
+
+
 class UpstreamError(ExporterError):
     """The sending-details service did not give a usable answer."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import structlog
@@ -58,6 +59,7 @@ class Poller:
             account=account.name, up=False, poll_interval=config.poll_interval
         )
         self._failures = 0
+        self._failed_polls: Counter[str] = Counter()
         self.last_outcome: PollOutcome | None = None
         """What the engine's last finished poll did (its requests by step, for benchmarks)."""
 
@@ -100,6 +102,7 @@ class Poller:
             if exc.status == 404:
                 self._templates_at = float("-inf")  # a template may be gone: list again
             self._failures += 1
+            self._failed_polls[exc.reason] += 1
             self._last = self._failed(exc, time.perf_counter() - started)
             log.warning(
                 "poll failed",
@@ -203,5 +206,6 @@ class Poller:
             requests=self.source.stats.totals(),
             records_fetched=counters.fetched,
             records_rejected=dict(counters.rejected),
+            poll_failures=dict(self._failed_polls),
             last_error=error,
         )

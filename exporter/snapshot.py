@@ -122,6 +122,7 @@ class AccountSnapshot:
     requests: RequestTotals = field(default_factory=RequestTotals)
     records_fetched: int = 0
     records_rejected: dict[str, int] = field(default_factory=dict)
+    poll_failures: dict[str, int] = field(default_factory=dict)
     last_error: str = ""
 
 

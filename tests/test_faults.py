@@ -237,8 +237,12 @@ def test_staleness_keeps_the_last_good_window_then_withdraws_it_and_recovers(
     assert "msgsms_window_messages" not in s
     assert total(s, "msgsms_upstream_requests_total", code="500") > 0
     assert value(s, "msgsms_upstream_retries_total") > 0
+    assert value(s, "msgsms_poll_failures_total", reason="unavailable") == 3
+    assert value(s, "msgsms_poll_failures_total", reason="rejected") == 0
     sim.http.delete(f"{sim.url}/-/faults").raise_for_status()
-    assert_equals_truth(sim, r.poll())
+    recovered = r.poll()
+    assert_equals_truth(sim, recovered)
+    assert value(recovered, "msgsms_poll_failures_total", reason="unavailable") == 3
 
 
 def test_clock_skew_is_rejected_without_retries_and_recovers(sim: Simulator, run) -> None:
@@ -249,6 +253,7 @@ def test_clock_skew_is_rejected_without_retries_and_recovers(sim: Simulator, run
     assert value(s, "msgsms_up") == 0
     assert total(s, "msgsms_upstream_requests_total", code="401") == 1
     assert value(s, "msgsms_upstream_retries_total") == 0
+    assert value(s, "msgsms_poll_failures_total", reason="rejected") == 1
     sim.http.delete(f"{sim.url}/-/faults").raise_for_status()
     assert_equals_truth(sim, r.poll())
 
