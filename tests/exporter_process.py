@@ -32,8 +32,9 @@ def free_port() -> int:
 
 
 def single_report(message_id: str) -> bytes:
-    """A form-encoded single status report."""
-    return f"smsMsgId={message_id}&status=DELIVRD&updateTime=2026-11-26T10%3A00%3A00Z".encode()
+    """A form-encoded single status report, updated a minute ago (a plausible time)."""
+    updated = time.strftime("%Y-%m-%dT%H%%3A%M%%3A%SZ", time.gmtime(time.time() - 60))
+    return f"smsMsgId={message_id}&status=DELIVRD&updateTime={updated}".encode()
 
 
 @dataclass
