@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from exporter.errors import DetailsBusy, FormError, UpstreamError, UpstreamRejected
+from exporter.details_fetch import Scan, fetch_query, scan_status_code
+from exporter.errors import DetailsBusy, FormError, UpstreamError
 from exporter.fetch import DetailsSource
 from exporter.records import MOBILE_PATTERN, DetailsPage, DetailsQuery, SendResult
 from exporter.templates import SmsTemplate
@@ -29,10 +30,13 @@ PAGE_SIZE = 10
 MAX_PAGE = 100_000
 QUICK_RANGES: tuple[tuple[str, str], ...] = (("1h", "last 1 hour"), ("24h", "last 24 hours"))
 RESULTS = ("all", "success", "failed", "sending")
-FORM_FIELDS = ("account", "template", "mobile", "result", "last", "start", "end", "page")
+FORM_FIELDS = (
+    *("account", "template", "mobile", "result", "status_code"),
+    *("last", "start", "end", "page"),
+)
 TEMPLATE_CACHE_SECONDS = 600.0
-BUSY_RETRIES = 2
-_LOCAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?$")
+_LOCAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?$")
+_STATUS_CODE = re.compile(r"^[A-Za-z0-9:_.-]{1,32}$")
 
 
 def _span_text(seconds: float) -> str:
@@ -53,6 +57,8 @@ class DetailsFilter:
     result: SendResult | None = None
     page: int = 1
     last: str = ""
+    status_code: str | None = None
+    """Kept from the records read (the platform cannot filter by it): see details_fetch."""
 
     def query(self) -> DetailsQuery:
         """The contract query for this page."""
@@ -74,6 +80,8 @@ class DetailsFilter:
         if self.mobile is not None:
             params["mobile"] = self.mobile
         params["result"] = self.result.value if self.result is not None else "all"
+        if self.status_code is not None:
+            params["status_code"] = self.status_code
         params["start"] = format_rfc3339(self.start)
         params["end"] = format_rfc3339(self.end)
         params["page"] = str(page)
@@ -81,15 +89,16 @@ class DetailsFilter:
 
 
 def parse_time(text: str, label: str) -> float:
-    """RFC 3339, or a ``datetime-local`` input value read as UTC; FormError otherwise."""
+    """RFC 3339, or ``2026-11-26 10:00:00`` (the view's own format) read as UTC; else FormError."""
     value = text.strip()
     if _LOCAL_TIME.match(value):
-        value += ("" if value.count(":") == 2 else ":00") + "Z"
+        value = value.replace(" ", "T") + ("" if value.count(":") == 2 else ":00") + "Z"
     try:
         return parse_rfc3339(value)
     except ValueError:
         raise FormError(
-            f"{label}: not a time; use RFC 3339 (2026-11-26T10:00:00Z) or the date picker (UTC)."
+            f"{label}: not a time; use 2026-11-26 10:00:00 (UTC)"
+            " or RFC 3339 (2026-11-26T10:00:00Z)."
         ) from None
 
 
@@ -174,6 +183,9 @@ def parse_filter(
     result_text = form.get("result", "").strip().lower() or "all"
     if result_text not in RESULTS:
         raise FormError("Send result: choose all, success, failed or sending.")
+    status_code = form.get("status_code", "").strip() or None
+    if status_code is not None and not _STATUS_CODE.match(status_code):
+        raise FormError("Status code: up to 32 letters, digits and : _ . - (e.g. MK:0001).")
     page_text = form.get("page", "").strip() or "1"
     if not (page_text.isascii() and page_text.isdigit()) or not 1 <= int(page_text) <= MAX_PAGE:
         raise FormError(f"Page: expected a whole number from 1 to {MAX_PAGE}.")
@@ -187,6 +199,7 @@ def parse_filter(
         result=None if result_text == "all" else SendResult(result_text),
         page=int(page_text),
         last=last,
+        status_code=status_code,
     )
 
 
@@ -195,16 +208,11 @@ def fetch_page(
     details: DetailsFilter,
     *,
     sleep: Callable[[float], None] = time.sleep,
-) -> DetailsPage:
-    """One page of records; retries briefly while the platform answers another query."""
-    for attempt in range(BUSY_RETRIES + 1):
-        try:
-            return source.query(details.query())
-        except UpstreamRejected as exc:
-            if not exc.throttled or attempt == BUSY_RETRIES:
-                raise
-            sleep(min(exc.retry_after or 0.5, 2.0))
-    raise AssertionError("unreachable")
+) -> tuple[DetailsPage, Scan | None]:
+    """The filter's page, and how far a status-code filter read (None without one)."""
+    if details.status_code is not None:
+        return scan_status_code(source, details.query(), details.status_code, sleep=sleep)
+    return fetch_query(source, details.query(), sleep=sleep), None
 
 
 class OneQueryAtATime:
@@ -267,6 +275,7 @@ class DetailsOutcome:
     details: DetailsFilter | None = None
     page: DetailsPage | None = None
     message: str = ""
+    scan: Scan | None = None
 
 
 class DetailsQueries:
@@ -308,13 +317,13 @@ class DetailsQueries:
             return DetailsOutcome(502, form, self.accounts, message=_upstream_message(exc))
         templates = self.catalog(details.account)
         try:
-            page = self._query(details)
+            page, scan = self._query(details)
         except DetailsBusy as exc:
             return DetailsOutcome(429, form, self.accounts, templates, details, message=str(exc))
         except UpstreamError as exc:
             message = _upstream_message(exc)
             return DetailsOutcome(502, form, self.accounts, templates, details, message=message)
-        return DetailsOutcome(200, form, self.accounts, templates, details, page)
+        return DetailsOutcome(200, form, self.accounts, templates, details, page, scan=scan)
 
     def _templates(self, form: Mapping[str, str]) -> list[SmsTemplate]:
         account = form.get("account", "")
@@ -323,7 +332,7 @@ class DetailsQueries:
         except UpstreamError:
             return []
 
-    def _query(self, details: DetailsFilter) -> DetailsPage:
+    def _query(self, details: DetailsFilter) -> tuple[DetailsPage, Scan | None]:
         running = self._running[details.account]
         if not running.acquire(blocking=False):
             raise DetailsBusy(

@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--template", default="", help="template id or exact name")
     parser.add_argument("--mobile", default="", help="number with country code, no '+'")
     parser.add_argument("--result", default="all", choices=RESULTS)
+    parser.add_argument("--status-code", default="", help="only records with this status code")
     parser.add_argument("--last", default="", help="quick range, e.g. 1h or 24h")
     parser.add_argument("--start", default="", help="RFC 3339 start of the sending time")
     parser.add_argument("--end", default="", help="RFC 3339 end of the sending time")
@@ -78,6 +79,7 @@ def query(
         "template": args.template,
         "mobile": args.mobile,
         "result": args.result,
+        "status_code": args.status_code,
         "last": args.last,
         "start": args.start,
         "end": args.end,

@@ -8,6 +8,7 @@ from html import escape
 from urllib.parse import urlencode
 
 from exporter.details import PAGE_SIZE, QUICK_RANGES, RESULTS, DetailsFilter, DetailsOutcome
+from exporter.details_fetch import Scan
 from exporter.pages import STYLE, nav
 from exporter.records import SendRecord, SendResult, mask_mobile
 from exporter.status_codes import categorize, describe
@@ -31,6 +32,12 @@ RESULT_LABELS = {
     SendResult.SENDING: "Sending",
 }
 PENDING_MEANING = "Sent to the carrier; no status report yet."
+TIME_INPUT = 'placeholder="YYYY-MM-DD hh:mm:ss" autocomplete="off" spellcheck="false"'
+WINDOW_NOTE = (
+    "“Last 1 hour” ends now. The overview and /metrics count a window that ends "
+    "<code>settle_delay</code> (3 minutes by default) before each poll, rounded down to "
+    "the minute, so that most status reports are in: their counts lag this view's."
+)
 
 
 def when(seconds: float | None) -> str:
@@ -40,8 +47,8 @@ def when(seconds: float | None) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _local_input(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+def _time_input(seconds: float) -> str:
+    return when(seconds)  # the table's own ISO 24-hour format, whatever the browser's locale
 
 
 def record_cells(record: SendRecord, names: Mapping[str, str]) -> tuple[str, ...]:
@@ -69,9 +76,20 @@ def page_count(total: int) -> int:
 def summary(details: DetailsFilter, total: int) -> str:
     """``57 records sent 2026-... to 2026-... UTC · page 2 of 6`` (not escaped)."""
     noun = "record" if total == 1 else "records"
+    code = f" with status code {details.status_code}" if details.status_code else ""
     return (
-        f"{total} {noun} sent {when(details.start)} to {when(details.end)} UTC"
+        f"{total} {noun}{code} sent {when(details.start)} to {when(details.end)} UTC"
         f" · account {details.account} · page {details.page} of {page_count(total)}"
+    )
+
+
+def scan_note(scan: Scan | None) -> str:
+    """What a status-code filter could not read, or "" (not escaped)."""
+    if scan is None or scan.complete:
+        return ""
+    return (
+        f"The platform cannot filter by status code: the first {scan.read:,} of "
+        f"{scan.total:,} records were searched. Narrow the sending time to search them all."
     )
 
 
@@ -91,9 +109,10 @@ def _form(outcome: DetailsOutcome) -> str:
     if not details:
         result = form.get("result", "all") or "all"
     last = details.last if details else form.get("last", "")
-    start = _local_input(details.start) if details else form.get("start", "")
-    end = _local_input(details.end) if details else form.get("end", "")
+    start = _time_input(details.start) if details else form.get("start", "")
+    end = _time_input(details.end) if details else form.get("end", "")
     mobile = (details.mobile or "") if details else form.get("mobile", "")
+    code = (details.status_code or "") if details else form.get("status_code", "")
     ranges = [("", "custom range"), *QUICK_RANGES]
     if last and last not in dict(ranges):
         ranges.append((last, f"last {last}"))
@@ -117,11 +136,13 @@ def _form(outcome: DetailsOutcome) -> str:
         'placeholder="4402000000" inputmode="numeric" size="16"></label>',
         f'<label>Send result <select name="result" id="result">'
         f"{_options([(r, r) for r in RESULTS], result)}</select></label>",
+        f'<label>Status code <input name="status_code" id="status_code" value="{escape(code)}" '
+        'placeholder="any" size="10"></label>',
         f'<label>Quick range <select name="last" id="last">{_options(ranges, last)}</select>'
         "</label>",
-        f'<label>Start (UTC) <input type="datetime-local" step="1" name="start" id="start" '
+        f'<label>Start (UTC) <input class="time" name="start" id="start" {TIME_INPUT} '
         f'value="{escape(start)}" {custom}></label>',
-        f'<label>End (UTC) <input type="datetime-local" step="1" name="end" id="end" '
+        f'<label>End (UTC) <input class="time" name="end" id="end" {TIME_INPUT} '
         f'value="{escape(end)}" {custom}></label>',
         '<button type="submit" id="search">Search</button>',
     ]
@@ -165,6 +186,8 @@ def details_html(outcome: DetailsOutcome) -> str:
     if details is not None and page is not None:
         names = {t.template_id: t.template_name for t in outcome.templates}
         parts.append(f'<p id="summary">{escape(summary(details, page.total))}</p>')
+        if note := scan_note(outcome.scan):
+            parts.append(f'<p class="note" id="scan">{escape(note)}</p>')
         if page.total == 0:
             parts.append('<p class="muted" id="empty">No records match these filters.</p>')
         elif not page.records:
@@ -188,6 +211,7 @@ def details_html(outcome: DetailsOutcome) -> str:
         f"<h1>Sending details</h1>{nav()}"
         "<p class='muted'>The console's “Viewing Sending Details”: at most one query at a "
         f"time per account, {PAGE_SIZE} records a page, times in UTC.</p>"
+        f'<p class="note" id="window-note">{WINDOW_NOTE}</p>'
         f"{''.join(parts)}</body></html>"
     )
 
@@ -202,6 +226,8 @@ def details_text(outcome: DetailsOutcome, templates: Sequence[SmsTemplate] = ())
     rows += [record_cells(r, names) for r in page.records]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = [summary(details, page.total)]
+    if note := scan_note(outcome.scan):
+        lines.append(note)
     lines += [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
     ]

@@ -19,7 +19,16 @@ th{background:#eef2f6}td.l,th.l{text-align:left}
 .bad{color:#b3261e;font-weight:600}.ok{color:#1b7f3b}.muted{color:#5f6b7a}
 nav a{margin-right:1rem}
 form{display:flex;flex-wrap:wrap;gap:.6rem 1rem;align-items:end;margin:1rem 0}
-label{display:flex;flex-direction:column;font-size:.85rem;color:#3b4654}
+label{display:flex;flex-direction:column;gap:.2rem;font-size:.85rem;color:#3b4654}
+input,select,button{font:inherit;font-size:.95rem;color:#1d2733;background:#fff;
+border:1px solid #aab4c0;border-radius:4px;padding:.35rem .5rem;min-height:2.1rem}
+input:focus,select:focus,button:focus{outline:2px solid #2f6fd6;outline-offset:1px}
+input.time{font-variant-numeric:tabular-nums;width:11.5rem}
+button{background:#1f5fbf;border-color:#1f5fbf;color:#fff;cursor:pointer;padding:.35rem 1.2rem}
+button:hover{background:#174a96}
+#records td{white-space:nowrap}#records td:last-child{white-space:normal;min-width:16rem}
+.note{color:#3b4654;background:#f4f7fa;border-left:3px solid #aab4c0;padding:.4rem .8rem;
+max-width:60rem}
 .error{background:#fde7e5;border:1px solid #b3261e;padding:.5rem .8rem;color:#7a1610}
 .pager a,.pager span{margin-right:1rem}
 """
@@ -51,21 +60,26 @@ def age(seconds: float) -> str:
     return f"{round(seconds / 3600)} h"
 
 
-def details_link(template_id: str, result: str = "failed", last: str = "1h") -> str:
+def details_link(
+    template_id: str, result: str = "failed", last: str = "1h", status_code: str = ""
+) -> str:
     """A link into the sending-details view with the filters filled in."""
-    return "/details?" + urlencode({"template": template_id, "result": result, "last": last})
+    params = {"template": template_id, "result": result, "last": last}
+    if status_code:
+        params["status_code"] = status_code
+    return "/details?" + urlencode(params)
 
 
 def _codes(template_id: str, window: TemplateWindow, last: str) -> str:
-    link = escape(details_link(template_id, last=last))
-    return (
-        ", ".join(
-            f'<a href="{link}" title="{escape(c.category.value)}">{escape(c.status_code)}</a>'
-            f" ({c.count}, {escape(c.category.value)})"
-            for c in window.top_failures[:3]
+    links = []
+    for code in window.top_failures[:3]:
+        link = escape(details_link(template_id, last=last, status_code=code.status_code))
+        category = escape(code.category.value)
+        links.append(
+            f'<a href="{link}" title="{category}">{escape(code.status_code)}</a>'
+            f" ({code.count}, {category})"
         )
-        or "—"
-    )
+    return ", ".join(links) or "—"
 
 
 def _template_rows(snap: AccountSnapshot, window: WindowSnapshot) -> str:
@@ -115,6 +129,14 @@ def _account_section(snap: AccountSnapshot, now: float | None) -> str:
     parts = [f"<h2>Account {escape(snap.account)}</h2>", _health(snap, now)]
     if not snap.windows:
         parts.append('<p class="muted">No window published yet (or data too stale).</p>')
+    else:
+        parts.append(
+            '<p class="note window-note">The counts below are for the window shown: it ends '
+            f"{age(snap.data_lag)} before the last poll (settle_delay, rounded "
+            "down to the minute), once most status reports are in. The sending-details "
+            "view's “last 1 hour” ends now, so its counts include the newest minutes and "
+            "differ from these; its pending messages also resolve as reports arrive.</p>"
+        )
     for window in snap.windows:
         state = "" if window.complete else ' <span class="bad">(incomplete)</span>'
         parts.append(

@@ -7,6 +7,7 @@ to the simulator with the same filters. Screenshots go to ``artifacts/screenshot
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -206,3 +207,36 @@ def test_details_shows_the_error_for_a_25_hour_range(site: Site, browser):
         timeout=10,
     ).status_code
     assert status == 400
+
+
+def test_a_status_code_link_of_the_landing_page_shows_only_that_codes_records(site: Site, browser):
+    browser.get(f"{site.url}/")
+    link = browser.find_element(_by("CSS_SELECTOR"), "table.templates td a[title]")
+    code = link.text
+    browser.get(link.get_attribute("href"))
+    rows = _rows(browser)
+    assert rows, "the template's top failing code has records"
+    assert {row[4] for row in rows} == {code}
+    assert f" with status code {code} sent " in browser.find_element(_by("ID"), "summary").text
+    browser.save_screenshot(str(SCREENSHOTS / "details-status-code.png"))
+
+
+def test_details_times_are_iso_24_hour_on_one_line_with_styled_controls(site: Site, browser):
+    browser.get(f"{site.url}/details?template={LOGIN}&result=success&last=1h")
+    for field in ("start", "end"):
+        value = browser.find_element(_by("ID"), field).get_attribute("value")
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", value), value
+    # Line boxes of the send-time and receive-time cells' text: one each, no wrapping.
+    lines = browser.execute_script(
+        "return [...document.querySelectorAll("
+        "'#records tbody td:nth-child(1), #records tbody td:nth-child(7)')].map(td => {"
+        "const range = document.createRange(); range.selectNodeContents(td);"
+        "return range.getClientRects().length;});"
+    )
+    assert lines and set(lines) == {1}
+    styles = browser.execute_script(
+        "const s = id => getComputedStyle(document.getElementById(id));"
+        "return [s('search').backgroundColor, s('start').borderTopStyle, s('result').borderRadius];"
+    )
+    assert styles == ["rgb(31, 95, 191)", "solid", "4px"]
+    browser.save_screenshot(str(SCREENSHOTS / "details-form.png"))

@@ -22,6 +22,7 @@ from exporter.details import (
     parse_filter,
 )
 from exporter.details_cli import run_details_command
+from exporter.details_fetch import SCAN_RECORDS, Scan
 from exporter.details_page import details_html, details_text, record_cells
 from exporter.errors import UpstreamRejected, UpstreamUnavailable
 from exporter.records import DetailsPage, DetailsQuery, SendRecord, SendResult
@@ -86,10 +87,20 @@ def test_no_time_given_means_the_last_hour():
     )
 
 
-def test_rfc3339_and_datetime_local_inputs_are_utc():
+def test_rfc3339_and_the_views_own_iso_24_hour_times_are_utc():
     a = parse(start="2026-11-26T08:00:00Z", end="2026-11-26T09:30:00+00:00")
     b = parse(start="2026-11-26T08:00", end="2026-11-26T09:30:00")
-    assert (a.start, a.end) == (b.start, b.end) == (NOW - 2 * HOUR, NOW - 1800)
+    c = parse(start="2026-11-26 08:00:00", end="2026-11-26 09:30")
+    assert (a.start, a.end) == (b.start, b.end) == (c.start, c.end) == (NOW - 2 * HOUR, NOW - 1800)
+
+
+def test_a_status_code_is_kept_in_the_filter_and_its_page_links():
+    details = parse(template="T-LOGIN", result="failed", last="1h", status_code="MK:0001")
+    assert details.status_code == "MK:0001"
+    assert details.link_params(2)["status_code"] == "MK:0001"
+    assert error_of(status_code="<b>") == (
+        "Status code: up to 32 letters, digits and : _ . - (e.g. MK:0001)."
+    )
 
 
 def test_template_is_chosen_by_id_or_by_name():
@@ -137,7 +148,7 @@ def test_rejects_half_a_custom_range():
 
 def test_rejects_a_malformed_time():
     assert error_of(start="yesterday", end="2026-11-26T08:00:00Z") == (
-        "Start: not a time; use RFC 3339 (2026-11-26T10:00:00Z) or the date picker (UTC)."
+        "Start: not a time; use 2026-11-26 10:00:00 (UTC) or RFC 3339 (2026-11-26T10:00:00Z)."
     )
 
 
@@ -228,6 +239,39 @@ def _queries(source: FakeSource) -> DetailsQueries:
     return DetailsQueries(
         {"main": source}, max_span=86400, clock=lambda: NOW, sleep=lambda _s: None
     )
+
+
+def test_a_status_code_filter_reads_the_records_and_pages_through_the_matches():
+    records = [_record(n, code="MK:0001" if n % 7 == 0 else "E200018") for n in range(250)]
+    source = FakeSource(records)
+    outcome = _queries(source).run({"last": "1h", "status_code": "MK:0001", "page": "2"})
+    matches = [r for r in records if r.status_code == "MK:0001"]
+    assert outcome.page == DetailsPage(total=len(matches), records=matches[10:20])
+    assert [(q.offset, q.limit) for q in source.queries] == [(0, 100), (100, 100), (200, 100)]
+    assert outcome.scan == Scan(read=250, total=250)
+    html = details_html(outcome)
+    assert f"{len(matches)} records with status code MK:0001 sent" in html
+    assert 'id="scan"' not in html
+    assert "status_code=MK%3A0001" in html  # the pager keeps the filter
+
+
+def test_a_status_code_filter_says_when_it_could_not_read_every_record():
+    source = FakeSource([_record(n, code="MK:0001") for n in range(SCAN_RECORDS + 5)])
+    outcome = _queries(source).run({"last": "1h", "status_code": "MK:0001"})
+    assert outcome.scan == Scan(read=SCAN_RECORDS, total=SCAN_RECORDS + 5)
+    assert len(source.queries) == SCAN_RECORDS // 100
+    assert (
+        "The platform cannot filter by status code: the first 2,000 of 2,005 records were "
+        "searched. Narrow the sending time to search them all."
+    ) in details_text(outcome).splitlines()
+
+
+def test_the_form_shows_iso_24_hour_times_and_explains_its_window():
+    outcome = _queries(FakeSource([_record(1)])).run({"last": "1h"})
+    html = details_html(outcome)
+    assert 'value="2026-11-26 09:00:00"' in html and 'value="2026-11-26 10:00:00"' in html
+    assert "datetime-local" not in html
+    assert "“Last 1 hour” ends now. The overview and /metrics count a window that ends" in html
 
 
 def test_a_second_query_of_the_same_account_is_refused_while_one_runs():

@@ -55,11 +55,13 @@ def test_table_shows_names_ids_counts_and_failure_ratio():
     assert "<code>" not in html
 
 
-def test_top_failing_codes_link_to_the_templates_failed_records():
+def test_top_failing_codes_link_to_the_templates_failed_records_with_that_code():
     html = landing_page([_snapshot()], now=END)
-    link = "/details?template=T1&amp;result=failed&amp;last=1h"
-    assert f'<a href="{link}" title="platform_config">E200018</a> (9, platform_config)' in html
-    assert f'<a href="{link}" title="invalid_number">UNDELIV</a> (1, invalid_number)' in html
+    link = "/details?template=T1&amp;result=failed&amp;last=1h&amp;status_code="
+    assert (
+        f'<a href="{link}E200018" title="platform_config">E200018</a> (9, platform_config)' in html
+    )
+    assert f'<a href="{link}UNDELIV" title="invalid_number">UNDELIV</a> (1, invalid_number)' in html
     assert "DELIVRD</a>" not in html
     assert '<a href="/details?template=T1&amp;result=sending&amp;last=1h">pending</a>' in html
 
@@ -69,6 +71,12 @@ def test_window_bounds_and_poll_health_are_shown():
     assert "sent from 2026-11-26T09:00:00.000Z to 2026-11-26T10:00:00.000Z (end excluded)" in html
     assert "2026-11-26T10:00:05.000Z (42 s ago)" in html
     assert "0.25 s" in html and "60 s" in html
+
+
+def test_the_window_note_explains_why_the_details_view_counts_differ():
+    html = landing_page([_snapshot()], now=END + 47)
+    assert "it ends 5 s before the last poll (settle_delay" in html
+    assert "“last 1 hour” ends now, so its counts include the newest minutes" in html
 
 
 def test_a_failing_account_shows_down_and_the_escaped_error():
