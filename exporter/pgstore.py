@@ -26,20 +26,17 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.errors import DeadlockDetected, SerializationFailure
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from exporter.client import RequestStats
 from exporter.errors import StoreUnavailable, UpstreamUnavailable
 from exporter.groupcommit import GroupCommitter
 from exporter.pgschema import LOCK_SPACE, PRUNE_LOCK, migrate
-from exporter.pushmerge import Merged, MessageRow, merge_writes, touched_ids
+from exporter.pgwriter import CONFLICTS, PgWriter, first_line
 from exporter.pushstore import (
     PRUNE_CHUNK,
     PRUNE_EVERY_SECONDS,
     GroupCommitWrites,
-    Outcome,
-    Segment,
     SendRegistration,
     StatusReport,
     WriteJob,
@@ -47,12 +44,10 @@ from exporter.pushstore import (
     mobile_hash,
     record_from_row,
 )
-from exporter.records import DetailsPage, DetailsQuery, SendResult
+from exporter.records import DetailsPage, DetailsQuery
 from exporter.templates import SmsTemplate
 
 DEADLOCK_RETRIES = 3
-_CONFLICTS = (DeadlockDetected, SerializationFailure)
-"""Two replicas' transactions crossed: one is rolled back and tried again."""
 CONNECT_TIMEOUT = 3.0
 """Seconds a write waits for a connection before it is refused (503)."""
 # A silent network loss fails a statement after 10 s instead of the kernel's 15 minutes.
@@ -61,11 +56,6 @@ _DEFAULTS = {
     "tcp_user_timeout": "10000",
     "application_name": "msgsms-exporter",
 }
-_ROW = (
-    "message_id, account, template_id, registered, send_ms, mobile, mobile_hash, segments,"
-    " result, status_code, status_desc, receive_ms"
-)
-_TEMPLATE_NOTE_MS = 60_000
 
 
 def connection_settings(url: str) -> dict[str, str]:
@@ -105,8 +95,9 @@ class PostgresStore(GroupCommitWrites):
         self.size_bytes = 0
         """The tables' size with indexes and TOAST, measured every minute."""
         self._clock = clock
+        settings = connection_settings(url)
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-            kwargs=connection_settings(url),
+            kwargs=settings,
             min_size=1,
             max_size=pool_size,
             open=False,
@@ -119,7 +110,7 @@ class PostgresStore(GroupCommitWrites):
         self._pool.open(wait=False)
         self._schema_ready = False
         self._schema_lock = threading.Lock()
-        self._noted: dict[tuple[str, str], int] = {}
+        self._writer = PgWriter(settings, self._prepare)
         self._prune_due = 0.0
         self._writes = GroupCommitter(self._commit, self._maintain, name="push-store-pg")
 
@@ -130,18 +121,22 @@ class PostgresStore(GroupCommitWrites):
         """A checked connection with the schema in place; StoreUnavailable otherwise."""
         try:
             with self._pool.connection(timeout) as conn:
-                if not self._schema_ready:
-                    with self._schema_lock:
-                        if not self._schema_ready:
-                            migrate(conn)
-                            self._schema_ready = True
+                self._prepare(conn)
                 yield conn
         except PoolTimeout as exc:
             raise StoreUnavailable("PostgreSQL is unreachable") from exc
-        except _CONFLICTS:
+        except CONFLICTS:
             raise  # a deadlock with another replica: the caller tries again
         except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"PostgreSQL: {_first_line(exc)}") from exc
+            raise StoreUnavailable(f"PostgreSQL: {first_line(exc)}") from exc
+
+    def _prepare(self, conn: psycopg.Connection[Any]) -> None:
+        """The schema, migrated once per process (and once for all replicas)."""
+        if not self._schema_ready:
+            with self._schema_lock:
+                if not self._schema_ready:
+                    migrate(conn)
+                    self._schema_ready = True
 
     def available(self) -> bool:
         """True when a connection answers within a second (the pool checks it)."""
@@ -179,7 +174,7 @@ class PostgresStore(GroupCommitWrites):
             except StoreUnavailable as exc:
                 job.error = exc
                 return
-            except _CONFLICTS as exc:
+            except CONFLICTS as exc:
                 job.error = exc
             except psycopg.Error:
                 break
@@ -206,23 +201,7 @@ class PostgresStore(GroupCommitWrites):
             job.result.rejected.extend(index for _ in alone.result.rejected)
 
     def _commit_group(self, jobs: list[WriteJob]) -> None:
-        now_ms = round(self._clock() * 1000)
-        with self._connection() as conn, conn.transaction():
-            ids = touched_ids(jobs)
-            rows, segments = _lock_messages(conn, ids, now_ms)
-            merged = merge_writes(jobs, rows, segments, now_ms)
-            _write_merged(conn, merged, unused=set(ids) - merged.rows.keys())
-            fresh = sorted(t for t in merged.templates if self._noted.get(t, 0) < now_ms)
-            if fresh:
-                conn.execute(
-                    "INSERT INTO msgsms_templates SELECT a, t, %s"
-                    " FROM unnest(%s::text[], %s::text[]) AS u(a, t)"
-                    " ON CONFLICT (account, template_id) DO UPDATE SET last_seen_ms ="
-                    " greatest(msgsms_templates.last_seen_ms, excluded.last_seen_ms)",
-                    (now_ms, [a for a, _ in fresh], [t for _, t in fresh]),
-                )
-        for template in fresh:  # noted only once committed
-            self._noted[template] = now_ms + _TEMPLATE_NOTE_MS
+        merged = self._writer.write(jobs, round(self._clock() * 1000))
         for job, result in zip(jobs, merged.results, strict=True):
             job.result = result
         self.commits += 1
@@ -293,7 +272,7 @@ class PostgresStore(GroupCommitWrites):
         except (StoreUnavailable, psycopg.Error) as exc:
             if stats is not None:
                 stats.observe(endpoint, "error", time.perf_counter() - started)
-            raise UpstreamUnavailable(f"push store: {_first_line(exc)}") from exc
+            raise UpstreamUnavailable(f"push store: {first_line(exc)}") from exc
         if stats is not None:
             stats.observe(endpoint, "200", time.perf_counter() - started)
 
@@ -367,6 +346,7 @@ class PostgresStore(GroupCommitWrites):
         if self._writes.closed:
             return
         self._writes.close()
+        self._writer.close()
         self._pool.close()
 
     def __enter__(self) -> PostgresStore:
@@ -374,99 +354,6 @@ class PostgresStore(GroupCommitWrites):
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
-
-
-def _lock_messages(
-    conn: psycopg.Connection[Any], ids: list[str], now_ms: int
-) -> tuple[dict[str, MessageRow], dict[tuple[str, int], Segment]]:
-    """Create missing messages, lock them all in id order, read them and their segments.
-
-    A message created here is returned as absent: the merge treats it as new.
-    """
-    created = conn.execute(
-        f"INSERT INTO msgsms_messages ({_ROW}) SELECT id, '', '', false, %s, '', '', 1,"  # noqa: S608
-        " 'sending', '', '', NULL FROM unnest(%s::text[]) id ORDER BY id"
-        " ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
-        (now_ms, ids),
-    ).fetchall()
-    new = {r[0] for r in created}
-    locked = conn.execute(
-        f"SELECT {_ROW} FROM msgsms_messages WHERE message_id = ANY(%s)"  # noqa: S608
-        " ORDER BY message_id FOR UPDATE",
-        (ids,),
-    ).fetchall()
-    rows = {
-        r[0]: MessageRow(
-            *(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]),
-            Outcome(SendResult(r[8]), r[9], r[10], r[11]),
-        )
-        for r in locked
-        if r[0] not in new
-    }
-    found = conn.execute(
-        "SELECT message_id, sequence, total, status, status_desc, update_ms"
-        " FROM msgsms_segments WHERE message_id = ANY(%s)",
-        (ids,),
-    ).fetchall()
-    segments = {(r[0], r[1]): Segment(r[1], r[2], r[3], r[4], r[5]) for r in found}
-    return rows, segments
-
-
-def _write_merged(conn: psycopg.Connection[Any], merged: Merged, unused: set[str]) -> None:
-    """The merge's segment reports and changed rows, each kind in one pipelined batch;
-    a message created for the merge but given nothing (every item refused) is removed."""
-    with conn.cursor() as cur:
-        if merged.segments:
-            cur.executemany(
-                "INSERT INTO msgsms_segments VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (message_id, sequence) DO UPDATE SET total = excluded.total,"
-                " status = excluded.status, status_desc = excluded.status_desc,"
-                " update_ms = excluded.update_ms, received_ms = excluded.received_ms,"
-                " source = excluded.source",
-                [
-                    (
-                        s.message_id,
-                        s.segment.sequence,
-                        s.segment.total,
-                        s.segment.status,
-                        s.segment.status_desc,
-                        s.segment.update_ms,
-                        s.received_ms,
-                        s.source,
-                    )
-                    for s in merged.segments.values()
-                ],
-            )
-        if merged.rows:
-            cur.executemany(
-                "UPDATE msgsms_messages SET account = %s, template_id = %s, registered = %s,"
-                " send_ms = %s, mobile = %s, mobile_hash = %s, segments = %s, result = %s,"
-                " status_code = %s, status_desc = %s, receive_ms = %s WHERE message_id = %s",
-                [
-                    (
-                        r.account,
-                        r.template_id,
-                        r.registered,
-                        r.send_ms,
-                        r.mobile,
-                        r.mobile_hash,
-                        r.segments,
-                        r.outcome.result.value,
-                        r.outcome.status_code,
-                        r.outcome.status_desc,
-                        r.outcome.receive_ms,
-                        r.message_id,
-                    )
-                    for r in merged.rows.values()
-                ],
-            )
-        if unused:
-            cur.execute(
-                "DELETE FROM msgsms_messages WHERE message_id = ANY(%s)"
-                " AND NOT EXISTS (SELECT 1 FROM msgsms_segments s"
-                " WHERE s.message_id = msgsms_messages.message_id) AND template_id = ''",
-                (sorted(unused),),
-            )
 
 
 def _reset(conn: psycopg.Connection[Any]) -> None:
@@ -477,7 +364,3 @@ def _reset(conn: psycopg.Connection[Any]) -> None:
 def _scalar(cursor: psycopg.Cursor[Any]) -> int:
     row = cursor.fetchone()
     return 0 if row is None or row[0] is None else int(row[0])
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import Opener
 from exposition import exported_window
 from exposition import samples as parse_samples
 from prometheus_client import CollectorRegistry, generate_latest
@@ -15,7 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter.collector import DeliveryCollector
 from exporter.config import AccountConfig, Config, ReceiverConfig, TemplateSelection
 from exporter.poller import Poller
-from exporter.pushstore import PushStore
+from exporter.pushstore import ReportStore
 from exporter.receiver import Receiver
 from exporter.records import DetailsQuery
 from exporter.signing import Credentials
@@ -34,7 +35,7 @@ KEYS = (Credentials("PUSH-OLD", "old-secret"), Credentials("PUSH-NEW", "new-secr
 @dataclass
 class Chain:
     sim: RunningSimulator
-    store: PushStore
+    store: ReportStore
     receiver: Receiver
     url: str
     http: httpx.Client
@@ -48,14 +49,14 @@ class Chain:
         return self.sim.store.truth(round(start * 1000), round(end * 1000), now_ms)
 
 
-def _chain(tmp_path: Path, **receiver: object) -> Iterator[Chain]:
+def _chain(open_store: Opener, **receiver: object) -> Iterator[Chain]:
     scenario = load_scenario().scaled(0.05)
     config = SimulatorConfig(
         scenario=scenario, manual_clock=True, start_time=START, history_seconds=3600
     )
     with start_simulator(config) as sim:
-        store = PushStore(tmp_path / "push.db", clock=sim.clock.now)
-        rc = ReceiverConfig(store_path=store.path, signing_keys=KEYS, **receiver)  # type: ignore[arg-type]
+        store = open_store(clock=sim.clock.now)
+        rc = ReceiverConfig(store_path="", signing_keys=KEYS, **receiver)  # type: ignore[arg-type]
         rec = Receiver(rc, store, clock=sim.clock.now)
         router = Router()
         rec.add_routes(router)
@@ -71,13 +72,14 @@ def _chain(tmp_path: Path, **receiver: object) -> Iterator[Chain]:
 
 
 @pytest.fixture
-def chain(tmp_path: Path) -> Iterator[Chain]:
-    yield from _chain(tmp_path)
+def chain(open_store: Opener) -> Iterator[Chain]:
+    """The chain on each store: the same pushes give the same metrics from either."""
+    yield from _chain(open_store)
 
 
 @pytest.fixture
-def extend_chain(tmp_path: Path) -> Iterator[Chain]:
-    yield from _chain(tmp_path, attribution="extend_pair", attribution_key="tpl")
+def extend_chain(open_store: Opener) -> Iterator[Chain]:
+    yield from _chain(open_store, attribution="extend_pair", attribution_key="tpl")
 
 
 @pytest.mark.parametrize("mode", ["batch", "single"])
