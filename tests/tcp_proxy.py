@@ -8,8 +8,8 @@
     proxy.close()
 
 Until ``start`` (and after ``stop``) the proxy accepts and closes at once, as a server
-that is down answers. Commits are recognised in the client's stream as PostgreSQL's
-simple-query ``COMMIT`` message, which is how psycopg ends a transaction.
+that is down answers. Commits are recognised in the client's stream by their query text,
+``COMMIT`` (simple or extended protocol, as psycopg sends it in or out of a pipeline).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import contextlib
 import socket
 import threading
 
-_COMMIT = b"Q\x00\x00\x00\x0bCOMMIT\x00"
+_COMMIT = b"COMMIT\x00"
 
 
 class TcpProxy:

@@ -1,0 +1,161 @@
+"""The exporter on a PostgreSQL store when the database fails: down at start, restarted
+mid-traffic, the connection lost during a COMMIT. A push is answered 200 only once it is
+stored; otherwise 503, counted, and the exporter recovers without a restart."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import psycopg
+import pytest
+from exposition import samples
+from postgres_server import PostgresServer
+from tcp_proxy import TcpProxy
+
+from exporter.app import Exporter
+from exporter.config import parse_config
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def _through(proxy: TcpProxy, url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+
+
+HTTP = httpx.Client(timeout=30)  # one client: making one per request costs ~0.3 s here
+
+
+@contextmanager
+def _exporter(store_url: str, poll_interval: str = "1s") -> Iterator[str]:
+    raw = {
+        "accounts": [{"name": "push", "source": "push", "templates": {"discover": True}}],
+        "receiver": {"store_url": store_url},
+        "poll_interval": poll_interval,
+    }
+    with Exporter(parse_config(raw, {})) as exporter:
+        host, port = exporter.start("127.0.0.1", 0)
+        yield f"http://{host}:{port}"
+
+
+def _push(base: str, message_id: str) -> int:
+    body = f"smsMsgId={message_id}&status=DELIVRD&updateTime=2026-11-26T10:00:00Z"
+    return HTTP.post(f"{base}/push/status-report", content=body, headers=FORM).status_code
+
+
+def _eventually(check: Callable[[], bool], what: str, seconds: float = 60) -> None:
+    """Wait for a condition the exporter reaches by itself (reconnecting, polling)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.1)
+
+
+def _stored(url: str) -> dict[str, int]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT message_id, count(*) FROM msgsms_segments GROUP BY 1"
+        ).fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+def _metric(base: str, name: str, **labels: str) -> float:
+    found = samples(HTTP.get(f"{base}/metrics").content)
+    return found.get(name, {}).get(tuple(sorted(labels.items())), 0.0)
+
+
+@pytest.fixture
+def proxy(postgres: PostgresServer) -> Iterator[TcpProxy]:
+    relay = TcpProxy(("127.0.0.1", postgres.port))
+    try:
+        yield relay
+    finally:
+        relay.close()
+
+
+def test_with_the_database_down_at_start_pushes_get_503_until_it_is_up(
+    postgres_url: str, proxy: TcpProxy
+):
+    with _exporter(_through(proxy, postgres_url)) as base:
+        assert HTTP.get(f"{base}/-/healthy").status_code == 200
+        ready = HTTP.get(f"{base}/-/ready")
+        assert (ready.status_code, ready.text.strip()) == (
+            503,
+            "the push store is unavailable: pushes are refused",
+        )
+        refused = HTTP.post(
+            f"{base}/push/status-report", content="smsMsgId=m1&status=DELIVRD", headers=FORM
+        )
+        assert refused.status_code == 503
+        assert refused.json()["reason"] == "store_unavailable"
+        assert _metric(base, "msgsms_push_rejected_total", reason="store_unavailable") == 1
+        assert _metric(base, "msgsms_push_requests_total", code="503", endpoint="single") == 1
+
+        proxy.start()  # the database comes up; the exporter is not restarted
+        _eventually(lambda: _push(base, "m2") == 200, "a push is stored")
+        _eventually(lambda: HTTP.get(f"{base}/-/ready").status_code == 200, "ready")
+    assert _stored(postgres_url) == {"m2": 1}
+
+
+def test_a_database_restart_mid_traffic_loses_no_acknowledged_push(
+    postgres: PostgresServer, postgres_url: str
+):
+    acked: list[str] = []
+    refused: list[str] = []
+    after_restart: list[str] = []
+    restarted = threading.Event()
+    stop = threading.Event()
+
+    def traffic(worker: int) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            message_id = f"w{worker}-{n}"
+            try:
+                status = _push(base, message_id)
+            except httpx.TransportError:
+                status = 0
+            (acked if status == 200 else refused).append(message_id)
+            if status == 200 and restarted.is_set():
+                after_restart.append(message_id)
+
+    with _exporter(postgres_url) as base:
+        _eventually(lambda: HTTP.get(f"{base}/-/ready").status_code == 200, "ready")
+        workers = [threading.Thread(target=traffic, args=(w,)) for w in range(4)]
+        for w in workers:
+            w.start()
+        _eventually(lambda: len(acked) >= 50, "traffic flows")
+        postgres.restart()
+        restarted.set()
+        _eventually(lambda: len(after_restart) >= 50, "pushes are stored after the restart")
+        stop.set()
+        for w in workers:
+            w.join()
+        assert HTTP.get(f"{base}/-/ready").status_code == 200
+    stored = _stored(postgres_url)
+    assert [m for m in acked if stored.get(m) != 1] == []
+    assert set(stored) <= set(acked) | set(refused)
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_connection_lost_during_commit_is_refused_and_stored_once_when_pushed_again(
+    postgres_url: str, proxy: TcpProxy, when: str
+):
+    proxy.start()
+    # Polls read in transactions too: none runs after the first, so the COMMIT is the push's.
+    with _exporter(_through(proxy, postgres_url), poll_interval="1h") as base:
+        _eventually(lambda: HTTP.get(f"{base}/-/ready").status_code == 200, "ready")
+        proxy.fail_commit(when)
+        assert _push(base, "m1") == 503
+        assert proxy.commits_broken == 1
+        # "before": the COMMIT never arrived, nothing is stored; "after": it committed
+        # but the answer was lost, so the push was refused although it is stored.
+        assert _stored(postgres_url) == ({} if when == "before" else {"m1": 1})
+        assert _push(base, "m1") == 200  # a retry (or Huawei's next push) is idempotent
+        assert _push(base, "m2") == 200
+    assert _stored(postgres_url) == {"m1": 1, "m2": 1}
