@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 
+from exporter.errors import UpstreamError
 from exporter.pushstore import UNKNOWN_TEMPLATE
 
 OTHER_TEMPLATE = "other"
@@ -41,7 +42,11 @@ class TemplateLimit:
         self._read()
 
     def _read(self) -> None:
-        self._admitted = {t for t in self._known() if t not in self._free}
+        try:
+            known = self._known()
+        except UpstreamError:
+            return  # the store is down (a database at start): read again when full
+        self._admitted = {t for t in known if t not in self._free}
         self._read_at = self._clock()
 
     def admit(self, template: str) -> str:
