@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +25,7 @@ from exporter.config import (
 )
 from exporter.errors import ConfigError
 from exporter.pushauth import is_loopback, unsigned_exposure
+from exporter.pushstore import PushStore, StatusReport, WriteResult
 from exporter.signing import Credentials
 from exporter.timestamps import parse_rfc3339
 from exporter.webconfig import WebConfig
@@ -216,3 +217,59 @@ def test_config_reads_the_new_receiver_settings():
         50,
     )
     assert "t0k" not in repr(rc)
+
+
+def test_a_reload_that_drops_the_last_user_of_unsigned_pushes_is_rejected(tmp_path: Path):
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+    web_file = tmp_path / "web.yml"
+    web_file.write_text(f"basic_auth_users: {{app: '{hashed}'}}\n")
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(
+        "accounts: [{name: push, source: push, templates: {discover: true}}]\n"
+        f"receiver: {{store_path: {tmp_path / 'push.db'}}}\n"
+    )
+    web = WebConfig(users={"app": hashed.encode()})
+    with Exporter(_config(tmp_path), clock=lambda: NOW) as exporter:
+        exporter.config_file, exporter.web_config_file = str(config_file), str(web_file)
+        _, port = exporter.start("0.0.0.0", 0, web=web)  # behind basic auth: allowed
+        web_file.write_text("{}\n")
+        assert exporter.reload_from_file() == [REFUSAL]
+        with httpx.Client() as http:  # the old users still guard the push paths
+            answer = http.post(
+                f"http://127.0.0.1:{port}/push/status-report",
+                content=b"smsMsgId=m1&status=DELIVRD",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+    assert answer.status_code == 401
+
+
+class _BrokenStore(PushStore):
+    """A store with a bug in its write path: the receiver must answer, count and log it."""
+
+    def add_reports(self, reports: Sequence[StatusReport]) -> WriteResult:
+        raise RuntimeError("a bug")
+
+
+def test_a_bug_behind_a_push_is_a_counted_500_not_a_crash(tmp_path: Path):
+    from exporter.receiver import Receiver
+    from exporter.web import Router, WebServer
+
+    with _BrokenStore(tmp_path / "push.db", clock=lambda: NOW) as store, capture_logs() as logs:
+        receiver = Receiver(ReceiverConfig(store_path=store.path), store, clock=lambda: NOW)
+        router = Router()
+        receiver.add_routes(router)
+        server = WebServer(router, "127.0.0.1", 0)
+        server.start()
+        try:
+            host, port = server.address
+            answer = httpx.post(
+                f"http://{host}:{port}/push/status-report",
+                content=b"smsMsgId=m1&status=DELIVRD",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+        finally:
+            server.stop()
+    assert (answer.status_code, answer.json()["reason"]) == (500, "internal_error")
+    assert receiver.stats.rejected == {"internal_error": 1}
+    assert receiver.stats.requests == {("single", "500"): 1}
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["push request failed"]
