@@ -6,7 +6,9 @@ import importlib.resources
 import json
 import os
 import posixpath
+import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,9 @@ COMPOSE = COMPOSE_DIR / "compose.yaml"
 OVERRIDE = COMPOSE_DIR / "compose.override.example.yaml"
 PROMETHEUS = COMPOSE_DIR / "prometheus.yml"
 RULES = REPO / "config" / "prometheus" / "msgsms-rules.yml"
+PUSH_CONFIG = COMPOSE_DIR / "push" / "config.yaml"
+BALANCER_TEMPLATE = REPO / "deploy" / "loadbalancer" / "msgsms-push.conf.template"
+PUSH_REPLICAS = ("exporter-push-1", "exporter-push-2")
 
 
 def compose_schema() -> dict[str, Any]:
@@ -67,7 +72,8 @@ def test_compose_file_follows_the_compose_specification(path: Path) -> None:
 
 def test_stack_has_exporter_prometheus_alertmanager_grafana() -> None:
     services = load(COMPOSE)["services"]
-    assert set(services) == {"exporter", "prometheus", "alertmanager", "grafana"}
+    default = {name for name, service in services.items() if "profiles" not in service}
+    assert default == {"exporter", "prometheus", "alertmanager", "grafana"}
     assert services["exporter"]["command"] == ["--demo"]
     assert services["exporter"]["build"] == {"context": "../..", "dockerfile": "Dockerfile"}
     assert (COMPOSE_DIR / "../../Dockerfile").resolve().is_file()
@@ -153,3 +159,74 @@ def test_grafana_provisions_the_mounted_dashboards() -> None:
     datasources = COMPOSE_DIR / mounts["/etc/grafana/provisioning/datasources"]
     (source,) = [d for f in datasources.glob("*.yaml") for d in load(f)["datasources"]]
     assert source["url"] == "http://prometheus:9090"
+
+
+# --- the push profile ------------------------------------------------------------------------
+
+
+def push_services() -> dict[str, dict[str, Any]]:
+    services = load(COMPOSE)["services"]
+    return {n: s for n, s in services.items() if "push" in s.get("profiles", [])}
+
+
+def test_push_profile_runs_two_replicas_postgres_and_a_balancer() -> None:
+    services = push_services()
+    assert set(services) == {*PUSH_REPLICAS, "postgres", "push-balancer"}
+    for name in PUSH_REPLICAS:
+        exporter = services[name]
+        assert exporter["image"] == load(COMPOSE)["services"]["exporter"]["image"]
+        assert bind_mounts(exporter) == {"/etc/msgsms-exporter/config.yaml": "./push/config.yaml"}
+        assert exporter["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+        assert exporter["read_only"] is True and exporter["cap_drop"] == ["ALL"]
+        assert "--web.shutdown-delay=5s" in exporter["command"]
+        assert exporter["stop_grace_period"] == "20s", "longer than the drain"
+    assert "pg_isready" in services["postgres"]["healthcheck"]["test"]
+
+
+def test_push_replicas_read_the_shared_postgres_with_secrets_from_the_environment() -> None:
+    config = load(PUSH_CONFIG)
+    assert [a["source"] for a in config["accounts"]] == ["push"]
+    url = config["receiver"]["store_url"]
+    assert url.startswith("postgresql://msgsms:${MSGSMS_POSTGRES_PASSWORD}@postgres:5432/msgsms")
+    named = set(re.findall(r"\$\{(\w+)\}", url))
+    named |= {k[part]["env"] for k in config["receiver"]["signing"]["keys"] for part in k}
+    for name in PUSH_REPLICAS:
+        assert set(push_services()[name]["environment"]) == named
+    postgres = push_services()["postgres"]["environment"]
+    assert postgres["POSTGRES_USER"] == "msgsms" and postgres["POSTGRES_DB"] == "msgsms"
+
+
+def test_push_config_passes_the_exporters_config_check() -> None:
+    env = {
+        **os.environ,
+        "MSGSMS_POSTGRES_PASSWORD": "pw",
+        "MSGSMS_PUSH_ACCESS_KEY": "ak",
+        "MSGSMS_PUSH_SECRET_KEY": "sk",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", f"--config.file={PUSH_CONFIG}", "--check-config"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_balancer_uses_the_tested_load_balancer_config_for_both_replicas() -> None:
+    balancer = push_services()["push-balancer"]
+    mounts = {t: s for s, t, *_ in (v.split(":") for v in balancer["volumes"])}
+    (template,) = [s for t, s in mounts.items() if t.startswith("/etc/nginx/templates/")]
+    assert (COMPOSE_DIR / template).resolve() == BALANCER_TEMPLATE
+    placeholders = set(re.findall(r"\$\{(\w+)\}", BALANCER_TEMPLATE.read_text()))
+    assert set(balancer["environment"]) == placeholders
+    replicas = {v for k, v in balancer["environment"].items() if k.startswith("MSGSMS_REPLICA_")}
+    assert replicas == {f"{name}:9170" for name in PUSH_REPLICAS}
+
+
+def test_prometheus_scrapes_the_push_replicas_as_the_exporter_job() -> None:
+    jobs = {job["job_name"]: job for job in load(PROMETHEUS)["scrape_configs"]}
+    (dns,) = jobs["msgsms-exporter"]["dns_sd_configs"]
+    assert set(dns["names"]) == set(PUSH_REPLICAS)
+    assert dns["port"] == 9170

@@ -7,6 +7,7 @@ import functools
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,11 +19,24 @@ from promtool import require_tool
 
 REPO = Path(__file__).resolve().parents[1]
 KUSTOMIZE = REPO / "deploy" / "kubernetes"
-VARIANTS = {"single": KUSTOMIZE, "sharded": KUSTOMIZE / "sharded"}
+VARIANTS = {
+    "single": KUSTOMIZE,
+    "sharded": KUSTOMIZE / "sharded",
+    "push": KUSTOMIZE / "push",
+    "push-sqlite": KUSTOMIZE / "push-sqlite",
+}
+SECRET_EXAMPLE = KUSTOMIZE / "secret.example.yaml"
+PUSH_VARIANTS = ("push", "push-sqlite")
+SECRET_EXAMPLES = {
+    "single": SECRET_EXAMPLE,
+    "sharded": SECRET_EXAMPLE,
+    "push": KUSTOMIZE / "push" / "secret.example.yaml",
+    "push-sqlite": KUSTOMIZE / "push" / "secret.example.yaml",
+}
 RULES = REPO / "config" / "prometheus" / "msgsms-rules.yml"
 DASHBOARDS = REPO / "dashboards"
-SECRET_EXAMPLE = KUSTOMIZE / "secret.example.yaml"
 CONFIG_MOUNT = "/etc/msgsms-exporter"
+STORE_MOUNT = "/var/lib/msgsms-exporter"
 # The oldest Kubernetes minor still commonly run, and the newest the schemas know.
 KUBERNETES_VERSIONS = ("1.28.0", "latest")
 
@@ -53,7 +67,8 @@ def one(variant: str, kind: str) -> Object:
 
 
 def workload(variant: str) -> Object:
-    return one(variant, "Deployment" if variant == "single" else "StatefulSet")
+    (found,) = by_kind(variant, "Deployment") + by_kind(variant, "StatefulSet")
+    return found
 
 
 def container(variant: str) -> Object:
@@ -282,7 +297,8 @@ def test_pod_is_locked_down(variant: str) -> None:
         "capabilities": {"drop": ["ALL"]},
     }
     mounts = {m["mountPath"]: m for m in container(variant)["volumeMounts"]}
-    assert set(mounts) == {CONFIG_MOUNT, "/tmp"}
+    store = {STORE_MOUNT} if variant == "push-sqlite" else set()
+    assert set(mounts) == {CONFIG_MOUNT, "/tmp"} | store
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
 
@@ -308,21 +324,27 @@ def test_config_map_is_mounted_where_the_image_reads_it(variant: str) -> None:
     assert config_map["metadata"]["name"].startswith("msgsms-exporter-config-"), "hash suffix"
 
 
-def test_config_map_passes_the_exporters_config_check(tmp_path: Path) -> None:
-    (config_map,) = [c for c in by_kind("single", "ConfigMap") if "config.yaml" in c["data"]]
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_config_map_passes_the_exporters_config_check(variant: str, tmp_path: Path) -> None:
+    (config_map,) = [c for c in by_kind(variant, "ConfigMap") if "config.yaml" in c["data"]]
     config = tmp_path / "config.yaml"
     config.write_text(config_map["data"]["config.yaml"])
-    if importlib.util.find_spec("exporter.cli") is None:
-        pytest.skip("exporter CLI not landed")
+    # The env the pod gets from its Secret, with the example's placeholder values.
+    secret = yaml.safe_load(SECRET_EXAMPLES[variant].read_text())["stringData"]
     result = subprocess.run(
         [sys.executable, "-m", "exporter", f"--config.file={config}", "--check-config"],
         capture_output=True,
         text=True,
-        env={**os.environ, "MSGSMS_ACCESS_KEY": "ak", "MSGSMS_SECRET_KEY": "sk"},
+        env={**os.environ, **{e["name"]: secret[e["name"]] for e in secret_env(variant)}},
         check=False,
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def secret_env(variant: str) -> list[Object]:
+    """The container's env entries that come from a Secret."""
+    return [e for e in container(variant)["env"] if "secretKeyRef" in e.get("valueFrom", {})]
 
 
 def test_single_replica_is_replaced_not_rolled() -> None:
@@ -418,3 +440,136 @@ def test_sharded_pod_equals_the_single_pod_but_for_the_shard() -> None:
     args = sharded["spec"]["containers"][0]["args"]
     sharded["spec"]["containers"][0]["args"] = [a for a in args if not a.startswith("--shard=")]
     assert sharded == single
+
+
+# --- push mode ---------------------------------------------------------------------------------
+
+
+def pod_spec(variant: str) -> Object:
+    spec: Object = workload(variant)["spec"]["template"]["spec"]
+    return spec
+
+
+def push_config(variant: str) -> Object:
+    (config_map,) = [c for c in by_kind(variant, "ConfigMap") if "config.yaml" in c["data"]]
+    config: Object = yaml.safe_load(config_map["data"]["config.yaml"])
+    return config
+
+
+def flag(variant: str, name: str) -> str | None:
+    values = [a.split("=", 1)[1] for a in container(variant)["args"] if a.startswith(f"{name}=")]
+    return values[0] if values else None
+
+
+@pytest.mark.parametrize("variant", PUSH_VARIANTS)
+def test_push_variants_read_the_push_store_with_secrets_from_the_secret(variant: str) -> None:
+    config = push_config(variant)
+    assert [a["source"] for a in config["accounts"]] == ["push"]
+    receiver = config["receiver"]
+    if variant == "push":
+        assert receiver["store_url"] == {"env": "MSGSMS_STORE_URL"}
+    else:
+        assert receiver["store_path"].startswith(STORE_MOUNT + "/")
+    secret = yaml.safe_load(SECRET_EXAMPLES[variant].read_text())
+    validate(secret, "latest")
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in secret_env(variant)}
+    assert all(ref == {"name": secret["metadata"]["name"], "key": k} for k, ref in refs.items())
+    assert set(refs) <= set(secret["stringData"])
+    named = set(re.findall(r"\{env: (\w+)\}", yaml.safe_dump(config, default_flow_style=True)))
+    named |= {v["env"] for v in _walk(config) if isinstance(v, dict) and set(v) == {"env"}}
+    assert named == set(refs), "every env the config names comes from the Secret"
+    assert not [o for o in render(variant) if o["kind"] == "Secret"]
+
+
+def _walk(node: Any) -> list[Any]:
+    out = [node]
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else []
+    for child in children:
+        out += _walk(child)
+    return out
+
+
+def test_push_deployment_rolls_one_new_pod_in_before_an_old_one_leaves() -> None:
+    deployment = one("push", "Deployment")
+    assert deployment["spec"]["replicas"] >= 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+
+
+@pytest.mark.parametrize("variant", PUSH_VARIANTS)
+def test_push_pods_drain_within_their_grace_period(variant: str) -> None:
+    from exporter.timestamps import parse_duration
+
+    pre_stop = container(variant)["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "/bin/sleep"
+    delay = flag(variant, "--web.shutdown-delay")
+    assert delay is not None
+    drain = float(pre_stop[1]) + parse_duration(delay)
+    grace = pod_spec(variant)["terminationGracePeriodSeconds"]
+    # Room after the drain for the requests in flight and the store's close.
+    assert grace >= drain + 10, (grace, drain)
+    # Ready turns 503 on SIGTERM; the probe must notice well within the drain.
+    probe = container(variant)["readinessProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] <= parse_duration(delay)
+
+
+def test_push_pods_spread_across_nodes_and_a_disruption_keeps_one() -> None:
+    labels = workload("push")["spec"]["template"]["metadata"]["labels"]
+    spread = {c["topologyKey"]: c for c in pod_spec("push")["topologySpreadConstraints"]}
+    node = spread["kubernetes.io/hostname"]
+    assert node["whenUnsatisfiable"] == "DoNotSchedule" and node["maxSkew"] == 1
+    assert node["labelSelector"]["matchLabels"].items() <= labels.items()
+    budget = one("push", "PodDisruptionBudget")
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert budget["spec"]["maxUnavailable"] < one("push", "Deployment")["spec"]["replicas"]
+
+
+@pytest.mark.parametrize("variant", PUSH_VARIANTS)
+def test_ingress_exposes_only_the_push_paths_over_tls(variant: str) -> None:
+    from exporter.config import ReceiverConfig
+
+    ingress = one(variant, "Ingress")
+    (rule,) = ingress["spec"]["rules"]
+    (tls,) = ingress["spec"]["tls"]
+    assert tls["hosts"] == [rule["host"]] and tls["secretName"]
+    paths = {p["path"]: p for p in rule["http"]["paths"]}
+    receiver = push_config(variant)["receiver"]
+    defaults = ReceiverConfig(store_path="")
+    single = receiver.get("paths", {}).get("single", defaults.single_path)
+    batch = receiver.get("paths", {}).get("batch", defaults.batch_path)
+    assert set(paths) == {single, batch}, "only Huawei's push paths, not /metrics or /push/sends"
+    (service,) = by_kind(variant, "Service")
+    for path in paths.values():
+        assert path["pathType"] == "Exact"
+        backend = path["backend"]["service"]
+        assert backend["name"] == service["metadata"]["name"]
+        assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+    annotations = ingress["metadata"]["annotations"]
+    retry = annotations["nginx.ingress.kubernetes.io/proxy-next-upstream"]
+    assert "non_idempotent" in retry.split()
+
+
+def test_push_sqlite_keeps_one_pod_and_its_store_on_a_volume_claim() -> None:
+    statefulset = one("push-sqlite", "StatefulSet")
+    assert statefulset["spec"]["replicas"] == 1
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    mounts = {m["name"]: m["mountPath"] for m in container("push-sqlite")["volumeMounts"]}
+    assert mounts[claim["metadata"]["name"]] == STORE_MOUNT
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert pod_spec("push-sqlite")["securityContext"]["fsGroup"] == 10001
+    assert by_kind("push-sqlite", "PodDisruptionBudget") == []  # it would block node drains
+    (service,) = by_kind("push-sqlite", "Service")
+    assert service["spec"]["clusterIP"] == "None"
+    assert statefulset["spec"]["serviceName"] == service["metadata"]["name"]
+
+
+def test_push_pods_equal_the_single_pod_but_for_push_mode() -> None:
+    """Security context, probes' paths and mounts come from one pattern."""
+    single = pod_spec("single")
+    for variant in PUSH_VARIANTS:
+        push = pod_spec(variant)
+        assert push["securityContext"].items() >= single["securityContext"].items()
+        assert container(variant)["securityContext"] == container("single")["securityContext"]
+        assert container(variant)["image"] == container("single")["image"]

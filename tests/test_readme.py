@@ -277,7 +277,7 @@ def test_the_image_the_readme_builds_is_the_one_kubernetes_deploys() -> None:
     assert built == [f"msgsms-exporter:{version}"]
     runs = re.findall(r"^docker run .*?\s(msgsms-exporter(?::\S+)?)(?:\s|$)", docker, re.M)
     assert runs and set(runs) == set(built)
-    for variant in ("", "sharded/"):
+    for variant in ("", "sharded/", "push/", "push-sqlite/"):
         kustomization = yaml.safe_load(
             (REPO / f"deploy/kubernetes/{variant}kustomization.yaml").read_text()
         )

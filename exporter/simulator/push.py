@@ -54,6 +54,8 @@ class PushConfig:
     """Send every report push twice (a forwarder retrying at least once)."""
     interval: float = 1.0
     timeout: float = 10.0
+    keep_acknowledged: bool = False
+    """Remember each report (smsMsgId, sequence) answered 200, in ``Pusher.acknowledged``."""
 
     def __post_init__(self) -> None:
         if self.mode not in ("single", "batch"):
@@ -92,6 +94,7 @@ class Pusher:
         self.clock = clock
         self.config = config
         self.stats: Counter[str] = Counter()
+        self.acknowledged: Counter[tuple[str, int]] = Counter()
         self._http = http
         self._lock = threading.Lock()
         self._cursors: dict[tuple[int, int], int] = {}
@@ -189,11 +192,21 @@ class Pusher:
 
     # -- HTTP -------------------------------------------------------------------
 
-    def _post(self, kind: str, path: str, body: bytes, content_type: str) -> None:
+    def _post(
+        self,
+        kind: str,
+        path: str,
+        body: bytes,
+        content_type: str,
+        reports: list[dict[str, str]] | None = None,
+    ) -> None:
+        keep = reports is not None and self.config.keep_acknowledged
         for _ in range(2 if self.config.duplicate and kind != "sends" else 1):
-            self._post_once(kind, path, body, content_type)
+            if self._post_once(kind, path, body, content_type) and keep and reports:
+                self.acknowledged.update((r["smsMsgId"], int(r["sequence"])) for r in reports)
 
-    def _post_once(self, kind: str, path: str, body: bytes, content_type: str) -> None:
+    def _post_once(self, kind: str, path: str, body: bytes, content_type: str) -> bool:
+        """One POST; True when it was answered 200 (acknowledged)."""
         url = f"{self.config.url}{path}"
         headers = {"Content-Type": content_type}
         if self.config.credentials is not None:
@@ -205,10 +218,11 @@ class Pusher:
         except httpx.HTTPError as exc:
             self.stats[f"{kind}:error"] += 1
             log.warning("push failed", kind=kind, error=type(exc).__name__)
-            return
+            return False
         self.stats[f"{kind}:{response.status_code}"] += 1
         if response.status_code != 200:
             log.warning("push refused", kind=kind, status=response.status_code)
+        return response.status_code == 200
 
     def _post_sends(self, template_id: str, result: list[dict[str, object]]) -> None:
         path = f"{self.config.sends_path}?{urlencode({'templateId': template_id})}"
@@ -228,13 +242,18 @@ class Pusher:
                     self.config.single_path,
                     urlencode(report).encode(),
                     "application/x-www-form-urlencoded",
+                    [report],
                 )
             return
         for start in range(0, len(reports), BATCH_LIMIT):
-            batch = {"statusReportList": reports[start : start + BATCH_LIMIT]}
-            self._post(
-                "batch", self.config.batch_path, json.dumps(batch).encode(), "application/json"
-            )
+            items = reports[start : start + BATCH_LIMIT]
+            body = json.dumps({"statusReportList": items}).encode()
+            self._post("batch", self.config.batch_path, body, "application/json", items)
+
+    @property
+    def failed(self) -> int:
+        """Pushes not answered 200: refused, or no answer at all."""
+        return sum(n for key, n in self.stats.items() if not key.endswith(":200"))
 
     def run(self, stop: threading.Event) -> None:
         """Catch up every ``interval`` seconds until ``stop`` is set."""
