@@ -5,8 +5,8 @@ bounded reason. Every field the store keeps is checked here, against the lengths
 documents (``smsMsgId`` String(1-50), ``status`` String(1-7), ``statusDesc``
 String(1-500), ``extend`` String(1-128), ``total``/``sequence`` String(1-2)), for ASCII
 digits where a number is expected, for text that UTF-8 can encode (JSON may carry a lone
-surrogate such as ``"\\ud800"``), and for a plausible time: so that whatever passes can be
-stored, and a bad item is refused alone, never with its neighbours.
+surrogate such as ``"\\ud800"``) and that holds no NUL, and for a plausible time: so that
+whatever passes can be stored, and a bad item is refused alone, never with its neighbours.
 """
 
 from __future__ import annotations
@@ -75,6 +75,8 @@ def _text(fields: Mapping[str, object], name: str, limit: int, *, required: bool
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise PushRejected("bad_encoding", f"{name} is not valid Unicode text") from exc
+    if "\x00" in text:  # PostgreSQL's text cannot hold it
+        raise PushRejected("bad_encoding", f"{name} contains a NUL character")
     return text
 
 

@@ -26,6 +26,7 @@ OK = {"smsMsgId": "m1", "status": "DELIVRD"}
         ({"status": "TOOLONG8"}, "bad_field", "status must be 1 to 7 printable ASCII characters"),
         ({"statusDesc": "d" * 501}, "bad_field", "statusDesc is longer than 500 characters"),
         ({"statusDesc": "\ud800"}, "bad_encoding", "statusDesc is not valid Unicode text"),
+        ({"extend": "a\x00b"}, "bad_encoding", "extend contains a NUL character"),
         ({"extend": "e" * 129}, "bad_field", "extend is longer than 128 characters"),
         ({"source": "²"}, "bad_field", "source must be 1 or 2 ASCII digits"),
         ({"source": "123"}, "bad_field", "source is longer than 2 characters"),
