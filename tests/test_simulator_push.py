@@ -30,6 +30,7 @@ HUAWEI_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 KEYS = Credentials("push-ak", "push-sk")
 SCENARIO = {
     "review_holds": {"per_hour": 0},
+    "late_reports": {"share": 0.2, "min_seconds": 1200, "max_seconds": 7200},
     "failure_mix": {"platform_config": 1, "blacklisted": 1, "carrier_rejected": 1},
     "templates": [
         {"template_id": "INTL", "rate_per_hour": 600, "failure_share": 0.4},
@@ -111,6 +112,11 @@ def test_reports_and_registrations_carry_huaweis_formats(receiver: tuple[str, Ca
     }
     assert {r["orgCode"] for r in reports if r["status"] == "DELIVRD" and "orgCode" in r} == {"000"}
     assert all(re.match(r"^\d{3}$", r["orgCode"]) for r in reports if "orgCode" in r)
+    # A carrier report due hours later is announced by a non-final ACCEPTD at once.
+    accepted = [r for r in reports if r["status"] == "ACCEPTD"]
+    final = {r["smsMsgId"] for r in reports if r["status"] != "ACCEPTD"}
+    assert accepted and all(r["source"] == "2" and "updateTime" in r for r in accepted)
+    assert not {r["smsMsgId"] for r in accepted} & final
 
 
 def _results(path: str, body: bytes) -> list[dict[str, Any]]:

@@ -100,6 +100,12 @@ def test_platform_codes_are_those_prefixed_e_or_sc(code: str, platform: bool) ->
     assert is_platform_code(code) is platform
 
 
+def test_acceptd_is_not_final_every_other_code_of_the_table_is() -> None:
+    # Huawei (shared facts §5): ACCEPTD is intermediate; a later final report replaces it.
+    assert not is_final("ACCEPTD")
+    assert all(is_final(code) for code, _, _ in CATEGORY_TABLE)
+
+
 def test_describes_known_codes_and_falls_back_to_the_category() -> None:
     assert describe("E000629") == "The SMS package is used up in 'stop when used up' mode."
     assert describe("SC:0004") == "Intercepted by the red list."

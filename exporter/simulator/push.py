@@ -6,7 +6,9 @@ optionally signed) when its result becomes final, so a receiver fed only by thes
 pushes sees what ``/-/truth`` sees. Pushes are in Huawei's format: times
 ``yyyy-MM-ddTHH:mm:ssZ`` (the simulator's times are whole seconds, so delivery delays
 still match the truth exactly), ``source=3`` for codes the Huawei platform produced
-(``E...``, ``SC:...``), ``orgCode`` on international reports, and single (form) pushes
+(``E...``, ``SC:...``), ``orgCode`` on international reports, an ``ACCEPTD`` report
+before a carrier's final report that comes more than 10 minutes late (the receiver must
+keep such a message pending), and single (form) pushes
 signed as Huawei's signer signs them, ``X-Sdk-Content-Sha256: UNSIGNED-PAYLOAD``. Like
 Huawei, a push that fails is not retried.
 """
@@ -19,7 +21,7 @@ import threading
 import zlib
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
@@ -72,6 +74,11 @@ def org_code(code: str) -> str:
     return "000" if code == DELIVERED_CODE else f"{1 + zlib.crc32(code.encode()) % 999:03d}"
 
 
+ACCEPTED_CODE = "ACCEPTD"
+ACCEPTED_AFTER_MS = 10 * 60_000
+"""A carrier report this late is preceded by ACCEPTD (a non-final report) 2 s after sending."""
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class _Due:
     report_ms: int
@@ -82,6 +89,14 @@ class _Due:
     mobile: str
     send_ms: int
     international: bool
+
+
+def accepted_first(due: _Due) -> _Due | None:
+    """The ACCEPTD report a carrier sends before a late final one, or None."""
+    late = due.report_ms - due.send_ms > ACCEPTED_AFTER_MS
+    if not late or due.code == CODES.codes[EXPIRED] or is_platform_code(due.code):
+        return None
+    return replace(due, report_ms=due.send_ms + 2000, code=ACCEPTED_CODE)
 
 
 class Pusher:
@@ -149,6 +164,9 @@ class Pusher:
                 fresh = list(self._newly_visible(now_ms))
             for due in fresh:
                 heapq.heappush(self._due, due)
+                accepted = accepted_first(due)
+                if accepted is not None:
+                    heapq.heappush(self._due, accepted)
                 sends.setdefault(due.template_id, []).append(
                     {
                         "originTo": f"+{due.mobile}",
