@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 exporter.poll_once()
             _, end, _ = window(exporter.exposition_text())
             final = sim.truth(first_start, end)
-            counters = exporter.pollers[0].engine.counters.finalized
+            counters = exporter.pollers[0].engine.book.counters.finalized
         finally:
             exporter.stop()
     expected_final = sum(v["success"] + v["failed"] for v in final.values())

@@ -33,7 +33,7 @@ def _assert_windows_equal_truth(sim: Simulator, poller: Poller) -> None:
 
 def _finalized_by_category(poller: Poller, template_id: str) -> Counter[str]:
     out: Counter[str] = Counter()
-    for (template, _, category), n in poller.engine.counters.finalized.items():
+    for (template, _, category), n in poller.engine.book.counters.finalized.items():
         if template == template_id and n:
             out[str(category)] += n
     return out
