@@ -79,6 +79,7 @@ def read_range(
     *,
     skip: int = 0,
     stop: Callable[[S], bool] | None = None,
+    shrinking: bool = False,
 ) -> RangeRead[S]:
     """Every record matching ``query`` (its offset is ignored) into a fresh ``sink()``.
 
@@ -89,6 +90,11 @@ def read_range(
     MAX_RESTARTS times. ``skip`` starts at that offset, for callers that know how many
     records precede the ones they want. ``stop(sink)`` true after a page ends the read
     there, marked ``stopped`` (for callers that learnt what they wanted to know).
+
+    ``shrinking``: the set is expected to shrink while it is read (a ``sending`` scan
+    while status reports arrive), so a changed total does not start the read over: it
+    reads through once. Records the shift skips are missed, so only a caller for which a
+    missed record is harmless may ask for this.
     """
     requests = 0
     for _attempt in range(MAX_RESTARTS + 1):
@@ -102,7 +108,7 @@ def read_range(
             out.requests += 1
             if first_total is None:
                 first_total = page.total
-            elif page.total != first_total:
+            elif page.total != first_total and not shrinking:
                 changed = True
                 break
             for rejected in page.rejected:
@@ -130,7 +136,7 @@ def read_range(
         out.total = first_total or 0
         requests = out.requests
         seen = skip + out.fetched + sum(out.rejected.values())
-        if not changed and seen >= out.total:
+        if shrinking or (not changed and seen >= out.total):
             return out
         # Fewer records than the total promised (or the total moved): read it again.
     raise UpstreamMalformed("send-details total kept changing or pages kept shifting while paging")

@@ -73,3 +73,13 @@ def test_gives_up_when_the_total_never_settles():
     pages = [(n, [rec(1), rec(2)], []) for n in (3, 4, 5, 6, 7, 8)]
     with pytest.raises(UpstreamMalformed, match="kept changing"):
         read_range(ScriptedSource(pages), QUERY, RecordList)
+
+
+def test_a_shrinking_sending_scan_reads_through_once_instead_of_failing():
+    # m001 resolves after the first page: the set shrinks, m003 moves to offset 1 (skipped).
+    pages = [(4, [rec(1), rec(2)], []), (3, [rec(4)], [])]
+    read = read_range(ScriptedSource(list(pages)), QUERY, RecordList, shrinking=True)
+    assert [r.message_id for r in read.sink.records] == ["m001", "m002", "m004"]
+    assert read.requests == 2
+    with pytest.raises(UpstreamMalformed):  # without it, the read starts over and gives up
+        read_range(ScriptedSource(list(pages) * 3), QUERY, RecordList)
