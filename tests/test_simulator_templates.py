@@ -18,7 +18,8 @@ from exporter.errors import ConfigError
 from exporter.simulator import SimulatorConfig, start_simulator
 from exporter.simulator.catalog import list_templates
 from exporter.simulator.runner import RunningSimulator
-from exporter.simulator.scenario import MAINLAND, load_scenario, parse_scenario
+from exporter.simulator.scenario import load_scenario, parse_scenario
+from exporter.simulator.template_specs import MAINLAND
 from exporter.templates import parse_template_page
 
 PROJECT = "0123456789abcdef0123456789abcdef"

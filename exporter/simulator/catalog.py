@@ -14,11 +14,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from exporter.contract import BadParameter, integer, single
-from exporter.simulator.scenario import (
+from exporter.simulator.scenario import Scenario
+from exporter.simulator.template_specs import (
     COUNTRY_NAMES,
     FLOW_STATUSES,
     TEMPLATE_TYPES,
-    Scenario,
     TemplateSpec,
 )
 

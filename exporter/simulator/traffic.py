@@ -16,7 +16,8 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 from itertools import accumulate
 
-from exporter.simulator.scenario import COUNTRY_PLANS, Scenario, TemplateSpec
+from exporter.simulator.scenario import Scenario
+from exporter.simulator.template_specs import COUNTRY_PLANS, TemplateSpec
 from exporter.status_codes import DELIVERED_CODE, EXPIRED_CODE, is_platform_code
 
 CHUNK_MS = 60_000
