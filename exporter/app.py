@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
 from exporter.budget import Budget
-from exporter.client import DetailsClient, RequestStats, RetryPolicy, build_http_client
+from exporter.client import DetailsClient, RetryPolicy, build_http_client
 from exporter.collector import DeliveryCollector
 from exporter.config import AccountConfig, Config, load_config
 from exporter.contract import QueryLimits
@@ -29,6 +29,7 @@ from exporter.pushstore import AccountView, ReportStore, open_store
 from exporter.receiver import Receiver
 from exporter.sharding import UNSHARDED, Shard
 from exporter.snapshot import SnapshotBoard
+from exporter.stats import RequestStats
 from exporter.web import (
     HEALTH_PATHS,
     Authenticator,

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,7 +38,7 @@ from exporter.errors import (
 )
 from exporter.records import DETAILS_PATH, DetailsPage, DetailsQuery, parse_page
 from exporter.signing import sign_request
-from exporter.snapshot import HistogramValue, RequestTotals
+from exporter.stats import RequestStats
 from exporter.templates import (
     TEMPLATE_PAGE_LIMIT,
     TEMPLATES_PATH,
@@ -49,7 +47,6 @@ from exporter.templates import (
 )
 
 T = TypeVar("T")
-REQUEST_DURATION_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 USER_AGENT = f"msgsms-exporter/{__version__}"
 RETRYABLE_STATUSES = frozenset({408, 429})
 
@@ -82,64 +79,6 @@ def _retryable(error: UpstreamError) -> bool:
     if isinstance(error, UpstreamUnavailable | UpstreamMalformed):
         return True
     return error.status in RETRYABLE_STATUSES
-
-
-class RequestStats:
-    """Counts of upstream requests by endpoint and code, and their durations."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._by_code: Counter[tuple[str, str]] = Counter()
-        self._buckets: dict[str, list[int]] = {}
-        self._sums: dict[str, float] = {}
-        self.throttled = 0
-        self.retries = 0
-
-    def observe(self, endpoint: str, code: str, seconds: float) -> None:
-        """Record one finished request."""
-        with self._lock:
-            self._by_code[(endpoint, code)] += 1
-            counts = self._buckets.setdefault(endpoint, [0] * (len(REQUEST_DURATION_BUCKETS) + 1))
-            for index, bound in enumerate(REQUEST_DURATION_BUCKETS):
-                if seconds <= bound:
-                    counts[index] += 1
-                    break
-            else:
-                counts[-1] += 1
-            self._sums[endpoint] = self._sums.get(endpoint, 0.0) + seconds
-            if code == "429":
-                self.throttled += 1
-
-    def count_retry(self) -> None:
-        """Record that a failed request is being tried again."""
-        with self._lock:
-            self.retries += 1
-
-    def totals(self) -> RequestTotals:
-        """A frozen copy for the snapshot."""
-        with self._lock:
-            durations = {}
-            bounds = [*REQUEST_DURATION_BUCKETS, float("inf")]
-            for endpoint, counts in self._buckets.items():
-                cumulative, running = [], 0
-                for bound, count in zip(bounds, counts, strict=True):
-                    running += count
-                    cumulative.append((bound, running))
-                durations[endpoint] = HistogramValue(
-                    tuple(cumulative), self._sums[endpoint], running
-                )
-            return RequestTotals(
-                by_code=dict(self._by_code),
-                durations=durations,
-                throttled=self.throttled,
-                retries=self.retries,
-            )
-
-    @property
-    def request_count(self) -> int:
-        """Requests made so far, whatever their outcome."""
-        with self._lock:
-            return sum(self._by_code.values())
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -17,6 +17,7 @@ from exporter import __version__
 from exporter.errors import UPSTREAM_REASONS
 from exporter.records import REJECT_REASONS, SendResult
 from exporter.snapshot import AccountSnapshot
+from exporter.stats import le_label
 from exporter.status_codes import StatusCategory
 
 REFRESHED = "Refreshed every poll, not on scrape."
@@ -24,10 +25,6 @@ _FINAL_OUTCOMES: tuple[tuple[SendResult, StatusCategory], ...] = (
     (SendResult.SUCCESS, StatusCategory.DELIVERED),
     *((SendResult.FAILED, c) for c in StatusCategory if c is not StatusCategory.DELIVERED),
 )
-
-
-def _le(bound: float) -> str:
-    return "+Inf" if bound == float("inf") else str(float(bound))
 
 
 class _Families:
@@ -155,7 +152,7 @@ def _add_account(f: _Families, snap: AccountSnapshot) -> None:
                 )
             f.window_delay.add_metric(
                 labels,
-                [(_le(bound), count) for bound, count in tw.delay_buckets],
+                [(le_label(bound), count) for bound, count in tw.delay_buckets],
                 tw.delay_sum,
             )
     f.data_lag.add_metric([account], snap.data_lag)
@@ -181,7 +178,7 @@ def _add_account(f: _Families, snap: AccountSnapshot) -> None:
     for endpoint, hist in sorted(snap.requests.durations.items()):
         f.request_duration.add_metric(
             [account, endpoint],
-            [(_le(bound), count) for bound, count in hist.buckets],
+            [(le_label(bound), count) for bound, count in hist.buckets],
             hist.total,
         )
     f.throttled.add_metric([account], snap.requests.throttled)

@@ -12,17 +12,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from exporter.details_fetch import Scan, fetch_query, scan_status_code
 from exporter.errors import DetailsBusy, FormError, UpstreamError
 from exporter.fetch import DetailsSource
 from exporter.records import MOBILE_PATTERN, DetailsPage, DetailsQuery, SendResult
+from exporter.stats import RequestStats
 from exporter.templates import SmsTemplate
 from exporter.timestamps import format_rfc3339, parse_duration, parse_rfc3339
-
-if TYPE_CHECKING:
-    from exporter.client import RequestStats
 
 LOOKBACK_SECONDS = 60 * 86400.0
 """How far back a query may start: the console keeps sending details 60 days (EU page)."""

@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from exporter.errors import UpstreamMalformed
 from exporter.records import DetailsPage, DetailsQuery, SendRecord
+from exporter.stats import RequestStats
 from exporter.templates import SmsTemplate
-
-if TYPE_CHECKING:
-    from exporter.client import RequestStats
 
 MAX_RESTARTS = 2
 

@@ -11,16 +11,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from exporter.records import SendRecord, SendResult
+from exporter.stats import bucket_index
 from exporter.status_codes import StatusCategory, categorize
 
 DELAY_BUCKETS: tuple[float, ...] = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
-
-
-def _delay_slot(delay: float) -> int:
-    for index, bound in enumerate(DELAY_BUCKETS):
-        if delay <= bound:
-            return index
-    return len(DELAY_BUCKETS)
 
 
 @dataclass(slots=True)
@@ -51,7 +45,7 @@ class Tally:
         self.codes[record.status_code] += 1
         delay_ms = record.delivery_delay_ms
         if delay_ms is not None:
-            self.delay_counts[_delay_slot(delay_ms / 1000)] += 1
+            self.delay_counts[bucket_index(DELAY_BUCKETS, delay_ms / 1000)] += 1
             self.delay_sum_ms += delay_ms
 
     def merge(self, other: Tally) -> None:

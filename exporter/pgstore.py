@@ -28,7 +28,6 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from exporter.client import RequestStats
 from exporter.errors import StoreUnavailable, UpstreamUnavailable
 from exporter.groupcommit import GroupCommitter
 from exporter.pgschema import LOCK_SPACE, PRUNE_LOCK, migrate
@@ -45,6 +44,7 @@ from exporter.pushstore import (
     record_from_row,
 )
 from exporter.records import DetailsPage, DetailsQuery
+from exporter.stats import RequestStats
 from exporter.templates import SmsTemplate
 
 DEADLOCK_RETRIES = 3

@@ -15,6 +15,8 @@ from prometheus_client.core import (
     Metric,
 )
 
+from exporter.stats import Histogram, le_label
+
 ACK_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
@@ -37,23 +39,17 @@ class StoreCounts(Protocol):
         ...
 
 
-def _observe(
-    buckets: dict[str, list[int]], sums: dict[str, float], key: str, seconds: float
-) -> None:
-    counts = buckets.setdefault(key, [0] * (len(ACK_BUCKETS) + 1))
-    counts[next((i for i, b in enumerate(ACK_BUCKETS) if seconds <= b), len(ACK_BUCKETS))] += 1
-    sums[key] = sums.get(key, 0.0) + seconds
+def _observe(histograms: dict[str, Histogram], key: str, seconds: float) -> None:
+    histogram = histograms.get(key)
+    if histogram is None:
+        histogram = histograms[key] = Histogram(ACK_BUCKETS)
+    histogram.observe(seconds)
 
 
-def _histogram(
-    family: HistogramMetricFamily, buckets: dict[str, list[int]], sums: dict[str, float]
-) -> None:
-    for key, counts in sorted(buckets.items()):
-        running, cumulative = 0, []
-        for bound, count in zip([*ACK_BUCKETS, float("inf")], counts, strict=True):
-            running += count
-            cumulative.append(("+Inf" if bound == float("inf") else str(bound), running))
-        family.add_metric([key], cumulative, sums[key])
+def _histogram(family: HistogramMetricFamily, histograms: dict[str, Histogram]) -> None:
+    for key, histogram in sorted(histograms.items()):
+        value = histogram.value()
+        family.add_metric([key], [(le_label(b), n) for b, n in value.buckets], value.total)
 
 
 @dataclass(slots=True)
@@ -68,10 +64,8 @@ class ReceiverStats:
     folded: Counter[str] = field(default_factory=Counter)
     unattributed: int = 0
     registrations: int = 0
-    ack_buckets: dict[str, list[int]] = field(default_factory=dict)
-    ack_sums: dict[str, float] = field(default_factory=dict)
-    write_buckets: dict[str, list[int]] = field(default_factory=dict)
-    write_sums: dict[str, float] = field(default_factory=dict)
+    ack: dict[str, Histogram] = field(default_factory=dict)
+    writes: dict[str, Histogram] = field(default_factory=dict)
     store_errors: Counter[str] = field(default_factory=Counter)
     last_push: dict[tuple[str, str], float] = field(default_factory=dict)
     """(account, ``report`` | ``registration``) → when one was last accepted."""
@@ -80,12 +74,12 @@ class ReceiverStats:
         """Count one answered request and its latency."""
         with self.lock:
             self.requests[(endpoint, str(status))] += 1
-            _observe(self.ack_buckets, self.ack_sums, endpoint, seconds)
+            _observe(self.ack, endpoint, seconds)
 
     def write(self, operation: str, seconds: float, *, failed: bool) -> None:
         """Count one store write (``reports`` or ``registrations``) and how long it took."""
         with self.lock:
-            _observe(self.write_buckets, self.write_sums, operation, seconds)
+            _observe(self.writes, operation, seconds)
             if failed:
                 self.store_errors[operation] += 1
 
@@ -198,8 +192,8 @@ class PushCollector:
                 folded.add_metric([kind], s.folded[kind])
             unattributed.add_metric([], s.unattributed)
             registrations.add_metric([], s.registrations)
-            _histogram(ack, s.ack_buckets, s.ack_sums)
-            _histogram(writes, s.write_buckets, s.write_sums)
+            _histogram(ack, s.ack)
+            _histogram(writes, s.writes)
             for operation in ("reports", "registrations"):
                 errors.add_metric([operation], s.store_errors[operation])
             for (account, kind), at in sorted(s.last_push.items()):

@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from exporter.client import RequestStats
 from exporter.config import ReceiverConfig
 from exporter.errors import StoreUnavailable as StoreUnavailable  # re-exported for callers
 from exporter.errors import UpstreamUnavailable
 from exporter.groupcommit import GroupCommitter
 from exporter.records import DetailsPage, DetailsQuery, SendRecord, SendResult, mask_mobile
+from exporter.stats import RequestStats
 from exporter.status_codes import DELIVERED_CODE, NON_FINAL_CODES, describe, is_final
 from exporter.templates import SmsTemplate
 

@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 
 import structlog
 
-from exporter.client import RequestStats
 from exporter.config import ACCOUNT_PLACEHOLDER, ReceiverConfig
 from exporter.contract import (
     DETAILS_PATH,
@@ -45,6 +44,7 @@ from exporter.pushparse import (
 from exporter.pushstats import PushCollector, ReceiverStats
 from exporter.pushstore import ReportStore, SendRegistration, StatusReport, WriteResult
 from exporter.pushtemplates import OTHER_TEMPLATE, TemplateLimit
+from exporter.stats import RequestStats
 from exporter.web import Request, Response, Route, Router
 
 _FORM = "application/x-www-form-urlencoded"

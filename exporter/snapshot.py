@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from itertools import accumulate
 
 from exporter.ledger import DELAY_BUCKETS, Tally
 from exporter.records import SendResult
+from exporter.stats import RequestTotals, cumulative
 from exporter.status_codes import StatusCategory, categorize
 from exporter.templates import SmsTemplate
 
@@ -62,15 +62,13 @@ def summarize(template_id: str, tally: Tally, top_n: int) -> TemplateWindow:
         category = categorize(code)
         folded[category] = folded.get(category, 0) + n
     codes.extend(CodeCount(OTHER_CODE, category, n) for category, n in sorted(folded.items()))
-    cumulative = list(accumulate(tally.delay_counts))
-    bounds = [*DELAY_BUCKETS, float("inf")]
     return TemplateWindow(
         template_id=template_id,
         success=tally.success,
         failed=tally.failed,
         sending=tally.sending,
         codes=tuple(codes),
-        delay_buckets=tuple(zip(bounds, cumulative, strict=True)),
+        delay_buckets=cumulative(DELAY_BUCKETS, tally.delay_counts),
         delay_sum=tally.delay_sum_ms / 1000,
     )
 
@@ -84,25 +82,6 @@ class WindowSnapshot:
     end: float
     complete: bool
     templates: tuple[TemplateWindow, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class HistogramValue:
-    """A finished histogram: cumulative bucket counts, sum and count."""
-
-    buckets: tuple[tuple[float, int], ...]
-    total: float
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class RequestTotals:
-    """Upstream request accounting at the end of a poll."""
-
-    by_code: dict[tuple[str, str], int] = field(default_factory=dict)
-    durations: dict[str, HistogramValue] = field(default_factory=dict)
-    throttled: int = 0
-    retries: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,6 @@ import pytest
 from conftest import DEMO_AK, DEMO_SK, PROJECT, START, Simulator
 from simulator_process import simulator_process
 
-from exporter.client import RequestStats
 from exporter.details import (
     LOOKBACK_SECONDS,
     DetailsFilter,
@@ -26,6 +25,7 @@ from exporter.details_fetch import SCAN_RECORDS, Scan
 from exporter.details_page import details_html, details_text, record_cells
 from exporter.errors import UpstreamRejected, UpstreamUnavailable
 from exporter.records import DetailsPage, DetailsQuery, SendRecord, SendResult
+from exporter.stats import RequestStats
 from exporter.templates import SmsTemplate
 from exporter.timestamps import parse_rfc3339
 
