@@ -16,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from exporter.budget import Budget
 from exporter.client import DetailsClient, RetryPolicy, build_http_client
 from exporter.collector import DeliveryCollector
-from exporter.config import AccountConfig, Config, load_config
+from exporter.config import AccountConfig, AccountSource, Config, load_config
 from exporter.contract import QueryLimits
 from exporter.details import DetailsQueries, OneQueryAtATime
 from exporter.details_page import details_html
@@ -134,7 +134,10 @@ class Exporter:
                 accounts=push_accounts(config),
                 basic_auth=self._basic_ok,
                 pinned_templates=tuple(
-                    t for a in config.accounts if a.source == "push" for t in a.templates.ids
+                    t
+                    for a in config.accounts
+                    if a.source == AccountSource.PUSH
+                    for t in a.templates.ids
                 ),
             )
             live = CollectorRegistry(auto_describe=True)
@@ -178,7 +181,7 @@ class Exporter:
         self, account: AccountConfig, config: Config, stats: RequestStats | None, budget: Budget
     ) -> tuple[DetailsClient | None, httpx.Client | None, DetailsSource]:
         # One sending-details query at a time per account: the poller and /details share it.
-        if account.source == "push" and self.push_store is not None:
+        if account.source == AccountSource.PUSH and self.push_store is not None:
             return None, None, OneQueryAtATime(self._push_view(account.name))
         http = self._http_factory(account, config.request_timeout)
         client = DetailsClient(
@@ -496,7 +499,7 @@ class Exporter:
 
 def push_accounts(config: Config) -> tuple[str, ...]:
     """The names of the accounts fed by the receiver, in configuration order."""
-    return tuple(a.name for a in config.accounts if a.source == "push")
+    return tuple(a.name for a in config.accounts if a.source == AccountSource.PUSH)
 
 
 def warn_if_unverified(config: Config) -> None:

@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -23,7 +24,39 @@ from exporter.timestamps import parse_duration
 T = TypeVar("T")
 RESOLUTION_SECONDS = 60
 """Sending time is tallied per minute; windows and their ends fall on whole minutes."""
-ENGINES = ("incremental", "full_scan")
+
+
+class EngineKind(StrEnum):
+    """How an account's details are read each poll."""
+
+    INCREMENTAL = "incremental"
+    FULL_SCAN = "full_scan"
+
+
+class AccountSource(StrEnum):
+    """Where an account's details come from: its endpoint, or the receiver's push store."""
+
+    API = "api"
+    PUSH = "push"
+
+
+class Synchronous(StrEnum):
+    """SQLite's ``synchronous`` setting for the push store."""
+
+    NORMAL = "normal"
+    FULL = "full"
+
+
+class Attribution(StrEnum):
+    """Where a status report's template comes from (reports carry none)."""
+
+    NONE = "none"
+    EXTEND = "extend"
+    EXTEND_PAIR = "extend_pair"
+    EXTEND_JSON = "extend_json"
+
+
+ENGINES = tuple(EngineKind)
 ACCOUNT_PLACEHOLDER = "{account}"
 EXPORTER_PATHS = frozenset(
     {"/", "/metrics", "/details", "/-/healthy", "/-/ready", "/-/reload", "/api/v1/send-details"}
@@ -76,8 +109,7 @@ class AccountConfig:
     token: Secret | None = None
     tls_verify: bool = True
     ca_file: str | None = None
-    source: str = "api"
-    """``api`` (poll ``endpoint``) or ``push`` (read the receiver's store)."""
+    source: AccountSource = AccountSource.API
 
     @property
     def credentials(self) -> Credentials | None:
@@ -101,11 +133,11 @@ class ReceiverConfig:
     batch_path: str = "/push/status-reports"
     sends_path: str = "/push/sends"
     retention: float = 73 * 3600.0
-    synchronous: str = "normal"
+    synchronous: Synchronous = Synchronous.NORMAL
     signing_keys: tuple[Credentials, ...] = ()
     key_accounts: tuple[tuple[str, str], ...] = ()
     """(access key, push account) for keys bound to one account: they route its pushes."""
-    attribution: str = "none"
+    attribution: Attribution = Attribution.NONE
     attribution_key: str = ""
     details_api: bool = False
     allow_unsigned: bool = False
@@ -132,7 +164,7 @@ class Config:
     review_hold_horizon: float = 900.0
     max_staleness: int = 3
     settle_delay: float = 180.0
-    engine: str = "incremental"
+    engine: EngineKind = EngineKind.INCREMENTAL
 
     @property
     def window(self) -> float:
@@ -243,10 +275,10 @@ def _duration_or_zero(value: object) -> float:
     return _duration(value)
 
 
-def _engine(value: object) -> str:
+def _engine(value: object) -> EngineKind:
     if value not in ENGINES:
         raise ValueError(f"expected one of {', '.join(ENGINES)}")
-    return str(value)
+    return EngineKind(str(value))
 
 
 def _boolean(value: object) -> bool:
@@ -330,9 +362,9 @@ def _account(reader: _Reader, raw: object, where: str) -> AccountConfig | None:
     if not _NAME.match(name):
         reader.problem(f"{where}.name", "use letters, digits, '_', '.' or '-' (at most 64)")
     source = reader.get(spec, "source", where, _text, "api") or "api"
-    if source not in ("api", "push"):
+    if source not in tuple(AccountSource):
         reader.problem(f"{where}.source", "expected 'api' or 'push'")
-    push = source == "push"
+    push = source == AccountSource.PUSH
     if push and "endpoint" in spec:
         reader.problem(f"{where}.endpoint", "not used with source: push")
     endpoint = "" if push else reader.get(spec, "endpoint", where, _endpoint, required=True)
@@ -375,7 +407,7 @@ def _account(reader: _Reader, raw: object, where: str) -> AccountConfig | None:
         token=token,
         tls_verify=bool(verify),
         ca_file=ca_file,
-        source=source,
+        source=AccountSource.PUSH if push else AccountSource.API,
     )
 
 
@@ -392,7 +424,7 @@ _RECEIVER_KEYS = {
     "registration_token",
     "max_templates",
 }
-_ATTRIBUTION_MODES = ("none", "extend", "extend_pair", "extend_json")
+_ATTRIBUTION_MODES = tuple(Attribution)
 
 
 def _path(value: object) -> str:
@@ -455,9 +487,10 @@ def _receiver(reader: _Reader, raw: object) -> ReceiverConfig | None:
     )
     if len({single, batch, sends}) != 3:
         reader.problem("receiver.paths", "single, batch and sends need different paths")
-    synchronous = reader.get(spec, "synchronous", "receiver", _text, d.synchronous)
-    if synchronous not in ("normal", "full"):
+    synchronous = reader.get(spec, "synchronous", "receiver", _text, d.synchronous.value)
+    if synchronous not in tuple(Synchronous):
         reader.problem("receiver.synchronous", "expected 'normal' or 'full'")
+        synchronous = d.synchronous
     signing = reader.mapping(spec.get("signing", {}), "receiver.signing", {"keys"})
     keys: list[Credentials] = []
     key_accounts: list[tuple[str, str]] = []
@@ -493,6 +526,7 @@ def _receiver(reader: _Reader, raw: object) -> ReceiverConfig | None:
         reader.problem(
             "receiver.attribution.from", f"expected one of {', '.join(_ATTRIBUTION_MODES)}"
         )
+        mode = Attribution.NONE
     elif mode in ("extend_pair", "extend_json") and not key:
         reader.problem("receiver.attribution.key", f"is required with from: {mode}")
     details_api = bool(reader.get(spec, "details_api", "receiver", _boolean, False))
@@ -512,10 +546,10 @@ def _receiver(reader: _Reader, raw: object) -> ReceiverConfig | None:
         batch_path=batch,
         sends_path=sends,
         retention=reader.get(spec, "retention", "receiver", _duration, d.retention) or d.retention,
-        synchronous=str(synchronous),
+        synchronous=Synchronous(synchronous),
         signing_keys=tuple(keys),
         key_accounts=tuple(key_accounts),
-        attribution=mode,
+        attribution=Attribution(mode),
         attribution_key=key,
         details_api=details_api,
         allow_unsigned=allow_unsigned,
@@ -614,7 +648,7 @@ def parse_config(raw: object, env: Mapping[str, str]) -> Config:
             if account is not None:
                 accounts.append(account)
     receiver = _receiver(reader, spec["receiver"]) if "receiver" in spec else None
-    pushed = [a.name for a in accounts if a.source == "push"]
+    pushed = [a.name for a in accounts if a.source == AccountSource.PUSH]
     if pushed and "receiver" not in spec:
         reader.problem("receiver", f"is required: account {pushed[0]!r} uses source: push")
     if receiver is not None:

@@ -18,7 +18,14 @@ from pathlib import Path
 
 import structlog
 
-from exporter.config import AccountConfig, Config, ReceiverConfig, Secret, TemplateSelection
+from exporter.config import (
+    AccountConfig,
+    AccountSource,
+    Config,
+    ReceiverConfig,
+    Secret,
+    TemplateSelection,
+)
 
 DEMO_PROJECT_ID = "0123456789abcdef0123456789abcdef"
 DEMO_ACCESS_KEY = "demo-access-key"
@@ -49,7 +56,7 @@ def demo_config(endpoint: str, store_path: str) -> Config:
         endpoint="",
         project_id="",
         templates=TemplateSelection(discover=True),
-        source="push",
+        source=AccountSource.PUSH,
     )
     return Config(
         accounts=(simulated_account(endpoint), pushed),

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.config import AccountConfig, Config
+from exporter.config import AccountConfig, Config, EngineKind
 from exporter.fetch import PageSource, RangeRead, read_range
 from exporter.ledger import Growth, Tally, TemplateLedger
 from exporter.pending import ABANDON_SECONDS, LateMinute, PendingMessage, late_key
@@ -46,7 +46,7 @@ class EngineSettings:
         """The settings for one account of a configuration (``shards``: replicas sharing it)."""
         selection = account.templates
         everything = selection.discover and not selection.include and not selection.exclude
-        full_scan = config.engine == "full_scan"
+        full_scan = config.engine == EngineKind.FULL_SCAN
         return cls(
             window=int(config.window),
             settle_delay=config.settle_delay,
