@@ -28,7 +28,7 @@ from exporter.pushauth import unsigned_exposure
 from exporter.pushstore import AccountView, ReportStore, open_store
 from exporter.receiver import Receiver
 from exporter.sharding import UNSHARDED, Shard
-from exporter.snapshot import SnapshotBoard
+from exporter.snapshot import Generation, SnapshotBoard
 from exporter.stats import RequestStats
 from exporter.web import (
     HEALTH_PATHS,
@@ -66,9 +66,17 @@ class ReloadCollector:
     msgsms_config_last_reload_success_timestamp_seconds 1.7641512e+09
     """
 
-    def __init__(self, started: float) -> None:
+    def __init__(self, started: float, generation: Generation) -> None:
         self.successful = True
         self.success_at = started
+        self._generation = generation
+
+    def record(self, successful: bool, at: float) -> None:
+        """Note a reload's outcome (``at``: when, for a success)."""
+        self.successful = successful
+        if successful:
+            self.success_at = at
+        self._generation.bump()
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
         """Same families as collect()."""
@@ -110,10 +118,11 @@ class Exporter:
         self._http_factory = http_factory
         self._clock = clock
         self._reload_lock = threading.Lock()
-        self.board = SnapshotBoard([a.name for a in config.accounts])
+        self.generation = Generation()
+        self.board = SnapshotBoard([a.name for a in config.accounts], self.generation)
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(DeliveryCollector(lambda: self.board.snapshots()))
-        self.reloads = ReloadCollector(time.time())
+        self.reloads = ReloadCollector(time.time(), self.generation)
         self.registry.register(self.reloads)
         self.push_store: ReportStore | None = None
         self.receiver: Receiver | None = None
@@ -142,18 +151,10 @@ class Exporter:
             )
             live = CollectorRegistry(auto_describe=True)
             live.register(self.receiver.collector())
-        # Polls and reloads change the polled part; the receiver's counters, which every
-        # push changes, are the live part: in each scrape, at most 100 ms old.
-        self.exposition = ExpositionCache(
-            self.registry,
-            lambda: (
-                id(self.board),
-                self.board.version,
-                self.reloads.successful,
-                self.reloads.success_at,
-            ),
-            live,
-        )
+        # Polls and reloads change the polled part (each bumps the generation); the
+        # receiver's counters, which every push changes, are the live part: in each
+        # scrape, at most 100 ms old.
+        self.exposition = ExpositionCache(self.registry, lambda: self.generation.value, live)
         self._slots: list[_Slot] = []
         for account in config.accounts:
             budget = Budget(config.request_budget)
@@ -279,10 +280,11 @@ class Exporter:
                     retired.append(gone.http)
             self.config = config
             self._slots = slots
-            board = SnapshotBoard([a.name for a in config.accounts])
+            board = SnapshotBoard([a.name for a in config.accounts], self.generation)
             for slot in slots:
                 board.publish(slot.poller.last)
             self.board = board
+            self.reloads.record(True, time.time())
             self.exposition.refresh()
             self.details = self._details_queries()
             if self._started:
@@ -291,14 +293,12 @@ class Exporter:
                         self._start_thread(slot)
             for http in retired:
                 http.close()
-            self.reloads.successful = True
-            self.reloads.success_at = time.time()
         warn_if_unverified(config)
         log.info("configuration reloaded", accounts=[a.name for a in config.accounts])
 
     def reload_failed(self) -> None:
         """Record a rejected reload: the running configuration stays."""
-        self.reloads.successful = False
+        self.reloads.record(False, time.time())
 
     def reload_from_file(self) -> list[str]:
         """Reload ``config_file``; the problems found (none when it was applied)."""

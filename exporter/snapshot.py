@@ -105,20 +105,40 @@ class AccountSnapshot:
     last_error: str = ""
 
 
+class Generation:
+    """Counts the changes to what the polled part of ``/metrics`` shows: every publish
+    and every reload bumps it, so the exposition is rendered again exactly then."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value = 0
+
+    def bump(self) -> None:
+        """Note one change."""
+        with self._lock:
+            self._value += 1
+
+    @property
+    def value(self) -> int:
+        """Changes so far."""
+        with self._lock:
+            return self._value
+
+
 class SnapshotBoard:
     """The latest snapshot of every account, swapped whole; safe across threads."""
 
-    def __init__(self, accounts: list[str]) -> None:
+    def __init__(self, accounts: list[str], generation: Generation | None = None) -> None:
         self._lock = threading.Lock()
         self._order = list(accounts)
         self._snapshots: dict[str, AccountSnapshot] = {}
-        self._version = 0
+        self.generation = generation or Generation()
 
     def publish(self, snapshot: AccountSnapshot) -> None:
         """Replace one account's snapshot."""
         with self._lock:
             self._snapshots[snapshot.account] = snapshot
-            self._version += 1
+        self.generation.bump()
 
     def snapshots(self) -> list[AccountSnapshot]:
         """The latest snapshots, in configuration order."""
@@ -127,9 +147,8 @@ class SnapshotBoard:
 
     @property
     def version(self) -> int:
-        """Grows by one with every publish."""
-        with self._lock:
-            return self._version
+        """Grows with every publish (and with whatever else shares its generation)."""
+        return self.generation.value
 
     @property
     def ready(self) -> bool:

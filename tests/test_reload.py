@@ -152,3 +152,12 @@ def test_a_reload_reads_the_web_config_again_users_and_certificate(
         ok = httpx.get(f"{url}/metrics", verify=trust_second, auth=("ops", ops))
         assert ok.status_code == 200
         assert value(samples(ok.content), "msgsms_config_last_reload_successful") == 0
+
+
+def test_a_failed_reload_shows_in_the_next_scrape_without_a_poll() -> None:
+    with Exporter(config_for("http://127.0.0.1:9")) as exporter:
+        before = exporter.exposition_text()
+        exporter.reload_failed()
+        after = exporter.exposition_text()
+    assert b"msgsms_config_last_reload_successful 1.0" in before
+    assert b"msgsms_config_last_reload_successful 0.0" in after
