@@ -6,7 +6,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 import httpx
 import structlog
@@ -27,8 +26,9 @@ from exporter.poller import Poller
 from exporter.pushauth import unsigned_exposure
 from exporter.pushstore import AccountView, ReportStore, open_store
 from exporter.receiver import Receiver
+from exporter.runner import AccountRunner
 from exporter.sharding import UNSHARDED, Shard
-from exporter.snapshot import Generation, SnapshotBoard
+from exporter.snapshot import AccountSnapshot, Generation, SnapshotBoard
 from exporter.stats import RequestStats
 from exporter.web import (
     HEALTH_PATHS,
@@ -44,19 +44,6 @@ from exporter.web import (
 from exporter.webconfig import WebConfig, load_web_config
 
 log = structlog.get_logger("msgsms_exporter")
-
-
-@dataclass(slots=True)
-class _Slot:
-    """One account's poller, its upstream client and its poll thread."""
-
-    poller: Poller
-    source: DetailsSource
-    client: DetailsClient | None = None
-    http: httpx.Client | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    stop: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
 
 
 class ReloadCollector:
@@ -155,12 +142,7 @@ class Exporter:
         # receiver's counters, which every push changes, are the live part: in each
         # scrape, at most 100 ms old.
         self.exposition = ExpositionCache(self.registry, lambda: self.generation.value, live)
-        self._slots: list[_Slot] = []
-        for account in config.accounts:
-            budget = Budget(config.request_budget)
-            client, http, source = self._source(account, config, None, budget)
-            poller = Poller(account, config, source, clock=clock, shard=shard, budget=budget)
-            self._slots.append(_Slot(poller, source, client, http))
+        self._runners = [self._runner(account, config) for account in config.accounts]
         self.details = self._details_queries()
         for poller in self.pollers:
             self.board.publish(poller.last)
@@ -176,7 +158,20 @@ class Exporter:
     @property
     def pollers(self) -> list[Poller]:
         """One poller per configured account, in configuration order."""
-        return [slot.poller for slot in self._slots]
+        return [runner.poller for runner in self._runners]
+
+    def _runner(self, account: AccountConfig, config: Config) -> AccountRunner:
+        """A new account's runner: its budget, source, client and poller."""
+        budget = Budget(config.request_budget)
+        client, http, source = self._source(account, config, None, budget)
+        poller = Poller(
+            account, config, source, clock=self._clock, shard=self._shard, budget=budget
+        )
+        return AccountRunner(poller, source, self._publish, client, http)
+
+    def _publish(self, snapshot: AccountSnapshot) -> None:
+        self.board.publish(snapshot)
+        self.exposition.refresh()  # here, so no scrape waits for the rendering
 
     def _source(
         self, account: AccountConfig, config: Config, stats: RequestStats | None, budget: Budget
@@ -208,7 +203,7 @@ class Exporter:
 
     def _details_queries(self) -> DetailsQueries:
         return DetailsQueries(
-            {s.poller.account.name: s.source for s in self._slots},
+            {runner.name: runner.source for runner in self._runners},
             max_span=self.config.max_query_span,
             clock=self._clock,
         )
@@ -216,28 +211,9 @@ class Exporter:
     def poll_once(self) -> bool:
         """Poll every account once in this thread; True when all polls succeeded."""
         ok = True
-        for slot in list(self._slots):
-            ok = self._poll(slot) and ok
+        for runner in list(self._runners):
+            ok = runner.poll() and ok
         return ok
-
-    def _poll(self, slot: _Slot) -> bool:
-        """One poll of one account, published."""
-        with slot.lock:
-            if slot.stop.is_set():  # removed by a reload while waiting: its client is closed
-                return False
-            snapshot = slot.poller.poll()
-        if not slot.stop.is_set():
-            self.board.publish(snapshot)
-            self.exposition.refresh()  # here, so no scrape waits for the rendering
-        return snapshot.up
-
-    def _run(self, slot: _Slot) -> None:
-        """Poll one account every interval until the exporter or the account stops."""
-        while not (self._stop.is_set() or slot.stop.is_set()):
-            began = time.monotonic()
-            self._poll(slot)
-            interval = slot.poller.config.poll_interval
-            slot.stop.wait(max(0.0, interval - (time.monotonic() - began)))
 
     def reload(self, config: Config) -> None:
         """Apply a new configuration; accounts that keep their name keep their state.
@@ -251,46 +227,41 @@ class Exporter:
         if push_accounts(config) != push_accounts(self.config):
             raise ConfigError(["accounts: changing the push accounts needs a restart"])
         with self._reload_lock:
-            kept = {slot.poller.account.name: slot for slot in self._slots}
-            slots: list[_Slot] = []
+            kept = {runner.name: runner for runner in self._runners}
+            runners: list[AccountRunner] = []
             retired: list[httpx.Client] = []
             for account in config.accounts:
-                slot = kept.pop(account.name, None)
-                if slot is None:
-                    budget = Budget(config.request_budget)
-                    client, http, source = self._source(account, config, None, budget)
-                    poller = Poller(
-                        account, config, source, clock=self._clock, shard=self._shard, budget=budget
-                    )
-                    slots.append(_Slot(poller, source, client, http))
+                runner = kept.pop(account.name, None)
+                if runner is None:
+                    runners.append(self._runner(account, config))
                     continue
-                with slot.lock:  # waits for the account's poll in flight
-                    stats = slot.client.stats if slot.client is not None else None
-                    budget = slot.poller.budget
+                with runner.lock:  # waits for the account's poll in flight
+                    stats = runner.client.stats if runner.client is not None else None
+                    budget = runner.poller.budget
                     client, http, source = self._source(account, config, stats, budget)
-                    slot.poller.reconfigure(account, config, source)
-                    if slot.http is not None:
-                        retired.append(slot.http)
-                    slot.client, slot.http, slot.source = client, http, source
-                slots.append(slot)
+                    runner.poller.reconfigure(account, config, source)
+                    if runner.http is not None:
+                        retired.append(runner.http)
+                    runner.client, runner.http, runner.source = client, http, source
+                runners.append(runner)
             for gone in kept.values():
                 with gone.lock:  # waits for its poll in flight before its client closes
                     gone.stop.set()
                 if gone.http is not None:
                     retired.append(gone.http)
             self.config = config
-            self._slots = slots
+            self._runners = runners
             board = SnapshotBoard([a.name for a in config.accounts], self.generation)
-            for slot in slots:
-                board.publish(slot.poller.last)
+            for runner in runners:
+                board.publish(runner.poller.last)
             self.board = board
             self.reloads.record(True, time.time())
             self.exposition.refresh()
             self.details = self._details_queries()
             if self._started:
-                for slot in slots:
-                    if slot.thread is None:
-                        self._start_thread(slot)
+                for runner in runners:
+                    if runner.thread is None:
+                        runner.start(self._stop)
             for http in retired:
                 http.close()
         warn_if_unverified(config)
@@ -421,8 +392,8 @@ class Exporter:
         )
         self._web.start()
         self._started = True
-        for slot in self._slots:
-            self._start_thread(slot)
+        for runner in self._runners:
+            runner.start(self._stop)
         return self._web.address
 
     def _push_paths_open(self) -> tuple[str, ...]:
@@ -454,15 +425,6 @@ class Exporter:
         )
         return None
 
-    def _start_thread(self, slot: _Slot) -> None:
-        slot.thread = threading.Thread(
-            target=self._run,
-            args=(slot,),
-            name=f"poller-{slot.poller.account.name}",
-            daemon=True,
-        )
-        slot.thread.start()
-
     def __enter__(self) -> Exporter:
         return self
 
@@ -485,14 +447,10 @@ class Exporter:
         self._stop.set()
         if self._web is not None:
             self._web.stop(grace=timeout)
-        for slot in self._slots:
-            slot.stop.set()
-        for slot in self._slots:
-            if slot.thread is not None:
-                slot.thread.join(timeout)
-        for slot in self._slots:
-            if slot.http is not None:
-                slot.http.close()
+        for runner in self._runners:
+            runner.stop.set()  # all at once: each finishes its poll in flight meanwhile
+        for runner in self._runners:
+            runner.halt(timeout)
         if self.push_store is not None:
             self.push_store.close()
 
