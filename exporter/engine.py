@@ -85,6 +85,7 @@ class Engine:
                     self.holds.check(paid, templates, end, earlier)
                 budget.step = "pending"
                 resolved = self.followup.find_resolved(paid, end)
+                outcome.resolved = len(resolved)
                 budget.step = "resolved"
                 self.followup.read(paid, end, resolved)
             outcome.checks_done = True

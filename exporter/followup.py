@@ -23,7 +23,7 @@ from exporter.pending import (
     PendingMessage,
     late_key,
 )
-from exporter.ranges import MINUTE, coalesce, spans_within
+from exporter.ranges import MINUTE, SEND_TIME_GRAIN, coalesce, pages, spans_within
 from exporter.records import DetailsQuery, SendRecord, SendResult
 
 RECENT_PENDING_SECONDS = 15 * 60
@@ -211,7 +211,7 @@ class PendingFollowUp:
 
     def read(self, source: PageSource, end: int, resolved: Followed) -> None:
         """Read the resolved messages in narrow ranges: per template, or across templates
-        when that needs fewer ranges (many quiet templates); then let go of the late
+        when that is expected to cost fewer requests (many quiet templates); then let go of the late
         messages scanned past their deadline and still not final.
 
         Outside the window a message carries its template's records in its minute, but
@@ -249,17 +249,19 @@ class PendingFollowUp:
         for message in messages:
             by_template.setdefault(message.template_id, []).append(message)
         per_template: list[tuple[str | None, float, float]] = []
+        cost = 0
         for template_id, group in sorted(by_template.items()):
             busiest = max(m.records or book.records_in(template_id, m.minute) for m in group)
+            density = busiest / MINUTE
             times = sorted(m.send_time for m in group)
-            per_template += [
-                (template_id, a, b) for a, b in coalesce(times, busiest / MINUTE, page, span)
-            ]
+            ranges = coalesce(times, density, page, span, grain=SEND_TIME_GRAIN)
+            per_template += [(template_id, a, b) for a, b in ranges]
+            cost += pages(ranges, density, page)
         if not cross_template:
             return per_template
-        busiest = max(book.records_in(None, m.minute) for m in messages)
+        density = max(book.records_in(None, m.minute) for m in messages) / MINUTE
         times = sorted(m.send_time for m in messages)
-        across: list[tuple[str | None, float, float]] = [
-            (None, a, b) for a, b in coalesce(times, busiest / MINUTE, page, span)
-        ]
-        return min(per_template, across, key=len)
+        ranges = coalesce(times, density, page, span, grain=SEND_TIME_GRAIN)
+        if pages(ranges, density, page) >= cost:
+            return per_template
+        return [(None, a, b) for a, b in ranges]

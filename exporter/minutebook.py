@@ -82,10 +82,12 @@ class Counters:
 
 @dataclass(slots=True)
 class PollOutcome:
-    """What one engine poll did: the window end, its requests by step, whether it finished."""
+    """What one engine poll did: the window end, its requests by step, the followed
+    messages it found resolved, whether it finished (or why not)."""
 
     end: int
     requests: Counter[str] = field(default_factory=Counter)
+    resolved: int = 0
     checks_done: bool = False
     cut_short: str = ""
 

@@ -6,6 +6,7 @@ identified by their start.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 
 from exporter.config import RESOLUTION_SECONDS
@@ -15,6 +16,9 @@ MINUTE = RESOLUTION_SECONDS
 MILLI = 0.001
 PAGE_FILL = 0.8
 """A coalesced range aims at this share of a page, leaving room for a density estimate off."""
+SEND_TIME_GRAIN = 1.0
+"""Send times are whole seconds (as the console and status reports show them): a range
+narrower than a second costs as much as the whole second, every record sent in it."""
 
 
 def minute_floor(seconds: float) -> int:
@@ -42,23 +46,36 @@ def chunks_newest_first(spans: list[tuple[int, int]], size: int) -> Iterator[tup
 
 
 def coalesce(
-    times: list[float], density: float, page_size: int, max_span: float
+    times: list[float],
+    density: float,
+    page_size: int,
+    max_span: float,
+    *,
+    grain: float = MILLI,
 ) -> list[tuple[float, float]]:
     """Group sorted send times into [start, end) ranges expected to fit one page each.
 
     ``density`` is records per second around them; a gap costs the records inside it.
-    No range spans ``max_span`` seconds or more.
+    Each time stands for ``grain`` seconds (the resolution of send times). No range spans
+    ``max_span`` seconds or more.
     """
     groups: list[tuple[float, float]] = []
     for t in times:
         if groups:
-            start, _ = groups[-1]
-            fits = (t - start) * density < page_size * PAGE_FILL
-            if fits and t + MILLI - start <= max_span:
-                groups[-1] = (start, t + MILLI)
+            start, end = groups[-1]
+            if t < end:
+                continue  # within the range already (same second)
+            fits = (t + grain - start) * density < page_size * PAGE_FILL
+            if fits and t + grain - start <= max_span:
+                groups[-1] = (start, t + grain)
                 continue
-        groups.append((t, t + MILLI))
+        groups.append((t, t + grain))
     return groups
+
+
+def pages(ranges: list[tuple[float, float]], density: float, page_size: int) -> int:
+    """Requests the ranges are expected to cost at ``density`` records a second."""
+    return sum(max(1, math.ceil((end - start) * density / page_size)) for start, end in ranges)
 
 
 def spans_within(minutes: list[int], max_span: float) -> list[list[int]]:
