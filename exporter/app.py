@@ -42,6 +42,7 @@ from exporter.web import (
     text,
 )
 from exporter.webconfig import WebConfig, load_web_config
+from exporter.webstats import HttpCollector, HttpStats
 
 log = structlog.get_logger("msgsms_exporter")
 
@@ -117,7 +118,11 @@ class Exporter:
         self._auth: Authenticator | None = None
         """The web config's users, as last started or reloaded (registrations may use them)."""
         self._host: str | None = None
-        live: CollectorRegistry | None = None
+        # The HTTP layer's and the receiver's counters, which every request may change,
+        # are the live part of the exposition: in each scrape, at most 100 ms old.
+        self.http_stats = HttpStats()
+        live = CollectorRegistry(auto_describe=True)
+        live.register(HttpCollector(self.http_stats))
         if config.receiver is not None:
             rc = config.receiver
             self.push_store = open_store(rc, clock=clock)
@@ -136,11 +141,8 @@ class Exporter:
                     for t in a.templates.ids
                 ),
             )
-            live = CollectorRegistry(auto_describe=True)
             live.register(self.receiver.collector())
-        # Polls and reloads change the polled part (each bumps the generation); the
-        # receiver's counters, which every push changes, are the live part: in each
-        # scrape, at most 100 ms old.
+        # Polls and reloads change the polled part (each bumps the generation).
         self.exposition = ExpositionCache(self.registry, lambda: self.generation.value, live)
         self._runners = [self._runner(account, config) for account in config.accounts]
         self.details = self._details_queries()
@@ -339,9 +341,10 @@ class Exporter:
         router = Router()
         router.add("/", self._landing)
         router.add("/details", self._details)
-        router.add("/metrics", self.exposition.route)
-        router.add("/-/healthy", lambda _r: text(200, "OK"))
-        router.add("/-/ready", self._ready)
+        router.add("/metrics", self.exposition.route, fast=self.exposition.fast_route)
+        healthy = lambda _r: text(200, "OK")  # noqa: E731 - answered on the event loop
+        router.add("/-/healthy", healthy, fast=healthy)
+        router.add("/-/ready", self._ready, fast=self._ready)
         router.add("/-/reload", self._reload_route, methods=("POST",))
         if self.receiver is not None:
             self.receiver.add_routes(router)
@@ -389,6 +392,7 @@ class Exporter:
             tls=web.tls.context() if web.tls is not None else None,
             auth=auth,
             open_paths=(*(HEALTH_PATHS if health_open else ()), *self._push_paths_open()),
+            stats=self.http_stats,
         )
         self._web.start()
         self._started = True

@@ -1,415 +1,356 @@
-"""The exporter's HTTP server: a small router in front of cached pages and the exposition.
+"""The exporter's HTTP server: one asyncio event loop for every connection, routes in threads.
 
-Stdlib ``ThreadingHTTPServer``: one thread per connection, so a slow or hung client
-never holds up ``/metrics``; sockets time out (the TLS handshake too, in the connection's
-thread, not the accept loop), headers (64 KiB a line, 100 lines: the stdlib's limits)
-and bodies (1 MiB) are bounded. With a :class:`~exporter.webconfig.BasicAuth` every path
-except ``open_paths`` needs credentials; a failure is a 401 with ``WWW-Authenticate``.
+An idle or slow connection costs a few kilobytes and no thread. The loop parses requests
+(:mod:`exporter.connection`), answers fast routes itself (the cached ``/metrics``, the
+health checks) and runs the others, which may block (a push waits for its commit), in a
+bounded pool of worker threads. Hostile clients are bounded:
+
+- a request head must arrive whole within ``head_timeout`` (10 s) of its first byte (or
+  of the accept), head and body within ``request_timeout`` (30 s): not per read;
+- at most ``max_connections`` (below the file-descriptor limit): at the cap, a new
+  connection evicts the oldest one still waiting for or receiving its request, else
+  the oldest idle one; when every connection is busy the new one is closed;
+- out of descriptors (EMFILE), accept evicts the same way, or pauses 100 ms: it never
+  spins;
+- with TLS, the handshake runs on the loop under the head deadline; a reloaded
+  certificate applies to the connections accepted from then on.
+
+With a :class:`~exporter.webconfig.BasicAuth` every path except ``open_paths`` needs
+credentials (401 with ``WWW-Authenticate`` otherwise); the bcrypt check of credentials
+not seen before runs in a worker thread, never on the loop.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+import asyncio
+import errno
+import resource
 import socket
 import ssl
 import sys
 import threading
-import time
-import zlib
-from collections.abc import Callable, Collection
-from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
-from urllib.parse import parse_qs, urlsplit
+from collections.abc import Collection
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from email.utils import formatdate
+from functools import partial
 
 import structlog
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-MAX_BODY_BYTES = 1024 * 1024
-LINGER_SECONDS = 1.0
-LINGER_BYTES = 8 * MAX_BODY_BYTES
-CLIENT_TIMEOUT_SECONDS = 10.0
+from exporter.connection import MAX_BODY_BYTES, Connection, Phase, Refusal
+from exporter.exposition import ExpositionCache, accepts_gzip
+from exporter.routing import (
+    Authenticator,
+    Request,
+    Response,
+    Route,
+    Router,
+    authorized,
+    call_route,
+    known_to_be_authorized,
+    text,
+)
+from exporter.webstats import HttpStats
+
+__all__ = [
+    "HEALTH_PATHS",
+    "MAX_BODY_BYTES",
+    "Authenticator",
+    "ExpositionCache",
+    "Request",
+    "Response",
+    "Route",
+    "Router",
+    "ServerLimits",
+    "WebServer",
+    "accepts_gzip",
+    "authorized",
+    "parse_listen_address",
+    "text",
+]
+
 HEALTH_PATHS = frozenset({"/-/healthy", "/-/ready"})
-# A thread waiting for the GIL asks the running one to let go after this long (the
-# default is 5 ms): a scrape arriving while the poller folds records waits at most
-# about this long for each of its turns, and the poller gives up nothing when alone.
-SWITCH_INTERVAL_SECONDS = 0.001
-# The exposition is compressed once per rendering, not per scrape, so the level that
-# makes it smallest for a fair price (400 KB to 20 KB in 3 ms) costs scrapes nothing.
-GZIP_LEVEL = 6
-# Live counters (the receiver's) in the exposition are at most this old.
-LIVE_MAX_AGE_SECONDS = 0.1
-GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer around the deflate stream
 REALM = 'Basic realm="msgsms-exporter", charset="UTF-8"'
+# A thread waiting for the GIL asks the running one to let go after this long (the
+# default is 5 ms): the loop and the worker threads each wait at most about this long.
+SWITCH_INTERVAL_SECONDS = 0.001
+BACKLOG = 1024  # a burst of connects (scrapers, pushes) waits here instead of in SYN retries
+WORKER_THREADS = 32  # routes that block: pushes waiting for their group commit
+DEFAULT_MAX_CONNECTIONS = 8192
+ACCEPTS_PER_TURN = 64  # then the loop serves the connections it has before accepting more
+ACCEPT_PAUSE_SECONDS = 0.1
+SWEEP_SECONDS = 0.5
+_OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 log = structlog.get_logger("msgsms_exporter.web")
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """What a route sees of an HTTP request."""
-
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    body: bytes = b""
-
-    def param(self, name: str, default: str = "") -> str:
-        """The first value of a query parameter."""
-        values = self.query.get(name)
-        return values[0] if values else default
+def default_max_connections() -> int:
+    """Connections to hold at most: below the descriptor limit, leaving room for the
+    store, the upstream clients and the logs (64 plus an eighth of the limit)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return DEFAULT_MAX_CONNECTIONS
+    return max(16, min(DEFAULT_MAX_CONNECTIONS, soft - 64 - soft // 8))
 
 
 @dataclass(frozen=True, slots=True)
-class Response:
-    """What a route answers."""
+class ServerLimits:
+    """Deadlines (seconds) and the connection cap (0: from the descriptor limit)."""
 
-    status: int
-    body: bytes = b""
-    content_type: str = "text/plain; charset=utf-8"
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def text(status: int, message: str) -> Response:
-    """A plain-text response."""
-    return Response(status, (message + "\n").encode())
-
-
-Route = Callable[[Request], Response]
-
-
-class Authenticator(Protocol):
-    """Checks a user name and password (``webconfig.BasicAuth``)."""
-
-    def check(self, user: str, password: str) -> bool:
-        """True when the credentials are valid."""
-        ...
-
-
-def _basic_credentials(header: str | None) -> tuple[str, str] | None:
-    if header is None:
-        return None
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    user, sep, password = decoded.partition(":")
-    return (user, password) if sep else None
-
-
-def authorized(auth: Authenticator | None, header: str | None) -> bool:
-    """True when no auth is configured or ``header`` carries valid basic credentials."""
-    if auth is None:
-        return True
-    credentials = _basic_credentials(header)
-    return credentials is not None and auth.check(*credentials)
-
-
-def accepts_gzip(header: str | None) -> bool:
-    """True when an ``Accept-Encoding`` value allows gzip (``gzip;q=0`` refuses it)."""
-    weights: dict[str, float] = {}
-    for item in (header or "").split(","):
-        coding, *params = item.split(";")
-        weight = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    weight = float(value)
-                except ValueError:
-                    weight = 0.0
-        weights[coding.strip().lower()] = weight
-    return weights.get("gzip", weights.get("*", 0.0)) > 0
-
-
-@dataclass(frozen=True, slots=True)
-class _Rendering:
-    """One rendering of the polled part, as text and as the start of a gzip stream."""
-
-    version: object
-    text: bytes
-    gzip_head: bytes  # ends with a sync flush: a live part can follow in the same stream
-    compressor: zlib._Compress  # after ``text``; only its copies are used, it stays as is
-    gzip: bytes  # the whole stream when nothing follows
-
-
-@dataclass(frozen=True, slots=True)
-class _Exposition:
-    """Both parts together, in both forms, as rendered at ``at``."""
-
-    polled: _Rendering
-    at: float
-    text: bytes
-    gzip: bytes
-
-
-class ExpositionCache:
-    """The ``/metrics`` body, rendered once per change, never once per scrape.
-
-    ``registry`` changes only when ``version()`` does (a poll, a reload): it is rendered
-    then, as text and as gzip (what Prometheus asks for). ``live``, if any, is small
-    and changes with every push (the receiver's counters): it is rendered again when
-    ``live_max_age`` old, its gzip continuing the polled part's stream. Scrapes read the
-    current rendering without a lock; while one renders the live part, the others send
-    the last one rather than queue on the lock and then, one by one, for the GIL.
-    """
-
-    def __init__(
-        self,
-        registry: CollectorRegistry,
-        version: Callable[[], object],
-        live: CollectorRegistry | None = None,
-        *,
-        live_max_age: float = LIVE_MAX_AGE_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._registry = registry
-        self._version = version
-        self._live = live
-        self._live_max_age = live_max_age
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._rendering: _Rendering | None = None
-        self._exposition: _Exposition | None = None
-
-    def _current(self) -> _Exposition:
-        version = self._version()
-        cached = self._exposition  # read without the lock: it is replaced whole
-        if cached is not None and cached.polled.version == version:
-            if self._live is None or self._clock() - cached.at < self._live_max_age:
-                return cached
-            # Only the live part is old: one scrape renders it while the others send
-            # the last one, instead of queueing on the lock (and then for the GIL).
-            if not self._lock.acquire(blocking=False):
-                return cached
-        else:
-            self._lock.acquire()
-        try:
-            return self._render()
-        finally:
-            self._lock.release()
-
-    def _render(self) -> _Exposition:
-        """Render what changed since the last rendering (under the lock)."""
-        version = self._version()
-        polled = self._rendering
-        if polled is None or polled.version != version:
-            text = generate_latest(self._registry)
-            compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS)
-            # The sync flush emits all of the text's deflate output now, so continuing
-            # the stream for the live part compresses only the live part.
-            head = compressor.compress(text) + compressor.flush(zlib.Z_SYNC_FLUSH)
-            whole = head + compressor.copy().flush()
-            polled = self._rendering = _Rendering(version, text, head, compressor, whole)
-        now = self._clock()
-        cached = self._exposition
-        if (
-            cached is not None
-            and cached.polled is polled
-            and (self._live is None or now - cached.at < self._live_max_age)
-        ):
-            return cached
-        if self._live is None:
-            exposition = _Exposition(polled, now, polled.text, polled.gzip)
-        else:
-            live = generate_latest(self._live)
-            compressor = polled.compressor.copy()
-            tail = compressor.compress(live) + compressor.flush()
-            exposition = _Exposition(polled, now, polled.text + live, polled.gzip_head + tail)
-        self._exposition = exposition
-        return exposition
-
-    def refresh(self) -> None:
-        """Render what changed now: the poller calls this, so no scrape waits for it."""
-        self._current()
-
-    def body(self, *, gzipped: bool = False) -> bytes:
-        """The current exposition, as text or gzip-compressed."""
-        exposition = self._current()
-        return exposition.gzip if gzipped else exposition.text
-
-    def route(self, request: Request) -> Response:
-        """``GET /metrics``, gzip-compressed when the client accepts it."""
-        vary = {"Vary": "Accept-Encoding"}
-        if accepts_gzip(request.headers.get("accept-encoding")):
-            body = self.body(gzipped=True)
-            return Response(200, body, CONTENT_TYPE_LATEST, {**vary, "Content-Encoding": "gzip"})
-        return Response(200, self.body(), CONTENT_TYPE_LATEST, vary)
-
-
-class Router:
-    """Maps (method, path) to routes."""
-
-    def __init__(self) -> None:
-        self._routes: dict[str, dict[str, Route]] = {}
-
-    def add(self, path: str, route: Route, methods: tuple[str, ...] = ("GET",)) -> None:
-        """Serve ``route`` at ``path`` for ``methods``."""
-        for method in methods:
-            self._routes.setdefault(path, {})[method] = route
-            if method == "GET":
-                self._routes[path]["HEAD"] = route
-
-    def dispatch(self, request: Request) -> Response:
-        """The route's response, 404 or 405; a route's bug becomes a 500, never a crash."""
-        routes = self._routes.get(request.path)
-        if routes is None:
-            return text(404, "not found")
-        route = routes.get(request.method)
-        if route is None:
-            allow = ", ".join(sorted(routes))
-            return Response(405, b"method not allowed\n", headers={"Allow": allow})
-        try:
-            return route(request)
-        except Exception:
-            log.exception("request handler failed", path=request.path)
-            return text(500, "internal error")
+    head_timeout: float = 10.0
+    request_timeout: float = 30.0
+    idle_timeout: float = 75.0  # above a 60 s scrape interval, as nginx's keepalive_timeout
+    max_connections: int = 0
 
 
 @dataclass(slots=True)
 class _Access:
-    """Who may ask: read by every request, replaced whole on a web-config reload."""
+    """Who may ask and how: read by the loop, replaced on a web-config reload."""
 
     auth: Authenticator | None
-    draining: bool = False
-    in_flight: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    tls: ssl.SSLContext | None
 
 
-def _handler(
-    router: Router,
-    access: _Access,
-    open_paths: Collection[str],
-    client_timeout: float,
-) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "msgsms-exporter"
-        sys_version = ""
-        timeout = client_timeout
-        protocol_version = "HTTP/1.1"
-        # Buffered, so headers and a body of up to 64 KiB (a gzip exposition) leave in
-        # one write when the request ends; a larger body is a second write, and without
-        # TCP_NODELAY Nagle's algorithm and the client's delayed ACK would add ~40 ms.
-        wbufsize = 64 * 1024
-        disable_nagle_algorithm = True
+class _Loop:
+    """The connections of one server, on its event loop (the :class:`Connection` owner)."""
 
-        def setup(self) -> None:
-            super().setup()
-            if isinstance(self.connection, ssl.SSLSocket):
-                # Here, in the connection's thread and under its timeout, so a client
-                # that never finishes the handshake blocks nobody else.
-                self.connection.do_handshake()
+    def __init__(
+        self,
+        router: Router,
+        listener: socket.socket,
+        access: _Access,
+        open_paths: frozenset[str],
+        limits: ServerLimits,
+        stats: HttpStats,
+    ) -> None:
+        self.router = router
+        self.listener = listener
+        self.access = access
+        self.open_paths = open_paths
+        self.limits = limits
+        self.max_connections = limits.max_connections or default_max_connections()
+        self.stats = stats
+        stats.limit = self.max_connections
+        self.draining = False
+        self.date = formatdate(usegmt=True)
+        self.connections: set[Connection] = set()
+        # Insertion-ordered by when each began to wait: the oldest comes first.
+        self._reading: dict[Connection, None] = {}
+        self._idle: dict[Connection, None] = {}
+        self._workers = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="web-route")
+        self._accepting = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-        def _serve(self) -> None:
-            parts = urlsplit(self.path)
-            if (parts.path or "/") not in open_paths and not authorized(
-                access.auth, self.headers.get("Authorization")
-            ):
-                self._refuse(Response(401, b"unauthorized\n", headers={"WWW-Authenticate": REALM}))
-                return
-            length_text = self.headers.get("Content-Length", "0") or "0"
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None
+        return self._loop
+
+    def begin(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start accepting and sweeping (on the loop)."""
+        self._loop = loop
+        self._resume_accepting()
+        self._sweep()
+
+    # -- accepting -----------------------------------------------------------------
+
+    def _resume_accepting(self) -> None:
+        if not self._accepting and self.listener.fileno() >= 0:
+            self.loop.add_reader(self.listener, self._accept)
+            self._accepting = True
+
+    def _pause_accepting(self) -> None:
+        if self._accepting:
+            self.loop.remove_reader(self.listener)
+            self._accepting = False
+
+    def _accept(self) -> None:
+        for _ in range(ACCEPTS_PER_TURN):
             try:
-                length = int(length_text)
-            except ValueError:
-                self._refuse(text(400, "bad Content-Length"))
+                sock, _address = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
                 return
-            if length < 0 or length > MAX_BODY_BYTES:
-                self._refuse(text(413, f"body larger than {MAX_BODY_BYTES} bytes"))
+            except OSError as exc:
+                if exc.errno in _OUT_OF_DESCRIPTORS:
+                    self.stats.drop("out_of_descriptors")
+                    # Free one (its descriptor closes on the next turn), or wait a moment.
+                    if not self._evict_one():
+                        self._pause_accepting()
+                        self.loop.call_later(ACCEPT_PAUSE_SECONDS, self._resume_accepting)
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue  # the client gave up while waiting in the backlog
+                log.warning("accept failed", error=str(exc))
                 return
-            with access.lock:
-                access.in_flight += 1
-            try:
-                body = self.rfile.read(length) if length else b""
-                request = Request(
-                    method=self.command,
-                    path=parts.path or "/",
-                    query=parse_qs(parts.query, keep_blank_values=True),
-                    headers={k.lower(): v for k, v in self.headers.items()},
-                    body=body,
-                )
-                response = router.dispatch(request)
-                if access.draining:
-                    self.close_connection = True
-                    response = replace(
-                        response, headers={**response.headers, "Connection": "close"}
-                    )
-                self._send(response)
-                self.wfile.flush()
-            finally:
-                with access.lock:
-                    access.in_flight -= 1
+            self._open(sock)
 
-        def _refuse(self, response: Response) -> None:
-            """Answer without reading the body, then close without resetting the answer.
+    def _evict_one(self) -> bool:
+        """Close the oldest connection still in its request, else the oldest idle one."""
+        for waiting in (self._reading, self._idle):
+            for victim in waiting:
+                self._forget_waiting(victim)
+                self.stats.drop("evicted")
+                victim.abort()
+                return True
+        return False
 
-            Closing a socket with unread data makes the kernel send a reset, which can
-            destroy the answer before the client reads it: so stop writing, then read
-            and discard what the client is still sending, for a moment, before closing.
-            """
-            self.close_connection = True
-            self._send(replace(response, headers={**response.headers, "Connection": "close"}))
-            try:
-                self.wfile.flush()
-                self.connection.shutdown(socket.SHUT_WR)
-                self.connection.settimeout(LINGER_SECONDS)
-                drained = 0
-                while drained < LINGER_BYTES:
-                    chunk = self.connection.recv(65536)
-                    if not chunk:
-                        break
-                    drained += len(chunk)
-            except (OSError, ValueError):
-                pass  # the client went away first: nothing left to protect
+    def _open(self, sock: socket.socket) -> None:
+        if len(self.connections) >= self.max_connections and not self._evict_one():
+            sock.close()
+            self.stats.drop("over_capacity")
+            return
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connection = Connection(self, self.loop.time())
+        connection.socket = sock
+        self.connections.add(connection)
+        self.stats.connections = len(self.connections)
+        self._reading[connection] = None
+        self.loop.create_task(self._connect(connection, sock, self.access.tls))
 
-        def _send(self, response: Response) -> None:
-            self.send_response(response.status)
-            self.send_header("Content-Type", response.content_type)
-            self.send_header("Content-Length", str(len(response.body)))
-            for name, value in response.headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(response.body)
-
-        do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = _serve
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Access logs are off: they would be one line per scrape."""
-
-    return Handler
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # socketserver's default backlog of 5 drops the SYNs of a burst of new connections
-    # (many scrapers at once, pushes): each dropped SYN costs the client a 1 s retry.
-    request_queue_size = 128
-
-    tls: ssl.SSLContext | None = None
-    """Wraps each accepted connection (the handshake runs in its thread); replaceable."""
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        connection, address = self.socket.accept()
-        tls = self.tls
-        if tls is not None:
-            connection = tls.wrap_socket(
-                connection, server_side=True, do_handshake_on_connect=False
+    async def _connect(
+        self, connection: Connection, sock: socket.socket, tls: ssl.SSLContext | None
+    ) -> None:
+        try:
+            await self.loop.connect_accepted_socket(
+                lambda: connection,
+                sock,
+                ssl=tls,
+                ssl_handshake_timeout=self.limits.head_timeout if tls is not None else None,
             )
-        return connection, address
+        except (OSError, TimeoutError):  # ssl.SSLError is an OSError
+            if connection in self.connections:
+                self.stats.drop("tls_handshake")
+                self.lost(connection)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that times out, resets or fails the TLS handshake is not our error."""
-        log.debug("client connection failed", exc_info=True)
+    # -- the Connection owner --------------------------------------------------------
+
+    def _forget_waiting(self, connection: Connection) -> None:
+        self._reading.pop(connection, None)
+        self._idle.pop(connection, None)
+
+    def moved(self, connection: Connection) -> None:
+        """Keep the waiting connections in order of when they began to wait."""
+        phase = connection.phase
+        if phase in (Phase.HEAD, Phase.BODY):
+            self._idle.pop(connection, None)
+            self._reading.setdefault(connection, None)  # a head → body move keeps its place
+        elif phase is Phase.IDLE:
+            self._reading.pop(connection, None)
+            self._idle.pop(connection, None)
+            self._idle[connection] = None
+        else:
+            self._forget_waiting(connection)
+
+    def lost(self, connection: Connection) -> None:
+        """A connection closed."""
+        self._forget_waiting(connection)
+        self.connections.discard(connection)
+        self.stats.connections = len(self.connections)
+
+    def refused(self, reason: str) -> None:
+        """Count a refusal of the HTTP layer."""
+        self.stats.reject(reason)
+
+    def handle(self, connection: Connection, request: Request) -> None:
+        """Answer now when that cannot block; else in a worker thread."""
+        access = self.access
+        if request.path in self.open_paths or known_to_be_authorized(
+            access.auth, request.headers.get("authorization")
+        ):
+            resolved = self.router.resolve(request)
+            if resolved.answer is not None:
+                self._answer(connection, resolved.answer, resolved.reason)
+                return
+            assert resolved.route is not None
+            job = partial(call_route, resolved.route, request)
+        else:
+            job = partial(self._authorize_and_answer, access.auth, request)
+        future = self._workers.submit(job)
+        future.add_done_callback(partial(self._answered_in_thread, connection))
+
+    def _authorize_and_answer(
+        self, auth: Authenticator | None, request: Request
+    ) -> tuple[Response, str]:
+        """In a worker thread: the password hash, then the route."""
+        if not authorized(auth, request.headers.get("authorization")):
+            unauthorized = Response(401, b"unauthorized\n", headers={"WWW-Authenticate": REALM})
+            return unauthorized, "unauthorized"
+        return self.router.answer(request)
+
+    def _answered_in_thread(
+        self, connection: Connection, future: Future[tuple[Response, str]]
+    ) -> None:
+        try:
+            response, reason = future.result()
+        except Exception:  # call_route catches route errors; this is the server's bug
+            log.exception("request failed")
+            response, reason = text(500, "internal error"), "internal_error"
+        self.loop.call_soon_threadsafe(self._answer, connection, response, reason)
+
+    def _answer(self, connection: Connection, response: Response, reason: str) -> None:
+        if reason:
+            self.stats.reject(reason)
+        connection.respond(response)
+
+    # -- deadlines -------------------------------------------------------------------
+
+    def _sweep(self) -> None:
+        """Every half second: enforce the deadlines, oldest waiting connection first."""
+        now = self.loop.time()
+        self.date = formatdate(usegmt=True)
+        limits = self.limits
+        late: list[Connection] = []
+        for connection in self._reading:
+            age = now - connection.since
+            if age < limits.head_timeout:
+                break
+            if connection.phase is Phase.HEAD or age >= limits.request_timeout:
+                late.append(connection)
+        for connection in late:
+            self._forget_waiting(connection)
+            if connection.started:
+                connection.refuse(Refusal("timeout", "request not received in time"), linger=False)
+            else:
+                self.stats.drop("no_request")
+                connection.abort()
+        idle: list[Connection] = []
+        for connection in self._idle:
+            if now - connection.since < limits.idle_timeout:
+                break
+            idle.append(connection)
+        for connection in idle:
+            self._forget_waiting(connection)
+            self.stats.drop("idle_timeout")
+            connection.abort()
+        self.loop.call_later(SWEEP_SECONDS, self._sweep)
+
+    # -- stopping --------------------------------------------------------------------
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop accepting; close idle connections; let requests in flight finish."""
+        self.draining = True
+        self._pause_accepting()
+        self.listener.close()
+        deadline = self.loop.time() + grace
+        while True:
+            for connection in list(self.connections):
+                if connection.phase is Phase.IDLE or not (
+                    connection.started or connection.phase is Phase.BUSY
+                ):
+                    connection.abort()
+            if not self.connections or self.loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.02)
+        for connection in list(self.connections):
+            connection.abort()
+        await asyncio.sleep(0)  # let the aborts close their sockets
+        self._workers.shutdown(wait=False, cancel_futures=True)
 
 
 class WebServer:
-    """A threaded HTTP server for a router, started in the background.
+    """An HTTP server for a router, serving from a background thread.
 
     ``tls`` wraps every connection; ``auth`` guards every path but ``open_paths``.
     """
@@ -423,19 +364,39 @@ class WebServer:
         tls: ssl.SSLContext | None = None,
         auth: Authenticator | None = None,
         open_paths: Collection[str] = (),
-        client_timeout: float = CLIENT_TIMEOUT_SECONDS,
+        limits: ServerLimits = ServerLimits(),
+        stats: HttpStats | None = None,
     ) -> None:
-        self._access = _Access(auth)
-        handler = _handler(router, self._access, frozenset(open_paths), client_timeout)
-        self._server = _Server((host, port), handler)
-        self._server.tls = tls
-        self._thread = threading.Thread(target=self._server.serve_forever, name="web", daemon=True)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._listener = socket.create_server((host, port), family=family, backlog=BACKLOG)
+        self._listener.setblocking(False)
+        self.stats = stats or HttpStats()
+        self._access = _Access(auth, tls)
+        self._core = _Loop(
+            router, self._listener, self._access, frozenset(open_paths), limits, self.stats
+        )
+        self._address = self._listener.getsockname()[:2]
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._serve, name="web", daemon=True)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._core.begin(self._loop)
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
 
     @property
     def address(self) -> tuple[str, int]:
         """The bound host and port."""
-        host, port = self._server.server_address[:2]
+        host, port = self._address
         return str(host), int(port)
+
+    @property
+    def max_connections(self) -> int:
+        """Connections held at most."""
+        return self._core.max_connections
 
     def start(self) -> None:
         """Serve in a background thread; from now on the GIL changes hands every 1 ms."""
@@ -445,7 +406,7 @@ class WebServer:
     @property
     def tls_on(self) -> bool:
         """Whether the server speaks TLS."""
-        return self._server.tls is not None
+        return self._access.tls is not None
 
     def update(self, *, tls: ssl.SSLContext | None, auth: Authenticator | None) -> None:
         """Apply a reloaded web config to the connections accepted from now on.
@@ -454,21 +415,24 @@ class WebServer:
         """
         if (tls is not None) != self.tls_on:
             raise ValueError("turning TLS on or off needs a restart")
-        self._server.tls = tls
+        self._access.tls = tls
         self._access.auth = auth
 
     def drain(self) -> None:
         """Keep serving, but close each connection after its answer."""
-        self._access.draining = True
+        self._core.draining = True
 
     def stop(self, grace: float = 5.0) -> None:
-        """Stop accepting, wait up to ``grace`` for requests in flight, close the socket."""
-        self._access.draining = True
-        self._server.shutdown()
-        self._server.server_close()
-        deadline = time.monotonic() + grace
-        while self._access.in_flight and time.monotonic() < deadline:
-            time.sleep(0.01)
+        """Stop accepting, wait up to ``grace`` for requests in flight, then close all."""
+        if not self._thread.is_alive():
+            self._listener.close()
+            return
+        stopping = asyncio.run_coroutine_threadsafe(self._core.shutdown(grace), self._loop)
+        try:
+            stopping.result(timeout=grace + 5)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:

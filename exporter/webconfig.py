@@ -69,12 +69,20 @@ class BasicAuth:
     def __repr__(self) -> str:
         return f"BasicAuth(users={sorted(self._users)!r})"
 
+    def _digest(self, user: str, password: str) -> bytes:
+        return hmac.new(self._pepper, f"{user}\0{password}".encode(), hashlib.sha256).digest()
+
+    def known(self, user: str, password: str) -> bool:
+        """True when these credentials passed :meth:`check` before (no bcrypt: cheap)."""
+        digest = self._digest(user, password)
+        with self._lock:
+            return digest in self._verified
+
     def check(self, user: str, password: str) -> bool:
         """True when ``password`` is the user's; unknown users cost the same bcrypt check."""
-        digest = hmac.new(self._pepper, f"{user}\0{password}".encode(), hashlib.sha256).digest()
-        with self._lock:
-            if digest in self._verified:
-                return True
+        if self.known(user, password):
+            return True
+        digest = self._digest(user, password)
         hashed = self._users.get(user, _UNKNOWN_USER_HASH)
         ok = bcrypt.checkpw(password.encode(), hashed) and user in self._users
         if ok:

@@ -68,8 +68,13 @@ class ExporterProcess:
 
 
 @contextmanager
-def push_exporter(tmp_path: Path, *flags: str) -> Iterator[ExporterProcess]:
-    """Start an exporter whose one account reads its push store; kill it at the end."""
+def push_exporter(
+    tmp_path: Path, *flags: str, nofile: int | None = None
+) -> Iterator[ExporterProcess]:
+    """Start an exporter whose one account reads its push store; kill it at the end.
+
+    ``nofile`` runs it under ``ulimit -n`` (its file-descriptor limit).
+    """
     port = free_port()
     store = tmp_path / "push.db"
     config = tmp_path / "config.yaml"
@@ -82,6 +87,8 @@ def push_exporter(tmp_path: Path, *flags: str) -> Iterator[ExporterProcess]:
     stderr = tmp_path / "exporter.log"
     command = [sys.executable, "-m", "exporter", "--config.file", str(config)]
     command += ["--web.listen-address", f"127.0.0.1:{port}", "--log.format", "json", *flags]
+    if nofile is not None:
+        command = ["sh", "-c", f'ulimit -n {nofile} && exec "$@"', "sh", *command]
     with stderr.open("wb") as log:
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
     exporter = ExporterProcess(proc, f"http://127.0.0.1:{port}", port, store, stderr)

@@ -1,0 +1,340 @@
+"""One HTTP/1.1 connection on the server's event loop: strict framing, bounded, answered.
+
+Requests are parsed by llhttp, Node.js's parser (through ``httptools``), which rejects
+what request smuggling relies on: ``Content-Length`` with ``Transfer-Encoding``, a
+malformed or repeated ``Content-Length``, ``chunked`` that is not the last coding, bare
+LF line ends, folded headers. Chunked bodies are decoded. Every refusal has a status
+and a bounded reason (:data:`REFUSALS`) that the server counts.
+
+A connection answers one request at a time, in order (pipelined requests wait, and
+reading pauses meanwhile). Its owner (the server) runs the routes and enforces the
+deadlines and the connection cap, told of each phase change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections import deque
+from enum import Enum
+from http import HTTPStatus
+from typing import Protocol, cast
+from urllib.parse import parse_qs, urlsplit
+
+import httptools
+
+from exporter.routing import Request, Response
+
+MAX_HEAD_BYTES = 64 * 1024
+MAX_HEADERS = 100
+MAX_BODY_BYTES = 1024 * 1024
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 8 * MAX_BODY_BYTES
+
+REFUSALS: dict[str, int] = {
+    "bad_request": 400,  # not HTTP/1.x: a bad request line, header name or value, chunk
+    "bad_content_length": 400,  # not digits only (``1_0``, ``-1``, ``+1``), or repeated
+    "length_and_chunked": 400,  # both Content-Length and Transfer-Encoding
+    "bad_transfer_encoding": 400,  # chunked is not the last coding, or repeated
+    "unsupported_transfer_coding": 501,  # a coding other than chunked (gzip, chunked)
+    "unsupported_version": 505,  # HTTP/2.0 and others on this HTTP/1.1 port
+    "head_too_large": 431,  # more than 64 KiB or 100 header lines
+    "body_too_large": 413,  # more than 1 MiB, announced or received (chunked)
+    "timeout": 408,  # the request head or body missed its deadline
+}
+"""Refusals of the HTTP layer itself, by reason, with their status."""
+
+
+class Phase(Enum):
+    """Where a connection is: the server's deadlines and eviction depend on it."""
+
+    HEAD = "head"  # waiting for a request head (from accept, or after a first byte)
+    BODY = "body"  # head received, body arriving
+    BUSY = "busy"  # a route is answering
+    IDLE = "idle"  # kept alive between requests
+    CLOSED = "closed"
+
+
+class Refusal(Exception):
+    """A request the HTTP layer answers itself, then closes the connection."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = REFUSALS[reason]
+
+
+class Owner(Protocol):
+    """What a connection needs of its server."""
+
+    draining: bool
+    date: str
+
+    def moved(self, connection: Connection) -> None:
+        """The connection changed phase (or started a new request)."""
+
+    def handle(self, connection: Connection, request: Request) -> None:
+        """Answer ``request`` later with ``connection.respond``."""
+
+    def refused(self, reason: str) -> None:
+        """Count a refusal."""
+
+    def lost(self, connection: Connection) -> None:
+        """The connection is closed."""
+
+
+def _classify(error: Exception) -> Refusal:
+    """The refusal for an llhttp error (its messages are stable, and tested)."""
+    message = str(error)
+    if "Content-Length" in message and "Transfer-Encoding" in message:
+        return Refusal("length_and_chunked", "Content-Length with Transfer-Encoding")
+    if "Content-Length" in message:
+        return Refusal("bad_content_length", "bad Content-Length")
+    if "Transfer-Encoding" in message:
+        return Refusal("bad_transfer_encoding", "chunked must be the last transfer coding")
+    return Refusal("bad_request", "malformed HTTP/1.1 request")
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: parse, queue, answer in order."""
+
+    def __init__(self, owner: Owner, now: float) -> None:
+        self.owner = owner
+        self.phase = Phase.HEAD
+        self.since = now
+        """When the current phase's wait began: accept, a request's first byte, idle."""
+        self.started = False
+        """True once a byte of the current request has arrived (it is in flight)."""
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._queue: deque[tuple[Request, bool] | Refusal] = deque()
+        self._head_bytes = 0
+        self._head_done = False
+        self._method = ""
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._broken = False  # refused: whatever comes next is discarded
+        self._discarded = 0
+        self._write_paused = False
+        self._keep_alive = True
+        self._request_method = ""
+        self.socket: socket.socket | None = None
+        """The accepted socket, until the transport takes it over."""
+
+    # -- asyncio.Protocol ----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Reading starts."""
+        self.transport = cast(asyncio.Transport, transport)
+        self.socket = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Gone: the owner forgets it."""
+        self.phase = Phase.CLOSED
+        self.owner.lost(self)
+
+    def pause_writing(self) -> None:
+        """The client reads slowly: answer nothing more until it catches up."""
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        """Caught up: answer the next queued request, if any."""
+        self._write_paused = False
+        self._next()
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser; queue what completes; answer in order."""
+        if self._broken:
+            self._discarded += len(data)
+            if self._discarded > LINGER_BYTES:
+                self.abort()
+            return
+        if self.phase is Phase.IDLE:
+            self.phase, self.since = Phase.HEAD, self.owner_clock()
+            self.owner.moved(self)
+        self.started = True
+        if not self._head_done:
+            self._head_bytes += len(data)
+        try:
+            self._parser.feed_data(data)
+            if not self._head_done and self._head_bytes > MAX_HEAD_BYTES:
+                raise Refusal("head_too_large", f"request head over {MAX_HEAD_BYTES} bytes")
+        except Refusal as refusal:
+            self._stop_reading(refusal)
+        except httptools.HttpParserCallbackError as error:
+            context = error.__context__
+            self._stop_reading(context if isinstance(context, Refusal) else _classify(error))
+        except httptools.HttpParserUpgrade:
+            self._stop_reading(None)  # answered normally, then closed: no protocol switch
+        except httptools.HttpParserError as error:
+            self._stop_reading(_classify(error))
+        if self._queue and self.transport is not None:
+            self.transport.pause_reading()
+        self._next()
+
+    def owner_clock(self) -> float:
+        """The loop's clock (monotonic)."""
+        return asyncio.get_running_loop().time()
+
+    def _stop_reading(self, refusal: Refusal | None) -> None:
+        self._broken = True
+        if refusal is not None:
+            self._queue.append(refusal)
+        elif self._queue:  # an upgrade: answer what came, then close
+            last = self._queue.pop()
+            assert not isinstance(last, Refusal)
+            self._queue.append((last[0], False))
+
+    # -- httptools callbacks ---------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        """A new request in this connection."""
+        self._head_done = False
+        self._url, self._headers, self._body, self._body_size = b"", [], [], 0
+
+    def on_url(self, url: bytes) -> None:
+        """The request target (may come in pieces)."""
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """One header line."""
+        if len(self._headers) >= MAX_HEADERS:
+            raise Refusal("head_too_large", f"more than {MAX_HEADERS} header lines")
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        """The head is whole: check what can be refused before the body."""
+        self._head_done, self._head_bytes = True, 0
+        if self._parser.get_http_version() not in ("1.0", "1.1"):
+            raise Refusal("unsupported_version", "only HTTP/1.0 and HTTP/1.1 are served")
+        self._method = self._parser.get_method().decode("ascii")
+        headers = dict(self._headers)
+        coding = headers.get(b"transfer-encoding")
+        if coding is not None:
+            codings = [c.strip().lower() for c in coding.split(b",")]
+            if codings[-1] != b"chunked":
+                raise Refusal("bad_transfer_encoding", "chunked must be the last transfer coding")
+            if len(codings) > 1:
+                raise Refusal("unsupported_transfer_coding", "only chunked is supported")
+        length = headers.get(b"content-length")
+        if length is not None and int(length) > MAX_BODY_BYTES:
+            raise Refusal("body_too_large", f"body larger than {MAX_BODY_BYTES} bytes")
+        if self.phase is Phase.HEAD:
+            self.phase = Phase.BODY
+            self.owner.moved(self)
+        expects_body = coding is not None or (length is not None and int(length) > 0)
+        continuing = headers.get(b"expect", b"").lower() == b"100-continue"
+        if continuing and expects_body and not self._queue and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        """A piece of the body (decoded when chunked)."""
+        self._body_size += len(body)
+        if self._body_size > MAX_BODY_BYTES:
+            raise Refusal("body_too_large", f"body larger than {MAX_BODY_BYTES} bytes")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        """The request is whole: queue it."""
+        target = urlsplit(self._url.decode("latin-1"))
+        request = Request(
+            method=self._method,
+            path=target.path or "/",
+            query=parse_qs(target.query, keep_blank_values=True),
+            headers={n.decode("latin-1"): v.decode("latin-1") for n, v in self._headers},
+            body=b"".join(self._body),
+        )
+        self._queue.append((request, self._parser.should_keep_alive()))
+
+    # -- answering -----------------------------------------------------------------
+
+    def _next(self) -> None:
+        """Start on the next queued request, unless one is being answered."""
+        if self.phase in (Phase.BUSY, Phase.CLOSED) or self._write_paused or not self._queue:
+            return
+        item = self._queue.popleft()
+        if isinstance(item, Refusal):
+            self.refuse(item)
+            return
+        request, keep_alive = item
+        self.phase = Phase.BUSY
+        self.owner.moved(self)
+        self._keep_alive = keep_alive
+        self._request_method = request.method
+        self.owner.handle(self, request)
+
+    def respond(self, response: Response) -> None:
+        """Send the answer to the request being handled; go on with the next one."""
+        if self.phase is not Phase.BUSY or self.transport is None:
+            return  # closed meanwhile
+        keep = self._keep_alive and not self.owner.draining
+        self._write(response, close=not keep, head_only=self._request_method == "HEAD")
+        if not keep:
+            self.phase = Phase.CLOSED
+            self.owner.moved(self)
+            self.transport.close()  # after the answer is flushed
+            return
+        self.started = False
+        if self._queue:
+            self.phase = Phase.HEAD  # the next request is already here
+            self._next()
+            return
+        self.phase, self.since = Phase.IDLE, self.owner_clock()
+        self.owner.moved(self)
+        if self._broken:
+            return
+        self.transport.resume_reading()
+
+    def refuse(self, refusal: Refusal, *, linger: bool = True) -> None:
+        """Answer a refusal, then close without resetting the answer.
+
+        Closing with unread data makes the kernel send a reset, which can destroy the
+        answer before the client reads it: so half-close, and read and discard what
+        the client still sends, for a moment, before closing (unless ``linger`` is
+        off: a client too slow to finish its request gets no such courtesy).
+        """
+        self.owner.refused(refusal.reason)
+        self._broken = True
+        self._queue.clear()
+        transport = self.transport
+        if transport is None or self.phase is Phase.CLOSED:
+            return
+        self.phase = Phase.CLOSED
+        self.owner.moved(self)
+        body = (str(refusal) + "\n").encode()
+        self._write(Response(refusal.status, body), close=True, head_only=False)
+        if linger and transport.can_write_eof():
+            transport.write_eof()
+            transport.resume_reading()
+            asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
+        else:
+            transport.close()
+
+    def _write(self, response: Response, *, close: bool, head_only: bool) -> None:
+        assert self.transport is not None
+        status = response.status
+        lines = [
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+            f"Content-Type: {response.content_type}",
+            f"Content-Length: {len(response.body)}",
+            f"Date: {self.owner.date}",
+            "Server: msgsms-exporter",
+            *(f"{name}: {value}" for name, value in response.headers.items()),
+        ]
+        if close:
+            lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.transport.write(head if head_only else head + response.body)
+
+    def abort(self) -> None:
+        """Close at once, discarding anything unsent (eviction, a hopeless client)."""
+        if self.transport is not None:
+            self.transport.abort()
+        elif self.socket is not None:
+            # Still in its TLS handshake: the handshake fails on the shut socket and the
+            # loop closes it (closing the descriptor here would race with the loop).
+            with contextlib.suppress(OSError):
+                self.socket.shutdown(socket.SHUT_RDWR)

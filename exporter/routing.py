@@ -1,0 +1,166 @@
+"""What route handlers see and answer: requests, responses, the router and basic auth.
+
+Routes are plain functions ``Request -> Response`` and may block (a push waits for its
+commit): the server runs them in worker threads. A route can also have a *fast* part
+that answers on the server's event loop without blocking (the cached exposition, the
+health checks), or returns None to leave the request to the route.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+import structlog
+
+log = structlog.get_logger("msgsms_exporter.web")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What a route sees of an HTTP request."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes = b""
+
+    def param(self, name: str, default: str = "") -> str:
+        """The first value of a query parameter."""
+        values = self.query.get(name)
+        return values[0] if values else default
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """What a route answers."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def text(status: int, message: str) -> Response:
+    """A plain-text response."""
+    return Response(status, (message + "\n").encode())
+
+
+Route = Callable[[Request], Response]
+FastRoute = Callable[[Request], Response | None]
+
+
+class Resolved(NamedTuple):
+    """Where a request goes: an answer now (404, 405, a fast route's) or a route to run."""
+
+    answer: Response | None
+    route: Route | None
+    reason: str = ""
+    """Why the router itself refused (``not_found``, ``method_not_allowed``), if it did."""
+
+
+class Router:
+    """Maps (method, path) to routes."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, dict[str, tuple[Route, FastRoute | None]]] = {}
+
+    def add(
+        self,
+        path: str,
+        route: Route,
+        methods: tuple[str, ...] = ("GET",),
+        *,
+        fast: FastRoute | None = None,
+    ) -> None:
+        """Serve ``route`` at ``path`` for ``methods`` (GET brings HEAD).
+
+        ``fast``, if given, runs first on the event loop and must never block; when it
+        returns None, ``route`` answers in a worker thread.
+        """
+        for method in methods:
+            self._routes.setdefault(path, {})[method] = (route, fast)
+            if method == "GET":
+                self._routes[path]["HEAD"] = (route, fast)
+
+    def resolve(self, request: Request) -> Resolved:
+        """The answer if it is known without blocking, else the route that will give it."""
+        routes = self._routes.get(request.path)
+        if routes is None:
+            return Resolved(text(404, "not found"), None, "not_found")
+        found = routes.get(request.method)
+        if found is None:
+            allow = ", ".join(sorted(routes))
+            refusal = Response(405, b"method not allowed\n", headers={"Allow": allow})
+            return Resolved(refusal, None, "method_not_allowed")
+        route, fast = found
+        answer = fast(request) if fast is not None else None
+        return Resolved(answer, None if answer is not None else route)
+
+    def dispatch(self, request: Request) -> Response:
+        """The route's response, 404 or 405; a route's bug becomes a 500, never a crash."""
+        return self.answer(request)[0]
+
+    def answer(self, request: Request) -> tuple[Response, str]:
+        """Like :meth:`dispatch` (blocking), with the router's refusal reason, if any."""
+        resolved = self.resolve(request)
+        if resolved.route is None:
+            assert resolved.answer is not None
+            return resolved.answer, resolved.reason
+        return call_route(resolved.route, request)
+
+
+def call_route(route: Route, request: Request) -> tuple[Response, str]:
+    """Run a route; its bug becomes a logged 500 (reason ``internal_error``), never a crash."""
+    try:
+        return route(request), ""
+    except Exception:
+        log.exception("request handler failed", path=request.path)
+        return text(500, "internal error"), "internal_error"
+
+
+class Authenticator(Protocol):
+    """Checks a user name and password (``webconfig.BasicAuth``)."""
+
+    def check(self, user: str, password: str) -> bool:
+        """True when the credentials are valid (may take a slow password hash)."""
+        ...
+
+    def known(self, user: str, password: str) -> bool:
+        """True when the credentials were found valid before: a cheap check."""
+        ...
+
+
+def _basic_credentials(header: str | None) -> tuple[str, str] | None:
+    if header is None:
+        return None
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+def known_to_be_authorized(auth: Authenticator | None, header: str | None) -> bool:
+    """True when no auth is configured or ``header`` carries credentials already verified:
+    decided without the password hash, so it may run on the event loop."""
+    if auth is None:
+        return True
+    credentials = _basic_credentials(header)
+    return credentials is not None and auth.known(*credentials)
+
+
+def authorized(auth: Authenticator | None, header: str | None) -> bool:
+    """True when no auth is configured or ``header`` carries valid basic credentials."""
+    if auth is None:
+        return True
+    credentials = _basic_credentials(header)
+    return credentials is not None and auth.check(*credentials)
