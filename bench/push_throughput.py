@@ -2,9 +2,15 @@
 
 Starts the real exporter (``python -m exporter``) with a push receiver and an SQLite
 store in a temporary directory, then drives it from worker processes over keep-alive
-HTTP connections, closed loop. Every acknowledged report is committed (durability on).
+HTTP connections, open loop at the offered rate (and closed loop with ``--max``). Every
+acknowledged report must be in the store after the exporter stops (checked by id).
 
-    python bench/push_throughput.py                      # both modes, synchronous=normal and full
+The same run measures the bare HTTP stack: ``bench/bare_server.py``, the same server
+answering 200 without parsing or storing, closed loop, and prints the durable
+receiver's maximum single-report rate as a ratio to it (machines of one kind differ twice
+in absolute rates; the ratio does not).
+
+    python bench/push_throughput.py                      # synchronous=normal, both modes, ratio
     python bench/push_throughput.py --mode single --seconds 20 --synchronous full
 """
 
@@ -31,7 +37,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start_exporter(workdir: Path, synchronous: str) -> tuple[subprocess.Popen[bytes], int]:
+def _start_exporter(
+    workdir: Path, synchronous: str, bare: bool = False
+) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
     config = workdir / f"config-{synchronous}.yaml"
     config.write_text(
@@ -40,14 +48,19 @@ def _start_exporter(workdir: Path, synchronous: str) -> tuple[subprocess.Popen[b
         f"receiver: {{store_path: {workdir / f'push-{synchronous}.db'}, synchronous: {synchronous}}}\n",
         encoding="utf-8",
     )
+    command = [
+        *(sys.executable, "-m", "exporter", "--config.file", str(config)),
+        *("--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warning"),
+        *("--web.shutdown-delay", "0s"),
+    ]
+    if bare:
+        command = [
+            sys.executable,
+            str(Path(__file__).with_name("bare_server.py")),
+            f"127.0.0.1:{port}",
+        ]
     with (workdir / f"exporter-{synchronous}.log").open("ab") as log:
-        proc = subprocess.Popen(
-            stderr=log,
-            args=[
-                *(sys.executable, "-m", "exporter", "--config.file", str(config)),
-                *("--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warning"),
-            ],
-        )
+        proc = subprocess.Popen(stderr=log, args=command)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -98,6 +111,7 @@ def _worker(
     import threading
 
     latencies: list[float] = []
+    acked: list[str] = []
     errors = 0
     lock = threading.Lock()
 
@@ -114,6 +128,7 @@ def _worker(
                 conn.close()
                 time.sleep(0.05)
         mine: list[float] = []
+        ok: list[str] = []
         bad = 0
         n = 0
         time.sleep(max(0.0, start_at - time.time()))
@@ -125,7 +140,8 @@ def _worker(
                 break
             time.sleep(max(0.0, scheduled - time.perf_counter()))
             n += 1
-            path, body, headers = _request(mode, f"{mode}-{worker}-{thread}-{n}")
+            mid = f"{mode}-{worker}-{thread}-{n}"
+            path, body, headers = _request(mode, mid)
             try:
                 conn.request("POST", path, body=body, headers=headers)
                 response = conn.getresponse()
@@ -138,9 +154,12 @@ def _worker(
             mine.append(time.perf_counter() - scheduled)
             if status != 200:
                 bad += 1
+            else:
+                ok.append(mid)
         conn.close()
         with lock:
             latencies.extend(mine)
+            acked.extend(ok)
             errors += bad
 
     pool = [threading.Thread(target=loop, args=(t,)) for t in range(threads)]
@@ -148,7 +167,7 @@ def _worker(
         t.start()
     for t in pool:
         t.join()
-    out.put((latencies, errors))
+    out.put((latencies, errors, acked))
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -157,9 +176,14 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def run(
-    mode: str, synchronous: str, rate: float, args: argparse.Namespace, workdir: Path
+    mode: str,
+    synchronous: str,
+    rate: float,
+    args: argparse.Namespace,
+    workdir: Path,
+    bare: bool = False,
 ) -> dict[str, object]:
-    proc, port = _start_exporter(workdir, synchronous)
+    proc, port = _start_exporter(workdir, synchronous, bare)
     per_thread = rate / (args.processes * args.threads)
     start_at = time.time() + 1.0
     try:
@@ -182,16 +206,28 @@ def run(
     exporter_log = (workdir / f"exporter-{synchronous}.log").read_text(errors="replace")
     if "Traceback" in exporter_log:
         print(exporter_log[-3000:], file=sys.stderr)
-    latencies = [x for lat, _ in results for x in lat]
-    errors = sum(e for _, e in results)
-    with closing(sqlite3.connect(workdir / f"push-{synchronous}.db")) as conn:
-        (stored,) = conn.execute(
-            "SELECT count(*) FROM segments WHERE message_id LIKE ?", (f"{mode}-%",)
-        ).fetchone()
+    latencies = [x for lat, _, _ in results for x in lat]
+    errors = sum(e for _, e, _ in results)
     per_post = 1 if mode == "single" else 50
+    acked = {
+        mid if mode == "single" else f"{mid}-{i}"
+        for _, _, ids in results
+        for mid in ids
+        for i in range(per_post)
+    }
+    missing = len(acked)
+    if not bare:
+        with closing(sqlite3.connect(workdir / f"push-{synchronous}.db")) as conn:
+            stored = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT message_id FROM segments WHERE message_id LIKE ?", (f"{mode}-%",)
+                )
+            }
+        missing = len(acked - stored)
     return {
         "mode": mode,
-        "synchronous": synchronous,
+        "synchronous": "bare" if bare else synchronous,
         "load": f"{rate:.0f}/s" if rate else "max",
         "posts_per_s": len(latencies) / args.seconds,
         "reports_per_s": len(latencies) * per_post / args.seconds,
@@ -199,17 +235,22 @@ def run(
         "p99_ms": _percentile(latencies, 0.99) * 1000,
         "max_ms": max(latencies) * 1000,
         "non_200": errors,
-        "stored": stored,
-        "acked_reports": (len(latencies) - errors) * per_post,
+        "missing": "-" if bare else missing,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=("single", "batch", "both"), default="both")
-    parser.add_argument("--synchronous", choices=("normal", "full", "both"), default="both")
+    parser.add_argument("--synchronous", choices=("normal", "full", "both"), default="normal")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--max", action="store_true", help="also run closed loop (saturation)")
+    parser.add_argument(
+        "--no-ratio",
+        dest="ratio",
+        action="store_false",
+        help="skip the bare HTTP stack and the ratio to it",
+    )
     parser.add_argument("--processes", type=int, default=2, help="load-generator processes")
     parser.add_argument("--threads", type=int, default=8, help="connections per process")
     parser.add_argument(
@@ -222,24 +263,39 @@ def main(argv: list[str] | None = None) -> int:
     modes = ("single", "batch") if args.mode == "both" else (args.mode,)
     syncs = ("normal", "full") if args.synchronous == "both" else (args.synchronous,)
     print(
-        f"# {os.cpu_count()} CPUs, {args.processes}x{args.threads} keep-alive connections,"
+        f"# {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f},"
+        f" {args.processes}x{args.threads} keep-alive connections,"
         f" {args.seconds:.0f} s per run, SQLite {sqlite3.sqlite_version} WAL"
     )
-    header = f"{'mode':<7} {'sync':<7} {'offered':>8} {'posts/s':>9} {'reports/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'non-200':>8} {'acked⊆stored':>13}"
+    header = f"{'mode':<7} {'sync':<7} {'offered':>8} {'posts/s':>9} {'reports/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'non-200':>8} {'acked, not stored':>18}"
     print(header)
+    max_rates: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        plan: list[tuple[str, str, float, bool]] = []
         for synchronous in syncs:
             for mode in modes:
-                for rate in ((args.single_rate if mode == "single" else args.batch_rate), 0.0):
-                    if rate == 0.0 and not args.max:
-                        continue
-                    r = run(mode, synchronous, rate, args, Path(tmp))
-                    ok = "yes" if int(r["stored"]) >= int(r["acked_reports"]) else "NO"  # type: ignore[call-overload]
-                    print(
-                        f"{r['mode']:<7} {r['synchronous']:<7} {r['load']:>8} {r['posts_per_s']:>9.0f} {r['reports_per_s']:>10.0f}"
-                        f" {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['max_ms']:>7.1f} {r['non_200']:>8} {ok:>13}",
-                        flush=True,
-                    )
+                offered = args.single_rate if mode == "single" else args.batch_rate
+                if offered:
+                    plan.append((mode, synchronous, offered, False))
+                if args.max or (mode == "single" and synchronous == "normal" and args.ratio):
+                    plan.append((mode, synchronous, 0.0, False))
+        if args.ratio and "single" in modes:
+            plan.append(("single", "normal", 0.0, True))
+        for mode, synchronous, rate, bare in plan:
+            r = run(mode, synchronous, rate, args, Path(tmp), bare)
+            if rate == 0.0 and mode == "single":
+                max_rates[str(r["synchronous"])] = float(r["reports_per_s"])  # type: ignore[arg-type]
+            print(
+                f"{r['mode']:<7} {r['synchronous']:<7} {r['load']:>8} {r['posts_per_s']:>9.0f} {r['reports_per_s']:>10.0f}"
+                f" {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['max_ms']:>7.1f} {r['non_200']:>8} {r['missing']!s:>18}",
+                flush=True,
+            )
+    if "bare" in max_rates and "normal" in max_rates:
+        print(
+            f"durable single reports at most {max_rates['normal']:.0f}/s, the bare HTTP stack"
+            f" {max_rates['bare']:.0f}/s: ratio {max_rates['normal'] / max_rates['bare']:.2f}"
+            " (target >= 0.5)"
+        )
     return 0
 
 

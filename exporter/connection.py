@@ -46,6 +46,10 @@ REFUSALS: dict[str, int] = {
 """Refusals of the HTTP layer itself, by reason, with their status."""
 
 
+_SPENT_PARSER = httptools.HttpRequestParser(object())
+"""Stands in for a closed connection's parser, which it never feeds."""
+
+
 class Phase(Enum):
     """Where a connection is: the server's deadlines and eviction depend on it."""
 
@@ -119,6 +123,7 @@ class Connection(asyncio.Protocol):
         self._broken = False  # refused: whatever comes next is discarded
         self._discarded = 0
         self._write_paused = False
+        self._paused = False  # reading, while pipelined requests wait
         self._keep_alive = True
         self._request_method = ""
         self.socket: socket.socket | None = None
@@ -134,6 +139,11 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """Gone: the owner forgets it."""
         self.phase = Phase.CLOSED
+        # The parser calls back into this object: without this reference cycle the
+        # connection is freed now, not by a garbage-collector pass (which under a flood
+        # of connections grew to seconds, stopping the loop).
+        self._parser = _SPENT_PARSER
+        self._queue.clear()
         self.owner.lost(self)
 
     def pause_writing(self) -> None:
@@ -147,7 +157,7 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Feed the parser; queue what completes; answer in order."""
-        if self._broken:
+        if self._broken or self.phase is Phase.CLOSED:
             self._discarded += len(data)
             if self._discarded > LINGER_BYTES:
                 self.abort()
@@ -171,9 +181,11 @@ class Connection(asyncio.Protocol):
             self._stop_reading(None)  # answered normally, then closed: no protocol switch
         except httptools.HttpParserError as error:
             self._stop_reading(_classify(error))
-        if self._queue and self.transport is not None:
-            self.transport.pause_reading()
         self._next()
+        if self._queue and self.transport is not None:
+            # Pipelined requests wait their turn: read no more until they are answered.
+            self.transport.pause_reading()
+            self._paused = True
 
     def owner_clock(self) -> float:
         """The loop's clock (monotonic)."""
@@ -284,9 +296,9 @@ class Connection(asyncio.Protocol):
             return
         self.phase, self.since = Phase.IDLE, self.owner_clock()
         self.owner.moved(self)
-        if self._broken:
-            return
-        self.transport.resume_reading()
+        if self._paused and not self._broken:
+            self._paused = False
+            self.transport.resume_reading()
 
     def refuse(self, refusal: Refusal, *, linger: bool = True) -> None:
         """Answer a refusal, then close without resetting the answer.

@@ -29,6 +29,7 @@ import socket
 import ssl
 import sys
 import threading
+from collections import deque
 from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ BACKLOG = 1024  # a burst of connects (scrapers, pushes) waits here instead of i
 WORKER_THREADS = 32  # routes that block: pushes waiting for their group commit
 DEFAULT_MAX_CONNECTIONS = 8192
 ACCEPTS_PER_TURN = 64  # then the loop serves the connections it has before accepting more
+ACCEPTS_AT_CAP_PER_TURN = 8
 ACCEPT_PAUSE_SECONDS = 0.1
 SWEEP_SECONDS = 0.5
 _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -141,6 +143,9 @@ class _Loop:
         self._workers = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="web-route")
         self._accepting = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Answers from worker threads, waiting for the loop (deque: thread-safe ends).
+        self._finished: deque[tuple[Connection, Response, str]] = deque()
+        self._wake_pending = False
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -166,7 +171,10 @@ class _Loop:
             self._accepting = False
 
     def _accept(self) -> None:
-        for _ in range(ACCEPTS_PER_TURN):
+        # At the cap each accept costs an eviction: take few per turn, so the connections
+        # already held (a kept-alive scrape, a push) are served between them.
+        at_cap = len(self.connections) >= self.max_connections
+        for _ in range(ACCEPTS_AT_CAP_PER_TURN if at_cap else ACCEPTS_PER_TURN):
             try:
                 sock, _address = self.listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -282,12 +290,25 @@ class _Loop:
     def _answered_in_thread(
         self, connection: Connection, future: Future[tuple[Response, str]]
     ) -> None:
+        """In the worker thread: hand the answer to the loop.
+
+        A group commit releases many requests at once: their answers share one wake-up
+        of the loop (each wake-up is a write to its self-pipe, and a turn for the GIL).
+        """
         try:
             response, reason = future.result()
         except Exception:  # call_route catches route errors; this is the server's bug
             log.exception("request failed")
             response, reason = text(500, "internal error"), "internal_error"
-        self.loop.call_soon_threadsafe(self._answer, connection, response, reason)
+        self._finished.append((connection, response, reason))
+        if not self._wake_pending:
+            self._wake_pending = True
+            self.loop.call_soon_threadsafe(self._answer_finished)
+
+    def _answer_finished(self) -> None:
+        self._wake_pending = False  # before taking: a later append wakes the loop again
+        while self._finished:
+            self._answer(*self._finished.popleft())
 
     def _answer(self, connection: Connection, response: Response, reason: str) -> None:
         if reason:
