@@ -32,7 +32,7 @@ from collections.abc import Collection
 from exporter.connection import MAX_BODY_BYTES
 from exporter.exposition import ExpositionCache, accepts_gzip
 from exporter.listener import REALM, Access, Listener, ServerLimits
-from exporter.routing import Authenticator, Request, Response, Route, Router, text
+from exporter.routing import Authenticator, Request, Response, Route, Router, authorized, text
 from exporter.webstats import HttpStats
 
 __all__ = [
