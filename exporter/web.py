@@ -79,7 +79,15 @@ class WebServer:
         stats: HttpStats | None = None,
     ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._listener = socket.create_server((host, port), family=family, backlog=BACKLOG)
+        # Not socket.create_server: its OSError rewrites strerror, which the CLI shows.
+        self._listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._listener.bind((host, port))
+            self._listener.listen(BACKLOG)
+        except OSError:
+            self._listener.close()
+            raise
         self._listener.setblocking(False)
         self.stats = stats or HttpStats()
         self._access = Access(auth, tls)
