@@ -41,6 +41,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX msgsms_messages_by_time ON msgsms_messages (send_ms, message_id);
     CREATE INDEX msgsms_messages_sending ON msgsms_messages (template_id, send_ms, message_id)
         WHERE result = 'sending';
+    CREATE INDEX msgsms_messages_sending_by_time ON msgsms_messages (send_ms, message_id)
+        WHERE result = 'sending';
     CREATE TABLE msgsms_segments (
         message_id text COLLATE "C" NOT NULL,
         sequence smallint NOT NULL,

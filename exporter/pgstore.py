@@ -304,11 +304,15 @@ class PostgresStore(GroupCommitWrites):
                 sql.SQL("SELECT count(*) FROM msgsms_messages WHERE {}").format(clause), args
             )
             total = _scalar(count)
+            # The page's keys come from the index alone (an index-only scan skips the
+            # offset without reading a table row); only the page's rows are read.
             rows = conn.execute(
                 sql.SQL(
                     "SELECT message_id, template_id, mobile, send_ms, result, status_code,"
-                    " status_desc, receive_ms, segments FROM msgsms_messages WHERE {}"
-                    " ORDER BY send_ms, message_id LIMIT %s OFFSET %s"
+                    " status_desc, receive_ms, segments FROM msgsms_messages"
+                    " WHERE message_id IN (SELECT message_id FROM msgsms_messages WHERE {}"
+                    " ORDER BY send_ms, message_id LIMIT %s OFFSET %s)"
+                    " ORDER BY send_ms, message_id"
                 ).format(clause),
                 [*args, query.limit, query.offset],
             ).fetchall()

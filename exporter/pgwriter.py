@@ -1,11 +1,13 @@
 """One group commit in PostgreSQL: lock the touched messages, merge, write back, commit.
 
 The store's writer thread owns one connection, used pipelined: a first round trip
-begins the transaction, creates the missing messages, locks every touched message in id
-order and reads them with their segments; a second writes what
-:func:`~exporter.pushmerge.merge_writes` decided and commits. Locking in id order is
-what lets replicas share the database: a replica that touches a message another one is
-writing waits for that commit, then reads its segments.
+begins the transaction, locks every touched message that exists in id order and reads
+them with their segments; a second writes what :func:`~exporter.pushmerge.merge_writes`
+decided (new messages inserted, changed ones updated, each kind in one statement) and
+commits. Locking in id order is what lets replicas share the database: a replica that
+touches a message another one is writing waits for that commit, then reads its
+segments. Two replicas creating the same new message at once collide on its key; the
+loser's transaction is rolled back and run again, and then finds the message to lock.
 
 A connection found broken in the first round trip (the database restarted since it was
 last used) is replaced and the transaction tried once more: nothing was committed. A
@@ -14,11 +16,11 @@ break after that may have hit the COMMIT, so the write is refused (503), never g
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import psycopg
-from psycopg.errors import DeadlockDetected, SerializationFailure
+from psycopg.errors import DeadlockDetected, SerializationFailure, UniqueViolation
 
 from exporter.errors import StoreUnavailable
 from exporter.pushmerge import Merged, MessageRow, WriteBatch, merge_writes, touched_ids
@@ -31,6 +33,7 @@ _ROW = (
     "message_id, account, template_id, registered, send_ms, mobile, mobile_hash, segments,"
     " result, status_code, status_desc, receive_ms"
 )
+_ATTEMPTS = 3
 _TEMPLATE_NOTE_MS = 60_000
 """A template's last-seen time is written at most once a minute per replica."""
 
@@ -49,17 +52,22 @@ class PgWriter:
     def write(self, batches: Sequence[WriteBatch], now_ms: int) -> Merged:
         """Commit the batches; StoreUnavailable when the database is unreachable or the
         connection broke; another psycopg.Error when the data or a deadlock failed it."""
-        for attempt in range(2):
+        retried_stale = False
+        for attempt in range(_ATTEMPTS):
             conn, fresh = self._connection()
             reading = [True]
             try:
                 return self._transaction(conn, batches, now_ms, reading)
+            except UniqueViolation:
+                if attempt == _ATTEMPTS - 1:
+                    raise
             except CONFLICTS:
                 raise
             except psycopg.OperationalError as exc:
                 self.close()
-                if fresh or attempt or not reading[0]:
+                if fresh or retried_stale or not reading[0]:
                     raise StoreUnavailable(f"PostgreSQL: {first_line(exc)}") from exc
+                retried_stale = True
         raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
@@ -94,46 +102,28 @@ class PgWriter:
     ) -> Merged:
         ids = touched_ids(batches)
         with conn.pipeline() as pipeline, conn.transaction():
-            created, locked, found = _lock_and_read(conn, ids, now_ms)
+            locked = conn.execute(
+                f"SELECT {_ROW} FROM msgsms_messages WHERE message_id = ANY(%s)"  # noqa: S608
+                " ORDER BY message_id FOR UPDATE",
+                (ids,),
+            )
+            found = conn.execute(
+                "SELECT message_id, sequence, total, status, status_desc, update_ms"
+                " FROM msgsms_segments WHERE message_id = ANY(%s)",
+                (ids,),
+            )
             pipeline.sync()
             reading[0] = False
-            new = {r[0] for r in created.fetchall()}
-            rows = {r[0]: _message_row(r) for r in locked.fetchall() if r[0] not in new}
+            rows = {r[0]: _message_row(r) for r in locked.fetchall()}
             segments = {
                 (r[0], r[1]): Segment(r[1], r[2], r[3], r[4], r[5]) for r in found.fetchall()
             }
             merged = merge_writes(batches, rows, segments, now_ms)
             fresh = sorted(t for t in merged.templates if self._noted.get(t, 0) < now_ms)
-            _write_merged(conn, merged, set(ids) - merged.rows.keys(), fresh, now_ms)
+            _write_merged(conn, merged, rows.keys(), fresh, now_ms)
         for template in fresh:  # noted only once committed
             self._noted[template] = now_ms + _TEMPLATE_NOTE_MS
         return merged
-
-
-def _lock_and_read(
-    conn: psycopg.Connection[Any], ids: list[str], now_ms: int
-) -> tuple[psycopg.Cursor[Any], psycopg.Cursor[Any], psycopg.Cursor[Any]]:
-    """Queue: create the missing messages, lock all in id order, read them and segments.
-
-    A message created here is read back as absent: the merge treats it as new.
-    """
-    created = conn.execute(
-        f"INSERT INTO msgsms_messages ({_ROW}) SELECT id, '', '', false, %s, '', '', 1,"  # noqa: S608
-        " 'sending', '', '', NULL FROM unnest(%s::text[]) id ORDER BY id"
-        " ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
-        (now_ms, ids),
-    )
-    locked = conn.execute(
-        f"SELECT {_ROW} FROM msgsms_messages WHERE message_id = ANY(%s)"  # noqa: S608
-        " ORDER BY message_id FOR UPDATE",
-        (ids,),
-    )
-    found = conn.execute(
-        "SELECT message_id, sequence, total, status, status_desc, update_ms"
-        " FROM msgsms_segments WHERE message_id = ANY(%s)",
-        (ids,),
-    )
-    return created, locked, found
 
 
 def _message_row(r: Sequence[Any]) -> MessageRow:
@@ -143,73 +133,84 @@ def _message_row(r: Sequence[Any]) -> MessageRow:
     )
 
 
+def _columns(rows: list[MessageRow]) -> list[list[Any]]:
+    """The rows as one array per column, in ``_ROW`` order (for ``unnest``)."""
+    return [
+        [r.message_id for r in rows],
+        [r.account for r in rows],
+        [r.template_id for r in rows],
+        [r.registered for r in rows],
+        [r.send_ms for r in rows],
+        [r.mobile for r in rows],
+        [r.mobile_hash for r in rows],
+        [r.segments for r in rows],
+        [r.outcome.result.value for r in rows],
+        [r.outcome.status_code for r in rows],
+        [r.outcome.status_desc for r in rows],
+        [r.outcome.receive_ms for r in rows],
+    ]
+
+
+_UNNEST_ROWS = (
+    "unnest(%s::text[], %s::text[], %s::text[], %s::bool[], %s::bigint[], %s::text[],"
+    " %s::text[], %s::smallint[], %s::text[], %s::text[], %s::text[], %s::bigint[])"
+)
+
+
 def _write_merged(
     conn: psycopg.Connection[Any],
     merged: Merged,
-    unused: set[str],
+    existing: Collection[str],
     templates: list[tuple[str, str]],
     now_ms: int,
 ) -> None:
-    """Queue the merge's segment reports, changed rows and templates; remove a message
-    created for the merge but given nothing (every item of it refused)."""
-    with conn.cursor() as cur:
-        if merged.segments:
-            cur.executemany(
-                "INSERT INTO msgsms_segments VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (message_id, sequence) DO UPDATE SET total = excluded.total,"
-                " status = excluded.status, status_desc = excluded.status_desc,"
-                " update_ms = excluded.update_ms, received_ms = excluded.received_ms,"
-                " source = excluded.source",
-                [
-                    (
-                        s.message_id,
-                        s.segment.sequence,
-                        s.segment.total,
-                        s.segment.status,
-                        s.segment.status_desc,
-                        s.segment.update_ms,
-                        s.received_ms,
-                        s.source,
-                    )
-                    for s in merged.segments.values()
-                ],
-            )
-        if merged.rows:
-            cur.executemany(
-                "UPDATE msgsms_messages SET account = %s, template_id = %s, registered = %s,"
-                " send_ms = %s, mobile = %s, mobile_hash = %s, segments = %s, result = %s,"
-                " status_code = %s, status_desc = %s, receive_ms = %s WHERE message_id = %s",
-                [
-                    (
-                        r.account,
-                        r.template_id,
-                        r.registered,
-                        r.send_ms,
-                        r.mobile,
-                        r.mobile_hash,
-                        r.segments,
-                        r.outcome.result.value,
-                        r.outcome.status_code,
-                        r.outcome.status_desc,
-                        r.outcome.receive_ms,
-                        r.message_id,
-                    )
-                    for r in merged.rows.values()
-                ],
-            )
-        if unused:
-            cur.execute(
-                "DELETE FROM msgsms_messages WHERE message_id = ANY(%s) AND template_id = ''",
-                (sorted(unused),),
-            )
-        if templates:
-            cur.execute(
-                "INSERT INTO msgsms_templates SELECT a, t, %s"
-                " FROM unnest(%s::text[], %s::text[]) AS u(a, t)"
-                " ON CONFLICT (account, template_id) DO UPDATE SET last_seen_ms ="
-                " greatest(msgsms_templates.last_seen_ms, excluded.last_seen_ms)",
-                (now_ms, [a for a, _ in templates], [t for _, t in templates]),
-            )
+    """Queue the merge's writes, one statement per kind: new messages (a key another
+    replica inserted meanwhile fails the transaction, which runs again), changed
+    messages, segment reports, the templates seen."""
+    new = [r for r in merged.rows.values() if r.message_id not in existing]
+    changed = [r for r in merged.rows.values() if r.message_id in existing]
+    if new:
+        conn.execute(
+            f"INSERT INTO msgsms_messages ({_ROW}) SELECT * FROM {_UNNEST_ROWS}",  # noqa: S608
+            _columns(new),
+        )
+    if changed:
+        conn.execute(
+            "UPDATE msgsms_messages m SET account = u.a, template_id = u.t, registered = u.r,"  # noqa: S608
+            " send_ms = u.s, mobile = u.m, mobile_hash = u.h, segments = u.n, result = u.o,"
+            " status_code = u.c, status_desc = u.d, receive_ms = u.v"
+            f" FROM {_UNNEST_ROWS} AS u(id, a, t, r, s, m, h, n, o, c, d, v)"
+            " WHERE m.message_id = u.id",
+            _columns(changed),
+        )
+    if merged.segments:
+        segs = list(merged.segments.values())
+        conn.execute(
+            "INSERT INTO msgsms_segments SELECT * FROM unnest(%s::text[], %s::smallint[],"
+            " %s::smallint[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[])"
+            " ON CONFLICT (message_id, sequence) DO UPDATE SET total = excluded.total,"
+            " status = excluded.status, status_desc = excluded.status_desc,"
+            " update_ms = excluded.update_ms, received_ms = excluded.received_ms,"
+            " source = excluded.source",
+            [
+                [s.message_id for s in segs],
+                [s.segment.sequence for s in segs],
+                [s.segment.total for s in segs],
+                [s.segment.status for s in segs],
+                [s.segment.status_desc for s in segs],
+                [s.segment.update_ms for s in segs],
+                [s.received_ms for s in segs],
+                [s.source for s in segs],
+            ],
+        )
+    if templates:
+        conn.execute(
+            "INSERT INTO msgsms_templates SELECT a, t, %s"
+            " FROM unnest(%s::text[], %s::text[]) AS u(a, t)"
+            " ON CONFLICT (account, template_id) DO UPDATE SET last_seen_ms ="
+            " greatest(msgsms_templates.last_seen_ms, excluded.last_seen_ms)",
+            (now_ms, [a for a, _ in templates], [t for _, t in templates]),
+        )
 
 
 def first_line(exc: BaseException) -> str:

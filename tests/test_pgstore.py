@@ -132,10 +132,15 @@ def test_a_send_registered_at_one_replica_and_reported_at_another_is_one_message
     )
 
 
-def test_segments_reported_at_replicas_at_the_same_moment_settle_the_message(replicas):
-    # Each message's two segments race at two replicas; neither may hide the other.
+@pytest.mark.parametrize("registered", [True, False])
+def test_segments_reported_at_replicas_at_the_same_moment_settle_the_message(
+    replicas, registered: bool
+):
+    # Each message's two segments race at two replicas; neither may hide the other, and
+    # unregistered messages are created by both at once (one insert wins, one runs again).
     n = 300
-    replicas[0].register([SendRegistration(f"m{i}", "tplA", T0, segments=2) for i in range(n)])
+    if registered:
+        replicas[0].register([SendRegistration(f"m{i}", "tplA", T0, segments=2) for i in range(n)])
     barrier = threading.Barrier(2)
 
     def push(store: PostgresStore, sequence: int) -> None:
@@ -148,7 +153,7 @@ def test_segments_reported_at_replicas_at_the_same_moment_settle_the_message(rep
         t.start()
     for t in threads:
         t.join()
-    page = replicas[2].query(DetailsQuery(T0 - 1, T0 + 1, send_result=SendResult.SUCCESS, limit=1))
+    page = replicas[2].query(DetailsQuery(T0 - 1, T0 + 6, send_result=SendResult.SUCCESS, limit=1))
     assert page.total == n
     assert replicas[2].message_count() == n
     assert len(replicas[2].segment_rows()) == 2 * n
