@@ -10,7 +10,11 @@ answering 200 without parsing or storing, closed loop, and prints the durable
 receiver's maximum single-report rate as a ratio to it (machines of one kind differ twice
 in absolute rates; the ratio does not).
 
-    python bench/push_throughput.py                      # synchronous=normal, both modes, ratio
+PostgreSQL runs side by side (``--synchronous postgres``, in the default run): Debian's
+server started for the run in a temporary directory, fsync and synchronous_commit on,
+the exporter given ``receiver.store_url``.
+
+    python bench/push_throughput.py                      # SQLite normal and PostgreSQL, ratio
     python bench/push_throughput.py --mode single --seconds 20 --synchronous full
 """
 
@@ -27,8 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import closing
+from contextlib import ExitStack, closing
 from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from postgres_server import PostgresServer
 
 
 def _free_port() -> int:
@@ -37,15 +46,37 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _receiver(workdir: Path, synchronous: str, pg_url: str) -> str:
+    if synchronous == "postgres":
+        return f"receiver: {{store_url: '{pg_url}'}}\n"
+    return f"receiver: {{store_path: {workdir / f'push-{synchronous}.db'}, synchronous: {synchronous}}}\n"
+
+
+def _stored_ids(workdir: Path, synchronous: str, pg_url: str, mode: str) -> set[str]:
+    if synchronous == "postgres":
+        with psycopg.connect(pg_url) as pg:
+            rows = pg.execute(
+                "SELECT message_id FROM msgsms_segments WHERE message_id LIKE %s", (f"{mode}-%",)
+            ).fetchall()
+        return {row[0] for row in rows}
+    with closing(sqlite3.connect(workdir / f"push-{synchronous}.db")) as conn:
+        return {
+            row[0]
+            for row in conn.execute(
+                "SELECT message_id FROM segments WHERE message_id LIKE ?", (f"{mode}-%",)
+            )
+        }
+
+
 def _start_exporter(
-    workdir: Path, synchronous: str, bare: bool = False
+    workdir: Path, synchronous: str, bare: bool = False, pg_url: str = ""
 ) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
     config = workdir / f"config-{synchronous}.yaml"
     config.write_text(
         "poll_interval: 60s\n"
         "accounts: [{name: push, source: push, templates: {discover: true}}]\n"
-        f"receiver: {{store_path: {workdir / f'push-{synchronous}.db'}, synchronous: {synchronous}}}\n",
+        + _receiver(workdir, synchronous, pg_url),
         encoding="utf-8",
     )
     command = [
@@ -182,8 +213,9 @@ def run(
     args: argparse.Namespace,
     workdir: Path,
     bare: bool = False,
+    pg_url: str = "",
 ) -> dict[str, object]:
-    proc, port = _start_exporter(workdir, synchronous, bare)
+    proc, port = _start_exporter(workdir, synchronous, bare, pg_url)
     per_thread = rate / (args.processes * args.threads)
     start_at = time.time() + 1.0
     try:
@@ -217,14 +249,7 @@ def run(
     }
     missing = len(acked)
     if not bare:
-        with closing(sqlite3.connect(workdir / f"push-{synchronous}.db")) as conn:
-            stored = {
-                row[0]
-                for row in conn.execute(
-                    "SELECT message_id FROM segments WHERE message_id LIKE ?", (f"{mode}-%",)
-                )
-            }
-        missing = len(acked - stored)
+        missing = len(acked - _stored_ids(workdir, synchronous, pg_url, mode))
     return {
         "mode": mode,
         "synchronous": "bare" if bare else synchronous,
@@ -242,7 +267,12 @@ def run(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=("single", "batch", "both"), default="both")
-    parser.add_argument("--synchronous", choices=("normal", "full", "both"), default="normal")
+    parser.add_argument(
+        "--synchronous",
+        choices=("normal", "full", "postgres", "both", "all"),
+        default="default",
+        help="SQLite's synchronous, or the PostgreSQL store; default: normal and postgres",
+    )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--max", action="store_true", help="also run closed loop (saturation)")
     parser.add_argument(
@@ -261,16 +291,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     modes = ("single", "batch") if args.mode == "both" else (args.mode,)
-    syncs = ("normal", "full") if args.synchronous == "both" else (args.synchronous,)
+    syncs = {
+        "both": ("normal", "full"),
+        "all": ("normal", "full", "postgres"),
+        "default": ("normal", "postgres"),
+    }.get(args.synchronous, (args.synchronous,))
     print(
         f"# {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f},"
         f" {args.processes}x{args.threads} keep-alive connections,"
-        f" {args.seconds:.0f} s per run, SQLite {sqlite3.sqlite_version} WAL"
+        f" {args.seconds:.0f} s per run, SQLite {sqlite3.sqlite_version} WAL,"
+        " PostgreSQL (fsync on) as sync=postgres"
     )
     header = f"{'mode':<7} {'sync':<7} {'offered':>8} {'posts/s':>9} {'reports/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'non-200':>8} {'acked, not stored':>18}"
     print(header)
     max_rates: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        server = None
+        if "postgres" in syncs:
+            server = stack.enter_context(PostgresServer.running(fsync=True))
         plan: list[tuple[str, str, float, bool]] = []
         for synchronous in syncs:
             for mode in modes:
@@ -282,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.ratio and "single" in modes:
             plan.append(("single", "normal", 0.0, True))
         for mode, synchronous, rate, bare in plan:
-            r = run(mode, synchronous, rate, args, Path(tmp), bare)
+            pg_url = server.fresh_schema() if server and synchronous == "postgres" else ""
+            r = run(mode, synchronous, rate, args, Path(tmp), bare, pg_url)
             if rate == 0.0 and mode == "single":
                 max_rates[str(r["synchronous"])] = float(r["reports_per_s"])  # type: ignore[arg-type]
             print(
