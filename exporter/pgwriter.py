@@ -103,13 +103,13 @@ class PgWriter:
         ids = touched_ids(batches)
         with conn.pipeline() as pipeline, conn.transaction():
             locked = conn.execute(
-                f"SELECT {_ROW} FROM msgsms_messages WHERE message_id = ANY(%s)"  # noqa: S608
+                f"SELECT {_ROW} FROM msgsms_messages WHERE message_id = ANY(%b)"  # noqa: S608
                 " ORDER BY message_id FOR UPDATE",
                 (ids,),
             )
             found = conn.execute(
                 "SELECT message_id, sequence, total, status, status_desc, update_ms"
-                " FROM msgsms_segments WHERE message_id = ANY(%s)",
+                " FROM msgsms_segments WHERE message_id = ANY(%b)",
                 (ids,),
             )
             pipeline.sync()
@@ -126,10 +126,13 @@ class PgWriter:
         return merged
 
 
+_RESULTS = {r.value: r for r in SendResult}
+
+
 def _message_row(r: Sequence[Any]) -> MessageRow:
     return MessageRow(
         *(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]),
-        Outcome(SendResult(r[8]), r[9], r[10], r[11]),
+        Outcome(_RESULTS[r[8]], r[9], r[10], r[11]),
     )
 
 
@@ -151,9 +154,10 @@ def _columns(rows: list[MessageRow]) -> list[list[Any]]:
     ]
 
 
+# Arrays go in binary (%b): text arrays would quote each element.
 _UNNEST_ROWS = (
-    "unnest(%s::text[], %s::text[], %s::text[], %s::bool[], %s::bigint[], %s::text[],"
-    " %s::text[], %s::smallint[], %s::text[], %s::text[], %s::text[], %s::bigint[])"
+    "unnest(%b::text[], %b::text[], %b::text[], %b::bool[], %b::bigint[], %b::text[],"
+    " %b::text[], %b::smallint[], %b::text[], %b::text[], %b::text[], %b::bigint[])"
 )
 
 
@@ -186,8 +190,8 @@ def _write_merged(
     if merged.segments:
         segs = list(merged.segments.values())
         conn.execute(
-            "INSERT INTO msgsms_segments SELECT * FROM unnest(%s::text[], %s::smallint[],"
-            " %s::smallint[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[])"
+            "INSERT INTO msgsms_segments SELECT * FROM unnest(%b::text[], %b::smallint[],"
+            " %b::smallint[], %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::text[])"
             " ON CONFLICT (message_id, sequence) DO UPDATE SET total = excluded.total,"
             " status = excluded.status, status_desc = excluded.status_desc,"
             " update_ms = excluded.update_ms, received_ms = excluded.received_ms,"
@@ -206,7 +210,7 @@ def _write_merged(
     if templates:
         conn.execute(
             "INSERT INTO msgsms_templates SELECT a, t, %s"
-            " FROM unnest(%s::text[], %s::text[]) AS u(a, t)"
+            " FROM unnest(%b::text[], %b::text[]) AS u(a, t)"
             " ON CONFLICT (account, template_id) DO UPDATE SET last_seen_ms ="
             " greatest(msgsms_templates.last_seen_ms, excluded.last_seen_ms)",
             (now_ms, [a for a, _ in templates], [t for _, t in templates]),

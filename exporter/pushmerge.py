@@ -92,13 +92,15 @@ def touched_ids(batches: Iterable[WriteBatch]) -> list[str]:
 
 def storable(item: StatusReport | SendRegistration) -> bool:
     """False when a text holds what a database cannot store: NUL, or a lone surrogate."""
-    for text in _texts(item):
-        if "\x00" in text:
-            return False
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
+    text = "\x01".join(_texts(item))
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
     return True
 
 
@@ -106,8 +108,19 @@ def _texts(item: StatusReport | SendRegistration) -> list[str]:
     """The item's text fields."""
     if isinstance(item, SendRegistration):
         return [item.message_id, item.template_id, item.mobile, item.account]
-    texts = [item.message_id, item.status, item.status_desc, item.source, item.account]
-    return texts + ([item.template_id] if item.template_id else [])
+    return [
+        item.message_id,
+        item.status,
+        item.status_desc,
+        item.source,
+        item.account,
+        item.template_id or "",
+    ]
+
+
+def _head(row: MessageRow) -> tuple[str, str, str, bool, int]:
+    """The identifying fields, for building a changed row (``replace`` is slow here)."""
+    return row.message_id, row.account, row.template_id, row.registered, row.send_ms
 
 
 def report_ms(report: StatusReport, now_ms: int) -> int:
@@ -198,6 +211,7 @@ def merge_writes(
         segs = sorted(by_message.get(message_id, []), key=lambda s: s.sequence)
         if segs:
             total = max([row.segments, *(s.total for s in segs)])
-            row = replace(row, segments=total, outcome=message_outcome(segs, row.segments))
+            outcome = message_outcome(segs, row.segments)
+            row = MessageRow(*_head(row), row.mobile, row.mobile_hash, total, outcome)
         out.rows[message_id] = row
     return out
