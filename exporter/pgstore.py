@@ -1,18 +1,19 @@
 """The push store in PostgreSQL: several exporters share one database.
 
 Writes use the same group commit as the SQLite store: a writer thread gathers the work
-of concurrent requests into one transaction and answers each only after COMMIT. In that
-transaction the touched messages are created if missing and locked in id order, so a
-send registered at one replica and reported at another (or the two segments of a long
-SMS reported at two replicas at once) are merged as one message: the second replica
-waits for the first and then reads its segments. The merge itself is
+of concurrent requests into one transaction and answers each only after COMMIT
+(:mod:`exporter.pgwriter`). In that transaction the touched messages are locked in id
+order, so a send registered at one replica and reported at another (or the two segments
+of a long SMS reported at two replicas at once) are merged as one message: the second
+replica waits for the first and then reads its segments. The merge itself is
 :func:`exporter.pushmerge.merge_writes`, the rules of the SQLite store.
 
 The schema is versioned (``msgsms_schema_version``) and migrated under an advisory lock,
 so replicas starting together create it once. Pruning takes another advisory lock with a
 try-lock and records when it last ran, so N replicas prune once a minute, not N times.
-The pool reconnects on its own: with the database down the exporter keeps serving,
-answers pushes 503 (not stored) and ``/-/ready`` 503, and recovers when it is back.
+Reads and pruning use a pool, writes the writer's own connection; both reconnect on
+their own: with the database down the exporter keeps serving, answers pushes 503 (not
+stored) and ``/-/ready`` 503, and recovers when it is back.
 """
 
 from __future__ import annotations
