@@ -20,20 +20,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from store_source import StoreSource  # noqa: E402
+from store_source import ACCOUNT, StoreSource  # noqa: E402
 
-from exporter.config import AccountConfig, Config, Secret, TemplateSelection  # noqa: E402
+from exporter.config import Config  # noqa: E402
 from exporter.engine import Engine, EngineSettings  # noqa: E402
 
 SCENARIO = ROOT / "bench" / "scenarios" / "engine-1m.yaml"
-ACCOUNT = AccountConfig(
-    name="bench",
-    endpoint="http://127.0.0.1:1",
-    project_id="0123456789abcdef0123456789abcdef",
-    templates=TemplateSelection(discover=True),
-    access_key="demo",
-    secret_key=Secret("demo"),
-)
 
 
 def measure(settle: float, polls: int) -> dict[str, float]:

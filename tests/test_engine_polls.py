@@ -13,22 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from store_source import StoreSource
+from store_source import ACCOUNT, StoreSource
 
-from exporter.config import AccountConfig, Config, Secret, TemplateSelection
+from exporter.config import Config
 from exporter.engine import Engine, EngineSettings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HOLDS = FIXTURES / "holds-scenario.yaml"
 LATE = FIXTURES / "late-reports-scenario.yaml"
-ACCOUNT = AccountConfig(
-    name="sim",
-    endpoint="http://127.0.0.1:1",
-    project_id="0123456789abcdef0123456789abcdef",
-    templates=TemplateSelection(discover=True),
-    access_key="demo-access-key",
-    secret_key=Secret("demo-secret-key"),
-)
 
 
 def _config(**overrides: Any) -> Config:
@@ -67,6 +59,15 @@ def _final(truth: dict[str, Any], template_id: str) -> int:
 
 def _finalized(engine: Engine, template_id: str) -> int:
     return sum(n for (t, _, _), n in engine.book.counters.finalized.items() if t == template_id)
+
+
+def _started(scenario: Path, **overrides: Any) -> tuple[StoreSource, Config, Engine, int]:
+    """A source with an hour of history, an engine polled once, and its first window start."""
+    source = StoreSource(scenario, history=3600.0)
+    config = _config(**overrides)
+    engine = _engine(config)
+    engine.poll(source, source.template_ids, source.now)
+    return source, config, engine, _window_end(engine) - 3600
 
 
 def _poll(engine: Engine, source: StoreSource, minutes: int = 1) -> None:
@@ -116,11 +117,7 @@ def test_every_window_equals_truth_at_every_poll_through_holds_and_late_statuses
 
 
 def test_each_message_is_counted_once_sent_and_once_final_even_after_leaving_the_window() -> None:
-    source = StoreSource(HOLDS, history=3600.0)
-    config = _config(settle_delay=0.0)
-    engine = _engine(config)
-    engine.poll(source, source.template_ids, source.now)
-    first_start = _window_end(engine) - 3600
+    source, _, engine, first_start = _started(HOLDS, settle_delay=0.0)
     # Five minutes of TPL_LOGIN whose reports come 4000 s late: pending past the window.
     source.incident(
         {"template_id": "TPL_LOGIN", "carrier_delay_seconds": 4000, "duration_seconds": 300}
@@ -190,11 +187,7 @@ def replace_budget(engine: Engine, config: Config, budget: int) -> Engine:
 
 
 def test_messages_never_reported_are_counted_final_when_they_expire_after_72_hours() -> None:
-    source = StoreSource(LATE, history=3600.0)
-    config = _config(settle_delay=0.0)
-    engine = _engine(config)
-    engine.poll(source, source.template_ids, source.now)
-    first_start = _window_end(engine) - 3600
+    source, _, engine, first_start = _started(LATE, settle_delay=0.0)
     pending_peak = 0
     for _ in range(2 * 75):
         source.advance(1800)
