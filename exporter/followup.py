@@ -63,6 +63,9 @@ class PendingFollowUp:
     def __init__(self, book: MinuteBook) -> None:
         self.book = book
         self.late_checked: dict[int, int] = {}  # block of late minutes → when checked
+        # Scopes whose older pending messages changed at the last poll: while they keep
+        # changing, one scan of them costs less than totals bisected down to the changes.
+        self.old_changing: set[str | None] = set()
 
     def find_resolved(self, source: PageSource, end: int) -> Followed:
         """The followed messages that are no longer sending (read them with ``read``)."""
@@ -81,14 +84,24 @@ class PendingFollowUp:
                 # Few enough for one page: one scan is as cheap as a total.
                 self._scan(source, template_id, messages, resolved)
                 continue
-            # Recent ones resolve often: read them; older ones are bisected by totals.
+            # Recent ones resolve often: read them. Older ones are bisected by totals, or
+            # read too while they keep changing.
             new = {k: m for k, m in messages.items() if m.minute >= recent_from}
             self._scan(source, template_id, new, resolved)
-            by_minute: dict[int, Followed] = {}
-            for key, message in messages.items():
-                if message.minute < recent_from:
-                    by_minute.setdefault(message.minute, {})[key] = message
-            self._bisect_groups(source, template_id, by_minute, resolved)
+            before = len(resolved)
+            if template_id in self.old_changing:
+                old = {k: m for k, m in messages.items() if m.minute < recent_from}
+                self._scan(source, template_id, old, resolved)
+            else:
+                by_minute: dict[int, Followed] = {}
+                for key, message in messages.items():
+                    if message.minute < recent_from:
+                        by_minute.setdefault(message.minute, {})[key] = message
+                self._bisect_groups(source, template_id, by_minute, resolved)
+            if len(resolved) > before:
+                self.old_changing.add(template_id)
+            else:
+                self.old_changing.discard(template_id)
         self._resolve_late(source, end, resolved)
         return resolved
 
