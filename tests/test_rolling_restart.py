@@ -288,7 +288,13 @@ def test_replicas_restarted_in_turn_and_killed_lose_no_acknowledged_report(
                 return True
 
             # The last minute of traffic is in the windows once it has ended.
-            _wait(converged, "both replicas exporting the truth", timeout=120, every=1.0)
+            # Generous: a restarted replica re-reads the whole window from the store, which
+            # takes long on a loaded machine; a failure shows what each replica logged.
+            try:
+                _wait(converged, "both replicas exporting the truth", timeout=300, every=1.0)
+            except AssertionError as exc:
+                tails = "\n".join(f"--- :{r.port}\n{r.log_tail()}" for r in replicas)
+                raise AssertionError(f"{exc}\n{tails}") from None
         finally:
             for replica in replicas:
                 if replica.process is not None and replica.process.poll() is None:
