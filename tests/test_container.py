@@ -34,7 +34,7 @@ from wheels import build_wheels
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
 CONFIG_DIR = "/etc/msgsms-exporter"
-PORT = 9170
+PORT = 9170  # the documented port, inside the test's own network namespace (never the host's)
 
 
 def instructions() -> list[tuple[str, str]]:

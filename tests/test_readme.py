@@ -44,7 +44,7 @@ from wheels import build_wheels, wheel_cache
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 MARK = re.compile(r"<!--\s*readme-test:\s*(?P<words>.*?)\s*-->")
-PORT = 9170
+PORT = 9170  # the documented port, inside the test's own network namespace (never the host's)
 RUN_TIMEOUT = 900.0
 SERVE_TIMEOUT = 240.0
 
