@@ -68,6 +68,22 @@ def _stored_ids(workdir: Path, synchronous: str, pg_url: str, mode: str) -> set[
         }
 
 
+def wait_healthy(proc: subprocess.Popen[bytes], port: int, timeout: float) -> None:
+    """Wait until the exporter on ``port`` answers /-/healthy; kill it and exit otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/-/healthy")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("exporter did not start")
+
+
 def _start_exporter(
     workdir: Path, synchronous: str, bare: bool = False, pg_url: str = ""
 ) -> tuple[subprocess.Popen[bytes], int]:
@@ -92,18 +108,8 @@ def _start_exporter(
         ]
     with (workdir / f"exporter-{synchronous}.log").open("ab") as log:
         proc = subprocess.Popen(stderr=log, args=command)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/-/healthy")
-            if conn.getresponse().status == 200:
-                conn.close()
-                return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("exporter did not start")
+    wait_healthy(proc, port, timeout=30)
+    return proc, port
 
 
 # The receiver refuses implausible times: reports say they were updated a minute before

@@ -26,7 +26,6 @@ import http.client
 import multiprocessing as mp
 import os
 import resource
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -37,16 +36,13 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from push_throughput import _free_port, wait_healthy
+
 SCRAPE_EVERY = 0.25
 TICK_SECONDS = 4.0
 RAMP_SECONDS = 15.0
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-
-
-def _free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _start_exporter(workdir: Path, nofile: int | None) -> tuple[subprocess.Popen[bytes], int]:
@@ -67,18 +63,8 @@ def _start_exporter(workdir: Path, nofile: int | None) -> tuple[subprocess.Popen
         command = ["sh", "-c", f'ulimit -n {nofile} && exec "$@"', "sh", *command]
     with (workdir / "exporter.log").open("ab") as log:
         proc = subprocess.Popen(command, stderr=log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/-/healthy")
-            if conn.getresponse().status == 200:
-                conn.close()
-                return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("exporter did not start")
+    wait_healthy(proc, port, timeout=60)
+    return proc, port
 
 
 # -- the slow clients (their own process, their own event loop) ---------------------
