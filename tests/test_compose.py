@@ -190,6 +190,9 @@ def test_push_replicas_read_the_shared_postgres_with_secrets_from_the_environmen
     assert url.startswith("postgresql://msgsms:${MSGSMS_POSTGRES_PASSWORD}@postgres:5432/msgsms")
     named = set(re.findall(r"\$\{(\w+)\}", url))
     named |= {k[part]["env"] for k in config["receiver"]["signing"]["keys"] for part in k}
+    # Registrations (POST /push/sends) come from the operator's application with a Bearer token.
+    assert config["receiver"]["registration_token"] == {"env": "MSGSMS_PUSH_REGISTRATION_TOKEN"}
+    named.add(config["receiver"]["registration_token"]["env"])
     for name in PUSH_REPLICAS:
         assert set(push_services()[name]["environment"]) == named
     postgres = push_services()["postgres"]["environment"]
@@ -202,6 +205,7 @@ def test_push_config_passes_the_exporters_config_check() -> None:
         "MSGSMS_POSTGRES_PASSWORD": "pw",
         "MSGSMS_PUSH_ACCESS_KEY": "ak",
         "MSGSMS_PUSH_SECRET_KEY": "sk",
+        "MSGSMS_PUSH_REGISTRATION_TOKEN": "token",
     }
     result = subprocess.run(
         [sys.executable, "-m", "exporter", f"--config.file={PUSH_CONFIG}", "--check-config"],

@@ -10,12 +10,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
-from promtool import require_tool
+from promtool import free_port, require_tool
 
 REPO = Path(__file__).resolve().parents[1]
 KUSTOMIZE = REPO / "deploy" / "kubernetes"
@@ -478,7 +480,52 @@ def test_push_variants_read_the_push_store_with_secrets_from_the_secret(variant:
     named = set(re.findall(r"\{env: (\w+)\}", yaml.safe_dump(config, default_flow_style=True)))
     named |= {v["env"] for v in _walk(config) if isinstance(v, dict) and set(v) == {"env"}}
     assert named == set(refs), "every env the config names comes from the Secret"
+    assert receiver["registration_token"] == {"env": "MSGSMS_PUSH_REGISTRATION_TOKEN"}
     assert not [o for o in render(variant) if o["kind"] == "Secret"]
+
+
+@pytest.mark.parametrize("variant", PUSH_VARIANTS)
+def test_push_pods_take_registrations_only_with_the_secrets_bearer_token(
+    variant: str, tmp_path: Path
+) -> None:
+    config = push_config(variant)
+    receiver = config["receiver"]
+    receiver.pop("store_url", None)  # the same receiver on a local store
+    receiver["store_path"] = str(tmp_path / "push.db")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    secret = yaml.safe_load(SECRET_EXAMPLES[variant].read_text())["stringData"]
+    port = free_port()
+    env = {**os.environ, **{e["name"]: secret[e["name"]] for e in secret_env(variant)}}
+    command = [sys.executable, "-m", "exporter", f"--config.file={path}"]
+    command.append(f"--web.listen-address=127.0.0.1:{port}")
+    sends = f"http://127.0.0.1:{port}/push/sends?templateId=t-1"
+    sent = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    one = {"smsMsgId": "m-1", "originTo": "+8613800000000", "createTime": sent, "status": "000000"}
+    body = {"code": "000000", "description": "Success", "result": [one]}
+    with subprocess.Popen(command, env=env, stderr=subprocess.PIPE) as process:
+        try:
+            wait_serving(process, f"http://127.0.0.1:{port}")
+            token = secret["MSGSMS_PUSH_REGISTRATION_TOKEN"]
+            bearer = {"Authorization": f"Bearer {token}"}
+            assert httpx.post(sends, json=body, headers=bearer, timeout=30).status_code == 200
+            wrong = {"Authorization": "Bearer not-the-token"}
+            assert httpx.post(sends, json=body, headers=wrong, timeout=30).status_code == 401
+            assert httpx.post(sends, json=body, timeout=30).status_code == 401
+        finally:
+            process.terminate()
+
+
+def wait_serving(process: subprocess.Popen[bytes], url: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{url}/-/healthy", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    stderr = process.stderr.read() if process.stderr and process.poll() is not None else b""
+    raise AssertionError(f"exporter not serving: {stderr.decode(errors='replace')[-2000:]}")
 
 
 def _walk(node: Any) -> list[Any]:
