@@ -171,6 +171,11 @@ class Config:
         """The longest window: how far back the poller must read."""
         return max(self.windows)
 
+    @property
+    def push_accounts(self) -> tuple[str, ...]:
+        """The names of the accounts fed by the receiver, in configuration order."""
+        return tuple(a.name for a in self.accounts if a.source == AccountSource.PUSH)
+
 
 class _Reader:
     """Walks the raw YAML, collecting located problems instead of stopping at the first."""
