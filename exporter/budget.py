@@ -8,10 +8,20 @@ fails. What a spent budget leaves undone waits for the next poll.
 from __future__ import annotations
 
 from collections import Counter
+from enum import StrEnum
 
 from exporter.errors import BudgetExhausted
 from exporter.fetch import PageSource
 from exporter.records import DetailsPage, DetailsQuery
+
+
+class Step(StrEnum):
+    """The engine step a request is paid for (``PollOutcome.requests`` counts by it)."""
+
+    READ = "read"  # minutes never read (new, start-up, backfill)
+    HOLDS = "holds"  # the review-hold check, and minutes it reads again
+    PENDING = "pending"  # finding which followed messages resolved
+    RESOLVED = "resolved"  # reading the resolved ones
 
 
 class Budget:
@@ -20,15 +30,15 @@ class Budget:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
-        self.step = "read"
-        self.by_step: Counter[str] = Counter()
+        self.step = Step.READ
+        self.by_step: Counter[Step] = Counter()
 
     def renew(self, limit: int | None = None) -> None:
         """Start a poll: nothing spent yet (``limit``: a reloaded one)."""
         if limit is not None:
             self.limit = limit
         self.used = 0
-        self.step = "read"
+        self.step = Step.READ
         self.by_step = Counter()
 
     @property

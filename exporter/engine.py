@@ -24,7 +24,7 @@ final, so step 3 stays small. What the engine knows lives in its
 
 from __future__ import annotations
 
-from exporter.budget import Budget, Budgeted
+from exporter.budget import Budget, Budgeted, Step
 from exporter.errors import BudgetExhausted
 from exporter.fetch import PageSource
 from exporter.followup import PendingFollowUp
@@ -81,12 +81,12 @@ class Engine:
             self._read_backfill(paid, templates)
             if not settings.full_scan:
                 if not holds_checked:
-                    budget.step = "holds"
+                    budget.step = Step.HOLDS
                     self.holds.check(paid, templates, end, earlier)
-                budget.step = "pending"
+                budget.step = Step.PENDING
                 resolved = self.followup.find_resolved(paid, end)
                 outcome.resolved = len(resolved)
-                budget.step = "resolved"
+                budget.step = Step.RESOLVED
                 self.followup.read(paid, end, resolved)
             outcome.checks_done = True
         except BudgetExhausted as exc:

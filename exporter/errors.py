@@ -3,6 +3,7 @@
     ExporterError
      ├── ConfigError            invalid configuration; carries every problem found
      ├── SignatureError         a request signature is missing, malformed or wrong
+ ├── AuthError              the simulated API gateway refuses a request; carries its code
      ├── RecordError            one upstream record is malformed; carries a reason label
      ├── PushRejected           a push, or one item of it, is refused; carries a reason label
      ├── StoreUnavailable       the push store could not commit a write (answer 503)
@@ -35,6 +36,15 @@ class ConfigError(ExporterError):
 
 class SignatureError(ExporterError):
     """A request's SDK-HMAC-SHA256 signature is missing, malformed or wrong."""
+
+
+class AuthError(ExporterError):
+    """The simulator's API gateway refuses a request as unauthenticated; ``error_code``
+    is the gateway's (``APIG.0301``...)."""
+
+    def __init__(self, error_code: str, message: str) -> None:
+        self.error_code = error_code
+        super().__init__(message)
 
 
 class RecordError(ExporterError):

@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporter.budget import Step
 from exporter.config import AccountConfig, Config, EngineKind
 from exporter.fetch import PageSource, RangeRead, read_range
 from exporter.ledger import Growth, Tally, TemplateLedger
@@ -86,7 +87,7 @@ class PollOutcome:
     messages it found resolved, whether it finished (or why not)."""
 
     end: int
-    requests: Counter[str] = field(default_factory=Counter)
+    requests: Counter[Step] = field(default_factory=Counter)
     resolved: int = 0
     checks_done: bool = False
     cut_short: str = ""

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from exporter.errors import SignatureError
+from exporter.errors import AuthError, SignatureError
 from exporter.signing import DATE_FORMAT, MAX_CLOCK_SKEW_SECONDS, verify_request
 
 DEFAULT_ACCESS_KEY = "demo-access-key"
@@ -33,14 +33,6 @@ class Credentials:
 
     def __repr__(self) -> str:
         return f"Credentials(access_key={self.access_key!r}, secret_key='***', token='***')"
-
-
-class AuthError(Exception):
-    """A request is not authenticated; carries the gateway error code."""
-
-    def __init__(self, error_code: str, message: str) -> None:
-        self.error_code = error_code
-        super().__init__(message)
 
 
 def authenticate(

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
+from exporter.errors import AuthError
 from exporter.records import DETAILS_PATH
 from exporter.simulator.api import BadParameter, QueryLimits, list_templates, send_details
 from exporter.simulator.catalog import InvalidTemplateQuery
@@ -33,7 +34,7 @@ from exporter.simulator.faults import (
     parse_fault_plan,
     shift_offset,
 )
-from exporter.simulator.gate import AuthError, Credentials, InFlight, RateLimiter, authenticate
+from exporter.simulator.gate import Credentials, InFlight, RateLimiter, authenticate
 from exporter.simulator.store import MessageStore
 from exporter.timestamps import format_rfc3339, parse_rfc3339
 
