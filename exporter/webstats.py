@@ -78,22 +78,18 @@ class HttpCollector:
     def collect(self) -> Iterable[Metric]:
         """Fresh families from the counts."""
         rejected, dropped = self._stats.snapshot()
-        requests = CounterMetricFamily(
+        yield _by_reason(
             "msgsms_http_requests_rejected",
             "Requests refused by the HTTP layer before or around the routes, by reason.",
-            labels=["reason"],
+            REQUEST_REASONS,
+            rejected,
         )
-        for reason in REQUEST_REASONS:
-            requests.add_metric([reason], rejected.get(reason, 0))
-        connections = CounterMetricFamily(
+        yield _by_reason(
             "msgsms_http_connections_dropped",
             "Connections closed by the server without an answer, by reason.",
-            labels=["reason"],
+            DROP_REASONS,
+            dropped,
         )
-        for reason in DROP_REASONS:
-            connections.add_metric([reason], dropped.get(reason, 0))
-        yield requests
-        yield connections
         yield GaugeMetricFamily(
             "msgsms_http_connections", "Client connections open now.", self._stats.connections
         )
@@ -102,3 +98,13 @@ class HttpCollector:
             "Connections held at most; at the limit the oldest still in its request goes.",
             self._stats.limit,
         )
+
+
+def _by_reason(
+    name: str, documentation: str, reasons: Iterable[str], counts: dict[str, int]
+) -> CounterMetricFamily:
+    """A counter family with a series for every known reason, 0 until it happens."""
+    family = CounterMetricFamily(name, documentation, labels=["reason"])
+    for reason in reasons:
+        family.add_metric([reason], counts.get(reason, 0))
+    return family

@@ -6,7 +6,7 @@ parsers report all problems together, as the exporter's config does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from exporter.status_codes import StatusCategory
@@ -56,6 +56,14 @@ class Reader:
             self.problems.append(f"{at(where, key)}: expected {expected}")
             return default or ""
         return value
+
+    def choice(
+        self, obj: Mapping[str, Any], key: str, where: str, default: str, choices: Iterable[str]
+    ) -> str:
+        """A string that must be one of ``choices``."""
+        allowed = tuple(choices)
+        expected = "one of " + ", ".join(allowed)
+        return self.text(obj, key, where, default, lambda s: s in allowed, expected)
 
     def mix(self, obj: object, where: str) -> dict[str, float]:
         mix = self.mapping(obj, where, set(FAILURE_CATEGORIES))

@@ -115,14 +115,7 @@ def _created(value: str) -> bool:
 def _template(r: Reader, obj: object, where: str, mix: dict[str, float]) -> TemplateSpec:
     t = r.mapping(obj, where, _TEMPLATE_KEYS)
     template_id = r.text(t, "template_id", where)
-    template_type = r.text(
-        t,
-        "type",
-        where,
-        "NOTIFY_TYPE",
-        lambda s: s in TEMPLATE_TYPES,
-        "one of " + ", ".join(TEMPLATE_TYPES),
-    )
+    template_type = r.choice(t, "type", where, "NOTIFY_TYPE", TEMPLATE_TYPES)
     # Huawei's international templates are NOTIFY_TYPE only; other types are mainland (cn).
     default_region = "intl" if template_type == "NOTIFY_TYPE" else "cn"
     region = r.text(t, "region", where, default_region, lambda s: s in ("cn", "intl"), "cn or intl")
@@ -140,14 +133,7 @@ def _template(r: Reader, obj: object, where: str, mix: dict[str, float]) -> Temp
         if "failure_mix" in t
         else mix,
         countries=_countries(r, t, where, region),
-        flow_status=r.text(
-            t,
-            "flow_status",
-            where,
-            "Adopted",
-            lambda s: s in FLOW_STATUSES,
-            "one of " + ", ".join(FLOW_STATUSES),
-        ),
+        flow_status=r.choice(t, "flow_status", where, "Adopted", FLOW_STATUSES),
         review_hold_weight=r.number(t, "review_hold_weight", where, 1.0, 0.0, 1e6),
         app_name=r.text(t, "app_name", where, "simulator-app"),
         sign_name=r.text(t, "sign_name", where, "Simulator"),
