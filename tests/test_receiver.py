@@ -419,7 +419,14 @@ def test_unstorable_items_among_concurrent_batches_lose_no_valid_report(store: P
     bodies = [valid(n) for n in range(400)]
     for k in range(30):
         bodies.insert(k * 13, poison.replace(b'"p"', f'"p{k}"'.encode()))
-    with _serve(router) as base, httpx.Client(timeout=60) as http:
+    # No client-side closing: httpcore 1.0.9's pool closes "surplus idle" connections
+    # (it compares max_keepalive_connections with all of them) and may close one it has
+    # just handed to another thread, whose read then fails: httpx.ReadError, Bad file
+    # descriptor (encode/httpcore#1110). Unbounded, it keeps one connection a thread.
+    limits = httpx.Limits(
+        max_connections=None, max_keepalive_connections=None, keepalive_expiry=None
+    )
+    with _serve(router) as base, httpx.Client(timeout=60, limits=limits) as http:
 
         def post(body: bytes) -> int:
             return http.post(f"{base}/push/status-reports", content=body, headers=JSON).status_code
