@@ -1,4 +1,9 @@
-"""The incremental engine against the simulator's truth: holds, late statuses, windows, cost."""
+"""The incremental engine through the exporter, over HTTP, against the simulator's truth.
+
+The engine's scenarios (settle delays, full scan, per-template reads, late and expiring
+reports, cost) run in process in ``test_engine_polls.py``; here one of them runs end to
+end through a simulator subprocess, with what only the exporter does: reloads.
+"""
 
 from __future__ import annotations
 
@@ -69,21 +74,12 @@ def _poll_minutes(sim: Simulator, exporter: Exporter, minutes: int, *, check: bo
             _assert_windows_equal_truth(sim, _poller(exporter))
 
 
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        {"settle_delay": 0.0},
-        {"settle_delay": 120.0},
-        {"settle_delay": 0.0, "engine": "full_scan"},
-        {"settle_delay": 60.0, "windows": (1800.0, 3600.0, 7200.0)},
-    ],
-    ids=["settle-0", "settle-2m", "full-scan", "three-windows"],
-)
 def test_every_window_equals_truth_at_every_poll_through_holds_and_late_statuses(
-    hold_simulator: Simulator, overrides: dict
+    hold_simulator: Simulator,
 ):
     sim = hold_simulator
-    with Exporter(config_for(sim.url, **overrides), clock=sim.now) as exporter:
+    config = config_for(sim.url, settle_delay=60.0, windows=(1800.0, 3600.0, 7200.0))
+    with Exporter(config, clock=sim.now) as exporter:
         appeared_late = 0
         previous: tuple[float, float, int] | None = None
         for _ in range(90):
@@ -106,51 +102,6 @@ def test_every_window_equals_truth_at_every_poll_through_holds_and_late_statuses
     assert appeared_late > 0
 
 
-def _delay_login_reports(sim: Simulator) -> None:
-    """Five minutes of TPL_LOGIN messages whose status reports come 4000 s late."""
-    incident = {"template_id": "TPL_LOGIN", "carrier_delay_seconds": 4000, "duration_seconds": 300}
-    sim.post("/-/incidents", incident)
-
-
-def test_a_message_resolving_after_an_hour_is_counted_once(hold_simulator: Simulator):
-    sim = hold_simulator
-    config = config_for(sim.url, settle_delay=0.0, windows=(3600.0, 7200.0))
-    with Exporter(config, clock=sim.now) as exporter:
-        _poll_minutes(sim, exporter, 1, check=False)
-        _delay_login_reports(sim)
-        _poll_minutes(sim, exporter, 75, check=True)
-        login = next(
-            t for t in _poller(exporter).last.windows[-1].templates if t.template_id == "TPL_LOGIN"
-        )
-        assert login.sending > 0  # delayed for 4000 s: still pending after 75 minutes
-        before = _poller(exporter).engine.book.counters.finalized.copy()
-        _poll_minutes(sim, exporter, 10, check=True)
-        login = next(
-            t for t in _poller(exporter).last.windows[-1].templates if t.template_id == "TPL_LOGIN"
-        )
-        after = _poller(exporter).engine.book.counters.finalized
-        assert sum(after.values()) > sum(before.values())
-
-
-def test_incremental_polls_cost_a_fraction_of_a_full_scan(hold_simulator: Simulator):
-    sim = hold_simulator
-    incremental = Exporter(config_for(sim.url, settle_delay=120.0), clock=sim.now)
-    full = Exporter(config_for(sim.url, settle_delay=120.0, engine="full_scan"), clock=sim.now)
-    with incremental, full:
-        for exporter in (incremental, full):
-            exporter.poll_once()  # backfill
-        base = [_poller(e).source.stats.request_count for e in (incremental, full)]
-        for _ in range(20):
-            sim.advance(60)
-            assert incremental.poll_once()
-            assert full.poll_once()
-        cost = [
-            _poller(e).source.stats.request_count - b
-            for e, b in zip((incremental, full), base, strict=True)
-        ]
-    assert cost[0] * 2 < cost[1], cost
-
-
 def _finalized(poller: Poller, template_id: str) -> int:
     counters = poller.engine.book.counters
     return sum(n for (t, _, _), n in counters.finalized.items() if t == template_id)
@@ -159,66 +110,6 @@ def _finalized(poller: Poller, template_id: str) -> int:
 def _final_in(truth: dict, template_id: str) -> int:
     t = truth.get(template_id, {"success": 0, "failed": 0})
     return int(t["success"] + t["failed"])
-
-
-def test_a_message_resolving_after_its_minute_left_the_window_is_counted_final(
-    hold_simulator: Simulator,
-):
-    sim = hold_simulator
-    config = config_for(sim.url, settle_delay=0.0, windows=(3600.0,))
-    with Exporter(config, clock=sim.now) as exporter:
-        _poll_minutes(sim, exporter, 1, check=False)
-        first_start = _poller(exporter).last.windows[0].start
-        _delay_login_reports(sim)
-        # 85 minutes, then a quarter hour for the last late block check.
-        _poll_minutes(sim, exporter, 85 + 15, check=False)
-        poller = _poller(exporter)
-        end = poller.last.windows[0].end
-        truth = sim.truth(first_start, end)
-    # Delayed 4000 s, the incident's messages were still pending when their minutes left
-    # the 1 h window; they resolved later and are counted, each once, as every other.
-    for template_id in ("TPL_LOGIN", "TPL_NOTIFY", "TPL_PROMO"):
-        assert _finalized(poller, template_id) == _final_in(truth, template_id), template_id
-        t = truth[template_id]
-        assert (
-            poller.engine.book.counters.sent[template_id]
-            == t["success"] + t["failed"] + t["sending"]
-        )
-
-
-def test_messages_never_reported_are_counted_final_when_they_expire_after_72_hours():
-    scenario = str(Path(__file__).parent / "fixtures" / "late-reports-scenario.yaml")
-    args = ("--clock", "manual", "--start-time", START, "--history", "1h")
-    with (
-        simulator_process(*args, "--scenario.file", scenario) as url,
-        httpx.Client(timeout=30) as http,
-    ):
-        sim = Simulator(url, http)
-        config = config_for(sim.url, settle_delay=0.0, windows=(3600.0,))
-        with Exporter(config, clock=sim.now) as exporter:
-            assert exporter.poll_once()
-            poller = _poller(exporter)
-            first_start = poller.last.windows[0].start
-            pending_peak = 0
-            for _ in range(2 * 75):
-                sim.advance(1800)
-                assert exporter.poll_once()
-                assert poller.last.windows[0].complete
-                pending_peak = max(pending_peak, poller.engine.book.pending_count())
-            for _ in range(4):  # every block of late minutes has had its turn
-                assert exporter.poll_once()
-            end = poller.last.windows[0].end
-            truth = sim.truth(first_start, end)
-            expired_early = sim.truth(first_start, end - 72 * 3600)
-            oldest = min(poller.engine.book.late)
-    for template_id in ("TPL_LOGIN", "TPL_NOTIFY"):
-        # Everything sent more than 72 h ago is final now (EXPIRED at the latest) ...
-        assert expired_early[template_id]["sending"] == 0
-        # ... and every final message since the exporter started is counted, once.
-        assert _finalized(poller, template_id) == _final_in(truth, template_id), template_id
-    # Pending messages are followed for 72 h and a quarter, not longer.
-    assert oldest >= end - 72 * 3600 - 15 * 60
-    assert 0 < pending_peak < 0.06 * 180 * 73
 
 
 def _selecting(sim: Simulator, *template_ids: str) -> Config:
