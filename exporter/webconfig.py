@@ -14,6 +14,7 @@ remembered by a salted digest so scrapes do not pay bcrypt's cost every time.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -32,7 +33,13 @@ _TOP_KEYS = {"tls_server_config", "basic_auth_users"}
 _TLS_KEYS = {"cert_file", "key_file", "min_version"}
 _TOOLKIT_ONLY = {"http_server_config", "client_auth_type", "client_ca_file", "cipher_suites"}
 _VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
-_UNKNOWN_USER_HASH = bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=10))
+
+
+@functools.cache
+def _unknown_user_hash() -> bytes:
+    """What an unknown user's password is checked against: made on first use, not at
+    import (a bcrypt hash costs every process that imports this a tenth of a second)."""
+    return bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=10))
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +69,7 @@ class BasicAuth:
 
     def __init__(self, users: dict[str, bytes]) -> None:
         self._users = dict(users)
+        self._unknown = _unknown_user_hash()  # made now: the first check costs as the others
         self._pepper = os.urandom(16)
         self._verified: set[bytes] = set()
         self._lock = threading.Lock()
@@ -83,7 +91,7 @@ class BasicAuth:
         if self.known(user, password):
             return True
         digest = self._digest(user, password)
-        hashed = self._users.get(user, _UNKNOWN_USER_HASH)
+        hashed = self._users.get(user, self._unknown)
         ok = bcrypt.checkpw(password.encode(), hashed) and user in self._users
         if ok:
             with self._lock:
