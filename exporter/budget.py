@@ -8,10 +8,11 @@ fails. What a spent budget leaves undone waits for the next poll.
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import AbstractContextManager
 from enum import StrEnum
 
 from exporter.errors import BudgetExhausted
-from exporter.fetch import PageSource
+from exporter.fetch import PageSource, snapshot_of
 from exporter.records import DetailsPage, DetailsQuery
 
 
@@ -65,3 +66,7 @@ class Budgeted:
         """Pay for one query, then make it."""
         self.budget.take()
         return self._source.query(query)
+
+    def snapshot(self) -> AbstractContextManager[object]:
+        """The source's snapshot, if it has them (a snapshot costs no request)."""
+        return snapshot_of(self._source)

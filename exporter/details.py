@@ -11,11 +11,12 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from exporter.details_fetch import Scan, fetch_query, scan_status_code
 from exporter.errors import DetailsBusy, FormError, UpstreamError
-from exporter.fetch import DetailsSource
+from exporter.fetch import DetailsSource, snapshot_of
 from exporter.records import MOBILE_PATTERN, DetailsPage, DetailsQuery, SendResult
 from exporter.stats import RequestStats
 from exporter.templates import SmsTemplate
@@ -236,6 +237,10 @@ class OneQueryAtATime:
     def list_templates(self) -> list[SmsTemplate]:
         """The account's templates (not a sending-details query: no lock)."""
         return self.source.list_templates()
+
+    def snapshot(self) -> AbstractContextManager[object]:
+        """The source's snapshot, if it has them (a store's reads)."""
+        return snapshot_of(self.source)
 
 
 @dataclass(slots=True)

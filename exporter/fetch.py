@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from exporter.errors import UpstreamMalformed
 from exporter.records import DetailsPage, DetailsQuery, SendRecord
@@ -21,6 +22,24 @@ class PageSource(Protocol):
     def query(self, query: DetailsQuery) -> DetailsPage:
         """One page of sending details."""
         ...
+
+
+@runtime_checkable
+class Snapshots(Protocol):
+    """A source that can answer several queries from one consistent state (a store)."""
+
+    def snapshot(self) -> AbstractContextManager[object]:
+        """While entered, this thread's queries all see the state of its first query."""
+        ...
+
+
+def snapshot_of(source: object) -> AbstractContextManager[object]:
+    """One consistent view of ``source`` for a whole range read, when it can give one.
+
+    The push store pins a read snapshot, so its pages cannot shift and its total cannot
+    move while reports land; an HTTP API cannot, and its pages are checked as they come.
+    """
+    return source.snapshot() if isinstance(source, Snapshots) else nullcontext()
 
 
 class DetailsSource(PageSource, Protocol):
@@ -93,7 +112,22 @@ def read_range(
     while status reports arrive), so a changed total does not start the read over: it
     reads through once. Records the shift skips are missed, so only a caller for which a
     missed record is harmless may ask for this.
+
+    A source with snapshots (the push store) is read from one snapshot, which neither
+    shifts nor shrinks while it is read.
     """
+    with snapshot_of(source):
+        return _read_range(source, query, sink, skip, stop, shrinking)
+
+
+def _read_range(
+    source: PageSource,
+    query: DetailsQuery,
+    sink: Callable[[], S],
+    skip: int,
+    stop: Callable[[S], bool] | None,
+    shrinking: bool,
+) -> RangeRead[S]:
     requests = 0
     for _attempt in range(MAX_RESTARTS + 1):
         out = RangeRead(sink=sink(), requests=requests)

@@ -112,6 +112,7 @@ class PostgresStore(GroupCommitWrites):
         self._schema_ready = False
         self._schema_lock = threading.Lock()
         self._writer = PgWriter(settings, self._prepare)
+        self._snapshots = threading.local()
         self._prune_due = 0.0
         self._writes = GroupCommitter(self._commit, self._maintain, name="push-store-pg")
 
@@ -266,16 +267,41 @@ class PostgresStore(GroupCommitWrites):
         try:
             if self._writes.closed:
                 raise StoreUnavailable("closed")
-            with self._connection() as conn, conn.transaction():
-                # One snapshot for a page and its total.
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                yield conn
+            pinned: psycopg.Connection[Any] | None = getattr(self._snapshots, "conn", None)
+            if pinned is not None:  # inside snapshot(): its transaction
+                yield pinned
+            else:
+                with self._connection() as conn, conn.transaction():
+                    # One snapshot for a page and its total.
+                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    yield conn
         except (StoreUnavailable, psycopg.Error) as exc:
             if stats is not None:
                 stats.observe(endpoint, "error", time.perf_counter() - started)
             raise UpstreamUnavailable(f"push store: {first_line(exc)}") from exc
         if stats is not None:
             stats.observe(endpoint, "200", time.perf_counter() - started)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[object]:
+        """This thread's queries inside read one REPEATABLE READ snapshot (one connection).
+
+        The writes of every replica go on and commit meanwhile, unseen by it.
+        """
+        if getattr(self._snapshots, "conn", None) is not None:
+            yield None  # already inside one
+            return
+        try:
+            with self._reading("snapshot", None) as conn:
+                self._snapshots.conn = conn
+                try:
+                    yield None
+                finally:
+                    self._snapshots.conn = None
+        except UpstreamUnavailable:
+            raise
+        except (StoreUnavailable, psycopg.Error) as exc:  # ending the transaction failed
+            raise UpstreamUnavailable(f"push store: {first_line(exc)}") from exc
 
     def query(
         self,
@@ -287,6 +313,7 @@ class PostgresStore(GroupCommitWrites):
         """One page of the stored messages, ordered by (send time, message id).
 
         ``account`` restricts it to one push account's messages (None: every account).
+        Inside ``snapshot()`` every page and total comes from that snapshot.
         """
         where: list[sql.Composable] = [sql.SQL("send_ms >= %s AND send_ms < %s")]
         args: list[object] = [round(query.start_time * 1000), round(query.end_time * 1000)]

@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -299,6 +299,10 @@ class ReportStore(Protocol):
         """The store as one push account's ``DetailsSource`` (None: every account)."""
         ...
 
+    def snapshot(self) -> AbstractContextManager[object]:
+        """While entered, this thread's queries read one snapshot (a whole range read)."""
+        ...
+
     def message_count(self) -> int:
         """Messages currently stored."""
         ...
@@ -375,6 +379,7 @@ class PushStore(GroupCommitWrites):
         self._measure()
         self._reader = self._connect(synchronous)
         self._read_lock = threading.Lock()
+        self._snapshots = threading.local()
         self._pruned_at = float("-inf")
         self._closed = False
         self._writes = GroupCommitter(self._commit, self._maintain, name="push-store")
@@ -654,6 +659,28 @@ class PushStore(GroupCommitWrites):
             stats.observe(endpoint, "error", time.perf_counter() - started)
             raise UpstreamUnavailable(f"push store: {exc}") from exc
 
+    @contextmanager
+    def snapshot(self) -> Iterator[object]:
+        """This thread's queries inside read one snapshot, on a connection of their own.
+
+        A read transaction in WAL mode: writes go on and commit, unseen by it; the other
+        readers (other accounts, the details API) keep the shared reader meanwhile.
+        """
+        if getattr(self._snapshots, "conn", None) is not None:
+            yield None  # already inside one
+            return
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+            conn.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise UpstreamUnavailable(f"push store: {exc}") from exc
+        self._snapshots.conn = conn
+        try:
+            yield None
+        finally:
+            self._snapshots.conn = None
+            conn.close()  # ends the read transaction
+
     def query(
         self,
         query: DetailsQuery,
@@ -664,6 +691,7 @@ class PushStore(GroupCommitWrites):
         """One page of the stored messages, ordered by (send time, message id).
 
         ``account`` restricts it to one push account's messages (None: every account).
+        Inside ``snapshot()`` every page and total comes from that snapshot.
         """
         started = time.perf_counter()
         stats = self.stats if stats is None else stats
@@ -684,14 +712,20 @@ class PushStore(GroupCommitWrites):
         clause = " AND ".join(where)
         count_sql = f"SELECT count(*) FROM messages WHERE {clause}"  # noqa: S608 - fixed parts
         page_sql = f"{_COLUMNS} WHERE {clause} ORDER BY send_ms, message_id LIMIT ? OFFSET ?"
-        with self._read_lock, self._reading("send_details", started, stats):
-            conn = self._reader
-            conn.execute("BEGIN")  # one snapshot for the total and the page
-            try:
-                (total,) = conn.execute(count_sql, args).fetchone()
-                rows = conn.execute(page_sql, [*args, query.limit, query.offset]).fetchall()
-            finally:
-                conn.execute("COMMIT")
+        pinned: sqlite3.Connection | None = getattr(self._snapshots, "conn", None)
+        if pinned is not None:
+            with self._reading("send_details", started, stats):
+                (total,) = pinned.execute(count_sql, args).fetchone()
+                rows = pinned.execute(page_sql, [*args, query.limit, query.offset]).fetchall()
+        else:
+            with self._read_lock, self._reading("send_details", started, stats):
+                conn = self._reader
+                conn.execute("BEGIN")  # one snapshot for the total and the page
+                try:
+                    (total,) = conn.execute(count_sql, args).fetchone()
+                    rows = conn.execute(page_sql, [*args, query.limit, query.offset]).fetchall()
+                finally:
+                    conn.execute("COMMIT")
         records = [record_from_row(row) for row in rows]
         stats.observe("send_details", "200", time.perf_counter() - started)
         return DetailsPage(total=total, records=records)
@@ -753,6 +787,10 @@ class AccountView:
     def query(self, query: DetailsQuery) -> DetailsPage:
         """One page of this account's stored messages."""
         return self.store.query(query, account=self.account, stats=self.stats)
+
+    def snapshot(self) -> AbstractContextManager[object]:
+        """One snapshot of the store for the queries made inside (one range read)."""
+        return self.store.snapshot()
 
     def list_templates(self) -> list[SmsTemplate]:
         """This account's templates within the retention."""

@@ -6,12 +6,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from conftest import Opener
 
 from exporter.errors import StoreUnavailable, UpstreamUnavailable
+from exporter.fetch import RecordList, read_range
 from exporter.pushstore import (
     UNKNOWN_TEMPLATE,
     PushStore,
@@ -21,7 +23,7 @@ from exporter.pushstore import (
     StatusReport,
     message_outcome,
 )
-from exporter.records import DetailsQuery, SendResult
+from exporter.records import DetailsQuery, SendRecord, SendResult
 from exporter.templates import SmsTemplate
 from exporter.timestamps import parse_rfc3339
 
@@ -160,6 +162,42 @@ def test_query_filters_orders_and_pages(store: ReportStore):
     assert [r.message_id for r in _all(store, send_result=SendResult.SUCCESS)] == ["a"]
     assert [t.template_id for t in store.list_templates()] == ["tplA", "tplB"]
     assert store.stats.request_count == 6
+
+
+def test_a_snapshot_reads_every_page_from_one_state_while_writes_land(store: ReportStore):
+    store.register([SendRegistration(f"m{i:02}", "tplA", T0 + i) for i in range(6)])
+    window = DetailsQuery(T0, T0 + 3600, limit=2)
+    with store.snapshot():
+        first = store.query(window)
+        # Another request commits meanwhile: a new message, and a report that settles one.
+        store.register([SendRegistration("m-new", "tplA", T0 + 0.5)])
+        store.add_reports([StatusReport("m05", "DELIVRD", update_time=T0 + 60)])
+        rest = [store.query(replace(window, offset=offset)) for offset in (2, 4)]
+        sending = store.query(replace(window, send_result=SendResult.SENDING, limit=10))
+    assert [page.total for page in (first, *rest)] == [6, 6, 6]
+    ids = [r.message_id for page in (first, *rest) for r in page.records]
+    assert ids == [f"m{i:02}" for i in range(6)], "no page shifted"
+    assert sending.total == 6 and rest[-1].records[-1].send_result is SendResult.SENDING
+    after = store.query(replace(window, limit=10))
+    assert after.total == 7 and after.records[-1].send_result is SendResult.SUCCESS
+
+
+def test_a_range_read_while_every_page_brings_writes_needs_no_restart(store: ReportStore):
+    """The poller's page loop (fetch.read_range) on a store takes one snapshot per range."""
+    store.register([SendRegistration(f"m{i:03}", "tplA", T0 + i) for i in range(30)])
+    writes = iter(range(1000))
+
+    class WritingSink(RecordList):
+        def add(self, record: SendRecord) -> None:  # a report lands with every record read
+            super().add(record)
+            n = next(writes)
+            store.register([SendRegistration(f"new{n}", "tplA", T0 + 0.5)])
+
+    view = store.account_view(None)
+    read = read_range(view, DetailsQuery(T0, T0 + 3600, limit=4), WritingSink)
+    assert read.total == 30 and len(read.sink.records) == 30
+    assert read.requests == 8, "one pass, no read started over"
+    assert store.message_count() == 60
 
 
 def test_reports_survive_reopening(open_store: Opener, clock: Clock):

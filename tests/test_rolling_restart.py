@@ -1,9 +1,10 @@
 """Zero-loss rolling restart: two exporters behind a real nginx, one shared PostgreSQL.
 
-The simulator pushes signed batches to the balancer at about 500 reports a second (its
-clock is the wall clock, so registrations arrive as they would from a sending
-application) while the test restarts each replica in turn with SIGTERM and then kills one
-with SIGKILL. nginx runs the configuration users copy,
+The simulator pushes signed batches to the balancer at about 500 reports a second, over
+several keep-alive connections as Huawei's platform does (its clock follows the wall
+clock, so registrations arrive as they would from a sending application), while the test
+restarts each replica in turn with SIGTERM and then kills one with SIGKILL. The rate is
+measured: reports acknowledged over the seconds of traffic, once the warm-up is pushed. nginx runs the configuration users copy,
 ``deploy/loadbalancer/msgsms-push.conf.template``. Afterwards every report the simulator
 saw acknowledged is in the store exactly once, no push failed, and once the last minute of
 traffic has ended both replicas export the simulator's truth for the whole window.
@@ -23,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +36,28 @@ from promtool import free_port, require_tool
 from exporter.signing import Credentials
 from exporter.simulator.push import PushConfig, Pusher
 from exporter.simulator.runner import RunningSimulator, SimulatorConfig, start_simulator
-from exporter.simulator.scenario import load_scenario
+from exporter.simulator.scenario import Scenario, load_scenario
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "deploy" / "loadbalancer" / "msgsms-push.conf.template"
 KEY = Credentials("PUSH-AK", "push-secret")
-# The default scenario sends about 24,000 messages an hour; 70 times that, with the
-# segments of long SMS, is about 500 reports a second.
-SCALE = 70.0
+TARGET_RATE = 500.0
+"""Reports a second the scenario offers (every segment of a long SMS is one report)."""
+CONNECTIONS = 8
+"""The simulator's POSTs in flight at once: enough that a slow answer does not slow it."""
+WARM_UP = 15.0
+"""Seconds of traffic already sent when the test starts (their reports are partly due)."""
 SHUTDOWN_DELAY = "1s"
+
+
+def _scenario() -> Scenario:
+    """The default scenario, flat over the day, scaled to offer TARGET_RATE reports a second."""
+    base = load_scenario()
+    weights = base.segment_weights
+    segments = sum(n * w for n, w in enumerate(weights, start=1)) / sum(weights)
+    hourly = sum(t.rate_per_hour for t in base.templates) * base.rate_multiplier
+    flat = replace(base, daily_shape=(1.0,) * 24)  # the same rate at any hour the test runs
+    return flat.scaled(TARGET_RATE / (hourly * segments / 3600))
 
 
 def _wait(condition: Any, what: str, timeout: float = 60.0, every: float = 0.05) -> None:
@@ -74,6 +88,10 @@ class Replica:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        self.launch()
+        self.wait_serving()
+
+    def launch(self) -> None:
         env = {**os.environ, "PUSH_AK": KEY.access_key, "PUSH_SK": KEY.secret_key}
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
@@ -90,6 +108,8 @@ class Replica:
                 stderr=log,
                 env=env,
             )
+
+    def wait_serving(self) -> None:
         # Serving: it takes pushes from here on. (Ready, for Kubernetes, also needs its first
         # poll of the store; a balancer without health checks does not wait for that.)
         _wait(self.serving, f"replica :{self.port} serving", timeout=120)
@@ -159,34 +179,52 @@ def nginx(workdir: Path, replicas: list[Replica]) -> Iterator[str]:
 
 
 class Traffic:
-    """The simulator's clock follows the wall clock; pushes what is due as it moves."""
+    """The simulator's clock follows the wall clock ``lag`` seconds behind; pushes what is due.
 
-    def __init__(self, sim: RunningSimulator, pusher: Pusher) -> None:
-        self.sim, self.pusher = sim, pusher
+    Entering pushes the warm-up (what was due at the start, then what came due meanwhile);
+    from then on ``rate()`` measures the reports acknowledged a second.
+    """
+
+    def __init__(self, sim: RunningSimulator, pusher: Pusher, lag: float) -> None:
+        self.sim, self.pusher, self.lag = sim, pusher, lag
         self.stop = threading.Event()
         self.error: BaseException | None = None
-        self.started = time.monotonic()
         self.thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+        self.started = self.ended = 0.0
+        self.acknowledged_before = 0
+
+    def _step(self) -> None:
+        clock = self.sim.clock
+        target = time.time() - self.lag
+        if target > clock.now():
+            clock.advance(target - clock.now())  # type: ignore[attr-defined]
+        self.pusher.catch_up()
 
     def _run(self) -> None:
-        clock = self.sim.clock
         try:
             while not self.stop.is_set():
-                behind = time.time() - clock.now()
-                if behind > 0:
-                    clock.advance(behind)  # type: ignore[attr-defined]
-                self.pusher.catch_up()
+                self._step()
                 self.stop.wait(0.02)
-        except BaseException as exc:  # surfaced by finish()
+        except BaseException as exc:  # surfaced by the test
             self.error = exc
 
     def __enter__(self) -> Traffic:
+        self._step()
+        self._step()
+        self.started = time.monotonic()
+        self.acknowledged_before = self.pusher.reports_acknowledged
         self.thread.start()
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self.stop.set()
         self.thread.join()
+        self.ended = time.monotonic()
+
+    def rate(self) -> float:
+        """Reports acknowledged a second between the warm-up and the end."""
+        acknowledged = self.pusher.reports_acknowledged - self.acknowledged_before
+        return acknowledged / (self.ended - self.started)
 
     def failed_so_far(self) -> int:
         return self.pusher.failed
@@ -217,8 +255,11 @@ def _config(path: Path, url: str, templates: list[str]) -> Path:
     return path
 
 
-def _window(replica: Replica) -> tuple[dict[str, Any], float, float, float]:
+def _window(replica: Replica) -> tuple[dict[str, Any], float, float, float] | None:
+    """The replica's exported window, its bounds and completeness; None before its first poll."""
     found = samples(httpx.get(f"{replica.url}/metrics", timeout=10).content)
+    if "msgsms_window_start_timestamp_seconds" not in found:
+        return None
     start = next(iter(found["msgsms_window_start_timestamp_seconds"].values()))
     end = next(iter(found["msgsms_window_end_timestamp_seconds"].values()))
     complete = next(iter(found["msgsms_window_complete"].values()))
@@ -229,8 +270,12 @@ def test_replicas_restarted_in_turn_and_killed_lose_no_acknowledged_report(
     tmp_path: Path, postgres_url: str
 ):
     templates = [t.template_id for t in load_scenario().templates]
-    scenario = load_scenario().scaled(SCALE)
-    config = SimulatorConfig(scenario=scenario, manual_clock=True, start_time=time.time())
+    # Traffic starts at a whole minute; the clock starts WARM_UP seconds past one and, once
+    # the replicas are up, follows the wall clock as far behind as it then is (up to a
+    # minute and the replicas' start: pushes that late, as Huawei's can be).
+    now = time.time()
+    start = now - (now - WARM_UP) % 60
+    config = SimulatorConfig(scenario=_scenario(), manual_clock=True, start_time=start)
     url = postgres_url
     with start_simulator(config) as sim, httpx.Client(timeout=30) as http:
         replicas = [
@@ -242,17 +287,24 @@ def test_replicas_restarted_in_turn_and_killed_lose_no_acknowledged_report(
             for i in (1, 2)
         ]
         for replica in replicas:
-            replica.start()
+            replica.launch()
+        for replica in replicas:
+            replica.wait_serving()
         balancer_dir = tmp_path / "nginx"
         balancer_dir.mkdir()
         try:
             with nginx(balancer_dir, replicas) as balancer:
                 push = PushConfig(
-                    url=balancer, mode="batch", credentials=KEY, keep_acknowledged=True
+                    url=balancer,
+                    mode="batch",
+                    credentials=KEY,
+                    keep_acknowledged=True,
+                    connections=CONNECTIONS,
                 )
                 pusher = Pusher(sim.store, sim.clock, push, http)
-                with Traffic(sim, pusher) as traffic:
-                    time.sleep(2)
+                # The clock is still at its start: the warm-up is WARM_UP seconds.
+                with Traffic(sim, pusher, time.time() - start) as traffic:
+                    time.sleep(1)
                     for replica in replicas:  # a rolling restart: one at a time
                         replica.stop(signal.SIGTERM)
                         replica.start()
@@ -262,8 +314,9 @@ def test_replicas_restarted_in_turn_and_killed_lose_no_acknowledged_report(
                     time.sleep(0.5)
                     replicas[0].start()
                     time.sleep(1)
+                pusher.close()
                 assert traffic.error is None, traffic.error
-                elapsed = time.monotonic() - traffic.started
+                rate, elapsed = traffic.rate(), traffic.ended - traffic.started
                 last_ms = round(sim.clock.now() * 1000)
             acknowledged = pusher.acknowledged
             with psycopg.connect(url) as conn:
@@ -277,7 +330,10 @@ def test_replicas_restarted_in_turn_and_killed_lose_no_acknowledged_report(
             def converged() -> bool:
                 nonlocal truth
                 for replica in replicas:
-                    window, w_start, w_end, complete = _window(replica)
+                    exported = _window(replica)
+                    if exported is None:
+                        return False
+                    window, w_start, w_end, complete = exported
                     raw = sim.store.truth(round(w_start * 1000), round(w_end * 1000), last_ms)
                     truth = {
                         tid: {k: t[k] for k in ("success", "failed", "sending", "status_codes")}
@@ -299,7 +355,6 @@ def test_replicas_restarted_in_turn_and_killed_lose_no_acknowledged_report(
             for replica in replicas:
                 if replica.process is not None and replica.process.poll() is None:
                     replica.stop(signal.SIGTERM)
-    rate = sum(acknowledged.values()) / elapsed
     assert replicas[0].exits == [0, -signal.SIGKILL, 0] and replicas[1].exits == [0, 0]
     assert failed_by_sigterm == 0, dict(pusher.stats)
     assert pusher.failed == 0, dict(pusher.stats)
@@ -307,5 +362,11 @@ def test_replicas_restarted_in_turn_and_killed_lose_no_acknowledged_report(
     assert [k for k in acknowledged if stored[k] != 1] == [], "acknowledged but not stored once"
     assert set(stored) == set(acknowledged)
     sent = sum(t["success"] + t["failed"] + t["sending"] for t in truth.values())
-    assert sent > 5000 and len(acknowledged) > 5000, (sent, len(acknowledged), f"{rate:.0f}/s")
-    print(f"\n{len(acknowledged)} reports acknowledged in {elapsed:.1f} s ({rate:.0f}/s), 0 lost")
+    assert sent > 5000 and len(acknowledged) > 5000, (sent, len(acknowledged))
+    # The pusher kept up with the traffic through the restarts: the rate it achieved (not
+    # the code's speed: the scenario's) is the rate offered, less its few delayed reports.
+    assert rate >= 0.9 * TARGET_RATE, f"{rate:.0f} reports/s acknowledged"
+    print(
+        f"\n{len(acknowledged)} reports acknowledged, {rate:.0f}/s over the {elapsed:.1f} s"
+        f" of restarts (target {TARGET_RATE:.0f}/s, {CONNECTIONS} connections), 0 lost"
+    )

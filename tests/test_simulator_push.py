@@ -164,3 +164,38 @@ def huawei_authorization(url: str, target: str, headers: dict[str, str], body: b
     )
     signer = Signer(BasicCredentials(KEYS.access_key, KEYS.secret_key))
     return str(signer.sign(request).header_params["Authorization"])
+
+
+def test_a_step_posts_its_batches_concurrently_after_its_registrations() -> None:
+    """``connections``: batches in flight together (a slow answer does not hold the rest)."""
+    four_in_flight = threading.Event()
+    in_flight: list[str] = []
+    order: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        order.append(request.url.path)
+        if request.url.path == "/push/status-reports":
+            in_flight.append(request.url.path)
+            if len(in_flight) == 4:
+                four_in_flight.set()
+            # The first batches are answered only once four were in flight at once.
+            if not four_in_flight.wait(timeout=10):
+                return httpx.Response(503)
+        return httpx.Response(200)
+
+    store = MessageStore(parse_scenario(SCENARIO), 5, round((T0 - 600) * 1000))
+    config = PushConfig(url="http://receiver", connections=4, keep_acknowledged=True)
+    with httpx.Client(transport=httpx.MockTransport(answer)) as http:
+        pusher = Pusher(store, ManualClock(T0), config, http)
+        pusher.catch_up(T0)
+        pusher.close()
+    assert four_in_flight.is_set() and pusher.failed == 0, dict(pusher.stats)
+    assert pusher.reports_acknowledged == sum(pusher.acknowledged.values()) > 150
+    first_report = order.index("/push/status-reports")
+    assert all(path == "/push/sends" for path in order[:first_report])
+    assert "/push/sends" not in order[first_report:], "registrations go first"
+
+
+def test_push_connections_are_checked() -> None:
+    with pytest.raises(ValueError, match="connections"):
+        PushConfig(url="http://x", connections=0)

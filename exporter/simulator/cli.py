@@ -27,6 +27,16 @@ from exporter.simulator.scenario import load_scenario
 from exporter.timestamps import parse_duration, parse_rfc3339
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def _duration(text: str) -> float:
     try:
         return parse_duration(text)
@@ -117,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--push.interval", dest="push_interval", type=_duration, default=1.0, help="e.g. 1s"
     )
     p.add_argument(
+        "--push.connections",
+        dest="push_connections",
+        type=_at_least_one,
+        default=1,
+        help="POSTs in flight at once (keep-alive connections), for high push rates",
+    )
+    p.add_argument(
         "--log.level",
         dest="log_level",
         default="info",
@@ -182,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             register=args.push_register,
             extend_key=args.push_extend_key,
             interval=args.push_interval,
+            connections=args.push_connections,
         )
     config = SimulatorConfig(
         scenario=scenario,

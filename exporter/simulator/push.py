@@ -10,58 +10,33 @@ still match the truth exactly), ``source=3`` for codes the Huawei platform produ
 before a carrier's final report that comes more than 10 minutes late (the receiver must
 keep such a message pending), and single (form) pushes
 signed as Huawei's signer signs them, ``X-Sdk-Content-Sha256: UNSIGNED-PAYLOAD``. Like
-Huawei, a push that fails is not retried.
+Huawei, a push that fails is not retried. With ``connections`` above 1 a step's POSTs go
+out that many at a time (Huawei's platform pushes concurrently too), registrations
+before the reports of the same step.
 """
 
 from __future__ import annotations
 
 import heapq
-import json
 import threading
 import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from urllib.parse import urlencode
 
 import httpx
 import structlog
 
-from exporter.signing import Credentials, sign_request
 from exporter.simulator.clock import Clock
+from exporter.simulator.push_posts import Poster, PushConfig
 from exporter.simulator.store import MessageStore
 from exporter.simulator.traffic import CHUNK_MS, CODES, EXPIRED, format_message_id
 from exporter.status_codes import DELIVERED_CODE, describe, is_platform_code
 
-BATCH_LIMIT = 50
+__all__ = ["PushConfig", "Pusher", "accepted_first", "huawei_time", "org_code"]
 
 log = structlog.get_logger("msgsms-simulator.push")
-
-
-@dataclass(frozen=True, slots=True)
-class PushConfig:
-    """Where and how to push."""
-
-    url: str
-    mode: str = "batch"
-    single_path: str = "/push/status-report"
-    batch_path: str = "/push/status-reports"
-    sends_path: str = "/push/sends"
-    credentials: Credentials | None = None
-    register: bool = True
-    extend_key: str | None = None
-    """When set, reports carry ``extend=<key>=<template id>`` (attribution by extend)."""
-    duplicate: bool = False
-    """Send every report push twice (a forwarder retrying at least once)."""
-    interval: float = 1.0
-    timeout: float = 10.0
-    keep_acknowledged: bool = False
-    """Remember each report (smsMsgId, sequence) answered 200, in ``Pusher.acknowledged``."""
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("single", "batch"):
-            raise ValueError("push mode must be 'single' or 'batch'")
 
 
 def huawei_time(ms: int) -> str:
@@ -108,9 +83,7 @@ class Pusher:
         self.store = store
         self.clock = clock
         self.config = config
-        self.stats: Counter[str] = Counter()
-        self.acknowledged: Counter[tuple[str, int]] = Counter()
-        self._http = http
+        self._poster = Poster(config, clock, http)
         self._lock = threading.Lock()
         self._cursors: dict[tuple[int, int], int] = {}
         self._first_chunk: int | None = None
@@ -179,11 +152,13 @@ class Pusher:
                 )
             if self.config.register:
                 for template_id, result in sends.items():
-                    self._post_sends(template_id, result)
+                    self._poster.sends(template_id, result)
+                self._poster.flush()
             reports: list[dict[str, str]] = []
             while self._due and self._due[0].report_ms <= now_ms:
                 reports.extend(self._reports(heapq.heappop(self._due)))
-            self._post_reports(reports)
+            self._poster.reports(reports)
+            self._poster.flush()
 
     def _reports(self, due: _Due) -> list[dict[str, str]]:
         expired = due.code == CODES.codes[EXPIRED]
@@ -208,70 +183,31 @@ class Pusher:
             out.append(report)
         return out
 
-    # -- HTTP -------------------------------------------------------------------
+    # -- HTTP (exporter.simulator.push_posts) -----------------------------------
 
-    def _post(
-        self,
-        kind: str,
-        path: str,
-        body: bytes,
-        content_type: str,
-        reports: list[dict[str, str]] | None = None,
-    ) -> None:
-        keep = reports is not None and self.config.keep_acknowledged
-        for _ in range(2 if self.config.duplicate and kind != "sends" else 1):
-            if self._post_once(kind, path, body, content_type) and keep and reports:
-                self.acknowledged.update((r["smsMsgId"], int(r["sequence"])) for r in reports)
+    @property
+    def stats(self) -> Counter[str]:
+        """Pushes answered, by ``kind:status`` (``batch:200``, ``sends:error``...)."""
+        return self._poster.stats
 
-    def _post_once(self, kind: str, path: str, body: bytes, content_type: str) -> bool:
-        """One POST; True when it was answered 200 (acknowledged)."""
-        url = f"{self.config.url}{path}"
-        headers = {"Content-Type": content_type}
-        if self.config.credentials is not None:
-            # sign_request signs a form body as Huawei's signer does: UNSIGNED-PAYLOAD.
-            now = datetime.fromtimestamp(self.clock.now(), UTC)
-            headers = sign_request("POST", url, headers, body, self.config.credentials, now)
-        try:
-            response = self._http.post(url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            self.stats[f"{kind}:error"] += 1
-            log.warning("push failed", kind=kind, error=type(exc).__name__)
-            return False
-        self.stats[f"{kind}:{response.status_code}"] += 1
-        if response.status_code != 200:
-            log.warning("push refused", kind=kind, status=response.status_code)
-        return response.status_code == 200
+    @property
+    def acknowledged(self) -> Counter[tuple[str, int]]:
+        """Reports (smsMsgId, sequence) answered 200, when ``keep_acknowledged``."""
+        return self._poster.acknowledged
 
-    def _post_sends(self, template_id: str, result: list[dict[str, object]]) -> None:
-        path = f"{self.config.sends_path}?{urlencode({'templateId': template_id})}"
-        for start in range(0, len(result), 500):  # batchSendSms takes at most 500 numbers
-            body = {
-                "code": "000000",
-                "description": "Success",
-                "result": result[start : start + 500],
-            }
-            self._post("sends", path, json.dumps(body).encode(), "application/json")
-
-    def _post_reports(self, reports: list[dict[str, str]]) -> None:
-        if self.config.mode == "single":
-            for report in reports:
-                self._post(
-                    "single",
-                    self.config.single_path,
-                    urlencode(report).encode(),
-                    "application/x-www-form-urlencoded",
-                    [report],
-                )
-            return
-        for start in range(0, len(reports), BATCH_LIMIT):
-            items = reports[start : start + BATCH_LIMIT]
-            body = json.dumps({"statusReportList": items}).encode()
-            self._post("batch", self.config.batch_path, body, "application/json", items)
+    @property
+    def reports_acknowledged(self) -> int:
+        """Report items answered 200, duplicates included."""
+        return self._poster.reports_acknowledged
 
     @property
     def failed(self) -> int:
         """Pushes not answered 200: refused, or no answer at all."""
-        return sum(n for key, n in self.stats.items() if not key.endswith(":200"))
+        return self._poster.failed
+
+    def close(self) -> None:
+        """Stop the POSTing threads (the HTTP client is the caller's)."""
+        self._poster.close()
 
     def run(self, stop: threading.Event) -> None:
         """Catch up every ``interval`` seconds until ``stop`` is set."""

@@ -90,6 +90,8 @@ class RunningSimulator:
         self._push_stop.set()
         if self._push_thread is not None:
             self._push_thread.join(timeout=30)
+        if self.pusher is not None:
+            self.pusher.close()
         if self._push_http is not None:
             self._push_http.close()
         self.server.shutdown()
