@@ -277,7 +277,10 @@ def test_replicas_restarted_in_turn_and_killed_lose_no_acknowledged_report(
     start = now - (now - WARM_UP) % 60
     config = SimulatorConfig(scenario=_scenario(), manual_clock=True, start_time=start)
     url = postgres_url
-    with start_simulator(config) as sim, httpx.Client(timeout=30) as http:
+    # As many pooled connections as POSTing threads: none is closed as surplus while
+    # another thread uses it (encode/httpcore#1110).
+    limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
+    with start_simulator(config) as sim, httpx.Client(timeout=30, limits=limits) as http:
         replicas = [
             Replica(
                 free_port(),

@@ -67,7 +67,10 @@ class RunningSimulator:
 
     def start_push(self, config: PushConfig) -> Pusher:
         """Push registrations and reports to ``config.url`` every ``config.interval``."""
-        self._push_http = httpx.Client(timeout=config.timeout)
+        # One pooled connection per POSTing thread, never closed as surplus while in use.
+        n = config.connections
+        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+        self._push_http = httpx.Client(timeout=config.timeout, limits=limits)
         self.pusher = Pusher(self.store, self.clock, config, self._push_http)
         self._push_thread = threading.Thread(
             target=self.pusher.run, args=(self._push_stop,), name="push", daemon=True
