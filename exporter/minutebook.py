@@ -107,11 +107,12 @@ class MinuteFold:
         tally = by_minute.get(minute)
         if tally is None:
             tally = by_minute[minute] = Tally()
-        tally.add(record)
         if record.send_result is SendResult.SENDING:
+            # Records come in (send time, id) order: those counted so far precede it.
             self.pending[record.message_id] = PendingMessage(
-                record.template_id, minute, record.send_time
+                record.template_id, minute, record.send_time, position=tally.total
             )
+        tally.add(record)
 
 
 class MinuteBook:

@@ -21,12 +21,14 @@ ABANDON_SECONDS = REPORT_HORIZON_SECONDS + 24 * 3600
 @dataclass(frozen=True, slots=True)
 class PendingMessage:
     """A message last seen without a final status (``records``: of its template in its
-    minute, known for messages whose minute left the window)."""
+    minute, known for messages whose minute left the window; ``position``: how many
+    records of its template precede it in its minute, when it was read, or -1)."""
 
     template_id: str
     minute: int
     send_time: float
     records: int = 0
+    position: int = -1
 
 
 def late_key(message_id: str) -> int:

@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 from store_source import ACCOUNT, StoreSource
 
+from exporter.budget import Step
 from exporter.config import Config
 from exporter.engine import Engine, EngineSettings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HOLDS = FIXTURES / "holds-scenario.yaml"
 LATE = FIXTURES / "late-reports-scenario.yaml"
+DENSE = FIXTURES / "dense-scenario.yaml"
 
 
 def _config(**overrides: Any) -> Config:
@@ -251,3 +253,28 @@ def test_no_query_spans_more_than_the_console_allows_nor_reaches_back_too_far() 
     # The store refuses (BadParameter) any query the console would; none was refused.
     assert source.queries
     assert all(q.end_time - q.start_time <= day for q in source.queries)
+
+
+def test_resolved_messages_of_one_template_are_read_a_full_page_at_a_time() -> None:
+    # Half a minute of the busy template reports 150 s late: some 1,800 messages pending
+    # at their first read resolve together, 60 in each whole second of send time.
+    source = StoreSource(DENSE, history=900.0)
+    config = _config(settle_delay=0.0, windows=(900.0,))
+    engine = _engine(config)
+    engine.poll(source, source.template_ids, source.now)
+    source.incident(
+        {"template_id": "TPL_BUSY", "carrier_delay_seconds": 150, "duration_seconds": 30}
+    )
+    burst: tuple[int, int] | None = None
+    for _ in range(6):
+        source.advance(60)
+        outcome = engine.poll(source, source.template_ids, source.now)
+        _assert_equals_truth(engine, source, config)
+        if outcome.resolved > 1500:
+            burst = (outcome.resolved, outcome.requests[Step.RESOLVED])
+    assert burst is not None
+    resolved, requests = burst
+    # Pages placed where the messages stood when their minute was read hold 100 of them
+    # each (a few pages more for the others that resolved in the same poll); reading
+    # each whole second of send time would cost a request per 60 of them.
+    assert requests <= resolved // 100 + 3, burst
