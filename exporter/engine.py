@@ -19,7 +19,7 @@ final, so step 3 stays small. What the engine knows lives in its
 (the window is marked incomplete until then).
 
     ranges ← budget
-    ranges, pending ← minutebook ← holds, followup ← engine
+    ranges, pending ← minutebook ← holds, resolutions ← followup ← engine
 """
 
 from __future__ import annotations

@@ -5,16 +5,12 @@ scan over the minutes holding recent ones shows which resolved; older ones rarel
 and are checked with ``total`` queries, bisected down to the minutes that did. Past the
 window, the 72 h deadline bounds the work: those past it are all final and read once;
 the others are checked by aligned 24 h block, one block a poll and each at most every
-``LATE_RECHECK_SECONDS``. The resolved messages are then read a page each where they
-stood among their template's records when their minute was read (an offset into the
-minutes that hold them), one page for those within a page of each other; a message
-not found there (a record added since moved it) and those past the window are read in
-narrow ranges, coalesced so that each is expected to fit one page.
+``LATE_RECHECK_SECONDS``. Those found resolved are then read (:mod:`exporter.resolutions`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -23,17 +19,16 @@ from exporter.minutebook import MinuteBook
 from exporter.pending import (
     REPORT_DEADLINE_SECONDS,
     REPORT_HORIZON_SECONDS,
+    Followed,
     PendingMessage,
     late_key,
 )
-from exporter.ranges import MINUTE, SEND_TIME_GRAIN, coalesce, pages, spans_within
+from exporter.ranges import MINUTE, spans_within
 from exporter.records import DetailsQuery, SendRecord, SendResult
+from exporter.resolutions import read_resolved
 
 RECENT_PENDING_SECONDS = 15 * 60
 LATE_RECHECK_SECONDS = 15 * 60
-
-Followed = dict[str | int, PendingMessage]
-"""Pending messages by id (in the window) or by late key (past it)."""
 
 
 @dataclass(slots=True)
@@ -44,20 +39,6 @@ class _Ids:
 
     def add(self, record: SendRecord) -> None:
         self.ids.add(record.message_id)
-
-
-@dataclass(slots=True)
-class _Wanted:
-    """Keeps the final records of the wanted messages (by id, or by late key)."""
-
-    wanted: Container[str | int]
-    found: list[SendRecord] = field(default_factory=list)
-
-    def add(self, record: SendRecord) -> None:
-        if record.send_result is SendResult.SENDING:
-            return
-        if record.message_id in self.wanted or late_key(record.message_id) in self.wanted:
-            self.found.append(record)
 
 
 class PendingFollowUp:
@@ -226,124 +207,9 @@ class PendingFollowUp:
         resolved.update((k, m) for k, m in group.items() if k not in still)
 
     def read(self, source: PageSource, end: int, resolved: Followed) -> None:
-        """Read the resolved messages in narrow ranges: per template, or across templates
-        when that is expected to cost fewer requests (many quiet templates); then let go of the late
-        messages scanned past their deadline and still not final.
-
-        Outside the window a message carries its template's records in its minute, but
-        the density across templates is unknown there: those are read per template.
-        """
+        """Read the resolved messages (:mod:`exporter.resolutions`); then let go of the late
+        messages scanned past their deadline and still not final."""
         book = self.book
-        self._read_resolved(source, end, resolved)
+        read_resolved(book, source, end, resolved)
         given_up = end - REPORT_HORIZON_SECONDS
         book.late = {m: late for m, late in book.late.items() if m >= given_up and late.keys}
-
-    def _read_resolved(self, source: PageSource, end: int, resolved: Followed) -> None:
-        if not resolved:
-            return
-        book = self.book
-        window_start = end - book.settings.window
-        inside = {k: m for k, m in resolved.items() if m.minute >= window_start}
-        outside = [m for m in resolved.values() if m.minute < window_start]
-        cross = book.settings.cross_template
-        ranges, cost = self._resolved_ranges(list(inside.values()), cross)
-        positioned = self._positioned(inside)
-        if positioned and len(positioned) <= cost:
-            left = self._read_pages(source, positioned, inside)
-            ranges, _ = self._resolved_ranges([inside[k] for k in left], cross)
-        ranges += self._resolved_ranges(outside, False)[0]
-        for scope, start, stop in ranges:
-            query = DetailsQuery(start, stop, scope, limit=book.settings.page_size)
-            read = read_range(source, query, lambda: _Wanted(resolved))
-            book.counters.count(read)
-            for record in read.sink.found:
-                book.apply_resolution(record)
-
-    def _positioned(self, messages: Followed) -> list[_Page]:
-        """Pages that hold the messages, placed by where each stood in its template's
-        records when its minute was read: one page for those within a page of each other."""
-        book = self.book
-        size, span = book.settings.page_size, book.settings.max_query_span
-        by_template: dict[str, list[tuple[int, int, str | int]]] = {}
-        for key, m in messages.items():
-            if m.position >= 0:
-                by_template.setdefault(m.template_id, []).append((m.minute, m.position, key))
-        out: list[_Page] = []
-        for template_id, group in sorted(by_template.items()):
-            page: _Page | None = None
-            for minute, position, key in sorted(group):
-                if page is not None:
-                    at = book.known_total(template_id, page.start, minute) + position
-                    if at - page.offset < size and minute + MINUTE - page.start <= span:
-                        page.end = minute + MINUTE
-                        page.keys.append(key)
-                        continue
-                page = _Page(template_id, minute, minute + MINUTE, position, [key])
-                out.append(page)
-        return out
-
-    def _read_pages(
-        self, source: PageSource, pages: list[_Page], wanted: Followed
-    ) -> set[str | int]:
-        """Read one page at each place; the wanted messages not found (records added since,
-        a held message appearing, shifted them), for a read by range."""
-        book = self.book
-        found: set[str | int] = set()
-        size = book.settings.page_size
-        for page in pages:
-            query = DetailsQuery(page.start, page.end, page.template_id, limit=size)
-            read = read_range(
-                source, query, lambda: _Wanted(wanted), skip=page.offset, stop=_one_page
-            )
-            book.counters.count(read)
-            for record in read.sink.found:
-                if record.message_id not in found:
-                    found.add(record.message_id)
-                    book.apply_resolution(record)
-        return {k for page in pages for k in page.keys} - found
-
-    def _resolved_ranges(
-        self, messages: list[PendingMessage], cross_template: bool
-    ) -> tuple[list[tuple[str | None, float, float]], int]:
-        """Narrow ranges that hold the messages, and the requests they are expected to cost."""
-        if not messages:
-            return [], 0
-        book = self.book
-        page, span = book.settings.page_size, book.settings.max_query_span
-        by_template: dict[str, list[PendingMessage]] = {}
-        for message in messages:
-            by_template.setdefault(message.template_id, []).append(message)
-        per_template: list[tuple[str | None, float, float]] = []
-        cost = 0
-        for template_id, group in sorted(by_template.items()):
-            busiest = max(m.records or book.records_in(template_id, m.minute) for m in group)
-            density = busiest / MINUTE
-            times = sorted(m.send_time for m in group)
-            ranges = coalesce(times, density, page, span, grain=SEND_TIME_GRAIN)
-            per_template += [(template_id, a, b) for a, b in ranges]
-            cost += pages(ranges, density, page)
-        if not cross_template:
-            return per_template, cost
-        density = max(book.records_in(None, m.minute) for m in messages) / MINUTE
-        times = sorted(m.send_time for m in messages)
-        ranges = coalesce(times, density, page, span, grain=SEND_TIME_GRAIN)
-        across = pages(ranges, density, page)
-        if across >= cost:
-            return per_template, cost
-        return [(None, a, b) for a, b in ranges], across
-
-
-@dataclass(slots=True)
-class _Page:
-    """One page to read: ``offset`` records into [start, end) of one template, holding the
-    followed messages ``keys``."""
-
-    template_id: str
-    start: int
-    end: int
-    offset: int
-    keys: list[str | int]
-
-
-def _one_page(_sink: object) -> bool:
-    return True

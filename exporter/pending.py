@@ -31,6 +31,10 @@ class PendingMessage:
     position: int = -1
 
 
+Followed = dict[str | int, PendingMessage]
+"""Pending messages by id (in the window) or by late key (past it)."""
+
+
 def late_key(message_id: str) -> int:
     """The 64-bit key a late pending message is kept by (a collision among the pending
     messages of one minute is about as likely as 1 in 10^15)."""
