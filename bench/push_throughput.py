@@ -2,7 +2,7 @@
 
 Starts the real exporter (``python -m exporter``) with a push receiver and an SQLite
 store in a temporary directory, then drives it from worker processes over keep-alive
-HTTP connections, open loop at the offered rate (and closed loop with ``--max``). Every
+HTTP connections, open loop at the offered rate (Poisson arrivals) (and closed loop with ``--max``). Every
 acknowledged report must be in the store after the exporter stops (checked by id).
 
 The same run measures the bare HTTP stack: ``bench/bare_server.py``, the same server
@@ -142,9 +142,13 @@ def _worker(
 ) -> None:
     """Closed loop (rate 0) or open loop at ``rate`` posts/s per thread.
 
-    Open loop measures from each post's scheduled time, so a stalled server is charged
-    for the posts it delayed (no coordinated omission).
+    Open loop sends at Poisson arrivals (exponential gaps, seeded per thread): what many
+    independent senders add up to, with its random clumps, and not every thread firing
+    at the same instant, which would offer all connections' posts as one burst. It
+    measures from each post's scheduled time, so a stalled server is charged for the
+    posts it delayed (no coordinated omission).
     """
+    import random
     import threading
 
     latencies: list[float] = []
@@ -168,11 +172,16 @@ def _worker(
         ok: list[str] = []
         bad = 0
         n = 0
+        gaps = random.Random(worker * 1000 + thread)
         time.sleep(max(0.0, start_at - time.time()))
         begin = time.perf_counter()
         end = begin + seconds
+        scheduled = begin
         while True:
-            scheduled = begin + n / rate if rate else time.perf_counter()
+            if rate:
+                scheduled += gaps.expovariate(rate)
+            else:
+                scheduled = time.perf_counter()
             if scheduled >= end:
                 break
             time.sleep(max(0.0, scheduled - time.perf_counter()))

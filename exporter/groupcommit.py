@@ -1,8 +1,9 @@
 """Group commit: one writer thread commits the writes of concurrent callers together.
 
-Each caller blocks until the transaction holding its write is committed (or failed), so
-a request is answered only once its data is durable; concurrent requests share one
-transaction, which is what makes durable writes fast. Maintenance (pruning) runs on the
+A caller either blocks until the transaction holding its write is committed (or failed),
+or hands over a callback that the writer thread calls then; either way a request is
+answered only once its data is stored. Concurrent requests share one transaction, which
+is what makes durable writes fast. Maintenance (pruning) runs on the
 same thread after the answers of a group are released, so it never delays an ack.
 """
 
@@ -13,17 +14,27 @@ import threading
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
+import structlog
+
 from exporter.errors import StoreUnavailable
+
+log = structlog.get_logger("msgsms_exporter.pushstore")
 
 MAX_BATCH_JOBS = 256
 
 
 class Job(Protocol):
-    """What the committer needs of a job: a completion event, an error, a prune flag."""
+    """What the committer needs of a job: a completion event or callback, an error, a
+    prune flag."""
 
     @property
     def done(self) -> threading.Event:
         """Set once the job is committed or failed."""
+        ...
+
+    @property
+    def then(self) -> Callable[[], None] | None:
+        """Called on the writer thread once the job is committed or failed, if set."""
         ...
 
     error: BaseException | None
@@ -59,14 +70,18 @@ class GroupCommitter(Generic[J]):
 
     def submit(self, job: J) -> None:
         """Queue ``job`` and wait for its commit; StoreUnavailable when it failed."""
+        self.enqueue(job)
+        job.done.wait()
+        failure = failure_of(job)
+        if failure is not None:
+            raise failure
+
+    def enqueue(self, job: J) -> None:
+        """Queue ``job`` without waiting: its ``then`` runs once it is committed or failed
+        (then :func:`failure_of` tells which). StoreUnavailable when the store is closed."""
         if self._closed:
             raise StoreUnavailable("the push store is closed")
         self._jobs.put(job)
-        job.done.wait()
-        if job.error is not None:
-            if isinstance(job.error, StoreUnavailable):
-                raise job.error
-            raise StoreUnavailable(f"commit failed: {job.error}") from job.error
 
     def _loop(self) -> None:
         while True:
@@ -96,12 +111,13 @@ class GroupCommitter(Generic[J]):
                 job.error = job.error or exc
         for job in jobs:
             if not job.prune:
-                job.done.set()
+                _release(job)
         try:
             self._maintain(jobs)
         finally:
             for job in jobs:
-                job.done.set()
+                if job.prune:
+                    _release(job)
 
     def close(self) -> None:
         """Finish queued jobs and stop; a job that raced with close is failed."""
@@ -117,4 +133,26 @@ class GroupCommitter(Generic[J]):
                 break
             if job is not None:
                 job.error = StoreUnavailable("the push store is closed")
-                job.done.set()
+                _release(job)
+
+
+def _release(job: Job) -> None:
+    """Wake the job's waiter, or call its callback (a callback's bug must not stop the
+    writer: it is logged and the other jobs are released)."""
+    job.done.set()
+    if job.then is not None:
+        try:
+            job.then()
+        except Exception:
+            log.exception("push store callback failed")
+
+
+def failure_of(job: Job) -> StoreUnavailable | None:
+    """Why a finished job was not stored, as the receiver reports it; None when stored."""
+    if job.error is None:
+        return None
+    if isinstance(job.error, StoreUnavailable):
+        return job.error
+    failure = StoreUnavailable(f"commit failed: {job.error}")
+    failure.__cause__ = job.error
+    return failure

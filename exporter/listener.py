@@ -25,6 +25,7 @@ import structlog
 from exporter.connection import Connection, Phase, Refusal
 from exporter.routing import (
     Authenticator,
+    DeferredRoute,
     Request,
     Response,
     Router,
@@ -229,6 +230,9 @@ class Listener:
             access.auth, request.headers.get("authorization")
         ):
             resolved = self.router.resolve(request)
+            if resolved.deferred is not None:
+                self._start_deferred(connection, resolved.deferred, request)
+                return
             if resolved.answer is not None:
                 self._answer(connection, resolved.answer, resolved.reason)
                 return
@@ -238,6 +242,16 @@ class Listener:
             job = partial(self._authorize_and_answer, access.auth, request)
         future = self._workers.submit(job)
         future.add_done_callback(partial(self._answered_in_thread, connection))
+
+    def _start_deferred(
+        self, connection: Connection, start: DeferredRoute, request: Request
+    ) -> None:
+        """Start a deferred route on the loop; its reply comes back like a worker's."""
+        try:
+            start(request, partial(self._finish, connection, reason=""))
+        except Exception:  # the route's bug: a 500, never a crash of the loop
+            log.exception("request handler failed", path=request.path)
+            self._finish(connection, text(500, "internal error"), reason="internal_error")
 
     def _authorize_and_answer(
         self, auth: Authenticator | None, request: Request
@@ -261,6 +275,10 @@ class Listener:
         except Exception:  # call_route catches route errors; this is the server's bug
             log.exception("request failed")
             response, reason = text(500, "internal error"), "internal_error"
+        self._finish(connection, response, reason=reason)
+
+    def _finish(self, connection: Connection, response: Response, *, reason: str) -> None:
+        """From any thread: queue the answer for the loop, waking it once per batch."""
         self._finished.append((connection, response, reason))
         if not self._wake_pending:
             self._wake_pending = True

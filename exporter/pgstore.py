@@ -37,10 +37,7 @@ from exporter.pushstore import (
     PRUNE_CHUNK,
     PRUNE_EVERY_SECONDS,
     GroupCommitWrites,
-    SendRegistration,
-    StatusReport,
     WriteJob,
-    WriteResult,
     mobile_hash,
     record_from_row,
 )
@@ -48,7 +45,6 @@ from exporter.records import DetailsPage, DetailsQuery
 from exporter.stats import RequestStats
 from exporter.templates import SmsTemplate
 
-DEADLOCK_RETRIES = 3
 CONNECT_TIMEOUT = 3.0
 """Seconds a write waits for a connection before it is refused (503)."""
 # A silent network loss fails a statement after 10 s instead of the kernel's 15 minutes.
@@ -152,55 +148,9 @@ class PostgresStore(GroupCommitWrites):
 
     # -- writes -----------------------------------------------------------------
 
-    def _commit(self, jobs: list[WriteJob]) -> None:
-        writes = [j for j in jobs if not j.prune]
-        if not writes:
-            return
-        try:
-            self._commit_group(writes)
-        except StoreUnavailable as exc:  # the database is gone: every job is refused
-            for job in writes:
-                job.error = exc
-        except psycopg.Error:
-            # A deadlock with another replica, or data the database refused: each job
-            # alone, so that one request's failure is never another's.
-            for job in writes:
-                self._commit_alone(job)
-
-    def _commit_alone(self, job: WriteJob) -> None:
-        """One job in its own transaction; if its data fails, each item alone."""
-        for _attempt in range(DEADLOCK_RETRIES):
-            try:
-                self._commit_group([job])
-                return
-            except StoreUnavailable as exc:
-                job.error = exc
-                return
-            except CONFLICTS as exc:
-                job.error = exc
-            except psycopg.Error:
-                break
-        else:
-            return
-        job.error = None
-        job.result = WriteResult()
-        items: list[SendRegistration | StatusReport] = [*job.sends, *job.reports]
-        for index, item in enumerate(items):
-            alone = (
-                WriteJob(sends=[item])
-                if isinstance(item, SendRegistration)
-                else WriteJob(reports=[item])
-            )
-            try:
-                self._commit_group([alone])
-            except StoreUnavailable as exc:
-                job.error = exc
-                return
-            except psycopg.Error:
-                job.result.rejected.append(index)
-                continue
-            job.result.merge(alone.result)
-            job.result.rejected.extend(index for _ in alone.result.rejected)
+    _data_errors = (psycopg.Error,)
+    _item_errors = (psycopg.Error,)
+    _retry_errors = CONFLICTS
 
     def _commit_group(self, jobs: list[WriteJob]) -> None:
         merged = self._writer.write(jobs, round(self._clock() * 1000))

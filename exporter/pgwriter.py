@@ -23,19 +23,22 @@ import psycopg
 from psycopg.errors import DeadlockDetected, SerializationFailure, UniqueViolation
 
 from exporter.errors import StoreUnavailable
-from exporter.pushmerge import Merged, MessageRow, WriteBatch, merge_writes, touched_ids
-from exporter.pushstore import Outcome, Segment
-from exporter.records import SendResult
+from exporter.pushmerge import (
+    ROW_COLUMNS,
+    SEGMENT_COLUMNS,
+    Merged,
+    MessageRow,
+    TemplateNotes,
+    WriteBatch,
+    merge_writes,
+    message_row,
+    segment_entry,
+    touched_ids,
+)
 
 CONFLICTS = (DeadlockDetected, SerializationFailure)
 """Two replicas' transactions crossed: one is rolled back and may be tried again."""
-_ROW = (
-    "message_id, account, template_id, registered, send_ms, mobile, mobile_hash, segments,"
-    " result, status_code, status_desc, receive_ms"
-)
 _ATTEMPTS = 3
-_TEMPLATE_NOTE_MS = 60_000
-"""A template's last-seen time is written at most once a minute per replica."""
 
 
 class PgWriter:
@@ -47,7 +50,7 @@ class PgWriter:
         self._settings = settings
         self._prepare = prepare
         self._conn: psycopg.Connection[Any] | None = None
-        self._noted: dict[tuple[str, str], int] = {}
+        self._notes = TemplateNotes()
 
     def write(self, batches: Sequence[WriteBatch], now_ms: int) -> Merged:
         """Commit the batches; StoreUnavailable when the database is unreachable or the
@@ -103,41 +106,27 @@ class PgWriter:
         ids = touched_ids(batches)
         with conn.pipeline() as pipeline, conn.transaction():
             locked = conn.execute(
-                f"SELECT {_ROW} FROM msgsms_messages WHERE message_id = ANY(%b)"  # noqa: S608
+                f"SELECT {ROW_COLUMNS} FROM msgsms_messages WHERE message_id = ANY(%b)"  # noqa: S608
                 " ORDER BY message_id FOR UPDATE",
                 (ids,),
             )
             found = conn.execute(
-                "SELECT message_id, sequence, total, status, status_desc, update_ms"
-                " FROM msgsms_segments WHERE message_id = ANY(%b)",
+                f"SELECT {SEGMENT_COLUMNS} FROM msgsms_segments WHERE message_id = ANY(%b)",  # noqa: S608
                 (ids,),
             )
             pipeline.sync()
             reading[0] = False
-            rows = {r[0]: _message_row(r) for r in locked.fetchall()}
-            segments = {
-                (r[0], r[1]): Segment(r[1], r[2], r[3], r[4], r[5]) for r in found.fetchall()
-            }
+            rows = {r[0]: message_row(r) for r in locked.fetchall()}
+            segments = dict(segment_entry(r) for r in found.fetchall())
             merged = merge_writes(batches, rows, segments, now_ms)
-            fresh = sorted(t for t in merged.templates if self._noted.get(t, 0) < now_ms)
+            fresh = self._notes.due(merged.templates, now_ms)
             _write_merged(conn, merged, rows.keys(), fresh, now_ms)
-        for template in fresh:  # noted only once committed
-            self._noted[template] = now_ms + _TEMPLATE_NOTE_MS
+        self._notes.written(fresh, now_ms)
         return merged
 
 
-_RESULTS = {r.value: r for r in SendResult}
-
-
-def _message_row(r: Sequence[Any]) -> MessageRow:
-    return MessageRow(
-        *(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]),
-        Outcome(_RESULTS[r[8]], r[9], r[10], r[11]),
-    )
-
-
 def _columns(rows: list[MessageRow]) -> list[list[Any]]:
-    """The rows as one array per column, in ``_ROW`` order (for ``unnest``)."""
+    """The rows as one array per column, in ``ROW_COLUMNS`` order (for ``unnest``)."""
     return [
         [r.message_id for r in rows],
         [r.account for r in rows],
@@ -175,7 +164,7 @@ def _write_merged(
     changed = [r for r in merged.rows.values() if r.message_id in existing]
     if new:
         conn.execute(
-            f"INSERT INTO msgsms_messages ({_ROW}) SELECT * FROM {_UNNEST_ROWS}",  # noqa: S608
+            f"INSERT INTO msgsms_messages ({ROW_COLUMNS}) SELECT * FROM {_UNNEST_ROWS}",  # noqa: S608
             _columns(new),
         )
     if changed:

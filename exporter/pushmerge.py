@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
-from exporter.pushstore import (
+from exporter.pushitems import (
     UNKNOWN_TEMPLATE,
     Outcome,
     Segment,
@@ -30,6 +30,16 @@ from exporter.records import SendResult, mask_mobile
 from exporter.status_codes import is_final
 
 SENDING = Outcome(SendResult.SENDING)
+ROW_COLUMNS = (
+    "message_id, account, template_id, registered, send_ms, mobile, mobile_hash, segments,"
+    " result, status_code, status_desc, receive_ms"
+)
+"""A stored message's columns in both stores, in the order :func:`message_row` reads."""
+SEGMENT_COLUMNS = "message_id, sequence, total, status, status_desc, update_ms"
+"""The columns of a stored segment that :func:`merge_writes` needs."""
+TEMPLATE_NOTE_MS = 60_000
+"""A template's last-seen time is written at most once a minute by a writer."""
+_RESULTS = {r.value: r for r in SendResult}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +91,36 @@ class Merged:
     templates: set[tuple[str, str]] = field(default_factory=set)
     """(account, template id) seen."""
     results: list[WriteResult] = field(default_factory=list)
+
+
+def message_row(r: Sequence[Any]) -> MessageRow:
+    """A stored message read in ``ROW_COLUMNS`` order."""
+    return MessageRow(
+        *(r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6], r[7]),
+        Outcome(_RESULTS[r[8]], r[9], r[10], r[11]),
+    )
+
+
+def segment_entry(r: Sequence[Any]) -> tuple[tuple[str, int], Segment]:
+    """A stored segment read in ``SEGMENT_COLUMNS`` order, keyed by (message id, sequence)."""
+    return (r[0], r[1]), Segment(r[1], r[2], r[3], r[4], r[5])
+
+
+class TemplateNotes:
+    """Which templates' last-seen times a writer must write: each at most once a minute
+    (retention is hours; writing it with every report would be a statement per commit)."""
+
+    def __init__(self) -> None:
+        self._due: dict[tuple[str, str], int] = {}
+
+    def due(self, templates: Iterable[tuple[str, str]], now_ms: int) -> list[tuple[str, str]]:
+        """The templates to write in this transaction, sorted."""
+        return sorted(t for t in templates if self._due.get(t, 0) < now_ms)
+
+    def written(self, templates: Iterable[tuple[str, str]], now_ms: int) -> None:
+        """Call once the transaction that wrote ``templates`` committed."""
+        for template in templates:
+            self._due[template] = now_ms + TEMPLATE_NOTE_MS
 
 
 def touched_ids(batches: Iterable[WriteBatch]) -> list[str]:

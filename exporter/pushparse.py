@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl
 
 from exporter.errors import PushRejected
-from exporter.pushstore import SendRegistration, StatusReport
+from exporter.pushitems import SendRegistration, StatusReport
 from exporter.timestamps import parse_rfc3339
 
 MAX_BATCH_ITEMS = 50

@@ -2,25 +2,21 @@
 
 Writes go through one writer thread that gathers the work of concurrent requests into a
 single transaction (group commit); each caller blocks until its transaction is committed,
-so a request is answered 200 only once its reports are on disk. Reads answer the
-sending-details contract (``query``, ``list_templates``, ``stats``), so the same poller
-that reads the HTTP contract reads this store.
+so a request is answered 200 only once its reports are stored. The transaction reads the
+messages it touches, applies the rules both stores share (:mod:`exporter.pushmerge`) and
+writes them back (:mod:`exporter.sqlitewriter`). Reads answer the sending-details
+contract (``query``, ``list_templates``, ``stats``), so the same poller that reads the
+HTTP contract reads this store.
 
-A message's result follows its segments (a long SMS has one report per segment):
-failed as soon as any segment reports a final non-DELIVRD code (the earliest such report
-gives the code), success once every segment reported DELIVRD, sending otherwise. A
-non-final report (``ACCEPTD``, see :data:`~exporter.status_codes.NON_FINAL_CODES`)
-keeps its segment sending, and the segment's first final report replaces it.
-
-One request's bad data never costs another request its reports: each request's writes
-run in a savepoint of the group transaction, and when one fails its items are written
-one by one, so only the item that cannot be stored is refused (``WriteResult.rejected``).
-A failed group commit is retried request by request, each in a transaction of its own.
+One request's bad data never costs another request its reports: an item a database
+cannot hold is refused alone by the merge, and when a group transaction still fails,
+each request is committed alone, and a request that fails alone item by item, so only
+the item that cannot be stored is refused (``WriteResult.rejected``). This isolation is
+:class:`GroupCommitWrites`', shared with the PostgreSQL store.
 """
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import threading
 import time
@@ -28,43 +24,36 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from exporter.config import ReceiverConfig
 from exporter.errors import StoreUnavailable as StoreUnavailable  # re-exported for callers
 from exporter.errors import UpstreamUnavailable
-from exporter.groupcommit import GroupCommitter
-from exporter.records import DetailsPage, DetailsQuery, SendRecord, SendResult, mask_mobile
+from exporter.groupcommit import GroupCommitter, failure_of
+from exporter.pushitems import UNKNOWN_TEMPLATE as UNKNOWN_TEMPLATE
+from exporter.pushitems import Outcome as Outcome
+from exporter.pushitems import Segment as Segment
+from exporter.pushitems import SendRegistration as SendRegistration
+from exporter.pushitems import StatusReport as StatusReport
+from exporter.pushitems import WriteResult as WriteResult
+from exporter.pushitems import message_outcome as message_outcome
+from exporter.pushitems import mobile_hash as mobile_hash
+from exporter.records import DetailsPage, DetailsQuery, SendRecord, SendResult
+from exporter.sqlitewriter import Checkpointer, SqliteWriter
 from exporter.stats import RequestStats
-from exporter.status_codes import DELIVERED_CODE, NON_FINAL_CODES, describe, is_final
 from exporter.templates import SmsTemplate
 
-UNKNOWN_TEMPLATE = "unknown"
-"""Template of reports whose message was never registered and carries no usable extend."""
 _COLUMNS = (
     "SELECT message_id, template_id, mobile, send_ms, result, status_code, status_desc,"
     " receive_ms, segments FROM messages"
 )
-# Named columns: a store migrated from version 0 has ``account`` last.
-_INSERT_MESSAGE = (
-    "INSERT INTO messages (message_id, account, template_id, registered, send_ms, mobile,"
-    " mobile_hash, segments, result, status_code, status_desc, receive_ms)"
-)
 PRUNE_EVERY_SECONDS = 60.0
 PRUNE_CHUNK = 5000
+ISOLATION_RETRIES = 3
+"""Tries of one request alone when its transaction crossed another replica's."""
 _ITEM_ERRORS = (ValueError, OverflowError, sqlite3.IntegrityError, sqlite3.InterfaceError)
-"""What one item's own data can raise (a lone surrogate, an integer out of range): that
-item is refused; anything else (disk full, I/O) is the store's failure."""
-_NON_FINAL = tuple(sorted(NON_FINAL_CODES))
-_IN_NON_FINAL = ", ".join("?" * len(_NON_FINAL))
-# A segment keeps its first final report; a final report replaces a non-final one.
-_INSERT_SEGMENT = (
-    "INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id, sequence)"  # noqa: S608 - placeholders
-    " DO UPDATE SET total = excluded.total, status = excluded.status,"
-    " status_desc = excluded.status_desc, update_ms = excluded.update_ms,"
-    " received_ms = excluded.received_ms, source = excluded.source"
-    f" WHERE segments.status IN ({_IN_NON_FINAL}) AND excluded.status NOT IN ({_IN_NON_FINAL})"
-)
+"""What one item's own data can raise in SQLite (an integer out of range): that item is
+refused; anything else (disk full, I/O) is the store's failure."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -117,92 +106,6 @@ DROP TABLE templates_v0;
 """
 
 
-@dataclass(frozen=True, slots=True)
-class StatusReport:
-    """One pushed status report (one segment of one message)."""
-
-    message_id: str
-    status: str
-    sequence: int = 1
-    total: int = 1
-    status_desc: str = ""
-    update_time: float | None = None
-    source: str = ""
-    extend: str = ""
-    template_id: str | None = None
-    """The template named by ``extend``, when attribution from extend is configured."""
-    account: str = ""
-    """The push account it was pushed for (its path or signing key); "" when only one."""
-
-
-@dataclass(frozen=True, slots=True)
-class SendRegistration:
-    """What the sender knows at sending time: message id, template, send time."""
-
-    message_id: str
-    template_id: str
-    send_time: float
-    mobile: str = ""
-    segments: int = 1
-    account: str = ""
-
-
-@dataclass(slots=True)
-class WriteResult:
-    """What one write added; ``rejected`` lists the indexes of items that cannot be stored."""
-
-    stored: int = 0
-    duplicates: int = 0
-    unattributed: int = 0
-    rejected: list[int] = field(default_factory=list)
-
-    def merge(self, other: WriteResult) -> None:
-        """Add another result into this one."""
-        self.stored += other.stored
-        self.duplicates += other.duplicates
-        self.unattributed += other.unattributed
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """The stored facts of one segment report that decide a message's result."""
-
-    sequence: int
-    total: int
-    status: str
-    status_desc: str
-    update_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """A message's result as its segments decide it."""
-
-    result: SendResult
-    status_code: str = ""
-    status_desc: str = ""
-    receive_ms: int | None = None
-
-
-def message_outcome(segments: Sequence[Segment], expected: int) -> Outcome:
-    """Failed on the earliest final non-DELIVRD segment; success when all ``expected``
-    segments delivered; sending otherwise (non-final reports decide nothing)."""
-    final = [s for s in segments if is_final(s.status)]
-    failed = [s for s in final if s.status != DELIVERED_CODE]
-    if failed:
-        first = min(failed, key=lambda s: (s.update_ms, s.sequence))
-        return Outcome(SendResult.FAILED, first.status, first.status_desc, first.update_ms)
-    total = max([expected, *(s.total for s in segments)])
-    if final and len({s.sequence for s in final}) >= total:
-        return Outcome(
-            SendResult.SUCCESS,
-            DELIVERED_CODE,
-            final[0].status_desc or describe(DELIVERED_CODE),
-            max(s.update_ms for s in final),
-        )
-    return Outcome(SendResult.SENDING)
-
-
 def record_from_row(row: Sequence[Any]) -> SendRecord:
     """A stored message, read in ``_COLUMNS`` order, as the contract's record."""
     return SendRecord(
@@ -218,10 +121,8 @@ def record_from_row(row: Sequence[Any]) -> SendRecord:
     )
 
 
-def mobile_hash(mobile: str) -> str:
-    """The stored stand-in for a number: queries filter by it, the number itself is not kept."""
-    digits = mobile.lstrip("+")
-    return hashlib.sha256(digits.encode()).hexdigest() if digits else ""
+WriteDone = Callable[[WriteResult | None, StoreUnavailable | None], None]
+"""Told a write's result once committed, or why it was not stored."""
 
 
 @dataclass(slots=True)
@@ -231,6 +132,8 @@ class WriteJob:
     reports: Sequence[StatusReport] = ()
     sends: Sequence[SendRegistration] = ()
     done: threading.Event = field(default_factory=threading.Event)
+    then: Callable[[], None] | None = None
+    """Called on the writer thread once committed or failed (instead of waiting)."""
     result: WriteResult = field(default_factory=WriteResult)
     error: BaseException | None = None
     prune: bool = False
@@ -269,6 +172,14 @@ class ReportStore(Protocol):
 
     def register(self, sends: Sequence[SendRegistration]) -> WriteResult:
         """Store send registrations (the first registration of a message wins)."""
+        ...
+
+    def add_reports_then(self, reports: Sequence[StatusReport], then: WriteDone) -> None:
+        """Store reports without waiting; ``then`` is told the result or the failure."""
+        ...
+
+    def register_then(self, sends: Sequence[SendRegistration], then: WriteDone) -> None:
+        """Store send registrations without waiting, like ``add_reports_then``."""
         ...
 
     def prune(self) -> None:
@@ -317,9 +228,23 @@ class ReportStore(Protocol):
 
 
 class GroupCommitWrites:
-    """What both stores share: writes wait for the group commit holding them; views."""
+    """What both stores share: writes wait for the group commit holding them, and one
+    request's failure is never another's; views.
+
+    A store gives ``_commit_group`` (the jobs in one transaction, each job's result set;
+    StoreUnavailable when the store is down) and says which errors mean the data failed
+    the transaction (``_data_errors``), which of those one item's data explains
+    (``_item_errors``) and which mean it crossed another writer's (``_retry_errors``).
+    """
 
     _writes: GroupCommitter[WriteJob]
+    _data_errors: ClassVar[tuple[type[Exception], ...]]
+    _item_errors: ClassVar[tuple[type[Exception], ...]]
+    _retry_errors: ClassVar[tuple[type[Exception], ...]] = ()
+    commits: int
+
+    def _commit_group(self, jobs: list[WriteJob]) -> None:
+        raise NotImplementedError
 
     def add_reports(self, reports: Sequence[StatusReport]) -> WriteResult:
         """Store reports; returns once they are committed. StoreUnavailable otherwise."""
@@ -333,6 +258,23 @@ class GroupCommitWrites:
         self._writes.submit(job)
         return job.result
 
+    def add_reports_then(self, reports: Sequence[StatusReport], then: WriteDone) -> None:
+        """Store reports without waiting: ``then(result, None)`` once they are committed,
+        ``then(None, why)`` when they are not; called on the writer thread."""
+        self._enqueue(WriteJob(reports=reports), then)
+
+    def register_then(self, sends: Sequence[SendRegistration], then: WriteDone) -> None:
+        """Store send registrations without waiting, like :meth:`add_reports_then`."""
+        self._enqueue(WriteJob(sends=sends), then)
+
+    def _enqueue(self, job: WriteJob, then: WriteDone) -> None:
+        def finished() -> None:
+            failure = failure_of(job)
+            then(None if failure else job.result, failure)
+
+        job.then = finished
+        self._writes.enqueue(job)
+
     def prune(self) -> None:
         """Delete what is older than the retention now (the writer also does it every minute)."""
         self._writes.submit(WriteJob(prune=True))
@@ -340,6 +282,61 @@ class GroupCommitWrites:
     def account_view(self: ReportStore, account: str | None) -> AccountView:
         """The store as one push account's ``DetailsSource`` (None: every account)."""
         return AccountView(self, account)
+
+    def _commit(self, jobs: list[WriteJob]) -> None:
+        """The group in one transaction; when its data fails it, each request alone."""
+        writes = [j for j in jobs if not j.prune]
+        if not writes:
+            return
+        try:
+            self._commit_group(writes)
+        except StoreUnavailable as exc:  # the store is gone: every job is refused
+            for job in writes:
+                job.error = exc
+        except self._data_errors:
+            for job in writes:
+                self._commit_alone(job)
+
+    def _commit_alone(self, job: WriteJob) -> None:
+        """One job in its own transaction; if one item's data fails it, each item alone."""
+        for _attempt in range(ISOLATION_RETRIES):
+            try:
+                self._commit_group([job])
+                return
+            except StoreUnavailable as exc:
+                job.error = exc
+                return
+            except self._retry_errors as exc:
+                job.error = exc
+            except self._data_errors as exc:
+                if not isinstance(exc, self._item_errors):
+                    job.error = exc
+                    return
+                break
+        else:
+            return
+        job.error = None
+        job.result = WriteResult()
+        items: list[SendRegistration | StatusReport] = [*job.sends, *job.reports]
+        for index, item in enumerate(items):
+            alone = (
+                WriteJob(sends=[item])
+                if isinstance(item, SendRegistration)
+                else WriteJob(reports=[item])
+            )
+            try:
+                self._commit_group([alone])
+            except StoreUnavailable as exc:
+                job.error = exc
+                return
+            except self._item_errors:
+                job.result.rejected.append(index)
+                continue
+            except self._data_errors as exc:
+                job.error = exc
+                return
+            job.result.merge(alone.result)
+            job.result.rejected.extend(index for _ in alone.result.rejected)
 
 
 def open_store(config: ReceiverConfig, *, clock: Callable[[], float] = time.time) -> ReportStore:
@@ -380,6 +377,8 @@ class PushStore(GroupCommitWrites):
         self._reader = self._connect(synchronous)
         self._read_lock = threading.Lock()
         self._snapshots = threading.local()
+        self._sqlite = SqliteWriter(self._writer)
+        self._checkpoints = Checkpointer(self.path, synchronous)
         self._pruned_at = float("-inf")
         self._closed = False
         self._writes = GroupCommitter(self._commit, self._maintain, name="push-store")
@@ -415,24 +414,19 @@ class PushStore(GroupCommitWrites):
 
     # -- writes -----------------------------------------------------------------
 
+    _data_errors = (sqlite3.Error, ValueError, OverflowError)
+    _item_errors = _ITEM_ERRORS
+
     def available(self) -> bool:
         """The file is local: the store takes writes until it is closed."""
         return not self._closed
 
-    def _commit(self, jobs: list[WriteJob]) -> None:
-        now_ms = round(self._clock() * 1000)
-        try:
-            self._transaction(jobs, now_ms)
-        except sqlite3.Error:
-            # The group failed as a whole (disk trouble, a failed COMMIT): each request
-            # alone, so that one request's failure is never another's.
-            self._rollback()
-            for job in jobs:
-                try:
-                    self._transaction([job], now_ms)
-                except sqlite3.Error as exc:
-                    self._rollback()
-                    job.error = exc
+    def _commit_group(self, jobs: list[WriteJob]) -> None:
+        merged = self._sqlite.write(jobs, round(self._clock() * 1000))
+        for job, result in zip(jobs, merged.results, strict=True):
+            job.result = result
+        self.commits += 1
+        self._checkpoints.wrote()
 
     def _maintain(self, jobs: list[WriteJob]) -> None:
         """Prune every minute, or when asked; after the group's answers are released."""
@@ -440,185 +434,6 @@ class PushStore(GroupCommitWrites):
         if any(j.prune for j in jobs) or now - self._pruned_at >= PRUNE_EVERY_SECONDS:
             self._pruned_at = now
             self._prune(round(now * 1000))
-
-    def _rollback(self) -> None:
-        if self._writer.in_transaction:
-            self._writer.execute("ROLLBACK")
-
-    def _transaction(self, jobs: list[WriteJob], now_ms: int) -> None:
-        """Write the jobs in one transaction; sqlite3.Error when it cannot commit."""
-        conn = self._writer
-        conn.execute("BEGIN IMMEDIATE")
-        seen: set[tuple[str, str]] = set()
-        for job in jobs:
-            job.result = self._write_job(job, now_ms, seen)
-        conn.executemany(
-            "INSERT INTO templates (account, template_id, last_seen_ms) VALUES (?, ?, ?)"
-            " ON CONFLICT (account, template_id)"
-            " DO UPDATE SET last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
-            [(account, template, now_ms) for account, template in sorted(seen)],
-        )
-        conn.execute("COMMIT")
-        self.commits += 1
-
-    def _write_job(self, job: WriteJob, now_ms: int, seen: set[tuple[str, str]]) -> WriteResult:
-        """A job's items in a savepoint; if one cannot be stored, each item in its own."""
-        items: Sequence[StatusReport | SendRegistration] = job.sends or job.reports
-        templates: set[tuple[str, str]] = set()
-        try:
-            with self._savepoint():
-                result = WriteResult()
-                for item in items:
-                    result.merge(self._write_item(item, now_ms, templates))
-        except _ITEM_ERRORS:
-            result, templates = WriteResult(), set()
-            for index, item in enumerate(items):
-                mine: set[tuple[str, str]] = set()
-                try:
-                    with self._savepoint():
-                        result.merge(self._write_item(item, now_ms, mine))
-                except _ITEM_ERRORS:
-                    result.rejected.append(index)
-                    continue
-                templates |= mine
-        seen |= templates
-        return result
-
-    @contextmanager
-    def _savepoint(self) -> Iterator[None]:
-        conn = self._writer
-        conn.execute("SAVEPOINT item")
-        try:
-            yield
-        except BaseException:
-            conn.execute("ROLLBACK TO item")
-            conn.execute("RELEASE item")
-            raise
-        conn.execute("RELEASE item")
-
-    def _write_item(
-        self, item: StatusReport | SendRegistration, now_ms: int, seen: set[tuple[str, str]]
-    ) -> WriteResult:
-        if isinstance(item, SendRegistration):
-            return self._write_send(item, seen)
-        return self._write_report(item, now_ms, seen)
-
-    def _write_send(self, send: SendRegistration, seen: set[tuple[str, str]]) -> WriteResult:
-        send_ms = round(send.send_time * 1000)
-        # The registration decides the message's account and template.
-        cursor = self._writer.execute(
-            f"{_INSERT_MESSAGE} VALUES (?, ?, ?, 1, ?, ?, ?, ?, 'sending', '', '', NULL)"
-            " ON CONFLICT (message_id) DO UPDATE SET template_id = excluded.template_id,"
-            " account = excluded.account,"
-            " registered = 1, send_ms = excluded.send_ms, mobile = excluded.mobile,"
-            " mobile_hash = excluded.mobile_hash,"
-            " segments = max(segments, excluded.segments) WHERE registered = 0",
-            (
-                send.message_id,
-                send.account,
-                send.template_id,
-                send_ms,
-                mask_mobile(send.mobile) if send.mobile else "",
-                mobile_hash(send.mobile),
-                send.segments,
-            ),
-        )
-        seen.add((send.account, send.template_id))
-        if cursor.rowcount == 0:
-            return WriteResult(duplicates=1)
-        self._settle(send.message_id)
-        return WriteResult(stored=1)
-
-    def _write_report(
-        self, report: StatusReport, now_ms: int, seen: set[tuple[str, str]]
-    ) -> WriteResult:
-        conn = self._writer
-        update_ms = now_ms if report.update_time is None else round(report.update_time * 1000)
-        cursor = conn.execute(
-            _INSERT_SEGMENT,
-            (
-                report.message_id,
-                report.sequence,
-                report.total,
-                report.status,
-                report.status_desc,
-                update_ms,
-                now_ms,
-                report.source,
-                *_NON_FINAL,
-                *_NON_FINAL,
-            ),
-        )
-        if cursor.rowcount == 0:
-            return WriteResult(duplicates=1)
-        row = conn.execute(
-            "SELECT template_id, registered, account FROM messages WHERE message_id = ?",
-            (report.message_id,),
-        ).fetchone()
-        template = report.template_id or UNKNOWN_TEMPLATE
-        account = report.account if row is None else row[2]
-        seen.add((account, template if row is None else row[0]))
-        if row is None and report.total == 1:
-            # The common case, a new one-segment message: its only report decides it.
-            outcome = message_outcome(
-                [Segment(1, 1, report.status, report.status_desc, update_ms)], 1
-            )
-            conn.execute(
-                f"{_INSERT_MESSAGE} VALUES (?, ?, ?, 0, ?, '', '', 1, ?, ?, ?, ?)",
-                (
-                    report.message_id,
-                    account,
-                    template,
-                    update_ms,
-                    outcome.result.value,
-                    outcome.status_code,
-                    outcome.status_desc,
-                    outcome.receive_ms,
-                ),
-            )
-            return WriteResult(stored=1, unattributed=int(template == UNKNOWN_TEMPLATE))
-        if row is None:
-            # Never registered: the send time is unknown, the report's time stands in.
-            conn.execute(
-                f"{_INSERT_MESSAGE} VALUES (?, ?, ?, 0, ?, '', '', ?, 'sending', '', '', NULL)",
-                (report.message_id, account, template, update_ms, report.total),
-            )
-        elif not row[1] and row[0] == UNKNOWN_TEMPLATE and report.template_id:
-            conn.execute(
-                "UPDATE messages SET template_id = ? WHERE message_id = ?",
-                (template, report.message_id),
-            )
-            seen.add((account, template))
-        else:
-            template = row[0]
-        self._settle(report.message_id)
-        return WriteResult(stored=1, unattributed=int(template == UNKNOWN_TEMPLATE))
-
-    def _settle(self, message_id: str) -> None:
-        conn = self._writer
-        rows = conn.execute(
-            "SELECT sequence, total, status, status_desc, update_ms FROM segments"
-            " WHERE message_id = ?",
-            (message_id,),
-        ).fetchall()
-        if not rows:
-            return
-        (expected,) = conn.execute(
-            "SELECT segments FROM messages WHERE message_id = ?", (message_id,)
-        ).fetchone()
-        outcome = message_outcome([Segment(*row) for row in rows], expected)
-        conn.execute(
-            "UPDATE messages SET result = ?, status_code = ?, status_desc = ?, receive_ms = ?,"
-            " segments = max(segments, ?) WHERE message_id = ?",
-            (
-                outcome.result.value,
-                outcome.status_code,
-                outcome.status_desc,
-                outcome.receive_ms,
-                max(r[1] for r in rows),
-                message_id,
-            ),
-        )
 
     def _prune(self, now_ms: int) -> None:
         cutoff = now_ms - round(self.retention * 1000)
@@ -637,6 +452,7 @@ class PushStore(GroupCommitWrites):
                 conn.executemany("DELETE FROM messages WHERE message_id = ?", [(i,) for i in ids])
                 conn.execute("DELETE FROM templates WHERE last_seen_ms < ?", (cutoff,))
                 conn.execute("COMMIT")
+                self._checkpoints.wrote()
                 self.pruned += len(ids)
                 if len(ids) < PRUNE_CHUNK:
                     self._measure()
@@ -765,6 +581,7 @@ class PushStore(GroupCommitWrites):
             return
         self._closed = True
         self._writes.close()
+        self._checkpoints.close()
         self._writer.close()
         with self._read_lock:
             self._reader.close()

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 from exporter.errors import UpstreamError
-from exporter.pushstore import UNKNOWN_TEMPLATE
+from exporter.pushitems import UNKNOWN_TEMPLATE
 
 OTHER_TEMPLATE = "other"
 """Where reports of templates beyond the limit are counted."""
@@ -39,6 +39,7 @@ class TemplateLimit:
         self._lock = threading.Lock()
         self._admitted: set[str] = set()
         self._read_at = float("-inf")
+        self._reading = False
         self._read()
 
     def _read(self) -> None:
@@ -50,15 +51,30 @@ class TemplateLimit:
         self._read_at = self._clock()
 
     def admit(self, template: str) -> str:
-        """``template`` when admitted, else ``other``."""
+        """``template`` when admitted, else ``other``; never waits for the store.
+
+        At the limit, a read of the store that is due runs on a thread of its own (pushes
+        are admitted on the server's event loop): this report is folded, later ones see
+        the templates that left.
+        """
         if template in self._free or template in self._admitted:
             return template
         with self._lock:
-            full = len(self._admitted) >= self._limit
-            if full and self._clock() - self._read_at >= REFRESH_SECONDS:
-                self._read()
-                full = len(self._admitted) >= self._limit
-            if full:
-                return OTHER_TEMPLATE
-            self._admitted.add(template)
-            return template
+            if len(self._admitted) < self._limit:
+                self._admitted.add(template)
+                return template
+            if not self._reading and self._clock() - self._read_at >= REFRESH_SECONDS:
+                self._reading = True
+                threading.Thread(target=self._read_again, name="push-templates").start()
+            return OTHER_TEMPLATE
+
+    def _read_again(self) -> None:
+        try:
+            known = self._known()
+        except UpstreamError:
+            known = None  # the store is down: try again a refresh later
+        with self._lock:
+            if known is not None:
+                self._admitted = {t for t in known if t not in self._free}
+            self._read_at = self._clock()
+            self._reading = False

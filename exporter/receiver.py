@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, TypeVar
 
 import structlog
@@ -42,17 +43,33 @@ from exporter.pushparse import (
     template_from_extend,
 )
 from exporter.pushstats import PushCollector, ReceiverStats
-from exporter.pushstore import ReportStore, SendRegistration, StatusReport, WriteResult
+from exporter.pushstore import ReportStore, SendRegistration, StatusReport, WriteDone, WriteResult
 from exporter.pushtemplates import OTHER_TEMPLATE, TemplateLimit
 from exporter.stats import RequestStats
-from exporter.web import Request, Response, Route, Router
+from exporter.web import DeferredRoute, Reply, Request, Response, Router, blocking
 
 _FORM = "application/x-www-form-urlencoded"
 _JSON = "application/json"
 _STORED = Response(200, b"", "text/plain")
 T = TypeVar("T")
-Work = Callable[[Request, str | None], Response]
-"""A route's work for a push account (None: the path names none); may raise PushRejected."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """A route's write to the store, and how its result becomes the answer."""
+
+    operation: str
+    """``reports`` or ``registrations``."""
+    account: str
+    start: Callable[[WriteDone], None]
+    then: Callable[[WriteResult], Response]
+    """May raise PushRejected."""
+
+
+Step = Response | _Write
+Work = Callable[[Request, str | None], Step]
+"""A route's work for a push account (None: the path names none): the answer, or the
+write that decides it; may raise PushRejected."""
 
 log = structlog.get_logger("msgsms_exporter.receiver")
 
@@ -129,34 +146,61 @@ class Receiver:
         work: Work,
         account: str | None = None,
         render: Callable[[PushRejected], Response] = _problem,
-    ) -> Route:
-        """The one wrapper: a refusal becomes ``render(reason)`` and a count, never a raise."""
+    ) -> DeferredRoute:
+        """The one wrapper: a refusal becomes ``render(reason)`` and a count, never a raise.
 
-        def route(request: Request) -> Response:
+        The work checks and parses, then hands its write to the store's group commit; the
+        answer is built on the commit's thread once the write is committed (or refused).
+        Started on the event loop, no thread waits for the disk.
+        """
+
+        def start(request: Request, reply: Reply) -> None:
             started = time.perf_counter()
+
+            def answer(response: Response) -> None:
+                self.stats.request(endpoint, response.status, time.perf_counter() - started)
+                reply(response)
+
             try:
-                response = work(request, account)
-            except PushRejected as exc:
-                response = self._refuse(exc, render)
-            except StoreUnavailable as exc:
-                retry = PushRejected("store_unavailable", f"not stored, try again: {exc}", 503)
-                response = self._refuse(retry, render)
-            except Exception:  # a bug: answered and counted like any refusal, and logged
-                log.exception("push request failed", endpoint=endpoint)
-                bug = PushRejected("internal_error", "internal error; see the exporter's log", 500)
-                response = self._refuse(bug, render)
-            self.stats.request(endpoint, response.status, time.perf_counter() - started)
-            return response
+                step = work(request, account)
+                if isinstance(step, Response):
+                    answer(step)
+                    return
+                write_started = time.perf_counter()
 
-        return route
+                def written(result: WriteResult | None, failure: StoreUnavailable | None) -> None:
+                    try:
+                        self._wrote(step, time.perf_counter() - write_started, failure)
+                        if result is None:
+                            raise failure or StoreUnavailable("not stored")
+                        answer(step.then(result))
+                    except Exception as exc:
+                        answer(self._refusal(exc, render, endpoint))
 
-    def _refuse(self, exc: PushRejected, render: Callable[[PushRejected], Response]) -> Response:
+                try:
+                    step.start(written)
+                except StoreUnavailable as exc:  # closed: refused at once, counted the same
+                    written(None, exc)
+            except Exception as exc:
+                answer(self._refusal(exc, render, endpoint))
+
+        return start
+
+    def _refusal(
+        self, exc: Exception, render: Callable[[PushRejected], Response], endpoint: str
+    ) -> Response:
+        """A refusal's answer, counted by reason; a bug is logged and answered 500."""
+        if isinstance(exc, StoreUnavailable):
+            exc = PushRejected("store_unavailable", f"not stored, try again: {exc}", 503)
+        elif not isinstance(exc, PushRejected):
+            log.error("push request failed", endpoint=endpoint, exc_info=exc)
+            exc = PushRejected("internal_error", "internal error; see the exporter's log", 500)
         self.stats.reject([exc.reason])
         return render(exc)
 
-    def _push_routes(self) -> list[tuple[str, Route]]:
+    def _push_routes(self) -> list[tuple[str, DeferredRoute]]:
         """Each push path with its route; a path with ``{account}`` once per account."""
-        routes: list[tuple[str, Route]] = []
+        routes: list[tuple[str, DeferredRoute]] = []
         for endpoint, path, work in (
             ("single", self.config.single_path, self._single),
             ("batch", self.config.batch_path, self._batch),
@@ -184,10 +228,16 @@ class Receiver:
     def add_routes(self, router: Router) -> None:
         """Serve the single, batch and registration paths (POST), and the stored
         sending details (GET, the project's contract) when ``details_api`` is on."""
+        registrations = set(self.registration_paths())
         for path, route in self._push_routes():
-            router.add(path, route, methods=("POST",))
+            if path in registrations:
+                # A registration's basic auth may take a slow password hash: not on the loop.
+                router.add(path, blocking(route), methods=("POST",))
+            else:
+                router.add_deferred(path, route, methods=("POST",))
         if self.config.details_api:
-            router.add(DETAILS_PATH, self._route("details", self._details, None, _contract_problem))
+            details = self._route("details", self._details, None, _contract_problem)
+            router.add(DETAILS_PATH, blocking(details))
 
     def collector(self) -> PushCollector:
         """The collector of this receiver's counters."""
@@ -195,68 +245,80 @@ class Receiver:
 
     # -- the work of each route ------------------------------------------------------
 
-    def _single(self, request: Request, account: str | None) -> Response:
+    def _single(self, request: Request, account: str | None) -> Step:
         """One form-encoded report: 200 with an empty body once it is committed."""
         _require_type(request, _FORM)
         name = self._account(account, self.gate.report(request))
         report = parse_single(request.body, self._clock())
-        if self._store_reports("single", [report], name).rejected:
-            raise PushRejected("unstorable", "the report cannot be stored")
-        return _STORED
 
-    def _batch(self, request: Request, account: str | None) -> Response:
+        def then(result: WriteResult) -> Response:
+            self._count_reports("single", result)
+            if result.rejected:
+                raise PushRejected("unstorable", "the report cannot be stored")
+            return _STORED
+
+        return self._reports_write([report], name, then)
+
+    def _batch(self, request: Request, account: str | None) -> Step:
         """A JSON batch of at most 50: valid items are stored; 400 lists any rejected ones."""
         _require_type(request, _JSON)
         name = self._account(account, self.gate.report(request))
         parsed = parse_batch(request.body, self._clock())
         reports = [r for _, r in parsed.items]
-        result = self._store_reports("batch", reports, name) if reports else WriteResult()
-        stored, problems = _settle(parsed, result)
-        if not problems:
-            return _STORED
-        self.stats.reject(p.reason for p in problems)
-        total = len(stored) + len(problems)
-        summary = PushRejected(
-            "invalid_items",
-            f"{len(problems)} of {total} reports rejected; the other {len(stored)} are stored",
-        )
-        return _problem(
-            summary,
-            stored=stored,
-            duplicates=result.duplicates,
-            rejected=[p.to_wire() for p in problems],
-        )
 
-    def _sends(self, request: Request, account: str | None) -> Response:
+        def then(result: WriteResult) -> Response:
+            self._count_reports("batch", result)
+            stored, problems = _settle(parsed, result)
+            if not problems:
+                return _STORED
+            self.stats.reject(p.reason for p in problems)
+            total = len(stored) + len(problems)
+            summary = PushRejected(
+                "invalid_items",
+                f"{len(problems)} of {total} reports rejected; the other {len(stored)} are stored",
+            )
+            return _problem(
+                summary,
+                stored=stored,
+                duplicates=result.duplicates,
+                rejected=[p.to_wire() for p in problems],
+            )
+
+        return self._reports_write(reports, name, then) if reports else then(WriteResult())
+
+    def _sends(self, request: Request, account: str | None) -> Step:
         """Register sends: a ``batchSendSms`` response or a list; valid ones are stored."""
         _require_type(request, _JSON)
         name = self._account(account, self.gate.registration(request))
         template = request.param("templateId") or request.param("template_id") or None
         parsed = parse_sends(request.body, template, self._clock())
         sends = [self._admit(replace(s, account=name)) for _, s in parsed.items]
-        result = (
-            self._write("registrations", name, lambda: self.store.register(sends))
-            if sends
-            else WriteResult()
-        )
-        with self.stats.lock:
-            self.stats.registrations += result.stored
-            self.stats.duplicates["registration"] += result.duplicates
-        stored, problems = _settle(parsed, result)
-        body: dict[str, Any] = {"registered": result.stored, "duplicates": result.duplicates}
-        if not problems:
-            return _json_response(200, body)
-        self.stats.reject(p.reason for p in problems)
-        return _json_response(
-            400,
-            {
-                "reason": "invalid_items",
-                "message": f"{len(problems)} sends rejected; the other {len(stored)} are stored",
-                "stored": stored,
-                "rejected": [p.to_wire() for p in problems],
-                **body,
-            },
-        )
+
+        def then(result: WriteResult) -> Response:
+            with self.stats.lock:
+                self.stats.registrations += result.stored
+                self.stats.duplicates["registration"] += result.duplicates
+            stored, problems = _settle(parsed, result)
+            body: dict[str, Any] = {"registered": result.stored, "duplicates": result.duplicates}
+            if not problems:
+                return _json_response(200, body)
+            self.stats.reject(p.reason for p in problems)
+            return _json_response(
+                400,
+                {
+                    "reason": "invalid_items",
+                    "message": (
+                        f"{len(problems)} sends rejected; the other {len(stored)} are stored"
+                    ),
+                    "stored": stored,
+                    "rejected": [p.to_wire() for p in problems],
+                    **body,
+                },
+            )
+
+        if not sends:
+            return then(WriteResult())
+        return _Write("registrations", name, partial(self.store.register_then, sends), then)
 
     def _details(self, request: Request, _account: str | None) -> Response:
         """``GET /api/v1/send-details`` answered from the store, as the simulator does."""
@@ -305,25 +367,22 @@ class Receiver:
                 self.stats.folded["report"] += 1
         return replace(report, template_id=template, account=account)
 
-    def _write(self, operation: str, account: str, write: Callable[[], WriteResult]) -> WriteResult:
-        """One store write, timed; counted as a store error when it fails."""
-        started = time.perf_counter()
-        try:
-            result = write()
-        except StoreUnavailable:
-            self.stats.write(operation, time.perf_counter() - started, failed=True)
-            raise
-        self.stats.write(operation, time.perf_counter() - started, failed=False)
-        kind = "report" if operation == "reports" else "registration"
-        with self.stats.lock:
-            self.stats.last_push[(account, kind)] = self._clock()
-        return result
-
-    def _store_reports(self, kind: str, reports: list[StatusReport], account: str) -> WriteResult:
+    def _reports_write(
+        self, reports: list[StatusReport], account: str, then: Callable[[WriteResult], Response]
+    ) -> _Write:
         attributed = [self._attribute(r, account) for r in reports]
-        result = self._write("reports", account, lambda: self.store.add_reports(attributed))
+        return _Write("reports", account, partial(self.store.add_reports_then, attributed), then)
+
+    def _wrote(self, write: _Write, seconds: float, failure: StoreUnavailable | None) -> None:
+        """Time a store write, count it as a store error when it failed."""
+        self.stats.write(write.operation, seconds, failed=failure is not None)
+        if failure is None:
+            kind = "report" if write.operation == "reports" else "registration"
+            with self.stats.lock:
+                self.stats.last_push[(write.account, kind)] = self._clock()
+
+    def _count_reports(self, kind: str, result: WriteResult) -> None:
         with self.stats.lock:
             self.stats.reports[kind] += result.stored
             self.stats.duplicates["report"] += result.duplicates
             self.stats.unattributed += result.unattributed
-        return result

@@ -1,17 +1,22 @@
 """What route handlers see and answer: requests, responses, the router and basic auth.
 
-Routes are plain functions ``Request -> Response`` and may block (a push waits for its
-commit): the server runs them in worker threads. A route can also have a *fast* part
-that answers on the server's event loop without blocking (the cached exposition, the
-health checks), or returns None to leave the request to the route.
+Routes are plain functions ``Request -> Response`` and may block: the server runs them
+in worker threads. A route can also have a *fast* part that answers on the server's
+event loop without blocking (the cached exposition, the health checks), or returns None
+to leave the request to the route. A *deferred* route starts on the event loop without
+blocking and answers later, from any thread, through the ``Reply`` it is given: a push
+hands its reports to the group commit and is answered by the commit's thread, so no
+thread waits for the disk on its behalf.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import NamedTuple, Protocol
 
 import structlog
@@ -52,15 +57,21 @@ def text(status: int, message: str) -> Response:
 
 Route = Callable[[Request], Response]
 FastRoute = Callable[[Request], Response | None]
+Reply = Callable[[Response], None]
+"""Answers a deferred request; called exactly once, from any thread."""
+DeferredRoute = Callable[[Request, Reply], None]
+"""Starts a request on the event loop without blocking; it answers through the Reply."""
 
 
 class Resolved(NamedTuple):
-    """Where a request goes: an answer now (404, 405, a fast route's) or a route to run."""
+    """Where a request goes: an answer now (404, 405, a fast route's), a route to run in
+    a worker thread, or a deferred route to start on the loop."""
 
     answer: Response | None
     route: Route | None
     reason: str = ""
     """Why the router itself refused (``not_found``, ``method_not_allowed``), if it did."""
+    deferred: DeferredRoute | None = None
 
 
 class Router:
@@ -68,6 +79,7 @@ class Router:
 
     def __init__(self) -> None:
         self._routes: dict[str, dict[str, tuple[Route, FastRoute | None]]] = {}
+        self._deferred: dict[tuple[str, str], DeferredRoute] = {}
 
     def add(
         self,
@@ -87,8 +99,20 @@ class Router:
             if method == "GET":
                 self._routes[path]["HEAD"] = (route, fast)
 
+    def add_deferred(
+        self, path: str, start: DeferredRoute, methods: tuple[str, ...] = ("POST",)
+    ) -> None:
+        """Serve ``start`` at ``path``: it runs on the event loop, must never block, and
+        answers through the Reply it is given (from any thread)."""
+        for method in methods:
+            self._deferred[(path, method)] = start
+            self.add(path, blocking(start), (method,))
+
     def resolve(self, request: Request) -> Resolved:
         """The answer if it is known without blocking, else the route that will give it."""
+        deferred = self._deferred.get((request.path, request.method))
+        if deferred is not None:
+            return Resolved(None, None, "", deferred)
         routes = self._routes.get(request.path)
         if routes is None:
             return Resolved(text(404, "not found"), None, "not_found")
@@ -108,10 +132,31 @@ class Router:
     def answer(self, request: Request) -> tuple[Response, str]:
         """Like :meth:`dispatch` (blocking), with the router's refusal reason, if any."""
         resolved = self.resolve(request)
+        if resolved.deferred is not None:
+            return call_route(partial(_wait_for_reply, resolved.deferred), request)
         if resolved.route is None:
             assert resolved.answer is not None
             return resolved.answer, resolved.reason
         return call_route(resolved.route, request)
+
+
+def blocking(start: DeferredRoute) -> Route:
+    """A deferred route as a blocking one: it waits in its worker thread for the reply."""
+    return partial(_wait_for_reply, start)
+
+
+def _wait_for_reply(start: DeferredRoute, request: Request) -> Response:
+    """A deferred route run as a blocking one (in a worker thread, or by ``dispatch``)."""
+    answered = threading.Event()
+    answers: list[Response] = []
+
+    def reply(response: Response) -> None:
+        answers.append(response)
+        answered.set()
+
+    start(request, reply)
+    answered.wait()
+    return answers[0]
 
 
 def call_route(route: Route, request: Request) -> tuple[Response, str]:

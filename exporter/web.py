@@ -32,7 +32,18 @@ from collections.abc import Collection
 from exporter.connection import MAX_BODY_BYTES
 from exporter.exposition import ExpositionCache, accepts_gzip
 from exporter.listener import REALM, Access, Listener, ServerLimits
-from exporter.routing import Authenticator, Request, Response, Route, Router, authorized, text
+from exporter.routing import (
+    Authenticator,
+    DeferredRoute,
+    Reply,
+    Request,
+    Response,
+    Route,
+    Router,
+    authorized,
+    blocking,
+    text,
+)
 from exporter.webstats import HttpStats
 
 __all__ = [
@@ -40,7 +51,9 @@ __all__ = [
     "MAX_BODY_BYTES",
     "REALM",
     "Authenticator",
+    "DeferredRoute",
     "ExpositionCache",
+    "Reply",
     "Request",
     "Response",
     "Route",
@@ -49,6 +62,7 @@ __all__ = [
     "WebServer",
     "accepts_gzip",
     "authorized",
+    "blocking",
     "parse_listen_address",
     "text",
 ]

@@ -25,7 +25,7 @@ from exporter.config import (
 )
 from exporter.errors import ConfigError
 from exporter.pushauth import is_loopback, unsigned_exposure
-from exporter.pushstore import PushStore, StatusReport, WriteResult
+from exporter.pushstore import PushStore, StatusReport, WriteDone
 from exporter.signing import Credentials
 from exporter.timestamps import parse_rfc3339
 from exporter.webconfig import WebConfig
@@ -246,7 +246,7 @@ def test_a_reload_that_drops_the_last_user_of_unsigned_pushes_is_rejected(tmp_pa
 class _BrokenStore(PushStore):
     """A store with a bug in its write path: the receiver must answer, count and log it."""
 
-    def add_reports(self, reports: Sequence[StatusReport]) -> WriteResult:
+    def add_reports_then(self, reports: Sequence[StatusReport], then: WriteDone) -> None:
         raise RuntimeError("a bug")
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 from exporter.pushtemplates import OTHER_TEMPLATE, REFRESH_SECONDS, TemplateLimit
 
 
@@ -33,5 +36,35 @@ def test_the_stores_templates_count_and_leave_with_the_retention():
     stored.remove("a")  # pruned with its messages
     assert limit.admit("c") == OTHER_TEMPLATE  # read again at most once a minute
     clock.now += REFRESH_SECONDS
-    assert limit.admit("c") == "c"
+    # The due read runs on a thread of its own (admit never waits for the store): this
+    # report is folded, and a later one finds a's place free.
+    assert limit.admit("c") == OTHER_TEMPLATE
+    deadline = time.monotonic() + 30
+    while limit.admit("c") != "c":
+        assert time.monotonic() < deadline, "the store was never read again"
+        time.sleep(0.01)
     assert limit.admit("d") == OTHER_TEMPLATE
+
+
+def test_admitting_never_waits_for_a_slow_store():
+    stored = ["a", "b"]
+    release = threading.Event()
+    reads = []
+
+    def slow_read() -> list[str]:
+        reads.append(1)
+        if len(reads) > 1:  # the start-up read is quick; the refresh hangs
+            release.wait()
+        return list(stored)
+
+    clock = Clock()
+    limit = TemplateLimit(2, slow_read, clock=clock)
+    clock.now += REFRESH_SECONDS
+    assert [limit.admit(t) for t in ("c", "c", "a")] == [OTHER_TEMPLATE, OTHER_TEMPLATE, "a"]
+    deadline = time.monotonic() + 30
+    while len(reads) < 2:  # the refresh started, and hangs
+        assert time.monotonic() < deadline, "the due refresh never started"
+        time.sleep(0.01)
+    assert limit.admit("c") == OTHER_TEMPLATE
+    assert len(reads) == 2  # one refresh at a time
+    release.set()

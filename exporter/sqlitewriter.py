@@ -1,0 +1,198 @@
+"""One group commit in SQLite: read the touched messages, merge, write back, commit.
+
+The store's writer thread owns one connection. A transaction reads the messages and
+segments its group touches (two statements, the ids passed as one JSON array), hands
+them to :func:`~exporter.pushmerge.merge_writes`, the rules both stores share, and
+writes what changed with one ``executemany`` per kind. A group of 50 single reports is
+then six statements, not three per report.
+
+The writer never checkpoints (``wal_autocheckpoint=0``). In WAL mode with
+``synchronous=NORMAL`` a commit only appends to the WAL; the checkpoint that copies the
+WAL into the database is what waits for the disk (it syncs both files), and on the
+writer thread it held every acknowledgement queued behind it for that long. The
+:class:`Checkpointer` runs it on a thread and connection of its own instead, every
+second while writes come in; a passive checkpoint never blocks the writer.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Collection, Sequence
+
+import structlog
+
+from exporter.pushmerge import (
+    ROW_COLUMNS,
+    SEGMENT_COLUMNS,
+    Merged,
+    MessageRow,
+    TemplateNotes,
+    WriteBatch,
+    merge_writes,
+    message_row,
+    segment_entry,
+    touched_ids,
+)
+
+log = structlog.get_logger("msgsms_exporter.pushstore")
+
+CHECKPOINT_SECONDS = 1.0
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+"""Bytes the WAL file is cut back to when it restarts (it is reused, not regrown)."""
+
+_PLACEHOLDERS = ", ".join("?" * len(ROW_COLUMNS.split(",")))
+_INSERT_MESSAGE = f"INSERT INTO messages ({ROW_COLUMNS}) VALUES ({_PLACEHOLDERS})"  # noqa: S608
+_UPDATE_MESSAGE = (
+    "UPDATE messages SET account = ?, template_id = ?, registered = ?, send_ms = ?,"
+    " mobile = ?, mobile_hash = ?, segments = ?, result = ?, status_code = ?,"
+    " status_desc = ?, receive_ms = ? WHERE message_id = ?"
+)
+# merge_writes decided which segment reports are new or replace a non-final one.
+_UPSERT_SEGMENT = (
+    "INSERT INTO segments (message_id, sequence, total, status, status_desc, update_ms,"
+    " received_ms, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id, sequence)"
+    " DO UPDATE SET total = excluded.total, status = excluded.status,"
+    " status_desc = excluded.status_desc, update_ms = excluded.update_ms,"
+    " received_ms = excluded.received_ms, source = excluded.source"
+)
+_NOTE_TEMPLATE = (
+    "INSERT INTO templates (account, template_id, last_seen_ms) VALUES (?, ?, ?)"
+    " ON CONFLICT (account, template_id)"
+    " DO UPDATE SET last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)"
+)
+_TOUCHED = "IN (SELECT value FROM json_each(?))"
+
+
+class SqliteWriter:
+    """The writer thread's connection and its read-merge-write transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+        self._conn = conn
+        self._notes = TemplateNotes()
+
+    def write(self, batches: Sequence[WriteBatch], now_ms: int) -> Merged:
+        """Commit the batches in one transaction; sqlite3.Error (rolled back) otherwise."""
+        conn = self._conn
+        ids = json.dumps(touched_ids(batches))
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            rows = {
+                r[0]: message_row(r)
+                for r in conn.execute(
+                    f"SELECT {ROW_COLUMNS} FROM messages WHERE message_id {_TOUCHED}",  # noqa: S608
+                    (ids,),
+                )
+            }
+            segments = dict(
+                segment_entry(r)
+                for r in conn.execute(
+                    f"SELECT {SEGMENT_COLUMNS} FROM segments WHERE message_id {_TOUCHED}",  # noqa: S608
+                    (ids,),
+                )
+            )
+            merged = merge_writes(batches, rows, segments, now_ms)
+            fresh = self._notes.due(merged.templates, now_ms)
+            self._write_merged(merged, rows.keys(), fresh, now_ms)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._notes.written(fresh, now_ms)
+        return merged
+
+    def _write_merged(
+        self,
+        merged: Merged,
+        existing: Collection[str],
+        templates: list[tuple[str, str]],
+        now_ms: int,
+    ) -> None:
+        conn = self._conn
+        new: list[MessageRow] = []
+        changed: list[MessageRow] = []
+        for row in merged.rows.values():
+            (changed if row.message_id in existing else new).append(row)
+        if new:
+            conn.executemany(_INSERT_MESSAGE, [(r.message_id, *_values(r)) for r in new])
+        if changed:
+            conn.executemany(_UPDATE_MESSAGE, [(*_values(r), r.message_id) for r in changed])
+        if merged.segments:
+            conn.executemany(
+                _UPSERT_SEGMENT,
+                [
+                    (
+                        s.message_id,
+                        s.segment.sequence,
+                        s.segment.total,
+                        s.segment.status,
+                        s.segment.status_desc,
+                        s.segment.update_ms,
+                        s.received_ms,
+                        s.source,
+                    )
+                    for s in merged.segments.values()
+                ],
+            )
+        if templates:
+            conn.executemany(_NOTE_TEMPLATE, [(a, t, now_ms) for a, t in templates])
+
+
+def _values(row: MessageRow) -> tuple[object, ...]:
+    """A message's columns after its id, in ``ROW_COLUMNS`` order."""
+    outcome = row.outcome
+    return (
+        row.account,
+        row.template_id,
+        int(row.registered),
+        row.send_ms,
+        row.mobile,
+        row.mobile_hash,
+        row.segments,
+        outcome.result.value,
+        outcome.status_code,
+        outcome.status_desc,
+        outcome.receive_ms,
+    )
+
+
+class Checkpointer:
+    """Copies the WAL into the database on its own thread and connection."""
+
+    def __init__(self, path: str, synchronous: str, every: float = CHECKPOINT_SECONDS) -> None:
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        self._every = every
+        self._stop = threading.Event()
+        self._written = False
+        self.failures = 0
+        self._thread = threading.Thread(target=self._loop, name="push-store-wal", daemon=True)
+        self._thread.start()
+
+    def wrote(self) -> None:
+        """Note that a transaction committed (the next round checkpoints)."""
+        self._written = True
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._every):
+            if self._written:
+                self._written = False
+                self._checkpoint("PASSIVE")
+
+    def _checkpoint(self, mode: str) -> None:
+        try:
+            self._conn.execute(f"PRAGMA wal_checkpoint({mode})")
+        except sqlite3.Error as exc:  # the WAL keeps the data; the next round tries again
+            self.failures += 1
+            log.warning("push store checkpoint failed", error=str(exc))
+
+    def close(self) -> None:
+        """Stop, then copy the whole WAL into the database and empty it."""
+        self._stop.set()
+        self._thread.join()
+        self._checkpoint("TRUNCATE")
+        self._conn.close()
