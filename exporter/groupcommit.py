@@ -24,18 +24,10 @@ MAX_BATCH_JOBS = 256
 
 
 class Job(Protocol):
-    """What the committer needs of a job: a completion event or callback, an error, a
-    prune flag."""
+    """What the committer needs of a job: a completion callback, an error, a prune flag."""
 
-    @property
-    def done(self) -> threading.Event:
-        """Set once the job is committed or failed."""
-        ...
-
-    @property
-    def then(self) -> Callable[[], None] | None:
-        """Called on the writer thread once the job is committed or failed, if set."""
-        ...
+    then: Callable[[], None] | None
+    """Called on the writer thread once the job is committed or failed, if set."""
 
     error: BaseException | None
     prune: bool
@@ -70,8 +62,10 @@ class GroupCommitter(Generic[J]):
 
     def submit(self, job: J) -> None:
         """Queue ``job`` and wait for its commit; StoreUnavailable when it failed."""
+        done = threading.Event()
+        job.then = done.set
         self.enqueue(job)
-        job.done.wait()
+        done.wait()
         failure = failure_of(job)
         if failure is not None:
             raise failure
@@ -137,9 +131,8 @@ class GroupCommitter(Generic[J]):
 
 
 def _release(job: Job) -> None:
-    """Wake the job's waiter, or call its callback (a callback's bug must not stop the
-    writer: it is logged and the other jobs are released)."""
-    job.done.set()
+    """Call the job's callback (a callback's bug must not stop the writer: it is logged
+    and the other jobs are released)."""
     if job.then is not None:
         try:
             job.then()

@@ -131,9 +131,9 @@ class WriteJob:
 
     reports: Sequence[StatusReport] = ()
     sends: Sequence[SendRegistration] = ()
-    done: threading.Event = field(default_factory=threading.Event)
     then: Callable[[], None] | None = None
-    """Called on the writer thread once committed or failed (instead of waiting)."""
+    """Called on the writer thread once committed or failed (``submit`` sets it to wake
+    its waiting caller)."""
     result: WriteResult = field(default_factory=WriteResult)
     error: BaseException | None = None
     prune: bool = False

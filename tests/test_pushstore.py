@@ -3,7 +3,10 @@ idempotent durable writes, long SMS, attribution, retention, the details contrac
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import replace
@@ -330,3 +333,60 @@ def test_concurrent_unstorable_items_cost_no_other_request_its_reports(store: Re
     assert failures == []
     assert store.message_count() == 12 * 20 * 5
     assert rejected == [5] * (4 * 20)
+
+
+def test_writes_handed_over_without_waiting_are_told_their_result(store: ReportStore):
+    told: list[tuple[object, object]] = []
+    done = threading.Event()
+
+    def then(result: object, failure: object) -> None:
+        told.append((result, failure))
+        if len(told) == 3:
+            done.set()
+
+    store.register_then([SendRegistration("m1", "t", T0)], then)
+    store.add_reports_then([StatusReport("m1", "DELIVRD", update_time=T0 + 5)], then)
+    store.add_reports_then([StatusReport("m1", "DELIVRD", update_time=T0 + 5)], then)
+    assert done.wait(30)
+    assert [(r.stored, r.duplicates, f) for r, f in told] == [
+        (1, 0, None),
+        (1, 0, None),
+        (0, 1, None),
+    ]  # type: ignore[attr-defined]
+    assert [r.send_result for r in _all(store)] == [SendResult.SUCCESS]
+
+
+def test_a_write_handed_over_after_close_is_refused_at_once(open_store: Opener):
+    store = open_store()
+    store.close()
+    with pytest.raises(StoreUnavailable):
+        store.add_reports_then([StatusReport("m", "DELIVRD")], lambda *_: None)
+
+
+def test_the_wal_is_copied_into_the_database_off_the_writer_and_emptied_at_close(
+    tmp_path: Path, clock: Clock
+):
+    path = tmp_path / "push.db"
+    store = PushStore(path, clock=clock)
+    store.add_reports([StatusReport(f"m{i}", "DELIVRD", template_id="t") for i in range(200)])
+    # The commit only appended to the WAL; the checkpointer (about every second, on its
+    # own thread) copies it into the database file itself.
+    deadline = time.monotonic() + 30
+    while _in_database_file(path, tmp_path / "copy.db") != 200:
+        assert time.monotonic() < deadline, "the WAL was never checkpointed"
+        time.sleep(0.05)
+    store.close()
+    wal = tmp_path / "push.db-wal"
+    assert not wal.exists() or wal.stat().st_size == 0
+
+
+def _in_database_file(path: Path, copy: Path) -> int:
+    """Messages in the database file alone (a copy without its WAL)."""
+    shutil.copyfile(path, copy)
+    with closing(sqlite3.connect(copy)) as conn:
+        found = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'messages'")
+        if found.fetchone() == (0,):
+            return 0
+        (count,) = conn.execute("SELECT count(*) FROM messages").fetchone()
+    copy.unlink()
+    return int(count)

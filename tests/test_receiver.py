@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import socket
+import sqlite3
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.config import ReceiverConfig, parse_config
 from exporter.errors import ConfigError
+from exporter.listener import WORKER_THREADS
 from exporter.pushparse import parse_single, template_from_extend
 from exporter.pushstore import PushStore
 from exporter.receiver import Receiver
@@ -597,3 +601,43 @@ def test_config_rejects_an_account_path_that_becomes_an_exporter_route():
     assert info.value.problems == [
         "receiver.paths.sends: /metrics is one of the exporter's own paths"
     ]
+
+
+def test_pushes_waiting_for_a_slow_disk_hold_no_thread_each_and_are_all_answered(
+    store: PushStore,
+):
+    _, router = _receiver(store)
+    router.add("/-/healthy", lambda _r: Response(200, b"OK\n"))
+    # Another connection holds the database's write lock: the group commit waits for it,
+    # as it would for a disk that stalls.
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    waiting = WORKER_THREADS + 100
+    with _serve(router) as url, closing(blocker):
+        host, port = httpx.URL(url).host, httpx.URL(url).port
+        assert port is not None
+        clients = []
+        try:
+            for i in range(waiting):
+                body = f"smsMsgId=slow-{i}&status=DELIVRD".encode()
+                client = socket.create_connection((host, port), timeout=60)
+                client.sendall(
+                    b"POST /push/status-report HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/x-www-form-urlencoded\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                clients.append(client)
+            assert httpx.get(f"{url}/-/healthy", timeout=30).status_code == 200
+            threads = threading.active_count()
+        finally:
+            blocker.execute("COMMIT")
+        answers = [_status_line(c) for c in clients]
+    assert threads < WORKER_THREADS, f"{threads} threads for {waiting} waiting pushes"
+    assert answers == [b"HTTP/1.1 200 OK"] * waiting
+    assert store.message_count() == waiting
+
+
+def _status_line(client: socket.socket) -> bytes:
+    with closing(client), client.makefile("rb") as answer:
+        return answer.readline().rstrip()
