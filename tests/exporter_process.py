@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from health import wait_healthy
 
 SINGLE_PATH = "/push/status-report"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -93,16 +94,10 @@ def push_exporter(
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
     exporter = ExporterProcess(proc, f"http://127.0.0.1:{port}", port, store, stderr)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{exporter.url}/-/healthy", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"exporter did not start: {exporter.log()[-2000:]}")
-            time.sleep(0.05)
+        try:
+            wait_healthy(exporter.url, alive=lambda: proc.poll() is None, what="exporter")
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}: {exporter.log()[-2000:]}") from None
         yield exporter
     finally:
         if proc.poll() is None:

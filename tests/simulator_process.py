@@ -12,11 +12,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import httpx
+from health import wait_healthy
 
 READY_PREFIX = "msgsms-simulator listening on "
 
@@ -53,16 +52,7 @@ def simulator_process(
             errors.seek(0)
             raise RuntimeError(f"simulator did not start: {line!r} {errors.read()[-2000:]}")
         url = line[len(READY_PREFIX) :].strip()
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            try:
-                if httpx.get(f"{url}/-/healthy", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("simulator never became healthy")
-            time.sleep(0.05)
+        wait_healthy(url, what="simulator", timeout=startup_timeout)
         yield url
     finally:
         if proc.poll() is None:

@@ -113,15 +113,16 @@ accounts:
 
 def _wait_for(url: str, needle: str) -> str:
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            text = httpx.get(url, timeout=2).text
-            if needle in text:
-                return text
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"{needle} never appeared"
-        time.sleep(0.1)
+    with httpx.Client(timeout=2) as http:  # one SSL context, not one a try
+        while True:
+            try:
+                text = http.get(url).text
+                if needle in text:
+                    return text
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"{needle} never appeared"
+            time.sleep(0.1)
 
 
 def test_help_lists_the_details_subcommand() -> None:

@@ -16,6 +16,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 import httpx
+from health import wait_healthy
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -61,16 +62,10 @@ def _exporter(config: Path, port: int, log: Path) -> Iterator[subprocess.Popen[b
             stderr=errors,
         )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/-/healthy", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "exporter did not start"
-            time.sleep(0.05)
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}", alive=lambda: proc.poll() is None)
+        except RuntimeError as exc:
+            raise AssertionError(f"exporter did not start: {log.read_text()}") from exc
         yield proc
     finally:
         if proc.poll() is None:

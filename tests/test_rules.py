@@ -11,7 +11,7 @@ from promtool import (
     PROMETHEUS_EXAMPLE,
     RULES,
     RULES_DIR,
-    RULES_TEST,
+    RULES_TESTS,
     alerting_rules,
     exposition_metric_names,
     load_rule_groups,
@@ -35,9 +35,13 @@ def test_promtool_check_rules_accepts_the_rules() -> None:
 
 
 def test_promtool_unit_tests_pass() -> None:
-    result = run_promtool("test", "rules", RULES_TEST.name, cwd=RULES_DIR)
+    assert [path.name for path in RULES_TESTS] == [
+        "msgsms-rules-daily.test.yml",
+        "msgsms-rules.test.yml",
+    ]
+    result = run_promtool("test", "rules", *(path.name for path in RULES_TESTS), cwd=RULES_DIR)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS" in result.stdout
+    assert result.stdout.count("SUCCESS") == len(RULES_TESTS)
 
 
 def test_promtool_check_config_accepts_the_example_config() -> None:
@@ -103,18 +107,23 @@ def test_every_runbook_anchor_exists_in_the_alerts_doc() -> None:
 
 
 def test_every_alert_has_a_unit_test() -> None:
-    tested = set(re.findall(r"alertname:\s*(\w+)", RULES_TEST.read_text()))
+    text = "\n".join(path.read_text() for path in RULES_TESTS)
+    tested = set(re.findall(r"alertname:\s*(\w+)", text))
     assert sorted(set(ALERT_NAMES) - tested) == []
 
 
 def test_every_alert_is_unit_tested_firing_and_quiet() -> None:
-    text = RULES_TEST.read_text()
+    texts = [path.read_text() for path in RULES_TESTS]
     for name in ALERT_NAMES:
-        blocks = re.findall(
-            rf"- alertname: {name}\n\s+eval_time: \S+\n\s+exp_alerts:(.*?)(?=\n\s+- alertname:|\n  - name:|\Z)",
-            text,
-            re.DOTALL,
-        )
+        blocks = [
+            block
+            for text in texts
+            for block in re.findall(
+                rf"- alertname: {name}\n\s+eval_time: \S+\n\s+exp_alerts:(.*?)(?=\n\s+- alertname:|\n  - name:|\Z)",
+                text,
+                re.DOTALL,
+            )
+        ]
         quiet = [block for block in blocks if block.strip().startswith("[]")]
         firing = [block for block in blocks if "exp_labels" in block]
         assert quiet, f"{name}: no test that it stays quiet"

@@ -13,9 +13,10 @@ from exporter_process import SINGLE_PATH, ExporterProcess, push_exporter, single
 
 def _wait_for_ready(exporter: ExporterProcess, status: int) -> None:
     deadline = time.monotonic() + 60  # a hang guard, not a performance bound
-    while httpx.get(f"{exporter.url}/-/ready", timeout=10).status_code != status:
-        assert time.monotonic() < deadline, f"/-/ready never answered {status}"
-        time.sleep(0.05)
+    with httpx.Client(timeout=10) as http:  # one SSL context, not one a try
+        while http.get(f"{exporter.url}/-/ready").status_code != status:
+            assert time.monotonic() < deadline, f"/-/ready never answered {status}"
+            time.sleep(0.05)
 
 
 def _listener_closed(port: int) -> bool:

@@ -7,6 +7,7 @@ one; the project's own wheel is always built from the checkout.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -33,8 +34,19 @@ def _pip_wheel(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def build_wheels(source: Path, wheels: Path) -> None:
-    """`pip wheel source` into `wheels` from the cache alone, filling the cache if it must."""
+    """`pip wheel source` into `wheels` from the cache alone, filling the cache if it must.
+
+    One process at a time (a lock file beside the cache): tests running in parallel
+    never read a wheel another is still writing.
+    """
     cache = wheel_cache()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with (cache.parent / "wheels.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _build_wheels(source, wheels, cache)
+
+
+def _build_wheels(source: Path, wheels: Path, cache: Path) -> None:
     offline = ("--no-index", f"--find-links={cache}", "--wheel-dir", str(wheels), str(source))
     if _pip_wheel(*offline).returncode == 0:
         return
