@@ -258,7 +258,7 @@ def test_no_query_spans_more_than_the_console_allows_nor_reaches_back_too_far() 
 def test_resolved_messages_of_one_template_are_read_a_full_page_at_a_time() -> None:
     # Half a minute of the busy template reports 150 s late: some 1,800 messages pending
     # at their first read resolve together, 60 in each whole second of send time.
-    source = StoreSource(DENSE, history=900.0)
+    source = StoreSource(DENSE, history=120.0)
     config = _config(settle_delay=0.0, windows=(900.0,))
     engine = _engine(config)
     engine.poll(source, source.template_ids, source.now)
@@ -266,7 +266,7 @@ def test_resolved_messages_of_one_template_are_read_a_full_page_at_a_time() -> N
         {"template_id": "TPL_BUSY", "carrier_delay_seconds": 150, "duration_seconds": 30}
     )
     burst: tuple[int, int] | None = None
-    for _ in range(6):
+    for _ in range(4):
         source.advance(60)
         outcome = engine.poll(source, source.template_ids, source.now)
         _assert_equals_truth(engine, source, config)
