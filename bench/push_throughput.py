@@ -130,6 +130,56 @@ def _request(mode: str, mid: str) -> tuple[str, bytes, dict[str, str]]:
     return "/push/status-reports", body_json, {"Content-Type": "application/json"}
 
 
+class _Client:
+    """A lean keep-alive HTTP/1.1 client: one socket, requests pre-encoded, only the
+    status line and Content-Length read back. The load generator shares this machine's
+    cores with the exporter; ``http.client`` (headers parsed by the email package) cost
+    the generator more CPU per post than the server spent answering it."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._sock: socket.socket | None = None
+        self._buffer = b""
+
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+        """The answer's status code; OSError when the connection failed."""
+        if self._sock is None:
+            self._sock = socket.create_connection(("127.0.0.1", self._port), timeout=10)
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._buffer = b""
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self._sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: bench\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        while b"\r\n\r\n" not in self._buffer:
+            self._receive()
+        head_bytes, _, self._buffer = self._buffer.partition(b"\r\n\r\n")
+        lines = head_bytes.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(self._buffer) < length:
+            self._receive()
+        self._buffer = self._buffer[length:]
+        return status
+
+    def _receive(self) -> None:
+        assert self._sock is not None
+        chunk = self._sock.recv(65536)
+        if not chunk:
+            raise ConnectionResetError("the server closed the connection")
+        self._buffer += chunk
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
 def _worker(
     port: int,
     mode: str,
@@ -159,11 +209,10 @@ def _worker(
     def loop(thread: int) -> None:
         nonlocal errors
         path, body, headers = _request(mode, f"warmup-{mode}-{worker}-{thread}")
+        conn = _Client(port)
         for _attempt in range(50):  # many connects at once can overflow the accept backlog
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             try:
-                conn.request("POST", path, body=body, headers=headers)
-                conn.getresponse().read()
+                conn.post(path, body, headers)
                 break
             except OSError:
                 conn.close()
@@ -189,13 +238,9 @@ def _worker(
             mid = f"{mode}-{worker}-{thread}-{n}"
             path, body, headers = _request(mode, mid)
             try:
-                conn.request("POST", path, body=body, headers=headers)
-                response = conn.getresponse()
-                response.read()
-                status = response.status
-            except OSError:
+                status = conn.post(path, body, headers)
+            except (OSError, ValueError):
                 conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
                 status = 0
             mine.append(time.perf_counter() - scheduled)
             if status != 200:
