@@ -133,9 +133,12 @@ class GroupCommitter(Generic[J]):
 def _release(job: Job) -> None:
     """Call the job's callback (a callback's bug must not stop the writer: it is logged
     and the other jobs are released)."""
-    if job.then is not None:
+    # Dropped once called: a callback usually holds its job (to read the result), and
+    # that cycle would leave every request's objects to the cyclic garbage collector.
+    then, job.then = job.then, None
+    if then is not None:
         try:
-            job.then()
+            then()
         except Exception:
             log.exception("push store callback failed")
 
