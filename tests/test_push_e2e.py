@@ -49,10 +49,10 @@ class Chain:
         return self.sim.store.truth(round(start * 1000), round(end * 1000), now_ms)
 
 
-def _chain(open_store: Opener, **receiver: object) -> Iterator[Chain]:
+def _chain(open_store: Opener, history: float = 3600, **receiver: object) -> Iterator[Chain]:
     scenario = load_scenario().scaled(0.05)
     config = SimulatorConfig(
-        scenario=scenario, manual_clock=True, start_time=START, history_seconds=3600
+        scenario=scenario, manual_clock=True, start_time=START, history_seconds=history
     )
     with start_simulator(config) as sim:
         store = open_store(clock=sim.clock.now)
@@ -72,9 +72,12 @@ def _chain(open_store: Opener, **receiver: object) -> Iterator[Chain]:
 
 
 @pytest.fixture
-def chain(open_store: Opener) -> Iterator[Chain]:
-    """The chain on each store: the same pushes give the same metrics from either."""
-    yield from _chain(open_store)
+def chain(open_store: Opener, request: pytest.FixtureRequest) -> Iterator[Chain]:
+    """The chain on each store: the same pushes give the same metrics from either.
+
+    A test may set the seconds of history (indirect parametrization); an hour unless.
+    """
+    yield from _chain(open_store, history=getattr(request, "param", 3600))
 
 
 @pytest.fixture
@@ -82,7 +85,13 @@ def extend_chain(open_store: Opener) -> Iterator[Chain]:
     yield from _chain(open_store, attribution="extend_pair", attribution_key="tpl")
 
 
-@pytest.mark.parametrize("mode", ["batch", "single"])
+# Single pushes are a request a report: a quarter hour of history is enough for them.
+@pytest.mark.parametrize(
+    ("mode", "chain"),
+    [("batch", 3600), ("single", 900)],
+    indirect=["chain"],
+    ids=["batch", "single"],
+)
 def test_window_fed_only_by_pushes_equals_truth(chain: Chain, mode: str):
     templates = tuple(t.template_id for t in chain.sim.store.scenario.templates)
     account = AccountConfig(
