@@ -37,23 +37,42 @@ J = TypeVar("J", bound=Job)
 
 
 class GroupCommitter(Generic[J]):
-    """Runs ``commit(jobs)`` on one thread for the jobs queued since the last commit."""
+    """Runs ``commit(jobs, lane)`` for the jobs queued since the last commit.
+
+    With one lane (SQLite: one writer at a time) groups are committed one after the
+    other. A database that takes concurrent writers (PostgreSQL) may use more: while one
+    lane's transaction waits for its commit to reach the disk, the next lane gathers and
+    writes the next group on a connection of its own, so a commit's fsync no longer
+    holds every request that arrives meanwhile.
+    """
 
     def __init__(
         self,
-        commit: Callable[[list[J]], None],
+        commit: Callable[[list[J], int], None],
         maintain: Callable[[list[J]], None],
         *,
         name: str,
         max_jobs: int = MAX_BATCH_JOBS,
+        lanes: int = 1,
     ) -> None:
         self._commit = commit
         self._maintain = maintain
         self._max_jobs = max_jobs
         self._jobs: queue.SimpleQueue[J | None] = queue.SimpleQueue()
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
+        self._unfinished = 0
+        self._finished = threading.Condition()
+        self._threads = [
+            threading.Thread(
+                target=self._loop,
+                args=(lane,),
+                name=f"{name}-{lane}" if lane else name,
+                daemon=True,
+            )
+            for lane in range(lanes)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def closed(self) -> bool:
@@ -75,9 +94,16 @@ class GroupCommitter(Generic[J]):
         (then :func:`failure_of` tells which). StoreUnavailable when the store is closed."""
         if self._closed:
             raise StoreUnavailable("the push store is closed")
+        with self._finished:
+            self._unfinished += 1
         self._jobs.put(job)
 
-    def _loop(self) -> None:
+    def settle(self) -> None:
+        """Wait until every queued job is committed and the maintenance after it ran."""
+        with self._finished:
+            self._finished.wait_for(lambda: self._unfinished == 0)
+
+    def _loop(self, lane: int) -> None:
         while True:
             first = self._jobs.get()
             if first is None:
@@ -93,13 +119,13 @@ class GroupCommitter(Generic[J]):
                     stop = True
                     break
                 jobs.append(nxt)
-            self._run(jobs)
+            self._run(jobs, lane)
             if stop:
                 return
 
-    def _run(self, jobs: list[J]) -> None:
+    def _run(self, jobs: list[J], lane: int) -> None:
         try:
-            self._commit(jobs)
+            self._commit(jobs, lane)
         except Exception as exc:  # a store bug must fail the jobs, not hang their callers
             for job in jobs:
                 job.error = job.error or exc
@@ -112,14 +138,19 @@ class GroupCommitter(Generic[J]):
             for job in jobs:
                 if job.prune:
                     _release(job)
+            with self._finished:
+                self._unfinished -= len(jobs)
+                self._finished.notify_all()
 
     def close(self) -> None:
         """Finish queued jobs and stop; a job that raced with close is failed."""
         if self._closed:
             return
         self._closed = True
-        self._jobs.put(None)
-        self._thread.join()
+        for _thread in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join()
         while True:
             try:
                 job = self._jobs.get_nowait()
@@ -128,6 +159,9 @@ class GroupCommitter(Generic[J]):
             if job is not None:
                 job.error = StoreUnavailable("the push store is closed")
                 _release(job)
+                with self._finished:
+                    self._unfinished -= 1
+                    self._finished.notify_all()
 
 
 def _release(job: Job) -> None:

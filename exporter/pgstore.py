@@ -46,6 +46,9 @@ from exporter.stats import RequestStats
 from exporter.templates import SmsTemplate
 
 CONNECT_TIMEOUT = 3.0
+WRITE_LANES = 2
+"""Group commits in flight at once, each on its writer connection: while one waits for
+its fsync the next is written (they lock the messages they touch, as replicas do)."""
 """Seconds a write waits for a connection before it is refused (503)."""
 # A silent network loss fails a statement after 10 s instead of the kernel's 15 minutes.
 _DEFAULTS = {
@@ -107,10 +110,12 @@ class PostgresStore(GroupCommitWrites):
         self._pool.open(wait=False)
         self._schema_ready = False
         self._schema_lock = threading.Lock()
-        self._writer = PgWriter(settings, self._prepare)
+        self._writers = [PgWriter(settings, self._prepare) for _ in range(WRITE_LANES)]
         self._snapshots = threading.local()
         self._prune_due = 0.0
-        self._writes = GroupCommitter(self._commit, self._maintain, name="push-store-pg")
+        self._writes = GroupCommitter(
+            self._commit, self._maintain, name="push-store-pg", lanes=WRITE_LANES
+        )
 
     # -- connections and schema -------------------------------------------------
 
@@ -152,8 +157,8 @@ class PostgresStore(GroupCommitWrites):
     _item_errors = (psycopg.Error,)
     _retry_errors = CONFLICTS
 
-    def _commit_group(self, jobs: list[WriteJob]) -> None:
-        merged = self._writer.write(jobs, round(self._clock() * 1000))
+    def _commit_group(self, jobs: list[WriteJob], lane: int) -> None:
+        merged = self._writers[lane].write(jobs, round(self._clock() * 1000))
         for job, result in zip(jobs, merged.results, strict=True):
             job.result = result
         self.commits += 1
@@ -328,7 +333,8 @@ class PostgresStore(GroupCommitWrites):
         if self._writes.closed:
             return
         self._writes.close()
-        self._writer.close()
+        for writer in self._writers:
+            writer.close()
         self._pool.close()
 
     def __enter__(self) -> PostgresStore:

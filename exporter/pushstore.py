@@ -243,7 +243,7 @@ class GroupCommitWrites:
     _retry_errors: ClassVar[tuple[type[Exception], ...]] = ()
     commits: int
 
-    def _commit_group(self, jobs: list[WriteJob]) -> None:
+    def _commit_group(self, jobs: list[WriteJob], lane: int) -> None:
         raise NotImplementedError
 
     def add_reports(self, reports: Sequence[StatusReport]) -> WriteResult:
@@ -279,29 +279,34 @@ class GroupCommitWrites:
         """Delete what is older than the retention now (the writer also does it every minute)."""
         self._writes.submit(WriteJob(prune=True))
 
+    def settle(self) -> None:
+        """Wait until every queued write is committed and the maintenance after it ran."""
+        self._writes.settle()
+
     def account_view(self: ReportStore, account: str | None) -> AccountView:
         """The store as one push account's ``DetailsSource`` (None: every account)."""
         return AccountView(self, account)
 
-    def _commit(self, jobs: list[WriteJob]) -> None:
-        """The group in one transaction; when its data fails it, each request alone."""
+    def _commit(self, jobs: list[WriteJob], lane: int) -> None:
+        """The group in one transaction (on ``lane``'s connection); when its data fails
+        it, each request alone."""
         writes = [j for j in jobs if not j.prune]
         if not writes:
             return
         try:
-            self._commit_group(writes)
+            self._commit_group(writes, lane)
         except StoreUnavailable as exc:  # the store is gone: every job is refused
             for job in writes:
                 job.error = exc
         except self._data_errors:
             for job in writes:
-                self._commit_alone(job)
+                self._commit_alone(job, lane)
 
-    def _commit_alone(self, job: WriteJob) -> None:
+    def _commit_alone(self, job: WriteJob, lane: int) -> None:
         """One job in its own transaction; if one item's data fails it, each item alone."""
         for _attempt in range(ISOLATION_RETRIES):
             try:
-                self._commit_group([job])
+                self._commit_group([job], lane)
                 return
             except StoreUnavailable as exc:
                 job.error = exc
@@ -325,7 +330,7 @@ class GroupCommitWrites:
                 else WriteJob(reports=[item])
             )
             try:
-                self._commit_group([alone])
+                self._commit_group([alone], lane)
             except StoreUnavailable as exc:
                 job.error = exc
                 return
@@ -421,7 +426,7 @@ class PushStore(GroupCommitWrites):
         """The file is local: the store takes writes until it is closed."""
         return not self._closed
 
-    def _commit_group(self, jobs: list[WriteJob]) -> None:
+    def _commit_group(self, jobs: list[WriteJob], _lane: int) -> None:
         merged = self._sqlite.write(jobs, round(self._clock() * 1000))
         for job, result in zip(jobs, merged.results, strict=True):
             job.result = result
