@@ -342,7 +342,12 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the bare HTTP stack and the ratio to it",
     )
     parser.add_argument("--processes", type=int, default=2, help="load-generator processes")
-    parser.add_argument("--threads", type=int, default=8, help="connections per process")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=32,
+        help="connections per process (a sender pushing many messages at once keeps many open)",
+    )
     parser.add_argument(
         "--single-rate", type=float, default=2000.0, help="offered single posts/s (0: max only)"
     )
