@@ -42,6 +42,7 @@ from exporter.pushstore import (
     record_from_row,
 )
 from exporter.records import DetailsPage, DetailsQuery
+from exporter.snapshotpages import SnapshotPages
 from exporter.stats import RequestStats
 from exporter.templates import SmsTemplate
 
@@ -248,11 +249,11 @@ class PostgresStore(GroupCommitWrites):
             return
         try:
             with self._reading("snapshot", None) as conn:
-                self._snapshots.conn = conn
+                self._snapshots.conn, self._snapshots.pages = conn, SnapshotPages()
                 try:
                     yield None
                 finally:
-                    self._snapshots.conn = None
+                    self._snapshots.conn = self._snapshots.pages = None
         except UpstreamUnavailable:
             raise
         except (StoreUnavailable, psycopg.Error) as exc:  # ending the transaction failed
@@ -281,12 +282,33 @@ class PostgresStore(GroupCommitWrites):
             if value is not None:
                 where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
                 args.append(value)
+        # Within one snapshot, pages go on from the previous page's end (snapshotpages).
+        pages: SnapshotPages | None = getattr(self._snapshots, "pages", None)
+        where_key = (
+            account,
+            query.start_time,
+            query.end_time,
+            query.template_id,
+            query.mobile,
+            query.send_result,
+        )
+        after = None if pages is None else pages.after(where_key, query.offset)
         clause = sql.SQL(" AND ").join(where)
         with self._reading("send_details", self.stats if stats is None else stats) as conn:
-            count = conn.execute(
-                sql.SQL("SELECT count(*) FROM msgsms_messages WHERE {}").format(clause), args
-            )
-            total = _scalar(count)
+            total = None if pages is None else pages.total(where_key)
+            if total is None:
+                count = conn.execute(
+                    sql.SQL("SELECT count(*) FROM msgsms_messages WHERE {}").format(clause), args
+                )
+                total = _scalar(count)
+            if after is None:
+                keys, page_args = sql.SQL("OFFSET %s"), [*args, query.limit, query.offset]
+            else:
+                keys = sql.SQL("")
+                following = sql.SQL("(send_ms, message_id) > (%s, %s)")
+                clause = sql.SQL(" AND ").join([*where, following])
+                # The range's start moves to the key: the index range starts there.
+                page_args = [after[0], *args[1:], *after, query.limit]
             # The page's keys come from the index alone (an index-only scan skips the
             # offset without reading a table row); only the page's rows are read.
             rows = conn.execute(
@@ -294,11 +316,13 @@ class PostgresStore(GroupCommitWrites):
                     "SELECT message_id, template_id, mobile, send_ms, result, status_code,"
                     " status_desc, receive_ms, segments FROM msgsms_messages"
                     " WHERE message_id IN (SELECT message_id FROM msgsms_messages WHERE {}"
-                    " ORDER BY send_ms, message_id LIMIT %s OFFSET %s)"
+                    " ORDER BY send_ms, message_id LIMIT %s {})"
                     " ORDER BY send_ms, message_id"
-                ).format(clause),
-                [*args, query.limit, query.offset],
+                ).format(clause, keys),
+                page_args,
             ).fetchall()
+            if pages is not None:
+                pages.read(where_key, total, query.offset, [(r[3], r[0]) for r in rows])
         return DetailsPage(total=total, records=[record_from_row(row) for row in rows])
 
     def list_templates(

@@ -39,6 +39,7 @@ from exporter.pushitems import WriteResult as WriteResult
 from exporter.pushitems import message_outcome as message_outcome
 from exporter.pushitems import mobile_hash as mobile_hash
 from exporter.records import DetailsPage, DetailsQuery, SendRecord, SendResult
+from exporter.snapshotpages import SnapshotPages
 from exporter.sqlitewriter import Checkpointer, SqliteWriter
 from exporter.stats import RequestStats
 from exporter.templates import SmsTemplate
@@ -495,11 +496,11 @@ class PushStore(GroupCommitWrites):
             conn.execute("BEGIN")
         except sqlite3.Error as exc:
             raise UpstreamUnavailable(f"push store: {exc}") from exc
-        self._snapshots.conn = conn
+        self._snapshots.conn, self._snapshots.pages = conn, SnapshotPages()
         try:
             yield None
         finally:
-            self._snapshots.conn = None
+            self._snapshots.conn = self._snapshots.pages = None
             conn.close()  # ends the read transaction
 
     def query(
@@ -535,9 +536,32 @@ class PushStore(GroupCommitWrites):
         page_sql = f"{_COLUMNS} WHERE {clause} ORDER BY send_ms, message_id LIMIT ? OFFSET ?"
         pinned: sqlite3.Connection | None = getattr(self._snapshots, "conn", None)
         if pinned is not None:
+            pages: SnapshotPages = self._snapshots.pages
+            where_key = (
+                account,
+                query.start_time,
+                query.end_time,
+                query.template_id,
+                query.mobile,
+                query.send_result,
+            )
             with self._reading("send_details", started, stats):
-                (total,) = pinned.execute(count_sql, args).fetchone()
-                rows = pinned.execute(page_sql, [*args, query.limit, query.offset]).fetchall()
+                total = pages.total(where_key)
+                if total is None:
+                    (total,) = pinned.execute(count_sql, args).fetchone()
+                after = pages.after(where_key, query.offset)
+                if after is None:
+                    rows = pinned.execute(page_sql, [*args, query.limit, query.offset]).fetchall()
+                else:  # the previous page of this snapshot ended there: go on from its key
+                    next_sql = (
+                        f"{_COLUMNS} WHERE {clause} AND (send_ms, message_id) > (?, ?)"
+                        " ORDER BY send_ms, message_id LIMIT ?"
+                    )
+                    # From the key on (args[0], the range's start, moves to it): the
+                    # index range starts there, instead of being scanned from the start.
+                    from_key = [after[0], *args[1:], *after, query.limit]
+                    rows = pinned.execute(next_sql, from_key).fetchall()
+                pages.read(where_key, total, query.offset, [(r[3], r[0]) for r in rows])
         else:
             with self._read_lock, self._reading("send_details", started, stats):
                 conn = self._reader

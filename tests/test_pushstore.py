@@ -185,6 +185,26 @@ def test_a_snapshot_reads_every_page_from_one_state_while_writes_land(store: Rep
     assert after.total == 7 and after.records[-1].send_result is SendResult.SUCCESS
 
 
+def test_pages_of_a_snapshot_equal_offset_paging_in_any_order(store: ReportStore):
+    """Inside a snapshot a page continuing the previous one starts after its last key;
+    any other offset, or another filter, is paged by offset: the same records either way."""
+    sends = [SendRegistration(f"m{i:02}", f"tpl{i % 2}", T0 + i // 3) for i in range(12)]
+    store.register(sends)
+    window = DetailsQuery(T0, T0 + 3600, limit=3)
+    expected = [r.message_id for r in store.query(replace(window, limit=100)).records]
+    by_template = [r.message_id for r in _all(store, template_id="tpl1")]
+    with store.snapshot():
+        got = {}
+        for offset in (0, 3, 6, 3, 9, 1, 4):
+            got[offset] = [
+                r.message_id for r in store.query(replace(window, offset=offset)).records
+            ]
+        tpl1 = [store.query(replace(window, template_id="tpl1", offset=o)) for o in (0, 3)]
+    assert all(got[o] == expected[o : o + 3] for o in got), got
+    assert [r.message_id for page in tpl1 for r in page.records] == by_template
+    assert {page.total for page in tpl1} == {6}
+
+
 def test_a_range_read_while_every_page_brings_writes_needs_no_restart(store: ReportStore):
     """The poller's page loop (fetch.read_range) on a store takes one snapshot per range."""
     store.register([SendRegistration(f"m{i:03}", "tplA", T0 + i) for i in range(30)])

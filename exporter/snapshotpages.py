@@ -1,0 +1,50 @@
+"""What the pages read earlier in one store snapshot tell the next ones.
+
+Inside one read snapshot (``ReportStore.snapshot``) nothing a query sees can change, so
+a range read page by page (the contract pages by offset) need not count its range again
+for every page, nor skip ``offset`` rows by index to find where the previous page ended:
+the total of a filter is counted once, and the page at the offset where the previous one
+ended starts right after its last key (send time, message id), the order pages come in.
+The answers are the same as counting and skipping would give; only their cost changes,
+from growing with the offset (a range of n records read in n**2 steps) to not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+PageKey = tuple[int, str]
+"""Where a page ended: (send_ms, message_id) of its last record."""
+
+
+@dataclass(slots=True)
+class _Cursor:
+    total: int
+    offset: int = -1
+    after: PageKey | None = None
+
+
+class SnapshotPages:
+    """Totals and page ends per query filter, for the life of one snapshot."""
+
+    def __init__(self) -> None:
+        self._cursors: dict[Hashable, _Cursor] = {}
+
+    def total(self, where: Hashable) -> int | None:
+        """The filter's total, if a page of this snapshot counted it already."""
+        cursor = self._cursors.get(where)
+        return None if cursor is None else cursor.total
+
+    def after(self, where: Hashable, offset: int) -> PageKey | None:
+        """The key a page at ``offset`` starts after, when the previous page ended there."""
+        cursor = self._cursors.get(where)
+        if cursor is None or cursor.after is None or cursor.offset != offset:
+            return None
+        return cursor.after
+
+    def read(self, where: Hashable, total: int, offset: int, keys: Sequence[PageKey]) -> None:
+        """Note a page: its filter's total, and where the next page starts (offset, key)."""
+        cursor = self._cursors.setdefault(where, _Cursor(total))
+        if keys:
+            cursor.offset, cursor.after = offset + len(keys), keys[-1]
