@@ -365,7 +365,12 @@ class Receiver:
         if template == OTHER_TEMPLATE:
             with self.stats.lock:
                 self.stats.folded["report"] += 1
-        return replace(report, template_id=template, account=account)
+        # Built field by field: dataclasses.replace costs more than the rest of this.
+        r = report
+        return StatusReport(
+            *(r.message_id, r.status, r.sequence, r.total, r.status_desc, r.update_time),
+            *(r.source, r.extend, template, account),
+        )
 
     def _reports_write(
         self, reports: list[StatusReport], account: str, then: Callable[[WriteResult], Response]

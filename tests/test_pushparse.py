@@ -84,6 +84,33 @@ def test_a_lone_surrogate_costs_only_its_own_item():
     assert len(parsed.items) == 49
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        "smsMsgId=m1&status=DELIVRD&statusDesc=a+b%2Bc%3D%26",  # + is a space, %xx decoded
+        "status=DELIVRD&smsMsgId=m%31&extend=x%3Dy&total=",  # any order, blank kept
+        "smsMsgId=m1&status=DELIVRD&statusDesc=1=2;3",  # = and ; inside a value
+        "smsMsgId=m1&status=DELIVRD&&total=1",  # an empty field
+        "smsMsgId=m1&status=DELIVRD&total",  # a field without =
+        "smsMsgId=m1&status=DELIVRD&statusDesc=%FF",  # not UTF-8
+        "smsMsgId=m1&status=DELIVRD&statusDesc=%zz",  # not an escape: kept as it is
+    ],
+)
+def test_form_bodies_decode_as_the_standard_librarys_strict_parser_does(body: str):
+    from urllib.parse import parse_qsl
+
+    try:
+        fields = dict(parse_qsl(body, keep_blank_values=True, strict_parsing=True, errors="strict"))
+        expected: object = report_from_fields(fields, NOW)
+    except (ValueError, UnicodeDecodeError):
+        expected = "bad_encoding"
+    try:
+        got: object = parse_single(body.encode(), NOW)
+    except PushRejected as exc:
+        got = exc.reason
+    assert got == expected
+
+
 def test_form_values_decode_strictly():
     with pytest.raises(PushRejected) as info:
         parse_single(b"smsMsgId=m1&status=DELIVRD&statusDesc=%ED%A0%80", NOW)
