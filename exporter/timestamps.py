@@ -23,6 +23,9 @@ def parse_rfc3339(text: str) -> float:
     match = _RFC3339.match(text)
     if match is None:
         raise ValueError(f"not an RFC 3339 timestamp: {text[:40]!r}")
+    if len(text) == 20 and text[19] == "Z" and text[10] == "T":
+        # Huawei's form, 2026-11-26T10:00:00Z: reports of one second share a parse.
+        return float(_second(text[:19]))
     if len(text) == 24 and text[23] == "Z" and text[19] == ".":
         # The contract's own form, 2026-11-26T10:00:00.250Z: one parse per second of text.
         return (_second(text[:19]) * 1000 + int(text[20:23])) / 1000
