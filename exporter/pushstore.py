@@ -435,7 +435,10 @@ class PushStore(GroupCommitWrites):
         self._checkpoints.wrote()
 
     def _maintain(self, jobs: list[WriteJob]) -> None:
-        """Prune every minute, or when asked; after the group's answers are released."""
+        """Prune every minute, or when asked; after the group's answers are released.
+        Empty a WAL the checkpointer could not catch up with."""
+        if self._checkpoints.behind:
+            self._checkpoints.restart(self._writer)
         now = self._clock()
         if any(j.prune for j in jobs) or now - self._pruned_at >= PRUNE_EVERY_SECONDS:
             self._pruned_at = now

@@ -11,7 +11,9 @@ The writer never checkpoints (``wal_autocheckpoint=0``). In WAL mode with
 WAL into the database is what waits for the disk (it syncs both files), and on the
 writer thread it held every acknowledgement queued behind it for that long. The
 :class:`Checkpointer` runs it on a thread and connection of its own instead, every
-second while writes come in; a passive checkpoint never blocks the writer.
+second while writes come in; a passive checkpoint never blocks the writer. Should
+writes never pause long enough for it to copy the whole WAL (which is what lets the WAL
+start over), the writer checkpoints between two groups once the WAL passes 64 MiB.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ log = structlog.get_logger("msgsms_exporter.pushstore")
 CHECKPOINT_SECONDS = 1.0
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 """Bytes the WAL file is cut back to when it restarts (it is reused, not regrown)."""
+WAL_RESTART_FRAMES = 16384
+"""WAL frames (pages, 64 MiB at 4 KiB) past which the writer checkpoints it itself."""
 
 _PLACEHOLDERS = ", ".join("?" * len(ROW_COLUMNS.split(",")))
 _INSERT_MESSAGE = f"INSERT INTO messages ({ROW_COLUMNS}) VALUES ({_PLACEHOLDERS})"  # noqa: S608
@@ -170,6 +174,8 @@ class Checkpointer:
         self._stop = threading.Event()
         self._written = False
         self.failures = 0
+        self.wal_frames = 0
+        """Frames in the WAL at the last checkpoint."""
         self._thread = threading.Thread(target=self._loop, name="push-store-wal", daemon=True)
         self._thread.start()
 
@@ -185,10 +191,29 @@ class Checkpointer:
 
     def _checkpoint(self, mode: str) -> None:
         try:
-            self._conn.execute(f"PRAGMA wal_checkpoint({mode})")
+            _busy, frames, _copied = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
         except sqlite3.Error as exc:  # the WAL keeps the data; the next round tries again
             self.failures += 1
             log.warning("push store checkpoint failed", error=str(exc))
+            return
+        self.wal_frames = int(frames)
+
+    @property
+    def behind(self) -> bool:
+        """True when the WAL outgrew ``WAL_RESTART_FRAMES``: writes never paused long
+        enough for a passive checkpoint to copy all of it, so it cannot start over."""
+        return self.wal_frames > WAL_RESTART_FRAMES
+
+    def restart(self, writer: sqlite3.Connection) -> None:
+        """On the writer's thread, between groups: copy the WAL and empty it (no write can
+        come in meanwhile, so this one completes)."""
+        try:
+            writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            self.failures += 1
+            log.warning("push store checkpoint failed", error=str(exc))
+            return
+        self.wal_frames = 0
 
     def close(self) -> None:
         """Stop, then copy the whole WAL into the database and empty it."""

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import Opener
 
+from exporter import sqlitewriter
 from exporter.errors import StoreUnavailable, UpstreamUnavailable
 from exporter.fetch import RecordList, read_range
 from exporter.pushstore import (
@@ -410,3 +411,24 @@ def _in_database_file(path: Path, copy: Path) -> int:
         (count,) = conn.execute("SELECT count(*) FROM messages").fetchone()
     copy.unlink()
     return int(count)
+
+
+def test_a_wal_the_checkpointer_cannot_catch_up_with_is_emptied_by_the_writer(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(sqlitewriter, "WAL_RESTART_FRAMES", 4)
+    path = tmp_path / "push.db"
+    wal = tmp_path / "push.db-wal"
+    with PushStore(path, clock=clock) as store:
+        store.add_reports([StatusReport(f"a{i}", "DELIVRD") for i in range(300)])
+        # Once a passive checkpoint has seen the WAL past the limit, the writer empties
+        # it between two groups (a passive one never shrinks the file).
+        deadline = time.monotonic() + 30
+        written = 0
+        while wal.stat().st_size > 0:
+            assert time.monotonic() < deadline, "the WAL was never emptied"
+            time.sleep(0.05)
+            store.add_reports([StatusReport(f"b{written}", "DELIVRD")])
+            written += 1
+            store.settle()  # the maintenance after that group has run
+        assert store.message_count() == 300 + written
