@@ -46,6 +46,9 @@ class Engine:
         self.holds = HoldCheck(self.book)
         self.followup = PendingFollowUp(self.book)
         self._previous_end: int | None = None
+        self._chunk = READ_CHUNK_MINUTES * MINUTE
+        """How much of the unread window one read takes: halved while a chunk needs more
+        requests than a whole poll may spend (it would never be read), down to a minute."""
 
     @property
     def settings(self) -> EngineSettings:
@@ -55,6 +58,7 @@ class Engine:
     def reconfigure(self, settings: EngineSettings) -> None:
         """Apply reloaded settings; tallies, pending messages and counters are kept."""
         self.book.settings = settings
+        self._chunk = READ_CHUNK_MINUTES * MINUTE  # a new budget may fit whole chunks
 
     def poll(
         self, source: PageSource, templates: list[str], now: float, budget: Budget | None = None
@@ -106,19 +110,27 @@ class Engine:
             return False
         return self.holds.read_new(source, templates, previous, end)
 
-    def _read_unread(self, source: PageSource, templates: list[str], end: int) -> None:
+    def _read_unread(self, source: Budgeted, templates: list[str], end: int) -> None:
         settings = self.settings
         start = end - settings.window
         unread = [m for m in range(start, end, MINUTE) if m not in self.book.read]
         # Small chunks let a budget cut fall between minutes; a full scan reads it all.
-        chunk = settings.window if settings.full_scan else READ_CHUNK_MINUTES * MINUTE
+        chunk = settings.window if settings.full_scan else self._chunk
         size = min(chunk, int(settings.max_query_span))
         for chunk_start, chunk_end in chunks_newest_first(runs(unread), size):
-            self.book.read_minutes(source, templates, chunk_start, chunk_end)
+            left = source.budget.limit - source.budget.used
+            try:
+                self.book.read_minutes(source, templates, chunk_start, chunk_end)
+            except BudgetExhausted:
+                # A chunk that took most of a poll's budget and still did not fit would
+                # cut every poll short at the same place: read less at a time.
+                if 2 * left >= source.budget.limit and chunk_end - chunk_start > MINUTE:
+                    self._chunk = max(MINUTE, (chunk_end - chunk_start) // 2 // MINUTE * MINUTE)
+                raise
 
     def _read_backfill(self, source: PageSource, templates: list[str]) -> None:
         book = self.book
-        size = min(READ_CHUNK_MINUTES * MINUTE, int(self.settings.max_query_span))
+        size = min(self._chunk, int(self.settings.max_query_span))
         for template_id in sorted(book.backfill):
             minutes = book.backfill[template_id]
             for start, end in chunks_newest_first(runs(minutes), size):

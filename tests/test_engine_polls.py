@@ -278,3 +278,23 @@ def test_resolved_messages_of_one_template_are_read_a_full_page_at_a_time() -> N
     # each (a few pages more for the others that resolved in the same poll); reading
     # each whole second of send time would cost a request per 60 of them.
     assert requests <= resolved // 100 + 3, burst
+
+
+def test_a_chunk_needing_more_requests_than_a_poll_may_spend_is_read_in_smaller_ones() -> None:
+    # At this page size a 15-minute chunk of the window takes about 45 requests and a poll
+    # may spend 20: read whole, the unread window would cut every poll short at the same
+    # chunk, for ever (at 1M messages an hour and page 100 the default budget does that).
+    source = StoreSource(LATE, history=3600.0)
+    config = _config(settle_delay=0.0, request_budget=20, page_size=1)
+    engine = _engine(config)
+    for _ in range(60):
+        source.advance(60)
+        engine.poll(source, source.template_ids, source.now)
+        end = _window_end(engine)
+        if engine.book.unread_minutes(end - 3600, end) == 0:
+            break
+    else:
+        pytest.fail("the window was never read in full")
+    engine = replace_budget(engine, config, 2000)
+    _poll(engine, source)
+    _assert_equals_truth(engine, source, config)
