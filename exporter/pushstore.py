@@ -1,8 +1,9 @@
 """The push store: status reports and send registrations in SQLite (WAL), read as details.
 
 Writes go through one writer thread that gathers the work of concurrent requests into a
-single transaction (group commit); each caller blocks until its transaction is committed,
-so a request is answered 200 only once its reports are stored. The transaction reads the
+single transaction (group commit); each caller waits until its transaction is committed
+(``add_reports``) or is called back then (``add_reports_then``, the receiver's way: no
+thread waits), so a request is answered 200 only once its reports are stored. The transaction reads the
 messages it touches, applies the rules both stores share (:mod:`exporter.pushmerge`) and
 writes them back (:mod:`exporter.sqlitewriter`). Reads answer the sending-details
 contract (``query``, ``list_templates``, ``stats``), so the same poller that reads the
