@@ -3,11 +3,11 @@
 Writes go through one writer thread that gathers the work of concurrent requests into a
 single transaction (group commit); each caller waits until its transaction is committed
 (``add_reports``) or is called back then (``add_reports_then``, the receiver's way: no
-thread waits), so a request is answered 200 only once its reports are stored. The transaction reads the
-messages it touches, applies the rules both stores share (:mod:`exporter.pushmerge`) and
-writes them back (:mod:`exporter.sqlitewriter`). Reads answer the sending-details
-contract (``query``, ``list_templates``, ``stats``), so the same poller that reads the
-HTTP contract reads this store.
+thread waits), so a request is answered 200 only once its reports are stored. The
+transaction reads the messages it touches, applies the rules both stores share
+(:mod:`exporter.pushmerge`) and writes them back (:mod:`exporter.sqlitewriter`). Reads
+answer the sending-details contract (``query``, ``list_templates``, ``stats``), so the
+same poller that reads the HTTP contract reads this store.
 
 One request's bad data never costs another request its reports: an item a database
 cannot hold is refused alone by the merge, and when a group transaction still fails,
