@@ -11,9 +11,10 @@ The writer never checkpoints (``wal_autocheckpoint=0``). In WAL mode with
 WAL into the database is what waits for the disk (it syncs both files), and on the
 writer thread it held every acknowledgement queued behind it for that long. The
 :class:`Checkpointer` runs it on a thread and connection of its own instead, every
-second while writes come in; a passive checkpoint never blocks the writer. Should
-writes never pause long enough for it to copy the whole WAL (which is what lets the WAL
-start over), the writer checkpoints between two groups once the WAL passes 64 MiB.
+fifth of a second while writes come in; a passive checkpoint never blocks the writer.
+Should writes never pause long enough for it to copy the whole WAL (which is what lets
+the WAL start over), the writer checkpoints between two groups once the WAL passes
+16 MiB, most of it already copied.
 """
 
 from __future__ import annotations
@@ -40,11 +41,13 @@ from exporter.pushmerge import (
 
 log = structlog.get_logger("msgsms_exporter.pushstore")
 
-CHECKPOINT_SECONDS = 1.0
+CHECKPOINT_SECONDS = 0.2
+BUSY_TIMEOUT_MS = 30_000
+"""How long a write waits for another connection's lock (the store's own timeout)."""
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 """Bytes the WAL file is cut back to when it restarts (it is reused, not regrown)."""
-WAL_RESTART_FRAMES = 16384
-"""WAL frames (pages, 64 MiB at 4 KiB) past which the writer checkpoints it itself."""
+WAL_RESTART_FRAMES = 4096
+"""WAL frames (pages, 16 MiB at 4 KiB) past which the writer checkpoints it itself."""
 
 _PLACEHOLDERS = ", ".join("?" * len(ROW_COLUMNS.split(",")))
 _INSERT_MESSAGE = f"INSERT INTO messages ({ROW_COLUMNS}) VALUES ({_PLACEHOLDERS})"  # noqa: S608
@@ -206,14 +209,19 @@ class Checkpointer:
 
     def restart(self, writer: sqlite3.Connection) -> None:
         """On the writer's thread, between groups: copy the WAL and empty it (no write can
-        come in meanwhile, so this one completes)."""
+        come in meanwhile). It never waits for a reader (a poll's snapshot may last
+        seconds): while one holds the WAL, this returns at once and a later group tries."""
         try:
-            writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            writer.execute("PRAGMA busy_timeout = 0")
+            busy, _frames, _copied = writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except sqlite3.Error as exc:
             self.failures += 1
             log.warning("push store checkpoint failed", error=str(exc))
             return
-        self.wal_frames = 0
+        finally:
+            writer.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if not busy:
+            self.wal_frames = 0
 
     def close(self) -> None:
         """Stop, then copy the whole WAL into the database and empty it."""
