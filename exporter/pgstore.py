@@ -114,6 +114,7 @@ class PostgresStore(GroupCommitWrites):
         self._writers = [PgWriter(settings, self._prepare) for _ in range(WRITE_LANES)]
         self._snapshots = threading.local()
         self._prune_due = 0.0
+        self._maintaining = threading.Lock()
         self._writes = GroupCommitter(
             self._commit, self._maintain, name="push-store-pg", lanes=WRITE_LANES
         )
@@ -168,14 +169,23 @@ class PostgresStore(GroupCommitWrites):
 
     def _maintain(self, jobs: list[WriteJob]) -> None:
         """Every minute, or when asked: prune (one replica at a time) and measure."""
-        now = self._clock()
-        if not any(j.prune for j in jobs) and now < self._prune_due:
+        forced = any(j.prune for j in jobs)
+        if not forced and self._clock() < self._prune_due:
             return
-        self._prune_due = now + PRUNE_EVERY_SECONDS
+        # One lane at a time: an explicit prune waits for the other lane's routine one
+        # (which holds the replicas' lock) rather than finding the lock taken and leaving.
+        with self._maintaining:
+            now = self._clock()
+            if not forced and now < self._prune_due:
+                return
+            self._prune_due = now + PRUNE_EVERY_SECONDS
+            self._maintain_now(now, forced=forced)
+
+    def _maintain_now(self, now: float, *, forced: bool) -> None:
         try:
             with self._connection() as conn:
                 conn.autocommit = True
-                self._prune_as_leader(conn, now, forced=any(j.prune for j in jobs))
+                self._prune_as_leader(conn, now, forced=forced)
                 self.size_bytes = _scalar(
                     conn.execute(
                         "SELECT sum(pg_total_relation_size(t)) FROM unnest(ARRAY["
