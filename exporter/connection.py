@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httptools
 
+from exporter.errors import RequestRefused
 from exporter.routing import Request, Response
 
 MAX_HEAD_BYTES = 64 * 1024
@@ -60,13 +61,11 @@ class Phase(Enum):
     CLOSED = "closed"
 
 
-class Refusal(Exception):
-    """A request the HTTP layer answers itself, then closes the connection."""
+class Refusal(RequestRefused):
+    """A refusal of this layer, its status looked up by reason in ``REFUSALS``."""
 
     def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.status = REFUSALS[reason]
+        super().__init__(reason, message, REFUSALS[reason])
 
 
 class Owner(Protocol):

@@ -95,6 +95,16 @@ class BudgetExhausted(ExporterError):
     """The poll's request budget is spent; the rest waits for the next poll."""
 
 
+class RequestRefused(ExporterError):
+    """A request the HTTP layer answers itself (``status``), then closes the connection;
+    ``reason`` names it in ``msgsms_http_requests_rejected_total``."""
+
+    def __init__(self, reason: str, message: str, status: int) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
+
+
 UPSTREAM_REASONS = ("unavailable", "rejected", "malformed")
 """The ``reason`` of each kind of UpstreamError: why a poll failed."""
 
