@@ -42,7 +42,7 @@ from exporter.pushstore import (
     record_from_row,
 )
 from exporter.records import DetailsPage, DetailsQuery
-from exporter.snapshotpages import SnapshotPages
+from exporter.snapshotpages import SnapshotPages, filter_key
 from exporter.stats import RequestStats
 from exporter.templates import SmsTemplate
 
@@ -294,14 +294,7 @@ class PostgresStore(GroupCommitWrites):
                 args.append(value)
         # Within one snapshot, pages go on from the previous page's end (snapshotpages).
         pages: SnapshotPages | None = getattr(self._snapshots, "pages", None)
-        where_key = (
-            account,
-            query.start_time,
-            query.end_time,
-            query.template_id,
-            query.mobile,
-            query.send_result,
-        )
+        where_key = filter_key(query, account)
         after = None if pages is None else pages.after(where_key, query.offset)
         clause = sql.SQL(" AND ").join(where)
         with self._reading("send_details", self.stats if stats is None else stats) as conn:

@@ -40,7 +40,7 @@ from exporter.pushitems import WriteResult as WriteResult
 from exporter.pushitems import message_outcome as message_outcome
 from exporter.pushitems import mobile_hash as mobile_hash
 from exporter.records import DetailsPage, DetailsQuery, SendRecord, SendResult
-from exporter.snapshotpages import SnapshotPages
+from exporter.snapshotpages import SnapshotPages, filter_key
 from exporter.sqlitewriter import Checkpointer, SqliteWriter
 from exporter.stats import RequestStats
 from exporter.templates import SmsTemplate
@@ -541,14 +541,7 @@ class PushStore(GroupCommitWrites):
         pinned: sqlite3.Connection | None = getattr(self._snapshots, "conn", None)
         if pinned is not None:
             pages: SnapshotPages = self._snapshots.pages
-            where_key = (
-                account,
-                query.start_time,
-                query.end_time,
-                query.template_id,
-                query.mobile,
-                query.send_result,
-            )
+            where_key = filter_key(query, account)
             with self._reading("send_details", started, stats):
                 total = pages.total(where_key)
                 if total is None:

@@ -14,8 +14,22 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
+from exporter.records import DetailsQuery
+
 PageKey = tuple[int, str]
 """Where a page ended: (send_ms, message_id) of its last record."""
+
+
+def filter_key(query: DetailsQuery, account: str | None) -> Hashable:
+    """What a page's range and filters are: pages with the same key continue each other."""
+    return (
+        account,
+        query.start_time,
+        query.end_time,
+        query.template_id,
+        query.mobile,
+        query.send_result,
+    )
 
 
 @dataclass(slots=True)
