@@ -41,7 +41,7 @@ from exporter.pushitems import message_outcome as message_outcome
 from exporter.pushitems import mobile_hash as mobile_hash
 from exporter.records import DetailsPage, DetailsQuery, SendRecord, SendResult
 from exporter.snapshotpages import SnapshotPages, filter_key
-from exporter.sqlitewriter import Checkpointer, SqliteWriter
+from exporter.sqlitewriter import PAGE_SIZE, Checkpointer, SqliteWriter
 from exporter.stats import RequestStats
 from exporter.templates import SmsTemplate
 
@@ -394,6 +394,7 @@ class PushStore(GroupCommitWrites):
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=30.0
         )
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # a new store's; fixed once it has data
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
         return conn

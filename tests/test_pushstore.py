@@ -413,22 +413,75 @@ def _in_database_file(path: Path, copy: Path) -> int:
     return int(count)
 
 
-def test_a_wal_the_checkpointer_cannot_catch_up_with_is_emptied_by_the_writer(
+def test_a_wal_the_checkpointer_cannot_catch_up_with_is_started_over_by_the_writer(
     tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(sqlitewriter, "WAL_RESTART_FRAMES", 4)
+    monkeypatch.setattr(sqlitewriter, "WAL_RESTART_BYTES", 4 * 1024)
     path = tmp_path / "push.db"
     wal = tmp_path / "push.db-wal"
     with PushStore(path, clock=clock) as store:
         store.add_reports([StatusReport(f"a{i}", "DELIVRD") for i in range(300)])
-        # Once a passive checkpoint has seen the WAL past the limit, the writer empties
-        # it between two groups (a passive one never shrinks the file).
+        first = _wal_generation(wal)
+        # Once a passive checkpoint has seen the WAL past the limit, the writer copies
+        # the rest between two groups, and the next write starts the WAL over.
         deadline = time.monotonic() + 30
         written = 0
-        while wal.stat().st_size > 0:
-            assert time.monotonic() < deadline, "the WAL was never emptied"
+        while _wal_generation(wal) == first:
+            assert time.monotonic() < deadline, "the WAL never started over"
             time.sleep(0.05)
             store.add_reports([StatusReport(f"b{written}", "DELIVRD")])
             written += 1
             store.settle()  # the maintenance after that group has run
+        assert wal.stat().st_size <= sqlitewriter.WAL_SIZE_LIMIT
         assert store.message_count() == 300 + written
+
+
+def test_the_writer_never_waits_for_a_reader_to_start_the_wal_over(tmp_path: Path):
+    path = tmp_path / "push.db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("CREATE TABLE t (x)")
+    writer.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(1000)])
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM t").fetchone()  # holds a snapshot in the WAL
+    checkpoints = sqlitewriter.Checkpointer(str(path), "normal", every=3600)
+    checkpoints.wal_frames = 10**9
+    started = time.monotonic()
+    checkpoints.restart(writer)  # busy: returns at once, and tries again later
+    assert time.monotonic() - started < sqlitewriter.BUSY_TIMEOUT_MS / 1000
+    assert checkpoints.behind
+    assert writer.execute("PRAGMA busy_timeout").fetchone() == (sqlitewriter.BUSY_TIMEOUT_MS,)
+    reader.execute("COMMIT")
+    checkpoints.restart(writer)
+    assert not checkpoints.behind
+    first = _wal_generation(tmp_path / "push.db-wal")
+    writer.execute("INSERT INTO t VALUES (0)")
+    assert _wal_generation(tmp_path / "push.db-wal") == first + 1
+    checkpoints.close()
+    reader.close()
+    writer.close()
+
+
+def _wal_generation(wal: Path) -> int:
+    """The WAL header's checkpoint sequence number: it counts the times the WAL started
+    over (https://sqlite.org/fileformat2.html, the WAL header)."""
+    with wal.open("rb") as file:
+        header = file.read(16)
+    return int.from_bytes(header[12:16], "big")
+
+
+def test_a_new_store_uses_small_pages_and_an_old_store_keeps_its_own(tmp_path: Path):
+    with PushStore(tmp_path / "new.db") as store:
+        store.add_reports([StatusReport("m", "DELIVRD")])
+    old = tmp_path / "old.db"
+    with closing(sqlite3.connect(old)) as conn:
+        conn.execute("PRAGMA page_size=4096")
+        conn.execute("CREATE TABLE other (x)")
+    with PushStore(old) as store:
+        store.add_reports([StatusReport("m", "DELIVRD")])
+        assert store.message_count() == 1
+    for path, size in ((tmp_path / "new.db", sqlitewriter.PAGE_SIZE), (old, 4096)):
+        with closing(sqlite3.connect(path)) as conn:
+            assert conn.execute("PRAGMA page_size").fetchone() == (size,)
