@@ -119,6 +119,20 @@ class AccountConfig:
         return Credentials(self.access_key, self.secret_key.value)
 
 
+def push_account(name: str, templates: TemplateSelection | None = None) -> AccountConfig:
+    """An account fed only by the receiver's push store: no endpoint, project or keys.
+
+    ``templates`` defaults to discovering every template the pushes name.
+    """
+    return AccountConfig(
+        name=name,
+        endpoint="",
+        project_id="",
+        templates=templates or TemplateSelection(discover=True),
+        source=AccountSource.PUSH,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ReceiverConfig:
     """The status-report receiver: push paths, its store, signing and attribution.

@@ -20,11 +20,11 @@ import structlog
 
 from exporter.config import (
     AccountConfig,
-    AccountSource,
     Config,
     ReceiverConfig,
     Secret,
     TemplateSelection,
+    push_account,
 )
 
 DEMO_PROJECT_ID = "0123456789abcdef0123456789abcdef"
@@ -51,15 +51,8 @@ def simulated_account(endpoint: str) -> AccountConfig:
 
 def demo_config(endpoint: str, store_path: str) -> Config:
     """An exporter config for the embedded simulator and a receiver storing at `store_path`."""
-    pushed = AccountConfig(
-        name=PUSH_ACCOUNT,
-        endpoint="",
-        project_id="",
-        templates=TemplateSelection(discover=True),
-        source=AccountSource.PUSH,
-    )
     return Config(
-        accounts=(simulated_account(endpoint), pushed),
+        accounts=(simulated_account(endpoint), push_account(PUSH_ACCOUNT)),
         # A trial on your machine with made-up data: unsigned pushes are allowed (and the
         # exporter warns so at start), so curl and the simulator can push without keys.
         receiver=ReceiverConfig(store_path=store_path, allow_unsigned=True),

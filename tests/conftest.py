@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -14,14 +14,14 @@ from postgres_server import PostgresServer
 from promtool import require_tool as require_binary
 from simulator_process import simulator_process
 
-from exporter.config import AccountConfig, Config, Secret, TemplateSelection
+from exporter.config import AccountConfig, Config
+from exporter.demo import DEMO_ACCESS_KEY, DEMO_PROJECT_ID, DEMO_SECRET_KEY, simulated_account
 from exporter.pgstore import PostgresStore
 from exporter.pushstore import PushStore, ReportStore
 from exporter.timestamps import format_rfc3339, parse_rfc3339
 
 START = "2026-11-26T10:00:00Z"
-DEMO_AK, DEMO_SK = "demo-access-key", "demo-secret-key"
-PROJECT = "0123456789abcdef0123456789abcdef"
+DEMO_AK, DEMO_SK, PROJECT = DEMO_ACCESS_KEY, DEMO_SECRET_KEY, DEMO_PROJECT_ID
 
 
 @pytest.fixture(autouse=True)
@@ -67,14 +67,7 @@ def manual_simulator() -> Iterator[Simulator]:
 
 def account_for(url: str, name: str = "sim") -> AccountConfig:
     """An account that signs with the simulator's demo keys and discovers templates."""
-    return AccountConfig(
-        name=name,
-        endpoint=url,
-        project_id=PROJECT,
-        templates=TemplateSelection(discover=True),
-        access_key=DEMO_AK,
-        secret_key=Secret(DEMO_SK),
-    )
+    return replace(simulated_account(url), name=name)
 
 
 def config_for(url: str, **overrides: object) -> Config:

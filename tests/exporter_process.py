@@ -8,7 +8,6 @@ The child listens on a free port of 127.0.0.1 and stores pushes in ``tmp_path``.
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,17 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from health import wait_healthy
+from health import free_port, wait_healthy
 
 SINGLE_PATH = "/push/status-report"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-
-
-def free_port() -> int:
-    """A port nothing listens on now (the kernel's choice)."""
-    with closing(socket.socket()) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def single_report(message_id: str) -> bytes:
@@ -70,17 +62,18 @@ class ExporterProcess:
 
 @contextmanager
 def push_exporter(
-    tmp_path: Path, *flags: str, nofile: int | None = None
+    tmp_path: Path, *flags: str, nofile: int | None = None, poll_interval: str = "60s"
 ) -> Iterator[ExporterProcess]:
     """Start an exporter whose one account reads its push store; kill it at the end.
 
-    ``nofile`` runs it under ``ulimit -n`` (its file-descriptor limit).
+    ``nofile`` runs it under ``ulimit -n`` (its file-descriptor limit). Started again on
+    the same ``tmp_path``, it keeps the store (on a new port).
     """
     port = free_port()
     store = tmp_path / "push.db"
     config = tmp_path / "config.yaml"
     config.write_text(
-        "poll_interval: 60s\n"
+        f"poll_interval: {poll_interval}\n"
         "accounts: [{name: push, source: push, templates: {discover: true}}]\n"
         f"receiver: {{store_path: {store}}}\n",
         encoding="utf-8",

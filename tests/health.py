@@ -1,14 +1,39 @@
-"""Wait for a server a test started to answer its health check.
+"""The servers a test starts: a free port for them, their health check, stopping them.
 
+port = free_port()
 wait_healthy(url, alive=lambda: proc.poll() is None, what="exporter")
+stop(proc, timeout=10)
 """
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import time
 from collections.abc import Callable
+from contextlib import closing
+from typing import Any
 
 import httpx
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 nothing listens on now (the kernel's choice, bound and released)."""
+    with closing(socket.socket()) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def stop(process: subprocess.Popen[Any], timeout: float) -> None:
+    """SIGTERM ``process`` if it still runs, and SIGKILL it if it outlives ``timeout``."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def wait_healthy(

@@ -16,14 +16,14 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+from health import free_port
 
 # Debian installs each major version side by side; the newest unless PG_BIN says.
 _INSTALLED = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
@@ -36,13 +36,6 @@ DATABASE = "msgsms_tests"
 
 def _as_owner(command: list[str]) -> list[str]:
     return ["runuser", "-u", USER, "--", *command] if os.geteuid() == 0 else command
-
-
-def free_port() -> int:
-    """A port nobody listens on now (bound and released)."""
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _run(command: list[str]) -> None:

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from typing import Any
 
 import pytest
 import yaml
+from health import free_port, stop
 
 REPO = Path(__file__).resolve().parents[1]
 RULES_DIR = REPO / "config" / "prometheus"
@@ -292,14 +292,6 @@ def dashboard_expressions(
 # -------------------------------------------------------------------------------- Prometheus
 
 
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass
 class PrometheusServer:
     """A Prometheus started by a test: its base URL and process."""
@@ -402,12 +394,7 @@ def run_prometheus(
                 time.sleep(0.2)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=15)
         log.close()
 
 

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from health import wait_healthy
+from health import stop, wait_healthy
 
 READY_PREFIX = "msgsms-simulator listening on "
 
@@ -55,13 +55,7 @@ def simulator_process(
         wait_healthy(url, what="simulator", timeout=startup_timeout)
         yield url
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc, timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()
         errors.close()

@@ -9,11 +9,12 @@ A query the contract refuses raises ``BadParameter`` (over HTTP it would be a 40
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from exporter.config import AccountConfig, Secret, TemplateSelection
 from exporter.contract import QueryLimits
+from exporter.demo import simulated_account
 from exporter.records import DetailsPage, DetailsQuery, parse_page
 from exporter.simulator.api import send_details
 from exporter.simulator.scenario import Scenario, load_scenario
@@ -21,14 +22,7 @@ from exporter.simulator.store import MessageStore
 from exporter.timestamps import parse_rfc3339
 
 START = parse_rfc3339("2026-11-26T10:00:00Z")
-ACCOUNT = AccountConfig(
-    name="sim",
-    endpoint="http://127.0.0.1:1",
-    project_id="0123456789abcdef0123456789abcdef",
-    templates=TemplateSelection(discover=True),
-    access_key="demo-access-key",
-    secret_key=Secret("demo-secret-key"),
-)
+ACCOUNT = replace(simulated_account("http://127.0.0.1:1"), name="sim")
 """An account that exports every template (the engine reads across templates)."""
 
 

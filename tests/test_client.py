@@ -11,23 +11,16 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+from conftest import DEMO_SK, account_for
 
 from exporter.budget import Budget, Budgeted
 from exporter.client import DetailsClient, RetryPolicy
-from exporter.config import AccountConfig, Secret, TemplateSelection
 from exporter.errors import UpstreamMalformed, UpstreamRejected, UpstreamUnavailable
 from exporter.records import DetailsQuery
 
 PAGE = {"total": 0, "offset": 0, "limit": 10, "records": []}
 QUERY = DetailsQuery(start_time=1764151200.0, end_time=1764154800.0)
-ACCOUNT = AccountConfig(
-    name="a",
-    endpoint="http://upstream.test",
-    project_id="p",
-    templates=TemplateSelection(discover=True),
-    access_key="AK",
-    secret_key=Secret("SK-very-secret"),
-)
+ACCOUNT = account_for("http://upstream.test")
 
 Answer = httpx.Response | Exception
 
@@ -212,8 +205,8 @@ def test_errors_never_carry_the_secret_key(make_client) -> None:
     client, _ = make_client(Script(failure))
     with pytest.raises(UpstreamRejected) as caught:
         client.query(QUERY)
-    assert "SK-very-secret" not in repr(caught.value) + str(caught.value)
-    assert "SK-very-secret" not in repr(ACCOUNT)
+    assert DEMO_SK not in repr(caught.value) + str(caught.value)
+    assert DEMO_SK not in repr(ACCOUNT)
 
 
 def test_backoff_is_capped() -> None:

@@ -5,72 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from pathlib import Path
 
 import httpx
-from health import wait_healthy
+from exporter_process import push_exporter
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-
-
-def _free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _write_config(tmp_path: Path) -> Path:
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        "poll_interval: 1s\n"
-        "accounts:\n"
-        "  - name: push\n"
-        "    source: push\n"
-        "    templates: {discover: true}\n"
-        "receiver:\n"
-        f"  store_path: {tmp_path / 'push.db'}\n"
-        "  synchronous: normal\n",
-        encoding="utf-8",
-    )
-    return config
-
-
-@contextmanager
-def _exporter(config: Path, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as errors:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "exporter",
-                "--config.file",
-                str(config),
-                "--web.listen-address",
-                f"127.0.0.1:{port}",
-                "--log.level",
-                "warning",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=errors,
-        )
-    try:
-        try:
-            wait_healthy(f"http://127.0.0.1:{port}", alive=lambda: proc.poll() is None)
-        except RuntimeError as exc:
-            raise AssertionError(f"exporter did not start: {log.read_text()}") from exc
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=30)
 
 
 def _pusher(base: str, worker: int, acked: list[tuple[str, int]], stop: threading.Event) -> None:
@@ -113,23 +57,21 @@ def _stored(db: Path) -> list[tuple[str, int]]:
 
 
 def test_every_acknowledged_report_survives_kill_9_exactly_once(tmp_path: Path):
-    config = _write_config(tmp_path)
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = tmp_path / "exporter.log"
+    # Polls every second, so the poller reads the store while the receiver writes it.
     acked: list[tuple[str, int]] = []
     stop = threading.Event()
-    threads = [
-        threading.Thread(target=_pusher, args=(base, w, acked, stop), daemon=True) for w in range(4)
-    ]
-    with _exporter(config, port, log) as proc:
+    with push_exporter(tmp_path, poll_interval="1s") as exporter:
+        threads = [
+            threading.Thread(target=_pusher, args=(exporter.url, w, acked, stop), daemon=True)
+            for w in range(4)
+        ]
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 60
         while len(acked) < 3000 and time.monotonic() < deadline:
             time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)  # mid-stream: requests are in flight
-        proc.wait(timeout=10)
+        os.kill(exporter.proc.pid, signal.SIGKILL)  # mid-stream: requests are in flight
+        exporter.proc.wait(timeout=10)
         acked_at_kill = len(acked)
     time.sleep(0.2)
     stop.set()
@@ -137,7 +79,8 @@ def test_every_acknowledged_report_survives_kill_9_exactly_once(tmp_path: Path):
         thread.join(timeout=30)
     assert acked_at_kill >= 3000
     assert len(set(acked)) == len(acked)
-    with _exporter(config, port, log):
+    with push_exporter(tmp_path, poll_interval="1s") as exporter:
+        base = exporter.url
         # After the restart, pushing acknowledged reports again stores nothing new.
         again = [{"smsMsgId": m, "status": "DELIVRD"} for m, s in acked[:50] if s == 1]
         response = httpx.post(f"{base}/push/status-reports", json={"statusReportList": again})

@@ -38,7 +38,7 @@ from promtool import (
 from simulator_process import simulator_process
 
 from exporter.app import Exporter
-from exporter.config import AccountConfig, ReceiverConfig, TemplateSelection
+from exporter.config import ReceiverConfig, push_account
 from exporter.timestamps import format_rfc3339
 
 PAYMENT = "2b8e6b2f0c1d4c1f9a7e3d5b6c8a9f01"  # "Payment confirmation" in the default scenario
@@ -82,17 +82,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             },
         )
         sim.advance(20 * 60)
-        push = AccountConfig(
-            name="push",
-            endpoint="",
-            project_id="",
-            templates=TemplateSelection(discover=True),
-            source="push",
-        )
         config = config_for(
             url, poll_interval=1.0, receiver=ReceiverConfig(store_path=str(workdir / "push.db"))
         )
-        config = replace(config, accounts=(*config.accounts, push))
+        config = replace(config, accounts=(*config.accounts, push_account("push")))
         exporter = Exporter(config, clock=sim.now)
         stop = threading.Event()
         base = ""

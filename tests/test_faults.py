@@ -7,7 +7,6 @@ with ``/-/truth``. Waits between retries are recorded, not slept.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -17,6 +16,7 @@ import httpx
 import pytest
 from conftest import START, Simulator, account_for, config_for
 from exposition import Samples, exported_window, samples, total, value
+from health import free_port
 from simulator_process import simulator_process
 
 from exporter.app import Exporter
@@ -56,6 +56,12 @@ class Run:
         self.exporter.poll_once()
         return samples(self.exporter.exposition_text())
 
+    def poll_truth(self, advance: float = 60) -> Samples:
+        """Poll, and assert that the exported window equals the simulator's truth."""
+        polled = self.poll(advance)
+        assert_equals_truth(self.sim, polled)
+        return polled
+
 
 @pytest.fixture
 def run(sim: Simulator, request: pytest.FixtureRequest) -> Iterator[Any]:
@@ -79,6 +85,11 @@ def faults(sim: Simulator, *rules: dict[str, Any]) -> None:
     sim.post("/-/faults", {"rules": list(rules)})
 
 
+def once(fault: str, endpoint: str = "send-details", **fields: object) -> dict[str, Any]:
+    """A rule that breaks the next answer of one endpoint."""
+    return {"fault": fault, "count": 1, "endpoints": [endpoint], **fields}
+
+
 def assert_equals_truth(sim: Simulator, s: Samples) -> None:
     assert value(s, "msgsms_up") == 1
     start = value(s, "msgsms_window_start_timestamp_seconds", window="1h")
@@ -97,8 +108,7 @@ def assert_equals_truth(sim: Simulator, s: Samples) -> None:
 def test_a_5xx_burst_is_retried_and_the_poll_still_equals_truth(sim: Simulator, run) -> None:
     r = run()
     faults(sim, {"fault": "status", "status": 503, "retry_after": None, "count": 2})
-    faults_after = r.poll()
-    assert_equals_truth(sim, faults_after)
+    faults_after = r.poll_truth()
     assert value(faults_after, "msgsms_upstream_retries_total") == 2
     assert total(faults_after, "msgsms_upstream_requests_total", code="503") == 2
     assert len(r.slept) == 2
@@ -113,8 +123,7 @@ def test_429_with_and_without_retry_after_is_throttled_retried_and_waited_for(
         {"fault": "status", "status": 429, "retry_after": 2, "count": 1},
         {"fault": "status", "status": 429, "retry_after": None, "count": 1},
     )
-    s = r.poll()
-    assert_equals_truth(sim, s)
+    s = r.poll_truth()
     assert value(s, "msgsms_upstream_throttled_total") == 2
     assert value(s, "msgsms_upstream_retries_total") == 2
     assert r.slept[0] == 2.0
@@ -124,8 +133,7 @@ def test_429_with_and_without_retry_after_is_throttled_retried_and_waited_for(
 def test_the_one_query_at_a_time_refusal_is_waited_out(sim: Simulator, run) -> None:
     r = run()
     faults(sim, {"fault": "busy", "count": 3, "endpoints": ["send-details"]})
-    s = r.poll()
-    assert_equals_truth(sim, s)
+    s = r.poll_truth()
     assert r.slept == [1.0, 1.0, 1.0]
     assert value(s, "msgsms_upstream_throttled_total") == 3
 
@@ -133,8 +141,7 @@ def test_the_one_query_at_a_time_refusal_is_waited_out(sim: Simulator, run) -> N
 def test_connection_resets_are_retried(sim: Simulator, run) -> None:
     r = run()
     faults(sim, {"fault": "reset", "count": 2})
-    s = r.poll()
-    assert_equals_truth(sim, s)
+    s = r.poll_truth()
     assert total(s, "msgsms_upstream_requests_total", code="error") == 2
     assert value(s, "msgsms_upstream_retries_total") == 2
 
@@ -145,23 +152,16 @@ def test_a_response_slower_than_the_timeout_is_abandoned_and_retried(sim: Simula
     # seconds to spare on a loaded machine (0.3 s once timed out a second one), and the
     # slow answer comes a second after it, well within the 4 attempts' waits.
     r = run(sleep=time.sleep, request_timeout=2.0)
-    faults(sim, {"fault": "slow", "seconds": 3.0, "count": 1, "endpoints": ["send-details"]})
-    s = r.poll()
-    assert_equals_truth(sim, s)
+    faults(sim, once("slow", seconds=3.0))
+    s = r.poll_truth()
     assert total(s, "msgsms_upstream_requests_total", code="error") == 1
     assert value(s, "msgsms_upstream_retries_total") >= 1
 
 
 def test_truncated_json_and_a_wrongly_typed_page_are_retried(sim: Simulator, run) -> None:
     r = run()
-    faults(
-        sim,
-        {"fault": "truncated", "count": 1, "endpoints": ["send-details"]},
-        {"fault": "wrong_page_types", "count": 1, "endpoints": ["send-details"]},
-        {"fault": "truncated", "count": 1, "endpoints": ["templates"]},
-    )
-    s = r.poll()
-    assert_equals_truth(sim, s)
+    faults(sim, once("truncated"), once("wrong_page_types"), once("truncated", "templates"))
+    s = r.poll_truth()
     assert value(s, "msgsms_upstream_retries_total") == 3
 
 
@@ -169,26 +169,20 @@ def test_bad_records_are_counted_by_reason_and_skipped_then_truth_again(
     sim: Simulator, run
 ) -> None:
     r = run(page_size=10)
-    good = r.poll()
-    assert_equals_truth(sim, good)
-    faults(
-        sim,
-        {"fault": "wrong_types", "count": 1, "endpoints": ["send-details"]},
-        {"fault": "missing_fields", "count": 1, "endpoints": ["send-details"]},
-        {"fault": "unknown_send_result", "count": 1, "endpoints": ["send-details"]},
-    )
+    r.poll_truth()
+    faults(sim, once("wrong_types"), once("missing_fields"), once("unknown_send_result"))
     s = r.poll()
     assert value(s, "msgsms_up") == 1
     assert value(s, "msgsms_records_rejected_total", reason="wrong_type") == 1
     assert value(s, "msgsms_records_rejected_total", reason="missing_field") == 1
     assert value(s, "msgsms_records_rejected_total", reason="unknown_send_result") == 1
-    assert_equals_truth(sim, r.poll())
+    r.poll_truth()
 
 
 def test_an_unknown_status_code_is_exported_as_category_unknown(sim: Simulator, run) -> None:
     r = run(page_size=10)
     # Before the first poll, so the broken record is on a page the exporter keeps.
-    faults(sim, {"fault": "unknown_status_code", "count": 1, "endpoints": ["send-details"]})
+    faults(sim, once("unknown_status_code"))
     s = r.poll()
     assert value(s, "msgsms_up") == 1
     unknown = {
@@ -202,8 +196,7 @@ def test_an_unknown_status_code_is_exported_as_category_unknown(sim: Simulator, 
 def test_records_duplicated_across_pages_are_counted_once(sim: Simulator, run) -> None:
     r = run(page_size=10)
     faults(sim, {"fault": "duplicate_records", "shift": 3, "count": 5})
-    s = r.poll()
-    assert_equals_truth(sim, s)
+    s = r.poll_truth()
     sent_before = total(s, "msgsms_messages_sent_total")
     # The duplicated records did not grow the counters either.
     window = exported_window(s)
@@ -213,16 +206,14 @@ def test_records_duplicated_across_pages_are_counted_once(sim: Simulator, run) -
 def test_records_shifted_while_the_total_changes_restart_the_read(sim: Simulator, run) -> None:
     r = run(page_size=10)
     faults(sim, {"fault": "shift_records", "count": 1})
-    s = r.poll()
-    assert_equals_truth(sim, s)
+    r.poll_truth()
 
 
 def test_staleness_keeps_the_last_good_window_then_withdraws_it_and_recovers(
     sim: Simulator, run
 ) -> None:
     r = run(max_staleness=2)
-    good = r.poll()
-    assert_equals_truth(sim, good)
+    good = r.poll_truth()
     good_window = exported_window(good)
     faults(sim, {"fault": "status", "status": 500})
     for _ in range(2):  # within max_staleness: down, the last good window still shown
@@ -240,14 +231,13 @@ def test_staleness_keeps_the_last_good_window_then_withdraws_it_and_recovers(
     assert value(s, "msgsms_poll_failures_total", reason="unavailable") == 3
     assert value(s, "msgsms_poll_failures_total", reason="rejected") == 0
     sim.http.delete(f"{sim.url}/-/faults").raise_for_status()
-    recovered = r.poll()
-    assert_equals_truth(sim, recovered)
+    recovered = r.poll_truth()
     assert value(recovered, "msgsms_poll_failures_total", reason="unavailable") == 3
 
 
 def test_clock_skew_is_rejected_without_retries_and_recovers(sim: Simulator, run) -> None:
     r = run()
-    assert_equals_truth(sim, r.poll())
+    r.poll_truth()
     faults(sim, {"fault": "clock_skew", "seconds": 1800})
     s = r.poll()
     assert value(s, "msgsms_up") == 0
@@ -255,7 +245,7 @@ def test_clock_skew_is_rejected_without_retries_and_recovers(sim: Simulator, run
     assert value(s, "msgsms_upstream_retries_total") == 0
     assert value(s, "msgsms_poll_failures_total", reason="rejected") == 1
     sim.http.delete(f"{sim.url}/-/faults").raise_for_status()
-    assert_equals_truth(sim, r.poll())
+    r.poll_truth()
 
 
 def test_an_expired_token_is_rejected_and_recovers(sim: Simulator, run) -> None:
@@ -263,19 +253,18 @@ def test_an_expired_token_is_rejected_and_recovers(sim: Simulator, run) -> None:
         account_for(sim.url), access_key=None, secret_key=None, token=Secret("demo-token")
     )
     r = run(account=token_account)
-    assert_equals_truth(sim, r.poll())
+    r.poll_truth()
     faults(sim, {"fault": "expired_token"})
     s = r.poll()
     assert value(s, "msgsms_up") == 0
     assert total(s, "msgsms_upstream_requests_total", code="401") == 1
     sim.http.delete(f"{sim.url}/-/faults").raise_for_status()
-    assert_equals_truth(sim, r.poll())
+    r.poll_truth()
 
 
 def test_a_template_deleted_upstream_stops_being_exported(sim: Simulator, run) -> None:
     r = run()
-    first = r.poll()
-    assert_equals_truth(sim, first)
+    first = r.poll_truth()
     victim = sorted(exported_window(first))[0]
     faults(sim, {"fault": "template_deleted", "template_id": victim})
     # The exporter re-reads the template list every 10 minutes; by then the template is
@@ -295,19 +284,12 @@ def test_a_template_deleted_but_still_answering_is_dropped_without_failing(
     victim = sorted(exported_window(first))[-1]
     faults(sim, {"fault": "template_deleted", "template_id": victim, "not_found": False})
     for _ in range(11):
-        s = r.poll()
-        assert_equals_truth(sim, s)
+        s = r.poll_truth()
     assert victim not in exported_window(s)
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_connection_refused_is_down_with_errors_counted(sim: Simulator, run) -> None:
-    dead = replace(account_for(sim.url), endpoint=f"http://127.0.0.1:{_closed_port()}")
+    dead = replace(account_for(sim.url), endpoint=f"http://127.0.0.1:{free_port()}")
     r = run(account=dead)
     s = r.poll()
     assert value(s, "msgsms_up") == 0

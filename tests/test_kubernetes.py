@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from promtool import free_port, require_tool
+from health import free_port
+from promtool import require_tool
 
 REPO = Path(__file__).resolve().parents[1]
 KUSTOMIZE = REPO / "deploy" / "kubernetes"

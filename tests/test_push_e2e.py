@@ -14,7 +14,7 @@ from exposition import samples as parse_samples
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.collector import DeliveryCollector
-from exporter.config import AccountConfig, Config, ReceiverConfig, TemplateSelection
+from exporter.config import Config, ReceiverConfig, TemplateSelection, push_account
 from exporter.poller import Poller
 from exporter.pushstore import ReportStore
 from exporter.receiver import Receiver
@@ -94,13 +94,7 @@ def extend_chain(open_store: Opener) -> Iterator[Chain]:
 )
 def test_window_fed_only_by_pushes_equals_truth(chain: Chain, mode: str):
     templates = tuple(t.template_id for t in chain.sim.store.scenario.templates)
-    account = AccountConfig(
-        name="push",
-        endpoint="",
-        project_id="",
-        templates=TemplateSelection(ids=templates),
-        source="push",
-    )
+    account = push_account("push", TemplateSelection(ids=templates))
     config = Config(accounts=(account,), top_status_codes=100)
     poller = Poller(account, config, chain.store, clock=chain.sim.clock.now)
     board = SnapshotBoard(["push"])
@@ -181,13 +175,7 @@ def test_exporter_serves_signed_pushes_past_basic_auth_and_exports_them(tmp_path
     from exporter.signing import sign_request
     from exporter.webconfig import WebConfig
 
-    account = AccountConfig(
-        name="push",
-        endpoint="",
-        project_id="",
-        templates=TemplateSelection(discover=True),
-        source="push",
-    )
+    account = push_account("push")
     receiver = ReceiverConfig(store_path=str(tmp_path / "push.db"), signing_keys=KEYS)
     config = Config(accounts=(account,), receiver=receiver, top_status_codes=100)
     clock = lambda: START + 600  # noqa: E731

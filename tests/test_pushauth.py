@@ -16,12 +16,11 @@ from structlog.testing import capture_logs
 from exporter.app import Exporter
 from exporter.cli import main
 from exporter.config import (
-    AccountConfig,
     Config,
     ReceiverConfig,
     Secret,
-    TemplateSelection,
     parse_config,
+    push_account,
 )
 from exporter.errors import ConfigError
 from exporter.pushauth import is_loopback, unsigned_exposure
@@ -31,13 +30,7 @@ from exporter.timestamps import parse_rfc3339
 from exporter.webconfig import WebConfig
 
 NOW = parse_rfc3339("2026-11-26T11:05:00Z")
-ACCOUNT = AccountConfig(
-    name="push",
-    endpoint="",
-    project_id="",
-    templates=TemplateSelection(discover=True),
-    source="push",
-)
+ACCOUNT = push_account("push")
 SENDS = json.dumps(
     [{"message_id": "m1", "template_id": "tplA", "send_time": "2026-11-26T11:00:00Z"}]
 ).encode()

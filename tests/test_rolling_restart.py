@@ -31,7 +31,8 @@ from typing import Any
 import httpx
 import psycopg
 from exposition import exported_window, samples
-from promtool import free_port, require_tool
+from health import free_port, stop
+from promtool import require_tool
 
 from exporter.signing import Credentials
 from exporter.simulator.push import PushConfig, Pusher
@@ -174,8 +175,7 @@ def nginx(workdir: Path, replicas: list[Replica]) -> Iterator[str]:
         assert process.poll() is None, (workdir / "stderr.log").read_text()
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop(process, timeout=30)
 
 
 class Traffic:
