@@ -195,19 +195,26 @@ def parse_record(obj: object) -> SendRecord:
     )
 
 
+def page_frame(body: object, what: str, items: str) -> tuple[int, list[Any]]:
+    """The ``total`` and the ``items`` list of an upstream page (both of Huawei's lists
+    are framed so); UpstreamMalformed, naming ``what``, when the body is not that shape."""
+    if not isinstance(body, Mapping):
+        raise UpstreamMalformed(f"{what} body is not a JSON object")
+    total = body.get("total")
+    listed = body.get(items)
+    if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+        raise UpstreamMalformed(f"{what} 'total' is not a non-negative integer")
+    if not isinstance(listed, list):
+        raise UpstreamMalformed(f"{what} '{items}' is not a list")
+    return total, listed
+
+
 def parse_page(body: object) -> DetailsPage:
     """Validate a page; bad records are returned as rejected, never raised.
 
     Raises UpstreamMalformed only when the page itself is not the contract's shape.
     """
-    if not isinstance(body, Mapping):
-        raise UpstreamMalformed("send-details body is not a JSON object")
-    total = body.get("total")
-    records = body.get("records")
-    if not isinstance(total, int) or isinstance(total, bool) or total < 0:
-        raise UpstreamMalformed("send-details 'total' is not a non-negative integer")
-    if not isinstance(records, list):
-        raise UpstreamMalformed("send-details 'records' is not a list")
+    total, records = page_frame(body, "send-details", "records")
     good: list[SendRecord] = []
     rejected: list[RejectedRecord] = []
     for index, raw in enumerate(records):

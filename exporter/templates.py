@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from exporter.errors import UpstreamMalformed
+from exporter.records import page_frame
 
 TEMPLATES_PATH = "/v2/{project_id}/msgsms/templates"
 TEMPLATE_PAGE_LIMIT = 500
@@ -32,14 +33,7 @@ class TemplatePage:
 
 def parse_template_page(body: object) -> TemplatePage:
     """Validate a template-list page; UpstreamMalformed when it is not the real shape."""
-    if not isinstance(body, Mapping):
-        raise UpstreamMalformed("template list body is not a JSON object")
-    total = body.get("total")
-    results = body.get("results")
-    if not isinstance(total, int) or isinstance(total, bool) or total < 0:
-        raise UpstreamMalformed("template list 'total' is not a non-negative integer")
-    if not isinstance(results, list):
-        raise UpstreamMalformed("template list 'results' is not a list")
+    total, results = page_frame(body, "template list", "results")
     templates = []
     for index, item in enumerate(results):
         if not isinstance(item, Mapping) or not isinstance(item.get("template_id"), str):
