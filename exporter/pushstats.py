@@ -6,7 +6,6 @@ import threading
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -15,28 +14,10 @@ from prometheus_client.core import (
     Metric,
 )
 
+from exporter.pushstore import ReportStore
 from exporter.stats import Histogram, le_label
 
 ACK_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
-
-
-class StoreCounts(Protocol):
-    """What the collector reads of the push store."""
-
-    @property
-    def commits(self) -> int:
-        """Transactions committed."""
-        ...
-
-    @property
-    def pruned(self) -> int:
-        """Messages deleted after the retention."""
-        ...
-
-    @property
-    def size_bytes(self) -> int:
-        """Size of the database, measured about once a minute."""
-        ...
 
 
 def _observe(histograms: dict[str, Histogram], key: str, seconds: float) -> None:
@@ -97,7 +78,7 @@ class PushCollector:
     msgsms_push_reports_total{kind="batch"} 598
     """
 
-    def __init__(self, stats: ReceiverStats, store: StoreCounts) -> None:
+    def __init__(self, stats: ReceiverStats, store: ReportStore) -> None:
         self._stats = stats
         self._store = store
 
@@ -188,7 +169,6 @@ class PushCollector:
                 reports.add_metric([kind], s.reports[kind])
             for kind in ("report", "registration"):
                 duplicates.add_metric([kind], s.duplicates[kind])
-            for kind in ("report", "registration"):
                 folded.add_metric([kind], s.folded[kind])
             unattributed.add_metric([], s.unattributed)
             registrations.add_metric([], s.registrations)
