@@ -13,17 +13,19 @@ writer thread it held every acknowledgement queued behind it for that long. The
 :class:`Checkpointer` runs it on a thread and connection of its own instead, every
 fifth of a second while writes come in; a passive checkpoint never blocks the writer.
 Should writes never pause long enough for it to copy the whole WAL (which is what lets
-the WAL start over), the writer restarts it between two groups once it passes 16 MiB,
-most of it already copied. That restart keeps the file (truncating and regrowing it
-cost the filesystem three times as long, measured at 2,000 reports/s).
+the WAL start over), the writer restarts it between two groups once it passes 48 MiB,
+most of it already copied. A restart stalls the writer for two syncs (15-35 ms), so it
+is rare (every few seconds at 2,000 reports/s), and it keeps the file: truncating and
+regrowing it cost the filesystem three times as long.
 
 What a checkpoint costs is the bytes it syncs, and those are whole pages: message ids
 are random, so each new message dirties a leaf of the messages' id index and one of
 the segments table wherever its id falls. A new store therefore uses 1 KiB pages
 (:data:`PAGE_SIZE`), which writes a quarter of the bytes per report that SQLite's
-default 4 KiB does (at 2,000 single reports/s the p99 acknowledgement fell from 44 to
-27 ms on this project's benchmark machine); the indexes are a level deeper, which
-reads do not notice. A store created with other pages keeps them.
+default 4 KiB does (at 2,000 single reports/s a passive checkpoint took 17 ms instead
+of 33, and the p99 acknowledgement fell from about 45 to 25 ms on this project's
+benchmark machine); the indexes are a level deeper, which reads do not notice. A store
+created with other pages keeps them.
 """
 
 from __future__ import annotations
@@ -55,8 +57,9 @@ BUSY_TIMEOUT_MS = 30_000
 """How long a write waits for another connection's lock (the store's own timeout)."""
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 """Bytes the WAL file is cut back to when it restarts (it is reused, not regrown)."""
-WAL_RESTART_BYTES = 16 * 1024 * 1024
-"""WAL size past which the writer restarts it itself (frames are pages plus a header)."""
+WAL_RESTART_BYTES = 48 * 1024 * 1024
+"""WAL size past which the writer restarts it itself (frames are pages plus a 24-byte
+header, so the file stays under ``WAL_SIZE_LIMIT``)."""
 PAGE_SIZE = 1024
 """Page size of a new store (see the module's docstring)."""
 
