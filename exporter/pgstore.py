@@ -38,11 +38,10 @@ from exporter.pushstore import (
     PRUNE_EVERY_SECONDS,
     GroupCommitWrites,
     WriteJob,
-    mobile_hash,
     record_from_row,
 )
 from exporter.records import DetailsPage, DetailsQuery
-from exporter.snapshotpages import SnapshotPages, filter_key
+from exporter.snapshotpages import SnapshotPages, filter_columns, filter_key
 from exporter.stats import RequestStats
 from exporter.templates import SmsTemplate
 
@@ -89,13 +88,7 @@ class PostgresStore(GroupCommitWrites):
         pool_size: int = 6,
         connect_timeout: float = CONNECT_TIMEOUT,
     ) -> None:
-        self.retention = retention
-        self.stats = RequestStats()
-        self.commits = 0
-        self.pruned = 0
-        self.size_bytes = 0
-        """The tables' size with indexes and TOAST, measured every minute."""
-        self._clock = clock
+        super().__init__(retention, clock)
         settings = connection_settings(url)
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             kwargs=settings,
@@ -276,22 +269,12 @@ class PostgresStore(GroupCommitWrites):
         account: str | None = None,
         stats: RequestStats | None = None,
     ) -> DetailsPage:
-        """One page of the stored messages, ordered by (send time, message id).
-
-        ``account`` restricts it to one push account's messages (None: every account).
-        Inside ``snapshot()`` every page and total comes from that snapshot.
-        """
+        """One page of the stored messages (see :meth:`ReportStore.query`)."""
         where: list[sql.Composable] = [sql.SQL("send_ms >= %s AND send_ms < %s")]
         args: list[object] = [round(query.start_time * 1000), round(query.end_time * 1000)]
-        for column, value in (
-            ("account", account),
-            ("template_id", query.template_id),
-            ("mobile_hash", None if query.mobile is None else mobile_hash(query.mobile)),
-            ("result", None if query.send_result is None else query.send_result.value),
-        ):
-            if value is not None:
-                where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
-                args.append(value)
+        for column, value in filter_columns(query, account):
+            where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+            args.append(value)
         # Within one snapshot, pages go on from the previous page's end (snapshotpages).
         pages: SnapshotPages | None = getattr(self._snapshots, "pages", None)
         where_key = filter_key(query, account)

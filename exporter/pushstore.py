@@ -40,7 +40,7 @@ from exporter.pushitems import WriteResult as WriteResult
 from exporter.pushitems import message_outcome as message_outcome
 from exporter.pushitems import mobile_hash as mobile_hash
 from exporter.records import DetailsPage, DetailsQuery, SendRecord, SendResult
-from exporter.snapshotpages import SnapshotPages, filter_key
+from exporter.snapshotpages import SnapshotPages, filter_columns, filter_key
 from exporter.sqlitewriter import PAGE_SIZE, Checkpointer, SqliteWriter
 from exporter.stats import RequestStats
 from exporter.templates import SmsTemplate
@@ -199,7 +199,11 @@ class ReportStore(Protocol):
         account: str | None = None,
         stats: RequestStats | None = None,
     ) -> DetailsPage:
-        """One page of the stored messages, ordered by (send time, message id)."""
+        """One page of the stored messages, ordered by (send time, message id).
+
+        ``account`` restricts it to one push account's messages (None: every account).
+        Inside ``snapshot()`` every page and total comes from that snapshot.
+        """
         ...
 
     def list_templates(
@@ -243,7 +247,15 @@ class GroupCommitWrites:
     _data_errors: ClassVar[tuple[type[Exception], ...]]
     _item_errors: ClassVar[tuple[type[Exception], ...]]
     _retry_errors: ClassVar[tuple[type[Exception], ...]] = ()
-    commits: int
+
+    def __init__(self, retention: float, clock: Callable[[], float]) -> None:
+        self.retention = retention
+        self.stats = RequestStats()
+        self.commits = 0
+        self.pruned = 0
+        self.size_bytes = 0
+        """The store's size on disk, measured at start and after each pruning."""
+        self._clock = clock
 
     def _commit_group(self, jobs: list[WriteJob], lane: int) -> None:
         raise NotImplementedError
@@ -370,14 +382,8 @@ class PushStore(GroupCommitWrites):
     ) -> None:
         if synchronous not in ("normal", "full"):
             raise ValueError("synchronous must be 'normal' or 'full'")
+        super().__init__(retention, clock)
         self.path = str(path)
-        self.retention = retention
-        self.stats = RequestStats()
-        self.commits = 0
-        self.pruned = 0
-        self.size_bytes = 0
-        """The database's size, measured at start and after each pruning (every minute)."""
-        self._clock = clock
         self._writer = self._connect(synchronous)
         self._migrate()
         self._measure()
@@ -515,27 +521,14 @@ class PushStore(GroupCommitWrites):
         account: str | None = None,
         stats: RequestStats | None = None,
     ) -> DetailsPage:
-        """One page of the stored messages, ordered by (send time, message id).
-
-        ``account`` restricts it to one push account's messages (None: every account).
-        Inside ``snapshot()`` every page and total comes from that snapshot.
-        """
+        """One page of the stored messages (see :meth:`ReportStore.query`)."""
         started = time.perf_counter()
         stats = self.stats if stats is None else stats
         where = ["send_ms >= ?", "send_ms < ?"]
         args: list[object] = [round(query.start_time * 1000), round(query.end_time * 1000)]
-        if account is not None:
-            where.append("account = ?")
-            args.append(account)
-        if query.template_id is not None:
-            where.append("template_id = ?")
-            args.append(query.template_id)
-        if query.mobile is not None:
-            where.append("mobile_hash = ?")
-            args.append(mobile_hash(query.mobile))
-        if query.send_result is not None:
-            where.append("result = ?")
-            args.append(query.send_result.value)
+        for column, value in filter_columns(query, account):
+            where.append(f"{column} = ?")
+            args.append(value)
         clause = " AND ".join(where)
         count_sql = f"SELECT count(*) FROM messages WHERE {clause}"  # noqa: S608 - fixed parts
         page_sql = f"{_COLUMNS} WHERE {clause} ORDER BY send_ms, message_id LIMIT ? OFFSET ?"
