@@ -1,8 +1,9 @@
 """Push receiver throughput: single reports/s and batch posts/s, with ack latency.
 
 Starts the real exporter (``python -m exporter``) with a push receiver and an SQLite
-store in a temporary directory, then drives it from worker processes over keep-alive
-HTTP connections, open loop at the offered rate (Poisson arrivals) (and closed loop with ``--max``). Every
+store in a temporary directory, then drives it from worker processes, each with a pool
+of keep-alive HTTP connections: open loop at the offered rate (Poisson arrivals, each
+post sent on an idle connection of the pool), and closed loop with ``--max``. Every
 acknowledged report must be in the store after the exporter stops (checked by id).
 
 The same run measures the bare HTTP stack: ``bench/bare_server.py``, the same server
@@ -130,135 +131,202 @@ def _request(mode: str, mid: str) -> tuple[str, bytes, dict[str, str]]:
     return "/push/status-reports", body_json, {"Content-Type": "application/json"}
 
 
+def _encode(path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    start = f"POST {path} HTTP/1.1\r\nHost: bench\r\n{head}Content-Length: {len(body)}\r\n\r\n"
+    return start.encode() + body
+
+
+def _status_and_length(head: bytes) -> tuple[int, int]:
+    """An answer's status code and Content-Length, from its head."""
+    lines = head.split(b"\r\n")
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return int(lines[0].split(b" ", 2)[1]), length
+
+
 class _Client:
-    """A lean keep-alive HTTP/1.1 client: one socket, requests pre-encoded, only the
-    status line and Content-Length read back. The load generator shares this machine's
-    cores with the exporter; ``http.client`` (headers parsed by the email package) cost
-    the generator more CPU per post than the server spent answering it."""
+    """A lean blocking keep-alive HTTP/1.1 client (a connection's warm-up post): one
+    socket, only the status line and Content-Length read back. ``http.client`` parses
+    headers with the email package, which cost more CPU than the server's answer."""
 
     def __init__(self, port: int) -> None:
         self._port = port
-        self._sock: socket.socket | None = None
+        self.sock: socket.socket | None = None
         self._buffer = b""
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
         """The answer's status code; OSError when the connection failed."""
-        if self._sock is None:
-            self._sock = socket.create_connection(("127.0.0.1", self._port), timeout=10)
-            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.sock is None:
+            self.sock = socket.create_connection(("127.0.0.1", self._port), timeout=10)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._buffer = b""
-        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        self._sock.sendall(
-            f"POST {path} HTTP/1.1\r\nHost: bench\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
+        self.sock.sendall(_encode(path, body, headers))
         while b"\r\n\r\n" not in self._buffer:
             self._receive()
-        head_bytes, _, self._buffer = self._buffer.partition(b"\r\n\r\n")
-        lines = head_bytes.split(b"\r\n")
-        status = int(lines[0].split(b" ", 2)[1])
-        length = 0
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
+        head, _, self._buffer = self._buffer.partition(b"\r\n\r\n")
+        status, length = _status_and_length(head)
         while len(self._buffer) < length:
             self._receive()
         self._buffer = self._buffer[length:]
         return status
 
     def _receive(self) -> None:
-        assert self._sock is not None
-        chunk = self._sock.recv(65536)
+        assert self.sock is not None
+        chunk = self.sock.recv(65536)
         if not chunk:
             raise ConnectionResetError("the server closed the connection")
         self._buffer += chunk
 
     def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
 
 def _worker(
     port: int,
     mode: str,
     worker: int,
-    threads: int,
+    connections: int,
     seconds: float,
     rate: float,
     start_at: float,
     out: mp.Queue,
 ) -> None:
-    """Closed loop (rate 0) or open loop at ``rate`` posts/s per thread.
+    """Closed loop (rate 0) or open loop at ``rate`` posts/s from this process.
 
-    Open loop sends at Poisson arrivals (exponential gaps, seeded per thread): what many
-    independent senders add up to, with its random clumps, and not every thread firing
-    at the same instant, which would offer all connections' posts as one burst. It
-    measures from each post's scheduled time, so a stalled server is charged for the
-    posts it delayed (no coordinated omission).
+    Open loop: posts arrive as a Poisson process (exponential gaps, seeded per process),
+    what many independent senders add up to, with its random clumps. Each goes out at
+    once on an idle connection of the process's keep-alive pool, as a sender's HTTP
+    client pool sends it; when all of them wait for answers it queues for the first one
+    free. Latency is measured from the post's scheduled time, so a stalled server is
+    charged for every post it delayed (no coordinated omission). Closed loop: each
+    connection sends its next post as soon as the last one is answered.
+
+    One thread drives the pool with ``selectors``. A thread per connection cost the
+    generator more CPU than the server, and with each connection serial, a post that
+    came while its own connection waited was charged for its neighbour's answer too.
     """
     import random
-    import threading
+    import selectors
 
-    latencies: list[float] = []
-    acked: list[str] = []
-    errors = 0
-    lock = threading.Lock()
+    pool = [_Connection(port, mode, worker, index) for index in range(connections)]
+    for conn in pool:
+        conn.warm_up()
+    selector = selectors.DefaultSelector()
+    for conn in pool:
+        selector.register(conn.sock, selectors.EVENT_READ, conn)
+    idle = list(pool)
+    arrivals: list[float] = []
+    time.sleep(max(0.0, start_at - time.time()))
+    begin = time.perf_counter()
+    end = begin + seconds
+    if rate:
+        gaps = random.Random(worker)
+        at = begin + gaps.expovariate(rate)
+        while at < end:
+            arrivals.append(at)
+            at += gaps.expovariate(rate)
+        arrivals.reverse()  # popped from the end, earliest first
+    while True:
+        now = time.perf_counter()
+        if rate:
+            while idle and arrivals and arrivals[-1] <= now:
+                idle.pop().send(arrivals.pop())
+        elif now < end:
+            while idle:
+                idle.pop().send(now)
+        busy = len(pool) - len(idle)
+        if not busy and (not rate or not arrivals):
+            break
+        timeout = None
+        if rate and idle and arrivals:
+            timeout = max(0.0, arrivals[-1] - now)
+        for key, _ in selector.select(timeout):
+            conn = key.data
+            if conn.receive(time.perf_counter()):
+                idle.append(conn)
+    for conn in pool:
+        conn.sock.close()
+    latencies = [x for c in pool for x in c.latencies]
+    acked = [x for c in pool for x in c.acked]
+    out.put((latencies, sum(c.errors for c in pool), acked))
 
-    def loop(thread: int) -> None:
-        nonlocal errors
-        path, body, headers = _request(mode, f"warmup-{mode}-{worker}-{thread}")
-        conn = _Client(port)
-        for _attempt in range(50):  # many connects at once can overflow the accept backlog
+
+class _Connection:
+    """One keep-alive connection of the generator's pool, and its post in flight."""
+
+    def __init__(self, port: int, mode: str, worker: int, index: int) -> None:
+        self._mode = mode
+        self._prefix = f"{mode}-{worker}-{index}"
+        self._client = _Client(port)
+        self.sock = socket.socket()
+        self.latencies: list[float] = []
+        self.acked: list[str] = []
+        self.errors = 0
+        self._in_flight: tuple[float, str] | None = None
+        self._n = 0
+        self._buffer = b""
+
+    def warm_up(self) -> None:
+        """Connect and post once (many connects at once can overflow the accept backlog)."""
+        path, body, headers = _request(self._mode, f"warmup-{self._prefix}")
+        for _attempt in range(50):
             try:
-                conn.post(path, body, headers)
+                self._client.post(path, body, headers)
                 break
             except OSError:
-                conn.close()
+                self._client.close()
                 time.sleep(0.05)
-        mine: list[float] = []
-        ok: list[str] = []
-        bad = 0
-        n = 0
-        gaps = random.Random(worker * 1000 + thread)
-        time.sleep(max(0.0, start_at - time.time()))
-        begin = time.perf_counter()
-        end = begin + seconds
-        scheduled = begin
-        while True:
-            if rate:
-                scheduled += gaps.expovariate(rate)
-            else:
-                scheduled = time.perf_counter()
-            if scheduled >= end:
-                break
-            time.sleep(max(0.0, scheduled - time.perf_counter()))
-            n += 1
-            mid = f"{mode}-{worker}-{thread}-{n}"
-            path, body, headers = _request(mode, mid)
-            try:
-                status = conn.post(path, body, headers)
-            except (OSError, ValueError):
-                conn.close()
-                status = 0
-            mine.append(time.perf_counter() - scheduled)
-            if status != 200:
-                bad += 1
-            else:
-                ok.append(mid)
-        conn.close()
-        with lock:
-            latencies.extend(mine)
-            acked.extend(ok)
-            errors += bad
+        assert self._client.sock is not None, "could not connect"
+        self.sock = self._client.sock
 
-    pool = [threading.Thread(target=loop, args=(t,)) for t in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    out.put((latencies, errors, acked))
+    def send(self, scheduled: float) -> None:
+        """Post the next report (the socket's buffer takes a post whole)."""
+        self._n += 1
+        mid = f"{self._prefix}-{self._n}"
+        path, body, headers = _request(self._mode, mid)
+        self._in_flight = (scheduled, mid)
+        try:
+            self.sock.sendall(_encode(path, body, headers))
+        except OSError:
+            self._finish(time.perf_counter(), ok=False)
+
+    def receive(self, now: float) -> bool:
+        """Read what came; True once the answer in flight is complete."""
+        try:
+            chunk = self.sock.recv(65536)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._buffer = b""
+            if self._in_flight is not None:
+                self._finish(now, ok=False)
+            return False  # a broken connection leaves the pool
+        self._buffer += chunk
+        head, found, rest = self._buffer.partition(b"\r\n\r\n")
+        if not found:
+            return False
+        status, length = _status_and_length(head)
+        if len(rest) < length:
+            return False
+        self._buffer = rest[length:]
+        self._finish(now, ok=status == 200)
+        return True
+
+    def _finish(self, now: float, *, ok: bool) -> None:
+        assert self._in_flight is not None
+        scheduled, mid = self._in_flight
+        self._in_flight = None
+        self.latencies.append(now - scheduled)
+        if ok:
+            self.acked.append(mid)
+        else:
+            self.errors += 1
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -276,14 +344,14 @@ def run(
     pg_url: str = "",
 ) -> dict[str, object]:
     proc, port = _start_exporter(workdir, synchronous, bare, pg_url)
-    per_thread = rate / (args.processes * args.threads)
+    per_process = rate / args.processes
     start_at = time.time() + 1.0
     try:
         out: mp.Queue = mp.Queue()
         procs = [
             mp.Process(
                 target=_worker,
-                args=(port, mode, w, args.threads, args.seconds, per_thread, start_at, out),
+                args=(port, mode, w, args.connections, args.seconds, per_process, start_at, out),
             )
             for w in range(args.processes)
         ]
@@ -343,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--processes", type=int, default=2, help="load-generator processes")
     parser.add_argument(
-        "--threads",
+        "--connections",
         type=int,
         default=32,
         help="connections per process (a sender pushing many messages at once keeps many open)",
@@ -363,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     }.get(args.synchronous, (args.synchronous,))
     print(
         f"# {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f},"
-        f" {args.processes}x{args.threads} keep-alive connections,"
+        f" {args.processes}x{args.connections} keep-alive connections,"
         f" {args.seconds:.0f} s per run, SQLite {sqlite3.sqlite_version} WAL,"
         " PostgreSQL (fsync on) as sync=postgres"
     )
