@@ -32,7 +32,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from exporter.errors import StoreUnavailable, UpstreamUnavailable
 from exporter.groupcommit import GroupCommitter
 from exporter.pgschema import LOCK_SPACE, PRUNE_LOCK, migrate
-from exporter.pgwriter import CONFLICTS, PgWriter, first_line
+from exporter.pgwriter import CONFLICTS, INDEXES_ONLY, PgWriter, first_line
 from exporter.pushstore import (
     PRUNE_CHUNK,
     PRUNE_EVERY_SECONDS,
@@ -51,6 +51,7 @@ WRITE_LANES = 2
 its fsync the next is written (they lock the messages they touch, as replicas do)."""
 """Seconds a write waits for a connection before it is refused (503)."""
 # A silent network loss fails a statement after 10 s instead of the kernel's 15 minutes.
+_READ_ONLY_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 _DEFAULTS = {
     "connect_timeout": "3",
     "tcp_user_timeout": "10000",
@@ -232,7 +233,7 @@ class PostgresStore(GroupCommitWrites):
             else:
                 with self._connection() as conn, conn.transaction():
                     # One snapshot for a page and its total.
-                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    conn.execute(f"{_READ_ONLY_SNAPSHOT}; {INDEXES_ONLY}")
                     yield conn
         except (StoreUnavailable, psycopg.Error) as exc:
             if stats is not None:
