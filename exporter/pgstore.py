@@ -46,12 +46,12 @@ from exporter.stats import RequestStats
 from exporter.templates import SmsTemplate
 
 CONNECT_TIMEOUT = 3.0
+"""Seconds a write waits for a connection before it is refused (503)."""
 WRITE_LANES = 2
 """Group commits in flight at once, each on its writer connection: while one waits for
 its fsync the next is written (they lock the messages they touch, as replicas do)."""
-"""Seconds a write waits for a connection before it is refused (503)."""
-# A silent network loss fails a statement after 10 s instead of the kernel's 15 minutes.
 _READ_ONLY_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+# A silent network loss fails a statement after 10 s instead of the kernel's 15 minutes.
 _DEFAULTS = {
     "connect_timeout": "3",
     "tcp_user_timeout": "10000",

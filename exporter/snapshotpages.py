@@ -34,7 +34,7 @@ def filter_key(query: DetailsQuery, account: str | None) -> Hashable:
 
 
 def filter_columns(query: DetailsQuery, account: str | None) -> list[tuple[str, object]]:
-    """The equality filters of a stores' page query beyond its send-time range, as
+    """The equality filters of a store's page query beyond its send-time range, as
     (column, value): both stores keep the same columns (the number only as its hash)."""
     columns: list[tuple[str, object]] = []
     if account is not None:
