@@ -240,8 +240,15 @@ def _worker(
         elif now < end:
             while idle:
                 idle.pop().send(now)
-        busy = len(pool) - len(idle)
-        if not busy and (not rate or not arrivals):
+        for conn in pool:
+            if conn.broken and conn.sock.fileno() >= 0:  # it leaves the pool
+                selector.unregister(conn.sock)
+                conn.sock.close()
+        if all(c.broken for c in pool):
+            unsent = len(arrivals)  # refused: no connection is left to send them on
+            break
+        if not any(c.in_flight for c in pool) and (not rate or not arrivals):
+            unsent = 0
             break
         timeout = None
         if rate and idle and arrivals:
@@ -250,11 +257,13 @@ def _worker(
             conn = key.data
             if conn.receive(time.perf_counter()):
                 idle.append(conn)
+            elif conn.broken and conn in idle:  # the server closed it between posts
+                idle.remove(conn)
     for conn in pool:
         conn.sock.close()
     latencies = [x for c in pool for x in c.latencies]
     acked = [x for c in pool for x in c.acked]
-    out.put((latencies, sum(c.errors for c in pool), acked))
+    out.put((latencies, unsent + sum(c.errors for c in pool), acked))
 
 
 class _Connection:
@@ -268,6 +277,7 @@ class _Connection:
         self.latencies: list[float] = []
         self.acked: list[str] = []
         self.errors = 0
+        self.broken = False
         self._in_flight: tuple[float, str] | None = None
         self._n = 0
         self._buffer = b""
@@ -294,7 +304,13 @@ class _Connection:
         try:
             self.sock.sendall(_encode(path, body, headers))
         except OSError:
+            self.broken = True
             self._finish(time.perf_counter(), ok=False)
+
+    @property
+    def in_flight(self) -> bool:
+        """True while a post waits for its answer."""
+        return self._in_flight is not None
 
     def receive(self, now: float) -> bool:
         """Read what came; True once the answer in flight is complete."""
@@ -303,10 +319,10 @@ class _Connection:
         except OSError:
             chunk = b""
         if not chunk:
-            self._buffer = b""
+            self.broken = True
             if self._in_flight is not None:
                 self._finish(now, ok=False)
-            return False  # a broken connection leaves the pool
+            return False
         self._buffer += chunk
         head, found, rest = self._buffer.partition(b"\r\n\r\n")
         if not found:
