@@ -167,8 +167,8 @@ class Listener:
 
     def _open(self, sock: socket.socket) -> None:
         if len(self.connections) >= self.max_connections and not self._evict_one():
+            self.stats.drop("over_capacity")  # counted before the client can see it
             sock.close()
-            self.stats.drop("over_capacity")
             return
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
