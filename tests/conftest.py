@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import textwrap
+import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -33,28 +35,35 @@ def _fresh_logging() -> Iterator[None]:
 
 @dataclass
 class Simulator:
-    """A running simulator: its URL and its control endpoints."""
+    """A running simulator: its URL and its control endpoints.
+
+    Its calls take turns on the one client: an exporter's clock (``now``), a ticking
+    thread and the test may call it at once, and httpcore's pool used from several
+    threads closed connections another thread was reading (``Bad file descriptor``).
+    """
 
     url: str
     http: httpx.Client
+    _turn: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        with self._turn:
+            response = self.http.request(method, f"{self.url}{path}", **kwargs)
+        response.raise_for_status()
+        return response
 
     def now(self) -> float:
-        return parse_rfc3339(self.http.get(f"{self.url}/-/clock").json()["now"])
+        return parse_rfc3339(self._send("GET", "/-/clock").json()["now"])
 
     def advance(self, seconds: float) -> None:
-        response = self.http.post(f"{self.url}/-/clock", json={"advance_seconds": seconds})
-        response.raise_for_status()
+        self._send("POST", "/-/clock", json={"advance_seconds": seconds})
 
     def truth(self, start: float, end: float) -> dict:
         params = {"start_time": format_rfc3339(start), "end_time": format_rfc3339(end)}
-        response = self.http.get(f"{self.url}/-/truth", params=params)
-        response.raise_for_status()
-        return response.json()["templates"]
+        return self._send("GET", "/-/truth", params=params).json()["templates"]
 
     def post(self, path: str, body: dict) -> dict:
-        response = self.http.post(f"{self.url}{path}", json=body)
-        response.raise_for_status()
-        return response.json()
+        return self._send("POST", path, json=body).json()
 
 
 @pytest.fixture
