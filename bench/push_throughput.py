@@ -273,7 +273,7 @@ class _Connection:
         self._mode = mode
         self._prefix = f"{mode}-{worker}-{index}"
         self._client = _Client(port)
-        self.sock = socket.socket()
+        self.sock: socket.socket  # the warm-up post's connection, kept
         self.latencies: list[float] = []
         self.acked: list[str] = []
         self.errors = 0
