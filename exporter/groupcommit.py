@@ -3,8 +3,9 @@
 A caller either blocks until the transaction holding its write is committed (or failed),
 or hands over a callback that the writer thread calls then; either way a request is
 answered only once its data is stored. Concurrent requests share one transaction, which
-is what makes durable writes fast. Maintenance (pruning) runs on the
-same thread after the answers of a group are released, so it never delays an ack.
+is what makes durable writes fast. Maintenance (pruning) runs after the answers of a
+group are released: on the writer thread between groups, or on a thread of its own for a
+store whose maintenance has a connection of its own (PostgreSQL).
 """
 
 from __future__ import annotations
@@ -37,23 +38,27 @@ J = TypeVar("J", bound=Job)
 
 
 class GroupCommitter(Generic[J]):
-    """Runs ``commit(jobs, lane)`` for the jobs queued since the last commit.
+    """Runs ``commit(jobs)`` for the jobs queued since the last commit, one group at a
+    time: the requests that arrive during a commit make the next group, so a busy store
+    commits fewer, larger groups.
 
-    With one lane (SQLite: one writer at a time) groups are committed one after the
-    other. A database that takes concurrent writers (PostgreSQL) may use more: while one
-    lane's transaction waits for its commit to reach the disk, the next lane gathers and
-    writes the next group on a connection of its own, so a commit's fsync no longer
-    holds every request that arrives meanwhile.
+    With ``maintain_apart`` the maintenance runs on a thread of its own, so a long prune
+    never holds the writes queued behind it. (PostgreSQL's store once committed on two
+    writer threads at once instead, so that one commit's fsync would not hold the
+    requests arriving meanwhile. It made groups of one or two: the idle thread took each
+    request as it arrived, and every group paid its own round trips and fsync. One
+    writer raised the maximum from 2,140 to 2,720 single reports/s, and the p99 at
+    2,000/s from 740 ms to about 50 ms.)
     """
 
     def __init__(
         self,
-        commit: Callable[[list[J], int], None],
+        commit: Callable[[list[J]], None],
         maintain: Callable[[list[J]], None],
         *,
         name: str,
         max_jobs: int = MAX_BATCH_JOBS,
-        lanes: int = 1,
+        maintain_apart: bool = False,
     ) -> None:
         self._commit = commit
         self._maintain = maintain
@@ -62,15 +67,14 @@ class GroupCommitter(Generic[J]):
         self._closed = False
         self._unfinished = 0
         self._finished = threading.Condition()
-        self._threads = [
-            threading.Thread(
-                target=self._loop,
-                args=(lane,),
-                name=f"{name}-{lane}" if lane else name,
-                daemon=True,
+        self._maintenance: queue.SimpleQueue[list[J] | None] | None = None
+        self._threads = [threading.Thread(target=self._loop, name=name, daemon=True)]
+        if maintain_apart:
+            self._maintenance = queue.SimpleQueue()
+            apart = threading.Thread(
+                target=self._maintain_loop, name=f"{name}-maintenance", daemon=True
             )
-            for lane in range(lanes)
-        ]
+            self._threads.append(apart)
         for thread in self._threads:
             thread.start()
 
@@ -103,35 +107,43 @@ class GroupCommitter(Generic[J]):
         with self._finished:
             self._finished.wait_for(lambda: self._unfinished == 0)
 
-    def _loop(self, lane: int) -> None:
+    def _loop(self) -> None:
         while True:
-            first = self._jobs.get()
-            if first is None:
-                return
-            jobs = [first]
-            stop = False
-            while len(jobs) < self._max_jobs:
-                try:
-                    nxt = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                jobs.append(nxt)
-            self._run(jobs, lane)
+            jobs, stop = _drain(self._jobs, self._max_jobs)
+            if jobs:
+                self._run(jobs)
+                if self._maintenance is None:
+                    self._finish(jobs)
+                else:
+                    self._maintenance.put(jobs)
             if stop:
+                if self._maintenance is not None:
+                    self._maintenance.put(None)
                 return
 
-    def _run(self, jobs: list[J], lane: int) -> None:
+    def _run(self, jobs: list[J]) -> None:
+        """Commit the group and answer its writes (a prune job waits for maintenance)."""
         try:
-            self._commit(jobs, lane)
+            self._commit(jobs)
         except Exception as exc:  # a store bug must fail the jobs, not hang their callers
             for job in jobs:
                 job.error = job.error or exc
         for job in jobs:
             if not job.prune:
                 _release(job)
+
+    def _maintain_loop(self) -> None:
+        assert self._maintenance is not None
+        while True:
+            groups, stop = _drain(self._maintenance, self._max_jobs)
+            jobs = [job for group in groups for job in group]
+            if jobs:
+                self._finish(jobs)
+            if stop:
+                return
+
+    def _finish(self, jobs: list[J]) -> None:
+        """Maintenance after committed groups; then those jobs are finished."""
         try:
             self._maintain(jobs)
         finally:
@@ -147,8 +159,7 @@ class GroupCommitter(Generic[J]):
         if self._closed:
             return
         self._closed = True
-        for _thread in self._threads:
-            self._jobs.put(None)
+        self._jobs.put(None)  # the writer passes it on to the maintenance thread
         for thread in self._threads:
             thread.join()
         while True:
@@ -162,6 +173,27 @@ class GroupCommitter(Generic[J]):
                 with self._finished:
                     self._unfinished -= 1
                     self._finished.notify_all()
+
+
+T = TypeVar("T")
+
+
+def _drain(items: queue.SimpleQueue[T | None], most: int) -> tuple[list[T], bool]:
+    """What is queued now, waiting for a first item, up to ``most``; and whether the
+    None that asks to stop was met."""
+    first = items.get()
+    if first is None:
+        return [], True
+    taken = [first]
+    while len(taken) < most:
+        try:
+            item = items.get_nowait()
+        except queue.Empty:
+            break
+        if item is None:
+            return taken, True
+        taken.append(item)
+    return taken, False
 
 
 def _release(job: Job) -> None:

@@ -47,9 +47,6 @@ from exporter.templates import SmsTemplate
 
 CONNECT_TIMEOUT = 3.0
 """Seconds a write waits for a connection before it is refused (503)."""
-WRITE_LANES = 2
-"""Group commits in flight at once, each on its writer connection: while one waits for
-its fsync the next is written (they lock the messages they touch, as replicas do)."""
 _READ_ONLY_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 # A silent network loss fails a statement after 10 s instead of the kernel's 15 minutes.
 _DEFAULTS = {
@@ -105,12 +102,11 @@ class PostgresStore(GroupCommitWrites):
         self._pool.open(wait=False)
         self._schema_ready = False
         self._schema_lock = threading.Lock()
-        self._writers = [PgWriter(settings, self._prepare) for _ in range(WRITE_LANES)]
+        self._writer = PgWriter(settings, self._prepare)
         self._snapshots = threading.local()
         self._prune_due = 0.0
-        self._maintaining = threading.Lock()
         self._writes = GroupCommitter(
-            self._commit, self._maintain, name="push-store-pg", lanes=WRITE_LANES
+            self._commit, self._maintain, name="push-store-pg", maintain_apart=True
         )
 
     # -- connections and schema -------------------------------------------------
@@ -153,8 +149,8 @@ class PostgresStore(GroupCommitWrites):
     _item_errors = (psycopg.Error,)
     _retry_errors = CONFLICTS
 
-    def _commit_group(self, jobs: list[WriteJob], lane: int) -> None:
-        merged = self._writers[lane].write(jobs, round(self._clock() * 1000))
+    def _commit_group(self, jobs: list[WriteJob]) -> None:
+        merged = self._writer.write(jobs, round(self._clock() * 1000))
         for job, result in zip(jobs, merged.results, strict=True):
             job.result = result
         self.commits += 1
@@ -166,14 +162,9 @@ class PostgresStore(GroupCommitWrites):
         forced = any(j.prune for j in jobs)
         if not forced and self._clock() < self._prune_due:
             return
-        # One lane at a time: an explicit prune waits for the other lane's routine one
-        # (which holds the replicas' lock) rather than finding the lock taken and leaving.
-        with self._maintaining:
-            now = self._clock()
-            if not forced and now < self._prune_due:
-                return
-            self._prune_due = now + PRUNE_EVERY_SECONDS
-            self._maintain_now(now, forced=forced)
+        now = self._clock()
+        self._prune_due = now + PRUNE_EVERY_SECONDS
+        self._maintain_now(now, forced=forced)
 
     def _maintain_now(self, now: float, *, forced: bool) -> None:
         try:
@@ -344,8 +335,7 @@ class PostgresStore(GroupCommitWrites):
         if self._writes.closed:
             return
         self._writes.close()
-        for writer in self._writers:
-            writer.close()
+        self._writer.close()
         self._pool.close()
 
     def __enter__(self) -> PostgresStore:

@@ -257,7 +257,7 @@ class GroupCommitWrites:
         """The store's size on disk, measured at start and after each pruning."""
         self._clock = clock
 
-    def _commit_group(self, jobs: list[WriteJob], lane: int) -> None:
+    def _commit_group(self, jobs: list[WriteJob]) -> None:
         raise NotImplementedError
 
     def add_reports(self, reports: Sequence[StatusReport]) -> WriteResult:
@@ -301,26 +301,26 @@ class GroupCommitWrites:
         """The store as one push account's ``DetailsSource`` (None: every account)."""
         return AccountView(self, account)
 
-    def _commit(self, jobs: list[WriteJob], lane: int) -> None:
-        """The group in one transaction (on ``lane``'s connection); when its data fails
+    def _commit(self, jobs: list[WriteJob]) -> None:
+        """The group in one transaction; when its data fails
         it, each request alone."""
         writes = [j for j in jobs if not j.prune]
         if not writes:
             return
         try:
-            self._commit_group(writes, lane)
+            self._commit_group(writes)
         except StoreUnavailable as exc:  # the store is gone: every job is refused
             for job in writes:
                 job.error = exc
         except self._data_errors:
             for job in writes:
-                self._commit_alone(job, lane)
+                self._commit_alone(job)
 
-    def _commit_alone(self, job: WriteJob, lane: int) -> None:
+    def _commit_alone(self, job: WriteJob) -> None:
         """One job in its own transaction; if one item's data fails it, each item alone."""
         for _attempt in range(ISOLATION_RETRIES):
             try:
-                self._commit_group([job], lane)
+                self._commit_group([job])
                 return
             except StoreUnavailable as exc:
                 job.error = exc
@@ -344,7 +344,7 @@ class GroupCommitWrites:
                 else WriteJob(reports=[item])
             )
             try:
-                self._commit_group([alone], lane)
+                self._commit_group([alone])
             except StoreUnavailable as exc:
                 job.error = exc
                 return
@@ -435,7 +435,7 @@ class PushStore(GroupCommitWrites):
         """The file is local: the store takes writes until it is closed."""
         return not self._closed
 
-    def _commit_group(self, jobs: list[WriteJob], _lane: int) -> None:
+    def _commit_group(self, jobs: list[WriteJob]) -> None:
         merged = self._sqlite.write(jobs, round(self._clock() * 1000))
         for job, result in zip(jobs, merged.results, strict=True):
             job.result = result
