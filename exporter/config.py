@@ -586,7 +586,10 @@ def _check_receiver_paths(reader: _Reader, receiver: ReceiverConfig, pushed: lis
     }
     for key, path in paths.items():
         served = {path.replace(ACCOUNT_PLACEHOLDER, name) for name in pushed or [""]}
-        taken = sorted(p for p in served if p in EXPORTER_PATHS or p.startswith("/-/"))
+        # A push path is served with and without a trailing "/": neither may be taken.
+        taken = sorted(
+            p for p in served if (p.rstrip("/") or "/") in EXPORTER_PATHS or p.startswith("/-/")
+        )
         if taken:
             reader.problem(
                 f"receiver.paths.{key}", f"{taken[0]} is one of the exporter's own paths"

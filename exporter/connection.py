@@ -112,7 +112,8 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._queue: deque[tuple[Request, bool] | Refusal] = deque()
-        self._head_bytes = 0
+        self._head_bytes = 0  # bytes received while the head is incomplete
+        self._head_size = 0  # bytes of the head parsed so far
         self._head_done = False
         self._method = ""
         self._url = b""
@@ -205,16 +206,25 @@ class Connection(asyncio.Protocol):
         """A new request in this connection."""
         self._head_done = False
         self._url, self._headers, self._body, self._body_size = b"", [], [], 0
+        self._head_size = 0
 
     def on_url(self, url: bytes) -> None:
         """The request target (may come in pieces)."""
         self._url += url
+        self._parsed_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """One header line."""
         if len(self._headers) >= MAX_HEADERS:
             raise Refusal("head_too_large", f"more than {MAX_HEADERS} header lines")
         self._headers.append((name.lower(), value))
+        self._parsed_head(len(name) + len(value) + 4)
+
+    def _parsed_head(self, size: int) -> None:
+        """Count the head as parsed: a head that arrives in one read is bounded too."""
+        self._head_size += size
+        if self._head_size > MAX_HEAD_BYTES:
+            raise Refusal("head_too_large", f"request head over {MAX_HEAD_BYTES} bytes")
 
     def on_headers_complete(self) -> None:
         """The head is whole: check what can be refused before the body."""

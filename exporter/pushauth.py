@@ -72,12 +72,22 @@ class PushGate:
         host = request.headers.get("host", "localhost")
         url = f"http://{host}{request.path}" + (f"?{urlencode(pairs)}" if pairs else "")
         now = datetime.fromtimestamp(self._clock(), UTC)
+        headers = request.headers
+        if not all(value.isascii() for value in headers.values()):
+            headers = {name: _as_signed(value) for name, value in headers.items()}
         try:
-            return verify_request(
-                request.method, url, request.headers, request.body, self._secrets, now
-            )
+            return verify_request(request.method, url, headers, request.body, self._secrets, now)
         except SignatureError as exc:
             raise PushRejected("signature", f"bad push signature: {exc}", 401) from exc
+
+
+def _as_signed(value: str) -> str:
+    """A header value as the signer saw it: the HTTP layer reads header bytes as
+    Latin-1, while Huawei's signer signs the text and sends its UTF-8 bytes."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
 
 
 def is_loopback(host: str) -> bool:

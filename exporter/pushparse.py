@@ -32,6 +32,7 @@ SEND_MAX_AGE_SECONDS = DAY_SECONDS
 TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _MESSAGE_ID = re.compile(r"^[\x21-\x7e]{1,50}$")  # printable ASCII, as Huawei's ids are
 _STATUS = re.compile(r"^[\x21-\x7e]{1,7}$")
+_ZONE = re.compile(r"(?:[Zz]|[+-]\d{2}:\d{2})$")  # a time's zone, when it has one
 _SOURCE = re.compile(r"^[0-9]{1,2}$")
 _MOBILE = re.compile(r"^\+?[0-9]{1,20}$")
 _ID_RULE = "1 to 50 printable ASCII characters"
@@ -105,11 +106,14 @@ def _count(fields: Mapping[str, object], name: str) -> int:
 
 
 def parse_time(text: str, name: str) -> float:
-    """A UTC timestamp, ``2026-11-26T10:00:00Z`` or with milliseconds; no zone means UTC."""
+    """A timestamp, ``2026-11-26T10:00:00Z``, with milliseconds or an offset (``+08:00``,
+    ``-05:00``); no zone means UTC."""
     try:
-        return parse_rfc3339(text if text[-1:] in "Zz" or "+" in text[10:] else text + "Z")
+        return parse_rfc3339(text if _ZONE.search(text, 19) else text + "Z")
     except ValueError as exc:
-        raise PushRejected("bad_field", f"{name} is not a UTC timestamp: {exc}") from exc
+        raise PushRejected(
+            "bad_field", f"{name} {text[:40]!r} is not a timestamp like 2026-11-26T10:00:00Z"
+        ) from exc
 
 
 def _plausible(seconds: float, name: str, now: float, max_age: float) -> float:
@@ -148,44 +152,61 @@ def report_from_fields(fields: Mapping[str, object], now: float) -> StatusReport
     )
 
 
-def _form_pairs(text: str) -> list[tuple[str, str]]:
-    """Form-encoded pairs, strictly (``urllib.parse.parse_qsl`` with strict parsing and
-    blank values kept, at a third of its cost): ValueError on a part without ``=``."""
-    if not text:
-        return []
+def _form_pairs(body: bytes, charset: str) -> list[tuple[str, str]]:
+    """Form-encoded pairs as the WHATWG URL-encoded parser reads them (empty parts
+    skipped, a part without ``=`` is a blank field, ``+`` a space, a ``%`` that starts
+    no escape kept), decoded strictly from ``charset``, raw bytes and percent-escapes
+    alike. PushRejected says where the text is not ``charset``."""
+    try:
+        text = body.decode(charset)
+    except UnicodeDecodeError as exc:
+        raise PushRejected(
+            "bad_encoding", _not_text(f"body byte {exc.start + 1}", charset)
+        ) from exc
     pairs = []
     for part in text.split("&"):
-        name, sep, value = part.partition("=")
-        if not sep:
-            raise ValueError(f"bad form field: {part!r}")
-        pairs.append((_unquote(name), _unquote(value)))
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        name = _unquote(name, charset, "a field name")
+        pairs.append((name, _unquote(value, charset, name[:50])))
     return pairs
 
 
-def _unquote(text: str) -> str:
-    return unquote_plus(text, errors="strict") if "%" in text or "+" in text else text
-
-
-def parse_single(body: bytes, now: float) -> StatusReport:
-    """A form-encoded single report."""
+def _unquote(text: str, charset: str, what: str) -> str:
+    if "%" not in text and "+" not in text:
+        return text
     try:
-        text = body.decode("ascii")
-        pairs = _form_pairs(text)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise PushRejected("bad_encoding", "body is not application/x-www-form-urlencoded") from exc
+        return unquote_plus(text, encoding=charset, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise PushRejected("bad_encoding", _not_text(f"{what}'s percent-escapes", charset)) from exc
+
+
+def _not_text(where: str, charset: str) -> str:
+    return (
+        f"{where}: not {charset} text (a charset other than UTF-8 must be declared:"
+        " Content-Type: application/x-www-form-urlencoded; charset=GBK)"
+    )
+
+
+def parse_single(body: bytes, now: float, charset: str = "utf-8") -> StatusReport:
+    """A form-encoded single report; ``charset`` from the Content-Type (UTF-8 if none)."""
     fields: dict[str, str] = {}
-    for name, value in pairs:
+    for name, value in _form_pairs(body, charset):
         if name in fields:
             raise PushRejected("bad_field", f"{name} is given more than once")
         fields[name] = value
     return report_from_fields(fields, now)
 
 
-def _json_body(body: bytes) -> Any:
+def _json_body(body: bytes, charset: str) -> Any:
+    # A leading byte order mark is allowed (RFC 8259 lets a parser ignore it).
     try:
-        return json.loads(body.decode("utf-8"))
+        return json.loads(body.decode("utf-8-sig" if charset == "utf-8" else charset))
     except UnicodeDecodeError as exc:
-        raise PushRejected("bad_encoding", "body is not UTF-8") from exc
+        raise PushRejected(
+            "bad_encoding", f"body byte {exc.start + 1}: not {charset} text"
+        ) from exc
     except ValueError as exc:
         raise PushRejected("bad_json", f"body is not JSON: {exc}") from exc
 
@@ -201,9 +222,9 @@ def _each(items: list[object], parse: Callable[[object], T]) -> Parsed[T]:
     return Parsed(good, bad)
 
 
-def parse_batch(body: bytes, now: float) -> Parsed[StatusReport]:
+def parse_batch(body: bytes, now: float, charset: str = "utf-8") -> Parsed[StatusReport]:
     """A JSON batch: the valid reports (with their index) and the problems of the rest."""
-    doc = _json_body(body)
+    doc = _json_body(body, charset)
     items = doc.get("statusReportList") if isinstance(doc, dict) else None
     if not isinstance(items, list):
         raise PushRejected("bad_shape", 'expected {"statusReportList": [...]}')
@@ -248,9 +269,11 @@ def _registration(item: object, template: str | None, now: float) -> SendRegistr
     )
 
 
-def parse_sends(body: bytes, template: str | None, now: float) -> Parsed[SendRegistration]:
+def parse_sends(
+    body: bytes, template: str | None, now: float, charset: str = "utf-8"
+) -> Parsed[SendRegistration]:
     """A ``batchSendSms`` response (plus templateId) or a JSON list of sends."""
-    doc = _json_body(body)
+    doc = _json_body(body, charset)
     if isinstance(doc, dict) and "result" in doc:
         items = doc["result"]
         given = doc.get("templateId")

@@ -34,6 +34,7 @@ from exporter.contract import (
 )
 from exporter.errors import PushRejected, StoreUnavailable, UpstreamError
 from exporter.pushauth import BasicCheck, PushGate
+from exporter.pushbody import charset_of, decoded_body
 from exporter.pushparse import (
     ItemProblem,
     Parsed,
@@ -88,10 +89,11 @@ def _contract_problem(exc: PushRejected) -> Response:
     return _json_response(exc.status, error_to_wire(code, str(exc)))
 
 
-def _require_type(request: Request, media_type: str) -> None:
-    given = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if given != media_type:
-        raise PushRejected("content_type", f"Content-Type must be {media_type}", 415)
+def _with_slash(path: str) -> tuple[str, str]:
+    """A push path and its twin with or without a trailing ``/``: a callback URL typed
+    either way reaches the receiver (Huawei pushes once; a 404 would lose the report)."""
+    twin = path.rstrip("/") if path.endswith("/") else path + "/"
+    return (path, twin)
 
 
 def _settle(parsed: Parsed[T], result: WriteResult) -> tuple[list[int], list[ItemProblem]]:
@@ -207,11 +209,13 @@ class Receiver:
             ("sends", self.config.sends_path, self._sends),
         ):
             if ACCOUNT_PLACEHOLDER not in path:
-                routes.append((path, self._route(endpoint, work)))
+                route = self._route(endpoint, work)
+                routes += [(served, route) for served in _with_slash(path)]
                 continue
             for name in self._accounts:
+                route = self._route(endpoint, work, name)
                 served = path.replace(ACCOUNT_PLACEHOLDER, name)
-                routes.append((served, self._route(endpoint, work, name)))
+                routes += [(served, route) for served in _with_slash(served)]
         return routes
 
     def push_paths(self) -> tuple[str, ...]:
@@ -221,9 +225,12 @@ class Receiver:
     def registration_paths(self) -> tuple[str, ...]:
         """The paths of send registrations (they have credentials of their own)."""
         path = self.config.sends_path
-        if ACCOUNT_PLACEHOLDER not in path:
-            return (path,)
-        return tuple(path.replace(ACCOUNT_PLACEHOLDER, name) for name in self._accounts)
+        names = self._accounts if ACCOUNT_PLACEHOLDER in path else ("",)
+        return tuple(
+            served
+            for name in names
+            for served in _with_slash(path.replace(ACCOUNT_PLACEHOLDER, name))
+        )
 
     def add_routes(self, router: Router) -> None:
         """Serve the single, batch and registration paths (POST), and the stored
@@ -247,9 +254,9 @@ class Receiver:
 
     def _single(self, request: Request, account: str | None) -> Step:
         """One form-encoded report: 200 with an empty body once it is committed."""
-        _require_type(request, _FORM)
+        charset = charset_of(request, _FORM)
         name = self._account(account, self.gate.report(request))
-        report = parse_single(request.body, self._clock())
+        report = parse_single(decoded_body(request), self._clock(), charset)
 
         def then(result: WriteResult) -> Response:
             self._count_reports("single", result)
@@ -261,9 +268,9 @@ class Receiver:
 
     def _batch(self, request: Request, account: str | None) -> Step:
         """A JSON batch of at most 50: valid items are stored; 400 lists any rejected ones."""
-        _require_type(request, _JSON)
+        charset = charset_of(request, _JSON)
         name = self._account(account, self.gate.report(request))
-        parsed = parse_batch(request.body, self._clock())
+        parsed = parse_batch(decoded_body(request), self._clock(), charset)
         reports = [r for _, r in parsed.items]
 
         def then(result: WriteResult) -> Response:
@@ -288,10 +295,10 @@ class Receiver:
 
     def _sends(self, request: Request, account: str | None) -> Step:
         """Register sends: a ``batchSendSms`` response or a list; valid ones are stored."""
-        _require_type(request, _JSON)
+        charset = charset_of(request, _JSON)
         name = self._account(account, self.gate.registration(request))
         template = request.param("templateId") or request.param("template_id") or None
-        parsed = parse_sends(request.body, template, self._clock())
+        parsed = parse_sends(decoded_body(request), template, self._clock(), charset)
         sends = [self._admit(replace(s, account=name)) for _, s in parsed.items]
 
         def then(result: WriteResult) -> Response:

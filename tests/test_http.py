@@ -200,6 +200,29 @@ def test_every_refusal_of_the_http_layer_is_counted_by_reason(served: Served) ->
         assert counts[f"msgsms_http_requests_rejected_total:{reason}"] == count, reason
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 70_000 + b"\r\n",
+        b"POST /echo?q=" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n",
+    ],
+    ids=["header line", "request target"],
+)
+def test_a_head_over_64_kib_is_refused_even_when_it_arrives_in_one_read(
+    served: Served, head: bytes
+) -> None:
+    raw = head + b"Content-Length: 5\r\n\r\nhello"
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        # The whole request is in the socket before the server reads: one read takes it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        sock.sendall(raw)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert _status_lines(answer) == [b"HTTP/1.1 431 Request Header Fields Too Large"]
+    assert served.rejected()["msgsms_http_requests_rejected_total:head_too_large"] == 1
+
+
 def test_pipelined_requests_are_answered_in_order_and_100_continue_is_sent(
     served: Served,
 ) -> None:

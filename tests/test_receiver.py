@@ -584,7 +584,9 @@ def test_extend_beyond_the_limit_is_folded_too(store: PushStore):
     assert receiver.stats.folded == {"report": 2}
 
 
-@pytest.mark.parametrize("path", ["/metrics", "/-/reload", "/-/anything", "/", "/details"])
+@pytest.mark.parametrize(
+    "path", ["/metrics", "/-/reload", "/-/anything", "/", "/details", "/metrics/"]
+)
 def test_config_rejects_receiver_paths_that_take_the_exporters_own(path: str):
     raw = _config({"store_path": "/x", "paths": {"batch": path}})
     with pytest.raises(ConfigError) as info:

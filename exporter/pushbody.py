@@ -1,0 +1,82 @@
+"""A push's body as its headers describe it: media type, charset and content coding.
+
+Checked before a body is parsed, each with its own refusal: a media type the route does
+not take, or a charset Python does not know, is 415 ``content_type``; a content coding
+other than ``gzip`` or ``deflate`` is 415 ``content_encoding``; a compressed body that
+does not decompress is 400 ``bad_encoding``, and one that grows past the body limit once
+decompressed is 413 ``body_too_large`` (a small "zip bomb" never expands in memory).
+A signature covers the bytes as sent, so it is checked before decompression.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from exporter.connection import MAX_BODY_BYTES
+from exporter.errors import PushRejected
+from exporter.routing import Request
+
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+"""zlib's window bits for each supported coding (gzip's header, or zlib's)."""
+
+
+def charset_of(request: Request, media_type: str) -> str:
+    """The body's charset (``utf-8`` when none is given); 415 unless its Content-Type is
+    ``media_type`` (parameters aside) and the charset is one Python decodes."""
+    given, *parameters = request.headers.get("content-type", "").split(";")
+    if given.strip().lower() != media_type:
+        shown = given.strip()[:60] or "missing"
+        raise PushRejected(
+            "content_type", f"Content-Type must be {media_type} (it is {shown})", 415
+        )
+    charset = "utf-8"
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower() or charset
+    try:
+        b"\0".decode(charset, "replace")  # LookupError: an unknown name, or not text
+    except LookupError:
+        message = f"charset {charset[:40]!r} is not supported"
+        raise PushRejected("content_type", message, 415) from None
+    return charset
+
+
+def decoded_body(request: Request) -> bytes:
+    """The body without its content coding (``gzip``, ``deflate`` or none)."""
+    coding = request.headers.get("content-encoding", "identity").strip().lower()
+    if coding in ("identity", ""):
+        return request.body
+    wbits = _WBITS.get(coding)
+    if wbits is None:
+        raise PushRejected(
+            "content_encoding",
+            f"Content-Encoding {coding[:40]!r} is not supported: send gzip, deflate or none",
+            415,
+        )
+    if coding == "deflate" and not _zlib_wrapped(request.body):
+        wbits = -zlib.MAX_WBITS
+    parts: list[bytes] = []
+    rest, room = request.body, MAX_BODY_BYTES + 1
+    while rest:  # a gzip body may hold several members, one after the other
+        inflater = zlib.decompressobj(wbits)
+        try:
+            part = inflater.decompress(rest, room)
+        except zlib.error as exc:
+            raise PushRejected("bad_encoding", f"body is not valid {coding}: {exc}") from exc
+        room -= len(part)
+        if room <= 0:
+            raise PushRejected(
+                "body_too_large", f"body larger than {MAX_BODY_BYTES} bytes decompressed", 413
+            )
+        if not inflater.eof:
+            raise PushRejected("bad_encoding", f"body is not valid {coding}: it is truncated")
+        parts.append(part)
+        rest = inflater.unused_data
+    return b"".join(parts)
+
+
+def _zlib_wrapped(body: bytes) -> bool:
+    """True when a ``deflate`` body has zlib's header (RFC 9110); some clients send the
+    raw deflate stream instead, as browsers accept too."""
+    return len(body) >= 2 and body[0] & 0x0F == 8 and (body[0] << 8 | body[1]) % 31 == 0

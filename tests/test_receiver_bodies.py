@@ -1,0 +1,194 @@
+"""Push bodies as real clients send them, over HTTP: charsets, byte order marks, content
+codings, trailing slashes and the signer's non-ASCII headers. Each is stored once or
+refused with a located message and a count."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import httpx
+import pytest
+
+from exporter.config import ReceiverConfig
+from exporter.pushstore import PushStore
+from exporter.receiver import Receiver
+from exporter.records import DetailsQuery
+from exporter.signing import Credentials
+from exporter.web import Router, WebServer
+
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
+
+
+@dataclass
+class Push:
+    """A receiver served on loopback, its store and an HTTP client."""
+
+    url: str
+    receiver: Receiver
+    store: PushStore
+    http: httpx.Client
+
+    def post(self, path: str, body: bytes, content_type: str, **headers: str) -> httpx.Response:
+        sent = {
+            "Content-Type": content_type,
+            **{k.replace("_", "-"): v for k, v in headers.items()},
+        }
+        return self.http.post(f"{self.url}{path}", content=body, headers=sent)
+
+    def stored(self) -> dict[str, str]:
+        """Each stored message's status description, by message id."""
+        records = self.store.query(DetailsQuery(0, 4e9, limit=100)).records
+        return {r.message_id: r.status_desc for r in records}
+
+
+def _serve(tmp_path: Path, **overrides: object) -> Iterator[Push]:
+    with PushStore(tmp_path / "push.db") as store:
+        config = replace(ReceiverConfig(store_path=store.path), **overrides)  # type: ignore[arg-type]
+        receiver = Receiver(config, store)
+        router = Router()
+        receiver.add_routes(router)
+        server = WebServer(router, "127.0.0.1", 0)
+        server.start()
+        host, port = server.address
+        try:
+            with httpx.Client(timeout=30) as http:
+                yield Push(f"http://{host}:{port}", receiver, store, http)
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def push(tmp_path: Path) -> Iterator[Push]:
+    yield from _serve(tmp_path)
+
+
+def _updated() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
+
+
+def _form(message_id: str, desc: bytes = b"") -> bytes:
+    body = f"smsMsgId={message_id}&status=E200&updateTime={_updated()}".encode()
+    return body + (b"&statusDesc=" + desc if desc else b"")
+
+
+def _batch(message_id: str) -> bytes:
+    item = {"smsMsgId": message_id, "status": "DELIVRD", "updateTime": _updated()}
+    return json.dumps({"statusReportList": [item]}).encode()
+
+
+def test_a_json_batch_with_a_byte_order_mark_is_stored(push: Push) -> None:
+    answer = push.post("/push/status-reports", b"\xef\xbb\xbf" + _batch("bom-1"), JSON)
+    assert (answer.status_code, answer.content) == (200, b"")
+    assert list(push.stored()) == ["bom-1"]
+
+
+def test_form_text_in_raw_utf8_or_a_declared_charset_is_stored_as_text(push: Push) -> None:
+    desc = "用户关机"
+    raw = push.post("/push/status-report", _form("raw-1", desc.encode()), FORM)
+    gbk = "%".join(f"{b:02X}" for b in desc.encode("gbk"))
+    declared = push.post(
+        "/push/status-report", _form("gbk-1", b"%" + gbk.encode()), f"{FORM}; charset=GBK"
+    )
+    utf8 = push.post("/push/status-report", _form("utf8-1", desc.encode()), f"{FORM};charset=utf-8")
+    assert [raw.status_code, declared.status_code, utf8.status_code] == [200, 200, 200]
+    assert push.stored() == {"raw-1": desc, "gbk-1": desc, "utf8-1": desc}
+
+
+def test_form_text_not_in_its_charset_is_refused_naming_the_field(push: Push) -> None:
+    gbk = b"%D3%C3%BB%A7"  # GBK sent without saying so
+    answer = push.post("/push/status-report", _form("gbk-2", gbk), FORM)
+    assert answer.status_code == 400
+    assert answer.json()["reason"] == "bad_encoding"
+    assert answer.json()["message"].startswith("statusDesc's percent-escapes: not utf-8 text")
+    unknown = push.post("/push/status-report", _form("x-1"), f"{FORM}; charset=klingon")
+    assert (unknown.status_code, unknown.json()["reason"]) == (415, "content_type")
+    assert push.receiver.stats.rejected == {"bad_encoding": 1, "content_type": 1}
+    assert push.stored() == {}
+
+
+def test_a_form_body_with_empty_parts_or_a_trailing_ampersand_is_stored(push: Push) -> None:
+    body = _form("amp-1") + b"&&extend=&total&"
+    assert push.post("/push/status-report", body, FORM).status_code == 200
+    assert list(push.stored()) == ["amp-1"]
+
+
+def test_gzip_and_deflate_bodies_are_decompressed(push: Push) -> None:
+    single = push.post(
+        "/push/status-report", gzip.compress(_form("gz-1")), FORM, content_encoding="gzip"
+    )
+    batch = push.post(
+        "/push/status-reports", zlib.compress(_batch("df-1")), JSON, content_encoding="deflate"
+    )
+    assert (single.status_code, batch.status_code) == (200, 200)
+    assert sorted(push.stored()) == ["df-1", "gz-1"]
+
+
+@pytest.mark.parametrize(
+    ("coding", "body", "status", "reason"),
+    [
+        ("br", b"\x0b\x02\x80", 415, "content_encoding"),
+        ("gzip", b"not gzip", 400, "bad_encoding"),
+        ("gzip", gzip.compress(b"smsMsgId=t-1&status=DELIVRD")[:-6], 400, "bad_encoding"),
+        (
+            "gzip",
+            gzip.compress(b"smsMsgId=b-1&status=DELIVRD&x=" + b"0" * 2_000_000),
+            413,
+            "body_too_large",
+        ),
+    ],
+    ids=["brotli", "garbage", "truncated", "bomb"],
+)
+def test_a_body_in_an_unsupported_or_broken_coding_is_refused_and_counted(
+    push: Push, coding: str, body: bytes, status: int, reason: str
+) -> None:
+    answer = push.post("/push/status-report", body, FORM, content_encoding=coding)
+    assert (answer.status_code, answer.json()["reason"]) == (status, reason)
+    assert push.receiver.stats.rejected == {reason: 1}
+    assert push.stored() == {}
+
+
+def test_push_paths_are_served_with_or_without_a_trailing_slash(push: Push) -> None:
+    assert push.post("/push/status-report/", _form("slash-1"), FORM).status_code == 200
+    assert push.post("/push/status-reports/", _batch("slash-2"), JSON).status_code == 200
+    assert sorted(push.stored()) == ["slash-1", "slash-2"]
+
+
+def test_a_push_path_given_with_a_trailing_slash_is_served_without_it(tmp_path: Path) -> None:
+    for push in _serve(tmp_path, single_path="/hooks/report/"):
+        assert push.post("/hooks/report", _form("slash-3"), FORM).status_code == 200
+        assert push.post("/hooks/report/", _form("slash-4"), FORM).status_code == 200
+        assert sorted(push.stored()) == ["slash-3", "slash-4"]
+
+
+def test_a_header_with_non_ascii_text_signed_by_huaweis_signer_verifies(tmp_path: Path) -> None:
+    from huaweicloudsdkcore.auth.credentials import BasicCredentials
+    from huaweicloudsdkcore.sdk_request import SdkRequest
+    from huaweicloudsdkcore.signer.signer import Signer
+
+    keys = (Credentials("AKEXAMPLE", "SKEXAMPLE"),)
+    for push in _serve(tmp_path, signing_keys=keys):
+        host = push.url.removeprefix("http://")
+        body = _form("sig-1")
+        request = SdkRequest(
+            method="POST",
+            schema="http",
+            host=host,
+            resource_path="/push/status-report",
+            uri="/push/status-report",
+            query_params=[],
+            header_params={"Content-Type": FORM, "X-Note": "短信回执"},
+            body=body,
+        )
+        Signer(BasicCredentials("AKEXAMPLE", "SKEXAMPLE")).sign(request)
+        # The signer sends each header value's UTF-8 bytes (as Latin-1 text).
+        headers = {k: v.encode("latin-1") for k, v in request.header_params.items()}
+        answer = push.http.post(f"{push.url}/push/status-report", content=body, headers=headers)
+        assert (answer.status_code, answer.content) == (200, b"")
+        assert list(push.stored()) == ["sig-1"]
