@@ -152,7 +152,10 @@ def serve(
     # What exists now lives as long as the process: out of the collector's sight, so its
     # full passes (which otherwise walk every module, class and config object) stay short.
     gc.freeze()
-    log.info("listening", address=f"http://{bound_host}:{bound_port}", version=__version__)
+    scheme, shown = "https" if web.tls is not None else "http", bound_host
+    if ":" in shown:
+        shown = f"[{shown}]"  # an IPv6 address, as a URL writes it
+    log.info("listening", address=f"{scheme}://{shown}:{bound_port}", version=__version__)
     _wait_in_main_thread(stop.is_set)
     exporter.drain()
     drained_at = time.monotonic() + delay[0]

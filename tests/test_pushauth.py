@@ -58,6 +58,8 @@ def _config(tmp_path: Path, **receiver: object) -> Config:
         ("0.0.0.0", False),
         ("", False),
         ("::", False),
+        ("::ffff:127.0.0.1", True),  # IPv4-mapped loopback
+        ("::ffff:10.0.0.5", False),
         ("10.0.0.5", False),
         ("exporter", False),
     ],
