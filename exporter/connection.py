@@ -125,6 +125,7 @@ class Connection(asyncio.Protocol):
         self._write_paused = False
         self._paused = False  # reading, while pipelined requests wait
         self._keep_alive = True
+        self._eof = False  # the client half-closed: answer what it sent, then close
         self._request_method = ""
         self.socket: socket.socket | None = None
         """The accepted socket, until the transport takes it over."""
@@ -145,6 +146,14 @@ class Connection(asyncio.Protocol):
         self._parser = _SPENT_PARSER
         self._queue.clear()
         self.owner.lost(self)
+
+    def eof_received(self) -> bool:
+        """The client sends no more (a half-close, as ``nc -N`` or a proxy does): keep
+        the socket open for the answers to what it sent, then close; else close now."""
+        self._eof = True
+        if self.transport is not None and self.transport.get_extra_info("ssl_object"):
+            return False  # TLS: a close_notify ends the connection whatever one answers
+        return self.phase is Phase.BUSY or bool(self._queue)
 
     def pause_writing(self) -> None:
         """The client reads slowly: answer nothing more until it catches up."""
@@ -291,7 +300,7 @@ class Connection(asyncio.Protocol):
         """Send the answer to the request being handled; go on with the next one."""
         if self.phase is not Phase.BUSY or self.transport is None:
             return  # closed meanwhile
-        keep = self._keep_alive and not self.owner.draining
+        keep = self._keep_alive and not self.owner.draining and not (self._eof and not self._queue)
         self._write(response, close=not keep, head_only=self._request_method == "HEAD")
         if not keep:
             self.phase = Phase.CLOSED

@@ -242,6 +242,24 @@ def test_pipelined_requests_are_answered_in_order_and_100_continue_is_sent(
         assert sock.recv(65536).endswith(b"\r\n\r\nbody")
 
 
+@pytest.mark.parametrize("echoes", [0, 2])
+def test_a_client_that_half_closes_after_its_requests_gets_every_answer(
+    served: Served, echoes: int
+) -> None:
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        for n in range(echoes):
+            sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbod%d" % n)
+        sock.sendall(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")  # answered once released
+        sock.shutdown(socket.SHUT_WR)  # as nc -N does: nothing more to send
+        time.sleep(0.2)  # the server reads the end of the stream while /wait waits
+        served.release.set()
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert _status_lines(answer) == [b"HTTP/1.1 200 OK"] * (echoes + 1)
+    assert answer.endswith(b"\r\n\r\nreleased\n")
+
+
 def test_the_whole_head_has_a_deadline_not_each_read(served: Served) -> None:
     with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
         sock.sendall(b"GET /-/healthy HTTP/1.1\r\n")
