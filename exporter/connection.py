@@ -238,7 +238,8 @@ class Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         """The head is whole: check what can be refused before the body."""
         self._head_done, self._head_bytes = True, 0
-        if self._parser.get_http_version() not in ("1.0", "1.1"):
+        version = self._parser.get_http_version()
+        if version not in ("1.0", "1.1"):
             raise Refusal("unsupported_version", "only HTTP/1.0 and HTTP/1.1 are served")
         self._method = self._parser.get_method().decode("ascii")
         headers = dict(self._headers)
@@ -256,7 +257,8 @@ class Connection(asyncio.Protocol):
             self.phase = Phase.BODY
             self.owner.moved(self)
         expects_body = coding is not None or (length is not None and int(length) > 0)
-        continuing = headers.get(b"expect", b"").lower() == b"100-continue"
+        # An HTTP/1.0 client's expectation is ignored (RFC 9110 10.1.1): it knows no 100.
+        continuing = headers.get(b"expect", b"").lower() == b"100-continue" and version == "1.1"
         if continuing and expects_body and not self._queue and self.transport is not None:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 

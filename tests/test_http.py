@@ -260,6 +260,19 @@ def test_a_client_that_half_closes_after_its_requests_gets_every_answer(
     assert answer.endswith(b"\r\n\r\nreleased\n")
 
 
+def test_an_http_1_0_client_expecting_100_continue_gets_only_the_final_answer(
+    served: Served,
+) -> None:
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(b"POST /echo HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+        sock.sendall(b"body")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert _status_lines(answer) == [b"HTTP/1.1 200 OK"]
+    assert answer.endswith(b"\r\n\r\nbody")
+
+
 def test_the_whole_head_has_a_deadline_not_each_read(served: Served) -> None:
     with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
         sock.sendall(b"GET /-/healthy HTTP/1.1\r\n")
