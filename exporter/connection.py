@@ -90,6 +90,8 @@ class Owner(Protocol):
 def _classify(error: Exception) -> Refusal:
     """The refusal for an llhttp error (its messages are stable, and tested)."""
     message = str(error)
+    if "PRI" in message:  # HTTP/2's connection preface (prior knowledge, no upgrade)
+        return Refusal("unsupported_version", "HTTP/2 is not served: use HTTP/1.1")
     if "Content-Length" in message and "Transfer-Encoding" in message:
         return Refusal("length_and_chunked", "Content-Length with Transfer-Encoding")
     if "Content-Length" in message:

@@ -273,6 +273,15 @@ def test_an_http_1_0_client_expecting_100_continue_gets_only_the_final_answer(
     assert answer.endswith(b"\r\n\r\nbody")
 
 
+def test_an_http2_prior_knowledge_preface_is_refused_as_an_unsupported_version(
+    served: Served,
+) -> None:
+    answer = _exchange(served.port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    assert _status_lines(answer) == [b"HTTP/1.1 505 HTTP Version Not Supported"]
+    assert answer.endswith(b"HTTP/2 is not served: use HTTP/1.1\n")
+    assert served.rejected()["msgsms_http_requests_rejected_total:unsupported_version"] == 1
+
+
 def test_the_whole_head_has_a_deadline_not_each_read(served: Served) -> None:
     with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
         sock.sendall(b"GET /-/healthy HTTP/1.1\r\n")
