@@ -43,6 +43,7 @@ REFUSALS: dict[str, int] = {
     "head_too_large": 431,  # more than 64 KiB or 100 header lines
     "body_too_large": 413,  # more than 1 MiB, announced or received (chunked)
     "timeout": 408,  # the request head or body missed its deadline
+    "plain_http": 400,  # plain HTTP sent to the port while it speaks TLS
 }
 """Refusals of the HTTP layer itself, by reason, with their status."""
 

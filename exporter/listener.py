@@ -10,6 +10,7 @@ worker threads, and stops gracefully.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import resource
 import socket
@@ -45,6 +46,7 @@ ACCEPTS_AT_CAP_PER_TURN = 8
 ACCEPT_PAUSE_SECONDS = 0.1
 SWEEP_SECONDS = 0.5
 _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_TLS_HANDSHAKE = b"\x16"  # the content type of a TLS record that opens a handshake
 
 log = structlog.get_logger("msgsms_exporter.web")
 
@@ -183,6 +185,8 @@ class Listener:
         self, connection: Connection, sock: socket.socket, tls: ssl.SSLContext | None
     ) -> None:
         try:
+            if tls is not None and not await self._speaks_tls(connection, sock):
+                return
             await self.loop.connect_accepted_socket(
                 lambda: connection,
                 sock,
@@ -193,6 +197,39 @@ class Listener:
             if connection in self.connections:
                 self.stats.drop("tls_handshake")
                 self.lost(connection)
+
+    async def _speaks_tls(self, connection: Connection, sock: socket.socket) -> bool:
+        """False when the client's first byte starts plain HTTP, not a TLS handshake
+        (``http://`` to an ``https`` port): it is answered 400 in plain text, counted and
+        closed, so the mistake is visible to the client and in the metrics."""
+        readable: asyncio.Future[None] = self.loop.create_future()
+
+        def ready() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        self.loop.add_reader(sock, ready)
+        try:
+            await readable
+        finally:
+            self.loop.remove_reader(sock)
+        try:
+            first = sock.recv(1, socket.MSG_PEEK)
+        except OSError:
+            return True  # let the handshake fail and be counted as it always is
+        if not first or first == _TLS_HANDSHAKE or not first.isalpha():
+            return True
+        refusal = Refusal("plain_http", "this port speaks HTTPS: send the request over TLS")
+        self.stats.reject(refusal.reason)
+        body = f"{refusal}\n".encode()
+        head = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        with contextlib.suppress(OSError):
+            sock.send(head.encode() + body)  # small: fits the empty send buffer
+            sock.shutdown(socket.SHUT_WR)
+        sock.close()
+        self.lost(connection)
+        return False
 
     # -- the Connection owner --------------------------------------------------------
 

@@ -91,7 +91,9 @@ def test_a_hung_client_does_not_stop_metrics_and_is_timed_out(server: str) -> No
         assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
 
 
-def test_tls_serves_https_and_refuses_plain_http(tls_files: tuple[str, str]) -> None:
+def test_tls_serves_https_and_answers_plain_http_with_a_counted_400(
+    tls_files: tuple[str, str],
+) -> None:
     cert, key = tls_files
     web = parse_web_config(
         {
@@ -120,8 +122,15 @@ def test_tls_serves_https_and_refuses_plain_http(tls_files: tuple[str, str]) -> 
         old.maximum_version = ssl.TLSVersion.TLSv1_2
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{url}/metrics", verify=old)
-        with pytest.raises(httpx.TransportError):
-            httpx.get(f"http://127.0.0.1:{port}/metrics")
+        plain = httpx.get(f"http://127.0.0.1:{port}/metrics")  # http:// to the https port
+        assert (plain.status_code, plain.text) == (
+            400,
+            "this port speaks HTTPS: send the request over TLS\n",
+        )
+        assert server.stats.snapshot()[0] == {"plain_http": 1}
+        # The port still speaks TLS to the next client.
+        again = httpx.get(f"{url}/metrics", verify=trusted, auth=("prom", PASSWORD))
+        assert again.status_code == 200
     finally:
         server.stop()
 
