@@ -164,9 +164,14 @@ class Authorization:
 
 def parse_authorization(value: str) -> Authorization:
     """Split an Authorization header; SignatureError when it is not SDK-HMAC-SHA256."""
+    if not value.strip():
+        raise SignatureError(
+            f"no Authorization header: the request must be signed ({ALGORITHM}, enable push"
+            " signing in Huawei's console)"
+        )
     match = _AUTH.match(value.strip())
     if match is None:
-        raise SignatureError("Authorization header is not SDK-HMAC-SHA256")
+        raise SignatureError(f"Authorization header is not {ALGORITHM}")
     return Authorization(
         access_key=match.group("access"),
         signed_headers=match.group("signed").lower().split(";"),
