@@ -209,6 +209,8 @@ def _json_body(body: bytes, charset: str) -> Any:
         ) from exc
     except ValueError as exc:
         raise PushRejected("bad_json", f"body is not JSON: {exc}") from exc
+    except RecursionError:  # [[[[... a thousand deep: the parser's stack, not a bug
+        raise PushRejected("bad_json", "body is JSON nested too deeply") from None
 
 
 def _each(items: list[object], parse: Callable[[object], T]) -> Parsed[T]:

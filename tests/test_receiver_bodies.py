@@ -192,3 +192,14 @@ def test_a_header_with_non_ascii_text_signed_by_huaweis_signer_verifies(tmp_path
         answer = push.http.post(f"{push.url}/push/status-report", content=body, headers=headers)
         assert (answer.status_code, answer.content) == (200, b"")
         assert list(push.stored()) == ["sig-1"]
+
+
+@pytest.mark.parametrize("path", ["/push/status-reports", "/push/sends"])
+def test_json_nested_too_deeply_is_a_counted_400_not_an_internal_error(
+    push: Push, path: str
+) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    answer = push.post(path, deep, JSON)
+    assert answer.status_code == 400
+    assert answer.json() == {"reason": "bad_json", "message": "body is JSON nested too deeply"}
+    assert push.receiver.stats.rejected == {"bad_json": 1}
