@@ -477,11 +477,18 @@ def _store_url(reader: _Reader, spec: Mapping[str, Any]) -> Secret | None:
         return None
     try:
         from psycopg.conninfo import conninfo_to_dict
+
+        from exporter.pgurl import split_url
     except ImportError:
         reader.problem(where, "needs the postgres extra: pip install 'msgsms-exporter[postgres]'")
         return None
     try:
-        conninfo_to_dict(url.value)
+        libpq = split_url(url.value)[0]
+    except ValueError as exc:
+        reader.problem(where, str(exc))
+        return None
+    try:
+        conninfo_to_dict(libpq)
     except Exception:  # psycopg's message may quote the URL, password included
         reader.problem(where, "is not a valid libpq URL")
         return None

@@ -14,6 +14,11 @@ try-lock and records when it last ran, so N replicas prune once a minute, not N 
 Reads and pruning use a pool, writes the writer's own connection; both reconnect on
 their own: with the database down the exporter keeps serving, answers pushes 503 (not
 stored) and ``/-/ready`` 503, and recovers when it is back.
+
+It works behind a connection pooler in transaction mode (PgBouncer): no state outlives
+a transaction (locks are transaction locks, settings ``SET LOCAL``, a snapshot is one
+transaction), and ``prepared_statements=off`` in the URL stops psycopg preparing
+statements where the pooler cannot carry them (:mod:`exporter.pgurl`).
 """
 
 from __future__ import annotations
@@ -26,12 +31,13 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from exporter.errors import StoreUnavailable, UpstreamUnavailable
 from exporter.groupcommit import GroupCommitter
 from exporter.pgschema import LOCK_SPACE, PRUNE_LOCK, migrate
+from exporter.pgurl import connection_settings as connection_settings
+from exporter.pgurl import unverified_host as unverified_host
 from exporter.pgwriter import CONFLICTS, INDEXES_ONLY, PgWriter, first_line
 from exporter.pushstore import (
     PRUNE_CHUNK,
@@ -48,30 +54,6 @@ from exporter.templates import SmsTemplate
 CONNECT_TIMEOUT = 3.0
 """Seconds a write waits for a connection before it is refused (503)."""
 _READ_ONLY_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
-# A silent network loss fails a statement after 10 s instead of the kernel's 15 minutes.
-_DEFAULTS = {
-    "connect_timeout": "3",
-    "tcp_user_timeout": "10000",
-    "application_name": "msgsms-exporter",
-}
-
-
-def connection_settings(url: str) -> dict[str, str]:
-    """The URL's parameters with our defaults for what it leaves out (TLS passes through)."""
-    params = {k: str(v) for k, v in conninfo_to_dict(url).items()}
-    for key, value in _DEFAULTS.items():
-        params.setdefault(key, value)
-    return params
-
-
-def unverified_host(url: str) -> str | None:
-    """The host, when the URL reaches a remote server without verifying its certificate."""
-    params = conninfo_to_dict(url)
-    host = str(params.get("host") or params.get("hostaddr") or "")
-    local = not host or host.startswith("/") or host in ("localhost", "127.0.0.1", "::1")
-    if local or params.get("sslmode") in ("verify-ca", "verify-full"):
-        return None
-    return host
 
 
 class PostgresStore(GroupCommitWrites):
@@ -168,9 +150,9 @@ class PostgresStore(GroupCommitWrites):
 
     def _maintain_now(self, now: float, *, forced: bool) -> None:
         try:
+            self._prune_as_leader(now, forced=forced)
             with self._connection() as conn:
                 conn.autocommit = True
-                self._prune_as_leader(conn, now, forced=forced)
                 self.size_bytes = _scalar(
                     conn.execute(
                         "SELECT sum(pg_total_relation_size(t)) FROM unnest(ARRAY["
@@ -180,32 +162,46 @@ class PostgresStore(GroupCommitWrites):
         except (StoreUnavailable, psycopg.Error):
             return  # tried again at the next minute
 
-    def _prune_as_leader(self, conn: psycopg.Connection[Any], now: float, *, forced: bool) -> None:
-        got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_SPACE, PRUNE_LOCK))
-        if not _scalar(got):
-            return  # another replica is pruning
-        try:
+    def _prune_as_leader(self, now: float, *, forced: bool) -> None:
+        """Prune unless another replica is pruning, or did within the minute.
+
+        The lock is a transaction's (``pg_try_advisory_xact_lock``), held by a lease
+        transaction on one connection while the deletions commit in chunks on another:
+        behind a pooler in transaction mode a session's lock and unlock may run on two
+        server connections and leave the lock held. The lease ends with its transaction,
+        also when this process dies mid-way.
+        """
+        with self._connection() as lease, lease.transaction():
+            got = lease.execute(
+                "SELECT pg_try_advisory_xact_lock(%s, %s)", (LOCK_SPACE, PRUNE_LOCK)
+            )
+            if not _scalar(got):
+                return  # another replica is pruning
             now_ms = round(now * 1000)
-            last = conn.execute("SELECT last_prune_ms FROM msgsms_maintenance").fetchone()
+            last = lease.execute("SELECT last_prune_ms FROM msgsms_maintenance").fetchone()
             if not forced and last and now_ms - last[0] < PRUNE_EVERY_SECONDS * 1000:
                 return  # another replica pruned within the minute
             cutoff = now_ms - round(self.retention * 1000)
-            while True:
-                with conn.transaction():
-                    gone = conn.execute(
-                        "DELETE FROM msgsms_messages WHERE message_id IN (SELECT message_id"
-                        " FROM msgsms_messages WHERE send_ms < %s LIMIT %s) RETURNING message_id",
-                        (cutoff, PRUNE_CHUNK),
-                    ).fetchall()
-                    ids = [r[0] for r in gone]
-                    conn.execute("DELETE FROM msgsms_segments WHERE message_id = ANY(%s)", (ids,))
-                self.pruned += len(ids)
-                if len(ids) < PRUNE_CHUNK:
-                    break
-            conn.execute("DELETE FROM msgsms_templates WHERE last_seen_ms < %s", (cutoff,))
-            conn.execute("UPDATE msgsms_maintenance SET last_prune_ms = %s", (now_ms,))
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_SPACE, PRUNE_LOCK))
+            with self._connection() as conn:
+                conn.autocommit = True
+                self._delete_before(conn, cutoff)
+            lease.execute("UPDATE msgsms_maintenance SET last_prune_ms = %s", (now_ms,))
+
+    def _delete_before(self, conn: psycopg.Connection[Any], cutoff: int) -> None:
+        """Delete what was sent before ``cutoff`` in short transactions of a chunk each."""
+        while True:
+            with conn.transaction():
+                gone = conn.execute(
+                    "DELETE FROM msgsms_messages WHERE message_id IN (SELECT message_id"
+                    " FROM msgsms_messages WHERE send_ms < %s LIMIT %s) RETURNING message_id",
+                    (cutoff, PRUNE_CHUNK),
+                ).fetchall()
+                ids = [r[0] for r in gone]
+                conn.execute("DELETE FROM msgsms_segments WHERE message_id = ANY(%s)", (ids,))
+            self.pruned += len(ids)
+            if len(ids) < PRUNE_CHUNK:
+                break
+        conn.execute("DELETE FROM msgsms_templates WHERE last_seen_ms < %s", (cutoff,))
 
     # -- reads: the sending-details contract -------------------------------------
 

@@ -106,10 +106,14 @@ class PostgresServer:
 
     def fresh_schema(self) -> str:
         """The URL of a new, empty schema (first on the search path) of the test database."""
+        return f"{self.url()}?options=-csearch_path%3D{self.new_schema()}"
+
+    def new_schema(self) -> str:
+        """The name of a new, empty schema of the test database."""
         name = f"t{next(self._names)}"
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f"CREATE SCHEMA {name}")
-        return f"{self.url()}?options=-csearch_path%3D{name}"
+        return name
 
     def log_tail(self) -> str:
         """The end of the server log, for failure messages."""
