@@ -11,6 +11,7 @@ A signature covers the bytes as sent, so it is checked before decompression.
 from __future__ import annotations
 
 import zlib
+from functools import lru_cache
 
 from exporter.connection import MAX_BODY_BYTES
 from exporter.errors import PushRejected
@@ -18,6 +19,7 @@ from exporter.routing import Request
 
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 """zlib's window bits for each supported coding (gzip's header, or zlib's)."""
+_PRINTABLE = bytes(range(0x20, 0x7F))
 
 
 def charset_of(request: Request, media_type: str) -> str:
@@ -34,12 +36,20 @@ def charset_of(request: Request, media_type: str) -> str:
         name, _, value = parameter.partition("=")
         if name.strip().lower() == "charset":
             charset = value.strip().strip('"').lower() or charset
-    try:
-        b"\0".decode(charset, "replace")  # LookupError: an unknown name, or not text
-    except LookupError:
-        message = f"charset {charset[:40]!r} is not supported"
-        raise PushRejected("content_type", message, 415) from None
+    if not _ascii_compatible(charset[:40]):
+        message = f"charset {charset[:40]!r} is not supported (use UTF-8, or GBK and the like)"
+        raise PushRejected("content_type", message, 415)
     return charset
+
+
+@lru_cache(maxsize=64)
+def _ascii_compatible(charset: str) -> bool:
+    """True for a text encoding that reads ASCII as ASCII (UTF-8, GBK, Latin-1...): the
+    syntax of a form or of JSON is ASCII. Not UTF-16, UTF-7, IDNA, nor base64's kin."""
+    try:
+        return _PRINTABLE.decode(charset) == _PRINTABLE.decode("ascii")
+    except (LookupError, UnicodeError, ValueError):
+        return False
 
 
 def decoded_body(request: Request) -> bytes:

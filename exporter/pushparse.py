@@ -159,10 +159,8 @@ def _form_pairs(body: bytes, charset: str) -> list[tuple[str, str]]:
     alike. PushRejected says where the text is not ``charset``."""
     try:
         text = body.decode(charset)
-    except UnicodeDecodeError as exc:
-        raise PushRejected(
-            "bad_encoding", _not_text(f"body byte {exc.start + 1}", charset)
-        ) from exc
+    except UnicodeError as exc:  # a UnicodeDecodeError, or a codec's own complaint
+        raise PushRejected("bad_encoding", _not_text(_body_at(exc), charset)) from exc
     pairs = []
     for part in text.split("&"):
         if not part:
@@ -178,8 +176,12 @@ def _unquote(text: str, charset: str, what: str) -> str:
         return text
     try:
         return unquote_plus(text, encoding=charset, errors="strict")
-    except UnicodeDecodeError as exc:
+    except UnicodeError as exc:
         raise PushRejected("bad_encoding", _not_text(f"{what}'s percent-escapes", charset)) from exc
+
+
+def _body_at(exc: UnicodeError) -> str:
+    return f"body byte {exc.start + 1}" if isinstance(exc, UnicodeDecodeError) else "body"
 
 
 def _not_text(where: str, charset: str) -> str:
@@ -203,10 +205,8 @@ def _json_body(body: bytes, charset: str) -> Any:
     # A leading byte order mark is allowed (RFC 8259 lets a parser ignore it).
     try:
         return json.loads(body.decode("utf-8-sig" if charset == "utf-8" else charset))
-    except UnicodeDecodeError as exc:
-        raise PushRejected(
-            "bad_encoding", f"body byte {exc.start + 1}: not {charset} text"
-        ) from exc
+    except UnicodeError as exc:
+        raise PushRejected("bad_encoding", f"{_body_at(exc)}: not {charset} text") from exc
     except ValueError as exc:
         raise PushRejected("bad_json", f"body is not JSON: {exc}") from exc
     except RecursionError:  # [[[[... a thousand deep: the parser's stack, not a bug

@@ -93,7 +93,7 @@ def payload_hash(headers: Mapping[str, str], body: bytes) -> str:
     declared = headers.get(CONTENT_HASH_HEADER.lower())
     if declared is None or declared == UNSIGNED_PAYLOAD:
         return declared or actual
-    if not hmac.compare_digest(declared.strip().lower(), actual):
+    if not hmac.compare_digest(declared.strip().lower().encode(), actual.encode()):
         raise SignatureError(f"{CONTENT_HASH_HEADER} does not match the body")
     return declared.strip()
 

@@ -203,3 +203,21 @@ def test_json_nested_too_deeply_is_a_counted_400_not_an_internal_error(
     assert answer.status_code == 400
     assert answer.json() == {"reason": "bad_json", "message": "body is JSON nested too deeply"}
     assert push.receiver.stats.rejected == {"bad_json": 1}
+
+
+@pytest.mark.parametrize("charset", ["utf-16", "utf-7", "punycode", "base64", "rot13"])
+def test_a_charset_that_does_not_read_ascii_as_ascii_is_refused_with_415(
+    push: Push, charset: str
+) -> None:
+    answer = push.post("/push/status-report", _form("cs-1"), f"{FORM}; charset={charset}")
+    assert (answer.status_code, answer.json()["reason"]) == (415, "content_type")
+    assert push.receiver.stats.rejected == {"content_type": 1}
+
+
+def test_a_body_its_declared_codec_cannot_read_is_a_400_not_an_internal_error(
+    push: Push,
+) -> None:
+    # IDNA reads ASCII as ASCII but refuses most text with a UnicodeError of its own.
+    answer = push.post("/push/status-report", b"smsMsgId=\xff" + b"a" * 70, f"{FORM}; charset=idna")
+    assert (answer.status_code, answer.json()["reason"]) == (400, "bad_encoding")
+    assert push.receiver.stats.rejected == {"bad_encoding": 1}

@@ -7,6 +7,7 @@ from exporter.signing import (
     Credentials,
     canonical_query,
     canonical_uri,
+    payload_hash,
     sign_request,
     verify_request,
 )
@@ -180,3 +181,8 @@ def test_a_declared_body_hash_must_be_the_bodys():
 def test_json_bodies_keep_the_body_hash():
     headers = sign_request("POST", PUSH_URL, PUSH_HEADERS, PUSH_BODY, CREDS, AT_FORM)
     assert "X-Sdk-Content-Sha256" not in headers
+
+
+def test_a_declared_body_hash_that_is_not_ascii_is_a_bad_signature_not_a_crash():
+    with pytest.raises(SignatureError, match="does not match the body"):
+        payload_hash({"x-sdk-content-sha256": "é" * 64}, b"body")
