@@ -114,7 +114,9 @@ class Connection(asyncio.Protocol):
         """True once a byte of the current request has arrived (it is in flight)."""
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
-        self._queue: deque[tuple[Request, bool] | Refusal] = deque()
+        # A request with whether to keep the connection after it, and whether it is
+        # HTTP/1.0 (whose client keeps it only when the answer says keep-alive).
+        self._queue: deque[tuple[Request, bool, bool] | Refusal] = deque()
         self._head_bytes = 0  # bytes received while the head is incomplete
         self._head_size = 0  # bytes of the head parsed so far
         self._head_done = False
@@ -128,6 +130,7 @@ class Connection(asyncio.Protocol):
         self._write_paused = False
         self._paused = False  # reading, while pipelined requests wait
         self._keep_alive = True
+        self._http_1_0 = False
         self._eof = False  # the client half-closed: answer what it sent, then close
         self._request_method = ""
         self.socket: socket.socket | None = None
@@ -210,7 +213,7 @@ class Connection(asyncio.Protocol):
         elif self._queue:  # an upgrade: answer what came, then close
             last = self._queue.pop()
             assert not isinstance(last, Refusal)
-            self._queue.append((last[0], False))
+            self._queue.append((last[0], False, last[2]))
 
     # -- httptools callbacks ---------------------------------------------------------
 
@@ -282,7 +285,8 @@ class Connection(asyncio.Protocol):
             headers={n.decode("latin-1"): v.decode("latin-1") for n, v in self._headers},
             body=b"".join(self._body),
         )
-        self._queue.append((request, self._parser.should_keep_alive()))
+        version = self._parser.get_http_version()
+        self._queue.append((request, self._parser.should_keep_alive(), version == "1.0"))
 
     # -- answering -----------------------------------------------------------------
 
@@ -294,7 +298,7 @@ class Connection(asyncio.Protocol):
         if isinstance(item, Refusal):
             self.refuse(item)
             return
-        request, keep_alive = item
+        request, keep_alive, self._http_1_0 = item
         self.phase = Phase.BUSY
         self.owner.moved(self)
         self._keep_alive = keep_alive
@@ -361,6 +365,8 @@ class Connection(asyncio.Protocol):
         ]
         if close:
             lines.append("Connection: close")
+        elif self._http_1_0:
+            lines.append("Connection: keep-alive")  # else its client would close
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self.transport.write(head if head_only else head + response.body)
 

@@ -282,6 +282,22 @@ def test_an_http2_prior_knowledge_preface_is_refused_as_an_unsupported_version(
     assert served.rejected()["msgsms_http_requests_rejected_total:unsupported_version"] == 1
 
 
+def test_an_http_1_0_client_asking_for_keep_alive_is_told_it_is_kept(served: Served) -> None:
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /echo HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\none"
+        )
+        first = sock.recv(65536)
+        sock.sendall(b"POST /echo HTTP/1.0\r\nContent-Length: 3\r\n\r\ntwo")  # not kept
+        second = b""
+        while chunk := sock.recv(65536):
+            second += chunk
+    assert b"\r\nConnection: keep-alive\r\n" in first
+    assert first.endswith(b"\r\n\r\none")
+    assert b"\r\nConnection: close\r\n" in second
+    assert second.endswith(b"\r\n\r\ntwo")
+
+
 def test_the_whole_head_has_a_deadline_not_each_read(served: Served) -> None:
     with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
         sock.sendall(b"GET /-/healthy HTTP/1.1\r\n")
