@@ -213,6 +213,10 @@ class Listener:
             await readable
         finally:
             self.loop.remove_reader(sock)
+        if connection not in self._reading:  # evicted or timed out meanwhile: counted
+            sock.close()
+            self.lost(connection)
+            return False
         try:
             first = sock.recv(1, socket.MSG_PEEK)
         except OSError:

@@ -135,6 +135,28 @@ def test_tls_serves_https_and_answers_plain_http_with_a_counted_400(
         server.stop()
 
 
+def test_silent_clients_of_the_tls_port_are_dropped_once_each_as_no_request(
+    tls_files: tuple[str, str],
+) -> None:
+    cert, key = tls_files
+    web = parse_web_config({"tls_server_config": {"cert_file": cert, "key_file": key}})
+    assert web.tls is not None
+    server = WebServer(
+        _router(), "127.0.0.1", 0, tls=web.tls.context(), limits=ServerLimits(head_timeout=1.0)
+    )
+    server.start()
+    try:
+        silent = [socket.create_connection(server.address) for _ in range(3)]
+        for sock in silent:  # closed by the server after the head deadline, unanswered
+            sock.settimeout(10)
+            assert sock.recv(1024) == b""
+            sock.close()
+        _, dropped = server.stats.snapshot()
+        assert dropped == {"no_request": 3}
+    finally:
+        server.stop()
+
+
 def test_turning_upstream_verification_off_warns_at_every_start(
     manual_simulator: Simulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
