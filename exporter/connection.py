@@ -44,6 +44,7 @@ REFUSALS: dict[str, int] = {
     "body_too_large": 413,  # more than 1 MiB, announced or received (chunked)
     "timeout": 408,  # the request head or body missed its deadline
     "plain_http": 400,  # plain HTTP sent to the port while it speaks TLS
+    "incomplete": 400,  # the client ended its side before the head or body was whole
 }
 """Refusals of the HTTP layer itself, by reason, with their status."""
 
@@ -159,7 +160,14 @@ class Connection(asyncio.Protocol):
         self._eof = True
         if self.transport is not None and self.transport.get_extra_info("ssl_object"):
             return False  # TLS: a close_notify ends the connection whatever one answers
-        return self.phase is Phase.BUSY or bool(self._queue)
+        if self.phase is Phase.BUSY or self._queue:
+            return True
+        if self.started and not self._broken and self.phase in (Phase.HEAD, Phase.BODY):
+            # Cut short (a Content-Length larger than the body): say so, counted.
+            self.refuse(
+                Refusal("incomplete", "the request ended before it was complete"), linger=False
+            )
+        return False
 
     def pause_writing(self) -> None:
         """The client reads slowly: answer nothing more until it catches up."""

@@ -298,6 +298,28 @@ def test_an_http_1_0_client_asking_for_keep_alive_is_told_it_is_kept(served: Ser
     assert second.endswith(b"\r\n\r\ntwo")
 
 
+@pytest.mark.parametrize(
+    "cut",
+    [
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nshort",
+        b"POST /echo HTTP/1.1\r\nHo",
+    ],
+    ids=["body", "head"],
+)
+def test_a_request_cut_short_by_the_client_is_answered_400_and_counted(
+    served: Served, cut: bytes
+) -> None:
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(cut)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert _status_lines(answer) == [b"HTTP/1.1 400 Bad Request"]
+    assert answer.endswith(b"the request ended before it was complete\n")
+    assert served.rejected()["msgsms_http_requests_rejected_total:incomplete"] == 1
+
+
 def test_the_whole_head_has_a_deadline_not_each_read(served: Served) -> None:
     with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
         sock.sendall(b"GET /-/healthy HTTP/1.1\r\n")
