@@ -53,6 +53,8 @@ from exporter.templates import SmsTemplate
 
 CONNECT_TIMEOUT = 3.0
 """Seconds a write waits for a connection before it is refused (503)."""
+AVAILABLE_WITHIN = 1.0
+"""Seconds the database has to answer for the store to be available (``/-/ready``)."""
 _READ_ONLY_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 
 
@@ -87,6 +89,8 @@ class PostgresStore(GroupCommitWrites):
         self._writer = PgWriter(settings, self._prepare)
         self._snapshots = threading.local()
         self._prune_due = 0.0
+        self._probe: _Probe | None = None
+        self._probe_lock = threading.Lock()
         self._writes = GroupCommitter(
             self._commit, self._maintain, name="push-store-pg", maintain_apart=True
         )
@@ -116,11 +120,24 @@ class PostgresStore(GroupCommitWrites):
                     self._schema_ready = True
 
     def available(self) -> bool:
-        """True when a connection answers within a second (the pool checks it)."""
+        """True when a connection answers within a second (the pool checks it).
+
+        The check runs on a thread of its own, which later callers join while it lasts:
+        behind a pooler a statement waits in the pooler's queue while the database is
+        down (PgBouncer's ``query_wait_timeout``, 120 s by default), and ``/-/ready``
+        must answer 503 meanwhile, not hang.
+        """
         if self._writes.closed:
             return False
+        with self._probe_lock:
+            if self._probe is None or self._probe.done.is_set():
+                self._probe = _Probe(self._answers)
+            probe = self._probe
+        return probe.done.wait(AVAILABLE_WITHIN) and probe.ok
+
+    def _answers(self) -> bool:
         try:
-            with self._connection(timeout=1.0):
+            with self._connection(timeout=AVAILABLE_WITHIN):
                 return True
         except (StoreUnavailable, psycopg.Error):
             return False
@@ -339,6 +356,23 @@ class PostgresStore(GroupCommitWrites):
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+class _Probe:
+    """One availability check, running on its own thread until it has an answer."""
+
+    def __init__(self, check: Callable[[], bool]) -> None:
+        self.ok = False
+        self.done = threading.Event()
+        threading.Thread(
+            target=self._run, args=(check,), name="push-store-probe", daemon=True
+        ).start()
+
+    def _run(self, check: Callable[[], bool]) -> None:
+        try:
+            self.ok = check()
+        finally:
+            self.done.set()
 
 
 def _reset(conn: psycopg.Connection[Any]) -> None:

@@ -35,6 +35,10 @@ from postgres_server import DATABASE, USER, PostgresServer
 
 BINARY = shutil.which("pgbouncer", path=f"{os.environ.get('PATH', '')}:/usr/sbin") or ""
 POOL_SIZE = 4
+QUERY_WAIT = 5
+"""Seconds a query waits for a server connection (PgBouncer's default is 120; the docs
+advise a few seconds, so that a push is refused rather than held while the database is
+down)."""
 
 
 class PgBouncer:
@@ -63,6 +67,17 @@ class PgBouncer:
         """The libpq URL clients use: the pooled database on PgBouncer's port."""
         return f"postgresql://{USER}@127.0.0.1:{self.port}/pooled"
 
+    def admin(self, command: str) -> list[dict[str, object]]:
+        """A command of PgBouncer's admin console (``PAUSE``, ``SHOW POOLS``...)."""
+        url = f"postgresql://{USER}@127.0.0.1:{self.port}/pgbouncer"
+        # The console speaks only the simple query protocol: a client-side cursor.
+        with psycopg.connect(url, autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
+            cursor = conn.execute(command)
+            if cursor.description is None:
+                return []
+            names = [c.name for c in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
     def _configure(self, server: PostgresServer, schema: str) -> None:
         (self.root / "users.txt").write_text(f'"{USER}" ""\n')
         search_path = f"connect_query='SET search_path = {schema}'"
@@ -73,7 +88,8 @@ class PgBouncer:
             f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
             f"auth_type = trust\nauth_file = {self.root / 'users.txt'}\n"
             f"pool_mode = transaction\ndefault_pool_size = {POOL_SIZE}\nmin_pool_size = {POOL_SIZE}\n"
-            "server_round_robin = 1\nserver_login_retry = 1\n"
+            f"server_round_robin = 1\nserver_login_retry = 1\nquery_wait_timeout = {QUERY_WAIT}\n"
+            f"admin_users = {USER}\n"
             f"logfile = {self.root / 'pgbouncer.log'}\npidfile = {self.root / 'pgbouncer.pid'}\n"
         )
         if os.geteuid() == 0:  # PgBouncer refuses to run as root

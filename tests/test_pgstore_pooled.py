@@ -7,7 +7,8 @@ would fail here: prepared statements, a session's advisory lock, a session ``SET
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 
 import psycopg
@@ -16,7 +17,7 @@ from pgbouncer import POOL_SIZE, PgBouncer
 from postgres_server import PostgresServer
 
 from exporter.config import parse_config
-from exporter.errors import ConfigError
+from exporter.errors import ConfigError, StoreUnavailable
 from exporter.pgschema import LOCK_SPACE, PRUNE_LOCK
 from exporter.pgstore import PostgresStore, connection_settings
 from exporter.pushstore import SendRegistration, StatusReport
@@ -192,3 +193,57 @@ def test_a_snapshot_through_pgbouncer_reads_one_moment_while_replicas_write(boun
             ids = [r.message_id for r in (*first.records, *second.records)]
             assert ids == ["m0", "m1", "m2", "m3"]
         assert reader.query(window).total == 7
+
+
+# -- the database unreachable behind the pooler ----------------------------------------
+
+
+def test_ready_answers_at_once_while_the_pooler_holds_the_check_in_its_queue(
+    bouncer: PgBouncer,
+):
+    with PostgresStore(bouncer.url() + POOLED) as store:
+        assert store.available()
+        bouncer.admin("PAUSE pooled")  # queries wait, as while the database is down
+        try:
+            assert not store.available()
+            assert not store.available()  # the same check, still waiting
+            (pool,) = (p for p in bouncer.admin("SHOW POOLS") if p["database"] == "pooled")
+            assert pool["cl_waiting"] == 1  # one check queued, not one per call
+        finally:
+            bouncer.admin("RESUME pooled")
+        assert _eventually(store.available)
+
+
+def test_behind_pgbouncer_a_database_restart_is_recovered_and_a_stop_is_refused(
+    postgres: PostgresServer, bouncer: PgBouncer
+):
+    with PostgresStore(bouncer.url() + POOLED, clock=lambda: T0 + 600) as store:
+        assert store.register([SendRegistration("before", "t", T0)]).stored == 1
+        postgres.restart()
+        assert _eventually(lambda: _stored(store, "after-restart"))
+        postgres.stop()
+        try:
+            assert not store.available()
+            with pytest.raises(StoreUnavailable):
+                store.register([SendRegistration("while-down", "t", T0)])
+        finally:
+            postgres.start()
+        assert _eventually(lambda: _stored(store, "after-start"))
+        assert store.message_count() == 3
+
+
+def _stored(store: PostgresStore, message_id: str) -> bool:
+    try:
+        result = store.register([SendRegistration(message_id, "t", T0)])
+    except StoreUnavailable:
+        return False
+    assert result.rejected == []
+    return True
+
+
+def _eventually(condition: Callable[[], bool]) -> bool:
+    for _ in range(100):
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
