@@ -94,6 +94,8 @@ def _classify(error: Exception) -> Refusal:
     message = str(error)
     if "PRI" in message:  # HTTP/2's connection preface (prior knowledge, no upgrade)
         return Refusal("unsupported_version", "HTTP/2 is not served: use HTTP/1.1")
+    if "Invalid HTTP version" in message:  # HTTP/1.2, HTTP/3.0: well formed, not served
+        return Refusal("unsupported_version", "only HTTP/1.0 and HTTP/1.1 are served")
     if "Content-Length" in message and "Transfer-Encoding" in message:
         return Refusal("length_and_chunked", "Content-Length with Transfer-Encoding")
     if "Content-Length" in message:

@@ -202,6 +202,8 @@ def parse_single(body: bytes, now: float, charset: str = "utf-8") -> StatusRepor
 
 
 def _json_body(body: bytes, charset: str) -> Any:
+    if not body.strip():
+        raise PushRejected("bad_json", "the body is empty: expected JSON")
     # A leading byte order mark is allowed (RFC 8259 lets a parser ignore it).
     try:
         return json.loads(body.decode("utf-8-sig" if charset == "utf-8" else charset))

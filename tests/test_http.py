@@ -273,12 +273,21 @@ def test_an_http_1_0_client_expecting_100_continue_gets_only_the_final_answer(
     assert answer.endswith(b"\r\n\r\nbody")
 
 
-def test_an_http2_prior_knowledge_preface_is_refused_as_an_unsupported_version(
-    served: Served,
+@pytest.mark.parametrize(
+    ("request_line", "message"),
+    [
+        (b"PRI * HTTP/2.0\r\n\r\nSM", b"HTTP/2 is not served: use HTTP/1.1\n"),
+        (b"GET /echo HTTP/1.2", b"only HTTP/1.0 and HTTP/1.1 are served\n"),
+        (b"GET /echo HTTP/3.0", b"only HTTP/1.0 and HTTP/1.1 are served\n"),
+    ],
+    ids=["http2 preface", "1.2", "3.0"],
+)
+def test_an_http_version_not_served_is_refused_as_an_unsupported_version(
+    served: Served, request_line: bytes, message: bytes
 ) -> None:
-    answer = _exchange(served.port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    answer = _exchange(served.port, request_line + b"\r\n\r\n")
     assert _status_lines(answer) == [b"HTTP/1.1 505 HTTP Version Not Supported"]
-    assert answer.endswith(b"HTTP/2 is not served: use HTTP/1.1\n")
+    assert answer.endswith(message)
     assert served.rejected()["msgsms_http_requests_rejected_total:unsupported_version"] == 1
 
 

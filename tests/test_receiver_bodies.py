@@ -221,3 +221,10 @@ def test_a_body_its_declared_codec_cannot_read_is_a_400_not_an_internal_error(
     answer = push.post("/push/status-report", b"smsMsgId=\xff" + b"a" * 70, f"{FORM}; charset=idna")
     assert (answer.status_code, answer.json()["reason"]) == (400, "bad_encoding")
     assert push.receiver.stats.rejected == {"bad_encoding": 1}
+
+
+@pytest.mark.parametrize("path", ["/push/status-reports", "/push/sends"])
+def test_an_empty_json_body_is_told_it_is_empty(push: Push, path: str) -> None:
+    answer = push.post(path, b"", JSON)
+    assert answer.status_code == 400
+    assert answer.json() == {"reason": "bad_json", "message": "the body is empty: expected JSON"}
