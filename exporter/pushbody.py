@@ -11,6 +11,7 @@ A signature covers the bytes as sent, so it is checked before decompression.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from functools import lru_cache
 
 from exporter.connection import MAX_BODY_BYTES
@@ -22,14 +23,19 @@ _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate":
 _PRINTABLE = bytes(range(0x20, 0x7F))
 
 
-def charset_of(request: Request, media_type: str) -> str:
+def charset_of(
+    request: Request, media_type: str, elsewhere: Mapping[str, str] | None = None
+) -> str:
     """The body's charset (``utf-8`` when none is given); 415 unless its Content-Type is
-    ``media_type`` (parameters aside) and the charset is one Python decodes."""
+    ``media_type`` (parameters aside) and the charset is one Python decodes.
+    ``elsewhere`` names the path that takes another media type, for the refusal to say."""
     given, *parameters = request.headers.get("content-type", "").split(";")
     if given.strip().lower() != media_type:
         shown = given.strip()[:60] or "missing"
+        path = (elsewhere or {}).get(given.strip().lower())
+        hint = f"; {shown} goes to {path}" if path else ""
         raise PushRejected(
-            "content_type", f"Content-Type must be {media_type} (it is {shown})", 415
+            "content_type", f"Content-Type must be {media_type} (it is {shown}{hint})", 415
         )
     charset = "utf-8"
     for parameter in parameters:

@@ -254,7 +254,7 @@ class Receiver:
 
     def _single(self, request: Request, account: str | None) -> Step:
         """One form-encoded report: 200 with an empty body once it is committed."""
-        charset = charset_of(request, _FORM)
+        charset = charset_of(request, _FORM, {_JSON: self.config.batch_path})
         name = self._account(account, self.gate.report(request))
         report = parse_single(decoded_body(request), self._clock(), charset)
 
@@ -268,7 +268,7 @@ class Receiver:
 
     def _batch(self, request: Request, account: str | None) -> Step:
         """A JSON batch of at most 50: valid items are stored; 400 lists any rejected ones."""
-        charset = charset_of(request, _JSON)
+        charset = charset_of(request, _JSON, {_FORM: self.config.single_path})
         name = self._account(account, self.gate.report(request))
         parsed = parse_batch(decoded_body(request), self._clock(), charset)
         reports = [r for _, r in parsed.items]

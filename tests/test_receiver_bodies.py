@@ -228,3 +228,15 @@ def test_an_empty_json_body_is_told_it_is_empty(push: Push, path: str) -> None:
     answer = push.post(path, b"", JSON)
     assert answer.status_code == 400
     assert answer.json() == {"reason": "bad_json", "message": "the body is empty: expected JSON"}
+
+
+def test_a_report_sent_to_the_other_push_path_is_told_where_it_goes(push: Push) -> None:
+    batch = push.post("/push/status-report", _batch("wrong-1"), JSON)
+    single = push.post("/push/status-reports", _form("wrong-2"), FORM)
+    assert (batch.status_code, single.status_code) == (415, 415)
+    assert batch.json()["message"] == (
+        f"Content-Type must be {FORM} (it is {JSON}; {JSON} goes to /push/status-reports)"
+    )
+    assert single.json()["message"] == (
+        f"Content-Type must be {JSON} (it is {FORM}; {FORM} goes to /push/status-report)"
+    )
