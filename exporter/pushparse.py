@@ -29,12 +29,13 @@ REPORT_MAX_AGE_SECONDS = 72 * 3600.0 + DAY_SECONDS
 """Reports arrive up to 72 h after sending; a day more allows for clocks and the retry hour."""
 FUTURE_SECONDS = DAY_SECONDS
 SEND_MAX_AGE_SECONDS = DAY_SECONDS
-TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-_MESSAGE_ID = re.compile(r"^[\x21-\x7e]{1,50}$")  # printable ASCII, as Huawei's ids are
-_STATUS = re.compile(r"^[\x21-\x7e]{1,7}$")
-_ZONE = re.compile(r"(?:[Zz]|[+-]\d{2}:\d{2})$")  # a time's zone, when it has one
-_SOURCE = re.compile(r"^[0-9]{1,2}$")
-_MOBILE = re.compile(r"^\+?[0-9]{1,20}$")
+# \Z, not $: a $ also matches before a final newline, and "m1\n" is not the id "m1".
+TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
+_MESSAGE_ID = re.compile(r"^[\x21-\x7e]{1,50}\Z")  # printable ASCII, as Huawei's ids are
+_STATUS = re.compile(r"^[\x21-\x7e]{1,7}\Z")
+_ZONE = re.compile(r"(?:[Zz]|[+-]\d{2}:\d{2})\Z")  # a time's zone, when it has one
+_SOURCE = re.compile(r"^[0-9]{1,2}\Z")
+_MOBILE = re.compile(r"^\+?[0-9]{1,20}\Z")
 _ID_RULE = "1 to 50 printable ASCII characters"
 _SUCCESS_CODES = ("000000", "E000510")  # E000510: per-recipient status, see parse_sends
 T = TypeVar("T")
@@ -108,6 +109,7 @@ def _count(fields: Mapping[str, object], name: str) -> int:
 def parse_time(text: str, name: str) -> float:
     """A timestamp, ``2026-11-26T10:00:00Z``, with milliseconds or an offset (``+08:00``,
     ``-05:00``); no zone means UTC."""
+    text = text.strip()
     try:
         return parse_rfc3339(text if _ZONE.search(text, 19) else text + "Z")
     except ValueError as exc:
@@ -158,7 +160,8 @@ def _form_pairs(body: bytes, charset: str) -> list[tuple[str, str]]:
     no escape kept), decoded strictly from ``charset``, raw bytes and percent-escapes
     alike. PushRejected says where the text is not ``charset``."""
     try:
-        text = body.decode(charset)
+        # A final line end (curl --data-binary @file) is no data: a value's is escaped.
+        text = body.rstrip(b"\r\n").decode(charset)
     except UnicodeError as exc:  # a UnicodeDecodeError, or a codec's own complaint
         raise PushRejected("bad_encoding", _not_text(_body_at(exc), charset)) from exc
     pairs = []

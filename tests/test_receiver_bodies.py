@@ -240,3 +240,17 @@ def test_a_report_sent_to_the_other_push_path_is_told_where_it_goes(push: Push) 
     assert single.json()["message"] == (
         f"Content-Type must be {JSON} (it is {FORM}; {FORM} goes to /push/status-report)"
     )
+
+
+def test_a_form_body_ending_in_a_line_end_is_stored_under_the_bare_id(push: Push) -> None:
+    body = b"status=DELIVRD&updateTime=" + _updated().encode() + b"&smsMsgId=nl-1\r\n"
+    assert push.post("/push/status-report", body, FORM).status_code == 200
+    assert list(push.stored()) == ["nl-1"]
+
+
+@pytest.mark.parametrize("escaped", [b"nl-2%0A", b"nl-2%0D%0A"])
+def test_an_id_with_an_escaped_line_end_is_refused(push: Push, escaped: bytes) -> None:
+    body = b"status=DELIVRD&smsMsgId=" + escaped
+    answer = push.post("/push/status-report", body, FORM)
+    assert (answer.status_code, answer.json()["reason"]) == (400, "bad_field")
+    assert push.stored() == {}
