@@ -9,7 +9,7 @@ from collections.abc import Callable
 import structlog
 
 from exporter.budget import Budget
-from exporter.config import AccountConfig, Config
+from exporter.config import AccountConfig, AccountSource, Config
 from exporter.engine import Engine, EngineSettings, PollOutcome
 from exporter.errors import UpstreamError
 from exporter.fetch import DetailsSource
@@ -19,6 +19,9 @@ from exporter.templates import SmsTemplate
 from exporter.timestamps import format_rfc3339
 
 TEMPLATE_REFRESH_SECONDS = 600.0
+"""How long a template list read from Huawei is used. A push account's list is its own
+store's table (a local query), read at every poll, so a template first pushed is
+exported at the next poll rather than up to ten minutes later."""
 
 log = structlog.get_logger("msgsms_exporter.poller")
 
@@ -75,7 +78,8 @@ class Poller:
         return self._last
 
     def _refresh_templates(self, now: float) -> tuple[SmsTemplate, ...]:
-        if now - self._templates_at < TEMPLATE_REFRESH_SECONDS and self._templates:
+        listed_lately = now - self._templates_at < TEMPLATE_REFRESH_SECONDS and self._templates
+        if listed_lately and self.account.source != AccountSource.PUSH:
             return self._templates
         selection = self.account.templates
         listed = self.source.list_templates()

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter.collector import DeliveryCollector
 from exporter.config import Config, ReceiverConfig, TemplateSelection, push_account
 from exporter.poller import Poller
+from exporter.pushitems import SendRegistration
 from exporter.pushstore import ReportStore
 from exporter.receiver import Receiver
 from exporter.records import DetailsQuery, SendResult
@@ -131,6 +132,20 @@ def test_window_fed_only_by_pushes_equals_truth(chain: Chain, mode: str):
     assert chain.receiver.stats.unattributed == 0
     if mode == "batch":
         assert chain.receiver.stats.duplicates["report"] == chain.receiver.stats.reports["batch"]
+
+
+def test_a_template_first_pushed_is_exported_at_the_next_poll(chain: Chain):
+    account = push_account("push")  # discovers every template the pushes name
+    config = Config(accounts=(account,))
+    poller = Poller(account, config, chain.store, clock=chain.sim.clock.now)
+    chain.sim.clock.advance(60)
+    chain.pusher(mode="batch", credentials=KEYS[1]).catch_up()
+    first = {t.template_id for t in poller.poll().templates}
+    assert first and "SMS_FIRST_PUSHED" not in first
+    chain.sim.clock.advance(30)  # well inside the ten minutes a Huawei template list is kept
+    sent = SendRegistration("first-pushed-1", "SMS_FIRST_PUSHED", chain.sim.clock.now() - 5)
+    assert chain.store.register([sent]).stored == 1
+    assert {t.template_id for t in poller.poll().templates} == first | {"SMS_FIRST_PUSHED"}
 
 
 def test_attribution_by_extend_alone_finds_each_message_template(extend_chain: Chain):
