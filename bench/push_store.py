@@ -50,8 +50,9 @@ from postgres_server import PostgresServer  # noqa: E402
 from exporter.config import AccountConfig, AccountSource, Config, TemplateSelection  # noqa: E402
 from exporter.pgstore import PostgresStore  # noqa: E402
 from exporter.poller import Poller  # noqa: E402
-from exporter.pushstore import PushStore, ReportStore, SendRegistration, StatusReport  # noqa: E402
+from exporter.pushstore import ReportStore, SendRegistration, StatusReport  # noqa: E402
 from exporter.snapshot import AccountSnapshot  # noqa: E402
+from exporter.sqlitestore import PushStore  # noqa: E402
 from exporter.timestamps import parse_rfc3339  # noqa: E402
 
 START = parse_rfc3339("2026-11-26T10:00:00Z")

@@ -33,9 +33,9 @@ from engine import PROMETHEUS_HEADERS, scrape_latency
 from exporter.collector import DeliveryCollector
 from exporter.ledger import Tally
 from exporter.pushstats import PushCollector, ReceiverStats
-from exporter.pushstore import PushStore
 from exporter.records import SendResult
 from exporter.snapshot import AccountSnapshot, SnapshotBoard, WindowSnapshot, summarize
+from exporter.sqlitestore import PushStore
 from exporter.status_codes import StatusCategory
 from exporter.templates import SmsTemplate
 from exporter.web import ExpositionCache, Router, WebServer

@@ -19,7 +19,8 @@ from simulator_process import simulator_process
 from exporter.config import AccountConfig, Config
 from exporter.demo import DEMO_ACCESS_KEY, DEMO_PROJECT_ID, DEMO_SECRET_KEY, simulated_account
 from exporter.pgstore import PostgresStore
-from exporter.pushstore import PushStore, ReportStore
+from exporter.pushstore import ReportStore
+from exporter.sqlitestore import PushStore
 from exporter.timestamps import format_rfc3339, parse_rfc3339
 
 START = "2026-11-26T10:00:00Z"

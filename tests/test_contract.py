@@ -15,10 +15,10 @@ from openapi_spec_validator import validate
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.config import ReceiverConfig
-from exporter.pushstore import PushStore
 from exporter.receiver import Receiver
 from exporter.records import DETAILS_PATH, DetailsQuery, SendResult
 from exporter.signing import Credentials, sign_request
+from exporter.sqlitestore import PushStore
 from exporter.timestamps import parse_rfc3339
 from exporter.web import Request, Router, WebServer
 

@@ -20,8 +20,8 @@ from exporter_process import push_exporter
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.config import ReceiverConfig
-from exporter.pushstore import PushStore
 from exporter.receiver import Receiver
+from exporter.sqlitestore import PushStore
 from exporter.web import Request, Response, Router, ServerLimits, WebServer, text
 from exporter.webconfig import parse_web_config
 from exporter.webstats import HttpCollector

@@ -17,8 +17,9 @@ from exporter.errors import ConfigError, StoreUnavailable
 from exporter.pgschema import LOCK_SPACE, MIGRATIONS, PRUNE_LOCK
 from exporter.pgstore import PostgresStore, connection_settings, unverified_host
 from exporter.pushmerge import ROW_COLUMNS
-from exporter.pushstore import PushStore, SendRegistration, StatusReport, open_store
+from exporter.pushstore import SendRegistration, StatusReport, open_store
 from exporter.records import DetailsQuery, SendResult
+from exporter.sqlitestore import PushStore
 from exporter.timestamps import parse_rfc3339
 
 T0 = parse_rfc3339("2026-11-26T10:00:00Z")

@@ -17,9 +17,10 @@ from exposition import exported_window, samples
 from exporter.app import Exporter
 from exporter.config import parse_config
 from exporter.errors import ConfigError
-from exporter.pushstore import PushStore, SendRegistration, StatusReport
+from exporter.pushstore import SendRegistration, StatusReport
 from exporter.records import DetailsQuery
 from exporter.signing import Credentials, sign_request
+from exporter.sqlitestore import PushStore
 from exporter.timestamps import format_rfc3339, parse_rfc3339
 
 NOW = parse_rfc3339("2026-11-26T11:00:00Z")

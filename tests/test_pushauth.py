@@ -24,8 +24,9 @@ from exporter.config import (
 )
 from exporter.errors import ConfigError
 from exporter.pushauth import is_loopback, unsigned_exposure
-from exporter.pushstore import PushStore, StatusReport, WriteDone
+from exporter.pushstore import StatusReport, WriteDone
 from exporter.signing import Credentials
+from exporter.sqlitestore import PushStore
 from exporter.timestamps import parse_rfc3339
 from exporter.webconfig import WebConfig
 

@@ -20,7 +20,6 @@ from exporter.errors import StoreUnavailable, UpstreamUnavailable
 from exporter.fetch import RecordList, read_range
 from exporter.pushstore import (
     UNKNOWN_TEMPLATE,
-    PushStore,
     ReportStore,
     Segment,
     SendRegistration,
@@ -28,6 +27,7 @@ from exporter.pushstore import (
     message_outcome,
 )
 from exporter.records import DetailsQuery, SendRecord, SendResult
+from exporter.sqlitestore import PushStore
 from exporter.templates import SmsTemplate
 from exporter.timestamps import parse_rfc3339
 

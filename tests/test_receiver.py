@@ -21,10 +21,10 @@ from exporter.config import ReceiverConfig, parse_config
 from exporter.errors import ConfigError
 from exporter.listener import WORKER_THREADS
 from exporter.pushparse import parse_single, template_from_extend
-from exporter.pushstore import PushStore
 from exporter.receiver import Receiver
 from exporter.records import DetailsQuery, SendResult
 from exporter.signing import Credentials, sign_request
+from exporter.sqlitestore import PushStore
 from exporter.timestamps import parse_rfc3339
 from exporter.web import Request, Response, Router, WebServer
 

@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 from exporter.config import ReceiverConfig
-from exporter.pushstore import PushStore
 from exporter.receiver import Receiver
 from exporter.records import DetailsQuery
 from exporter.signing import Credentials
+from exporter.sqlitestore import PushStore
 from exporter.web import Router, WebServer
 
 FORM = "application/x-www-form-urlencoded"

@@ -10,8 +10,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from promtool import FIXTURE_EXPOSITION, exposition_metric_names
 
 from exporter.config import ReceiverConfig
-from exporter.pushstore import PushStore
 from exporter.receiver import Receiver
+from exporter.sqlitestore import PushStore
 from exporter.timestamps import parse_rfc3339
 from exporter.web import Request, Router
 
