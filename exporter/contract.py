@@ -76,14 +76,27 @@ def single(params: Mapping[str, list[str]], name: str) -> str | None:
     return values[0]
 
 
+def whole_number(text: str, high: int) -> int | None:
+    """``text`` as a number in [0, high] when it is ASCII digits, else None.
+
+    Other scripts' digits (``²``, ``٣``) and thousands of digits (which ``int`` refuses
+    past 4300) are not numbers here: they are refused, never a crash.
+    """
+    if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > len(str(high)):
+        return None
+    value = int(text)
+    return value if value <= high else None
+
+
 def integer(params: Mapping[str, list[str]], name: str, default: int, low: int, high: int) -> int:
     """An integer parameter within [low, high]."""
     text = single(params, name)
     if text is None:
         return default
-    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+    value = whole_number(text, high)
+    if value is None or value < low:
         raise BadParameter(f"{name}: expected an integer in [{low}, {high}]", BAD_PAGE)
-    return int(text)
+    return value
 
 
 def _time(params: Mapping[str, list[str]], name: str) -> float:
@@ -92,8 +105,11 @@ def _time(params: Mapping[str, list[str]], name: str) -> float:
         raise BadParameter(f"{name}: required (RFC 3339, e.g. 2026-11-26T10:00:00Z)", BAD_TIME)
     try:
         return parse_rfc3339(text)
-    except ValueError as exc:
-        raise BadParameter(f"{name}: {exc}", BAD_TIME) from exc
+    except ValueError:
+        # Not the parser's words: they may name Python internals (timedelta, isoformat).
+        raise BadParameter(
+            f"{name}: not an RFC 3339 time (e.g. 2026-11-26T10:00:00Z): {text[:40]!r}", BAD_TIME
+        ) from None
 
 
 def parse_details_query(

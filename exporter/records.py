@@ -23,7 +23,7 @@ REJECT_REASONS = (
     "wrong_type",
 )
 """Every ``reason`` a skipped record is counted under."""
-MOBILE_PATTERN = re.compile(r"^[1-9]\d{6,14}$")
+MOBILE_PATTERN = re.compile(r"^[1-9][0-9]{6,14}$")  # ASCII digits only, unlike \d
 
 
 class SendResult(StrEnum):

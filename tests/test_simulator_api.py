@@ -99,7 +99,7 @@ def test_send_details_serves_the_contract_wire_format(app: SimulatorApp) -> None
         (
             {"start_time": "yesterday"},
             "MSGSMS.0410",
-            "start_time: not an RFC 3339 timestamp: 'yesterday'",
+            "start_time: not an RFC 3339 time (e.g. 2026-11-26T10:00:00Z): 'yesterday'",
         ),
         ({"end_time": "2026-11-26T10:00:00Z"}, "MSGSMS.0411", "end_time: must be after start_time"),
         (
@@ -135,6 +135,78 @@ def test_each_violated_limit_is_400_with_its_own_code_naming_the_parameter(
     assert response.status == 400
     assert body_of(response) == {"error_code": code, "error_msg": message}
     assert len(response.headers["X-Request-Id"]) == 32
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("offset", "9" * 5000),  # int() refuses over 4300 digits
+        ("limit", "9" * 5000),
+        ("offset", "\u00b2"),  # superscript two: str.isdigit() yet not int()
+        ("offset", "\u0663"),  # Arabic-Indic three
+        ("limit", "000000000000000000005"),
+    ],
+)
+def test_page_numbers_nobody_writes_are_400_not_500(
+    app: SimulatorApp, name: str, value: str
+) -> None:
+    response = details(app, **{name: value})
+    expected = "limit: expected an integer in [1, 100]"
+    if name == "offset":
+        expected = "offset: expected an integer in [0, 1000000000]"
+    if value.endswith("5"):
+        assert response.status == 200 and body_of(response)["limit"] == 5
+    else:
+        assert (response.status, body_of(response)) == (
+            400,
+            {"error_code": "MSGSMS.0414", "error_msg": expected},
+        )
+
+
+@pytest.mark.parametrize(
+    ("params", "code", "name"),
+    [
+        ({"start_time": "2026-11-26T11:00:00+99:99"}, "MSGSMS.0410", "start_time"),
+        ({"start_time": "\u0662026-11-26T11:00:00Z"}, "MSGSMS.0410", "start_time"),
+        ({"end_time": "2026-13-26T12:00:00Z"}, "MSGSMS.0410", "end_time"),
+        ({"mobile": "4\uff14020000000"}, "MSGSMS.0415", "mobile"),  # a full-width digit
+    ],
+)
+def test_impossible_times_and_foreign_digits_are_refused_in_the_contracts_words(
+    app: SimulatorApp, params: dict[str, str], code: str, name: str
+) -> None:
+    response = details(app, **params)
+    body = body_of(response)
+    assert (response.status, body["error_code"]) == (400, code)
+    assert body["error_msg"].startswith(f"{name}: ")
+    assert "timedelta" not in body["error_msg"] and "isoformat" not in body["error_msg"]
+
+
+def test_a_huge_offset_on_the_template_list_is_invalid_parameter_not_500(
+    app: SimulatorApp,
+) -> None:
+    for params in ({"offset": "9" * 5000}, {"limit": "\u00b2"}, {"region": ["cn", "intl"]}):
+        raw = f"/v2/{PROJECT}/msgsms/templates?" + urlencode(params, doseq=True)
+        response = app.handle(Request("GET", raw, {"Host": HOST, **TOKEN}, b""))
+        body = body_of(response)
+        assert (response.status, body["error_code"]) == (400, "MSGSMS.0002"), params
+        assert body["error_msg"] == "Invalid Parameter."
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "OPTIONS", "POST", "DELETE"])
+def test_a_wrong_method_on_an_api_is_405_naming_the_allowed_one(
+    app: SimulatorApp, method: str
+) -> None:
+    for path in ("/api/v1/send-details", f"/v2/{PROJECT}/msgsms/templates"):
+        response = call(app, path, WINDOW, TOKEN, method=method)
+        assert response.status == 405, (method, path)
+        assert body_of(response)["error_code"] == "MSGSMS.0405"
+        assert response.headers["Allow"] == "GET, HEAD"
+
+
+def test_head_is_answered_like_get(app: SimulatorApp) -> None:
+    response = call(app, "/api/v1/send-details", WINDOW, TOKEN, method="HEAD")
+    assert response.status == 200
 
 
 def test_missing_time_range_is_400(app: SimulatorApp) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import signal
 import subprocess
@@ -10,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import pytest
@@ -53,6 +55,22 @@ def test_a_signed_query_over_http_is_accepted_and_a_wrong_key_is_not(url: str) -
     response = httpx.get(target, headers=bad)
     assert response.status_code == 401
     assert response.json()["error_code"] == "APIG.0301"
+
+
+def test_head_wrong_methods_and_an_overlong_url_get_json_errors_not_html(url: str) -> None:
+    params = {"start_time": "2026-11-26T09:30:00Z", "end_time": START}
+    head = httpx.head(f"{url}/api/v1/send-details", params=params, headers=TOKEN, timeout=30)
+    assert (head.status_code, head.content) == (200, b"")
+    assert int(head.headers["Content-Length"]) > 0
+    put = httpx.put(f"{url}/api/v1/send-details", params=params, headers=TOKEN, timeout=30)
+    assert (put.status_code, put.json()["error_code"]) == (405, "MSGSMS.0405")
+    # httpx refuses to send a URL this long; http.client sends what it is given.
+    connection = http.client.HTTPConnection(urlsplit(url).netloc, timeout=30)
+    connection.request("GET", f"/api/v1/send-details?template_id={'a' * 70_000}", headers=TOKEN)
+    long = connection.getresponse()
+    assert long.status == 414
+    assert json.loads(long.read())["error_code"] == "APIG.0201"
+    connection.close()
 
 
 def test_truth_equals_paging_every_record_after_the_clock_moves(url: str) -> None:

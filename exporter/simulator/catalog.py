@@ -131,10 +131,18 @@ def list_templates(
 ) -> dict[str, Any]:
     """Answer the template list; InvalidTemplateQuery names a refused parameter."""
     try:
-        limit = integer(params, "limit", 10, 1, TEMPLATE_PAGE_MAX)
-        offset = integer(params, "offset", 0, 0, 10**9)
-    except BadParameter as exc:
+        return _listed(scenario, params, hidden)
+    except InvalidTemplateQuery:
+        raise
+    except BadParameter as exc:  # a repeated or malformed parameter: Huawei's one code
         raise InvalidTemplateQuery(str(exc)) from exc
+
+
+def _listed(
+    scenario: Scenario, params: Mapping[str, list[str]], hidden: frozenset[str]
+) -> dict[str, Any]:
+    limit = integer(params, "limit", 10, 1, TEMPLATE_PAGE_MAX)
+    offset = integer(params, "offset", 0, 0, 10**9)
     template_type = _choice(params, "template_type", TEMPLATE_TYPES)
     flow_status = _choice(params, "flow_status", FLOW_STATUSES)
     region = _choice(params, "region", ("cn", "intl"))

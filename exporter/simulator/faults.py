@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from exporter.contract import whole_number
+
 API_ENDPOINTS = ("send-details", "templates")
 _LEGACY_FIELDS = {"error_share", "latency_seconds", "malformed_share", "endpoints"}
 _DEFAULT_RETRY_AFTER = -1.0
@@ -383,6 +385,7 @@ def shift_offset(params: dict[str, list[str]], rule: FaultRule | None) -> dict[s
     if rule is None or rule.fault not in (FaultKind.DUPLICATE_RECORDS, FaultKind.SHIFT_RECORDS):
         return params
     values = params.get("offset", ["0"])
-    if len(values) != 1 or not values[0].isdigit():
+    offset = whole_number(values[0], 10**9) if len(values) == 1 else None
+    if offset is None:
         return params
-    return {**params, "offset": [str(max(0, int(values[0]) - rule.shift))]}
+    return {**params, "offset": [str(max(0, offset - rule.shift))]}

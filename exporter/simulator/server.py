@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
+from exporter.contract import whole_number
 from exporter.errors import AuthError
 from exporter.records import DETAILS_PATH
 from exporter.simulator.api import BadParameter, QueryLimits, list_templates, send_details
@@ -122,7 +123,8 @@ class SimulatorApp:
     def _route(
         self, request: Request, path: str, params: dict[str, list[str]]
     ) -> tuple[str, Response]:
-        method = request.method
+        # HEAD is GET without the body (RFC 9110); the signature still covers "HEAD".
+        method = "GET" if request.method == "HEAD" else request.method
         if path == DETAILS_PATH and method == "GET":
             return "send-details", self._api(request, "send-details", params)
         match = _TEMPLATES.match(path)
@@ -154,8 +156,16 @@ class SimulatorApp:
         handler = control.get((method, path))
         if handler is not None:
             return path.removeprefix("/-/"), handler(request, params)
-        if any(p == path for _, p in control) or path in (DETAILS_PATH, OPENAPI_PATH):
-            return "other", _error(405, "MSGSMS.0405", f"method {method} not allowed on {path}")
+        allowed = sorted({m for m, p in control if p == path})
+        if path in (DETAILS_PATH, OPENAPI_PATH) or match is not None:
+            allowed = ["GET"]
+        if allowed:
+            return "other", _error(
+                405,
+                "MSGSMS.0405",
+                f"method {method} not allowed on {path}; use {', '.join(allowed)}",
+                Allow=", ".join(allowed + (["HEAD"] if "GET" in allowed else [])),
+            )
         return "other", _error(
             404, "APIG.0101", "The API does not exist or has not been published."
         )
@@ -163,8 +173,8 @@ class SimulatorApp:
     # -- API endpoints ----------------------------------------------------------
 
     def _api(self, request: Request, endpoint: str, params: dict[str, list[str]]) -> Response:
-        offset = (params.get("offset") or ["0"])[0]
-        fault = self.faults.draw(endpoint, int(offset) if offset.isdigit() else 0)
+        offset = whole_number((params.get("offset") or ["0"])[0], 10**9) or 0
+        fault = self.faults.draw(endpoint, offset)
         kind = fault.rule.fault if fault.rule is not None else None
         skew = fault.rule.seconds if fault.rule and kind is FaultKind.CLOCK_SKEW else 0.0
         if kind is FaultKind.RESET:
@@ -360,9 +370,24 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(response.body)
+        if self.command != "HEAD":
+            self.wfile.write(response.body)
 
-    do_GET = do_POST = do_DELETE = _serve
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _serve
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Framing errors (a request line over 64 KiB, a bad header) as a gateway error body."""
+        body = json.dumps(
+            {"error_code": "APIG.0201", "error_msg": message or self.responses[code][0]}
+        ).encode()
+        self.send_response(code, message)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Requests are logged by the app through structlog."""
