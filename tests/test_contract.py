@@ -168,6 +168,20 @@ def test_the_receivers_store_answers_the_contract_over_http(store_api) -> None:
     assert 'msgsms_push_requests_total{code="400",endpoint="details"} 1.0' in exposition
 
 
+def test_the_receivers_store_refuses_page_numbers_nobody_writes_and_counts_them(
+    store_api,
+) -> None:
+    url, _store, registry = store_api
+    window = {"start_time": "2026-11-26T10:00:00Z", "end_time": "2026-11-26T11:00:00Z"}
+    for params in ({"offset": "9" * 5000}, {"limit": "\u00b2"}, {"mobile": "4\uff14020000000"}):
+        response = httpx.get(f"{url}{DETAILS_PATH}", params={**window, **params})
+        assert response.status_code == 400, params
+        jsonschema.validate(response.json(), _schema("Error"))
+        assert response.json()["error_msg"].startswith(next(iter(params)) + ": ")
+    exposition = generate_latest(registry).decode()
+    assert 'msgsms_push_rejected_total{reason="bad_parameter"} 3.0' in exposition
+
+
 def test_the_store_is_not_served_unless_asked(tmp_path: Path) -> None:
     with PushStore(tmp_path / "push.db") as store:
         router = Router()

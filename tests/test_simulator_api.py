@@ -278,6 +278,13 @@ def test_missing_credentials_and_a_wrong_token_are_401(app: SimulatorApp) -> Non
     assert (bad.status, body_of(bad)["error_code"]) == (401, "APIG.0307")
 
 
+def test_a_blank_authorization_is_a_missing_signature_not_a_push_hint(app: SimulatorApp) -> None:
+    blank = call(app, "/api/v1/send-details", WINDOW, {"Authorization": "  "})
+    assert (blank.status, body_of(blank)["error_code"]) == (401, "APIG.0301")
+    assert "push" not in body_of(blank)["error_msg"]
+    assert body_of(blank)["error_msg"].startswith("missing Authorization")
+
+
 def test_the_rate_limit_throttles_per_credential(app: SimulatorApp, fake_time: FakeTime) -> None:
     statuses = [details(app, limit=1).status for _ in range(6)]
     assert statuses == [200] * 5 + [429]

@@ -58,7 +58,7 @@ def authenticate(
         if token != credentials.token:
             raise AuthError("APIG.0307", "the X-Auth-Token is invalid")
         return "token"
-    if "authorization" not in lowered:
+    if not lowered.get("authorization", "").strip():
         raise AuthError("APIG.0301", "missing Authorization (SDK-HMAC-SHA256) or X-Auth-Token")
     now = wall_now
     if manual_clock:
