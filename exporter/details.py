@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
+from exporter.contract import whole_number
 from exporter.details_fetch import Scan, fetch_query, scan_status_code
 from exporter.errors import DetailsBusy, FormError, UpstreamError
 from exporter.fetch import DetailsSource, snapshot_of
@@ -184,8 +185,8 @@ def parse_filter(
     status_code = form.get("status_code", "").strip() or None
     if status_code is not None and not _STATUS_CODE.match(status_code):
         raise FormError("Status code: up to 32 letters, digits and : _ . - (e.g. MK:0001).")
-    page_text = form.get("page", "").strip() or "1"
-    if not (page_text.isascii() and page_text.isdigit()) or not 1 <= int(page_text) <= MAX_PAGE:
+    page = whole_number(form.get("page", "").strip() or "1", MAX_PAGE)
+    if page is None or page < 1:
         raise FormError(f"Page: expected a whole number from 1 to {MAX_PAGE}.")
     start, end, last = _resolve_times(form, now, max_span, lookback)
     return DetailsFilter(
@@ -195,7 +196,7 @@ def parse_filter(
         template_id=_resolve_template(template_text, account, templates(account)),
         mobile=mobile,
         result=None if result_text == "all" else SendResult(result_text),
-        page=int(page_text),
+        page=page,
         last=last,
         status_code=status_code,
     )

@@ -11,6 +11,8 @@ _RFC3339 = re.compile(
 )
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_EARLIEST = datetime(1, 1, 1, tzinfo=UTC).timestamp()
+_LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 
 
 @lru_cache(maxsize=256)
@@ -36,6 +38,9 @@ def parse_rfc3339(text: str) -> float:
         zone = "+00:00"
     stamp = datetime.fromisoformat(base.replace("t", "T").replace(" ", "T") + zone)
     seconds = stamp.timestamp()
+    if not _EARLIEST <= seconds <= _LATEST:
+        # 9999-12-31T23:00:00-05:00 is in year 10000 in UTC: no date can show it.
+        raise ValueError(f"outside years 0001-9999 in UTC: {text[:40]!r}")
     if frac:
         # Round to whole milliseconds: the contract's resolution, and exact in floats.
         millis = round(float(frac) * 1000)

@@ -174,6 +174,21 @@ def test_rejects_an_unknown_result_and_page():
     assert error_of(page="x") == "Page: expected a whole number from 1 to 100000."
 
 
+@pytest.mark.parametrize("page", ["9" * 5000, "\u00b2", "100001"])
+def test_rejects_a_page_of_thousands_of_digits_or_foreign_digits(page):
+    assert error_of(page=page) == "Page: expected a whole number from 1 to 100000."
+
+
+def test_rejects_a_time_that_is_past_year_9999_in_utc():
+    # Both bounds are in year 10000 once read as UTC: no date could show them in the page.
+    message = error_of(start="9999-12-31T22:00:00-23:59", end="9999-12-31T23:59:59-23:59")
+    assert message.startswith("Start: not a time;")
+
+
+def test_rejects_a_mobile_number_with_a_full_width_digit():
+    assert error_of(mobile="4\uff14020000000").startswith("Mobile number: use 7 to 15 digits")
+
+
 def test_account_is_validated_and_found_by_template():
     def templates(account: str) -> list[SmsTemplate]:
         return [LOGIN] if account == "a" else [PROMO]

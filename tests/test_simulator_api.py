@@ -170,6 +170,11 @@ def test_page_numbers_nobody_writes_are_400_not_500(
         ({"start_time": "\u0662026-11-26T11:00:00Z"}, "MSGSMS.0410", "start_time"),
         ({"end_time": "2026-13-26T12:00:00Z"}, "MSGSMS.0410", "end_time"),
         ({"mobile": "4\uff14020000000"}, "MSGSMS.0415", "mobile"),  # a full-width digit
+        (
+            {"start_time": "9999-12-31T22:00:00-23:59", "end_time": "9999-12-31T23:59:59-23:59"},
+            "MSGSMS.0410",
+            "start_time",
+        ),
     ],
 )
 def test_impossible_times_and_foreign_digits_are_refused_in_the_contracts_words(
