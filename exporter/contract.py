@@ -66,6 +66,13 @@ def human_duration(seconds: float) -> str:
     return f"{seconds:g} second{'s' if seconds != 1 else ''}"
 
 
+def shown_name(name: str) -> str:
+    """A parameter's name as an error names it: bounded (URLs reach 64 KiB), never blank."""
+    if not name:
+        return "(a parameter without a name)"
+    return name if len(name) <= 40 else f"{name[:40]}..."
+
+
 def single(params: Mapping[str, list[str]], name: str) -> str | None:
     """The parameter's one value (None when absent); BadParameter when repeated."""
     values = params.get(name)
@@ -118,7 +125,7 @@ def parse_details_query(
     """The query the parameters ask for; BadParameter names the first offending one."""
     unknown = sorted(set(params) - DETAILS_PARAMS)
     if unknown:
-        raise BadParameter(f"{unknown[0]}: unknown parameter")
+        raise BadParameter(f"{shown_name(unknown[0])}: unknown parameter")
     start, end = _time(params, "start_time"), _time(params, "end_time")
     if end <= start:
         raise BadParameter("end_time: must be after start_time", BAD_TIME_ORDER)

@@ -187,6 +187,20 @@ def test_impossible_times_and_foreign_digits_are_refused_in_the_contracts_words(
     assert "timedelta" not in body["error_msg"] and "isoformat" not in body["error_msg"]
 
 
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [("a" * 3000, "a" * 40 + "..."), ("", "(a parameter without a name)")],
+)
+def test_an_unknown_parameter_is_named_briefly_even_when_long_or_blank(
+    app: SimulatorApp, name: str, shown: str
+) -> None:
+    response = details(app, **{name: "1"})
+    assert (response.status, body_of(response)) == (
+        400,
+        {"error_code": "MSGSMS.0400", "error_msg": f"{shown}: unknown parameter"},
+    )
+
+
 def test_a_huge_offset_on_the_template_list_is_invalid_parameter_not_500(
     app: SimulatorApp,
 ) -> None:
