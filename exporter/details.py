@@ -136,6 +136,11 @@ def _resolve_times(
     return start, end, last
 
 
+def _quoted(text: str) -> str:
+    """What the visitor typed, quoted and cut at 60 characters (a URL may carry 64 KiB)."""
+    return repr(text) if len(text) <= 60 else f"{text[:60]!r}..."
+
+
 def _resolve_template(text: str, account: str, templates: Sequence[SmsTemplate]) -> str | None:
     if not text:
         return None
@@ -145,7 +150,7 @@ def _resolve_template(text: str, account: str, templates: Sequence[SmsTemplate])
     named = [t for t in templates if t.template_name == text]
     if len(named) == 1:
         return named[0].template_id
-    raise FormError(f"Template: account {account} has no template {text!r}.")
+    raise FormError(f"Template: account {account} has no template {_quoted(text)}.")
 
 
 def _resolve_account(
@@ -153,7 +158,9 @@ def _resolve_account(
 ) -> str:
     if text:
         if text not in accounts:
-            raise FormError(f"Account: no account {text!r}; choose one of {', '.join(accounts)}.")
+            raise FormError(
+                f"Account: no account {_quoted(text)}; choose one of {', '.join(accounts)}."
+            )
         return text
     if template and len(accounts) > 1:
         for account in accounts:

@@ -168,6 +168,12 @@ def test_rejects_an_unknown_template():
     assert error_of(template="T-NOPE") == "Template: account main has no template 'T-NOPE'."
 
 
+def test_an_unknown_template_or_account_is_echoed_at_most_60_characters():
+    long = "x" * 5000
+    assert error_of(template=long) == f"Template: account main has no template {'x' * 60!r}...."
+    assert error_of(account=long).startswith(f"Account: no account {'x' * 60!r}...; choose")
+
+
 def test_rejects_an_unknown_result_and_page():
     assert error_of(result="delivered") == "Send result: choose all, success, failed or sending."
     assert error_of(page="0") == "Page: expected a whole number from 1 to 100000."
