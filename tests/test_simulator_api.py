@@ -338,6 +338,17 @@ def test_the_clock_moves_only_forward(app: SimulatorApp) -> None:
     assert body_of(call(app, "/-/clock"))["now"] == "2026-11-26T12:01:30.000Z"
 
 
+@pytest.mark.parametrize("step", [float("nan"), float("inf"), 1e300, 7 * 86400 + 1])
+def test_a_clock_step_that_is_not_a_finite_week_or_less_is_400_and_the_clock_keeps_going(
+    app: SimulatorApp, step: float
+) -> None:
+    refused = call(app, "/-/clock", method="POST", body={"advance_seconds": step})
+    assert (refused.status, body_of(refused)["error_code"]) == (400, "SIM.BAD_REQUEST")
+    assert body_of(refused)["error_msg"].startswith("advance_seconds: expected a number in [0, ")
+    assert body_of(call(app, "/-/clock"))["now"] == "2026-11-26T12:00:00.000Z"
+    assert details(app).status == 200
+
+
 def test_truth_covers_every_template(app: SimulatorApp) -> None:
     body = body_of(call(app, "/-/truth", WINDOW))
     assert body["now"] == "2026-11-26T12:00:00.000Z"

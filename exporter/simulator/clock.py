@@ -43,8 +43,8 @@ class ManualClock:
 
     def advance(self, seconds: float) -> float:
         """Move forward by ``seconds`` (>= 0); return the new instant."""
-        if seconds < 0:
-            raise ValueError("advance_seconds must be >= 0")
+        if not seconds >= 0:  # NaN too: it would stop the clock for good
+            raise ValueError("advance_seconds must be a number >= 0")
         with self._lock:
             self._now += seconds
             return self._now

@@ -40,6 +40,7 @@ from exporter.simulator.store import MessageStore
 from exporter.timestamps import format_rfc3339, parse_rfc3339
 
 OPENAPI_PATH = "/api/v1/openapi.yaml"
+MAX_CLOCK_STEP_SECONDS = 7 * 86400
 _TEMPLATES = re.compile(r"^/v2/(?P<project>[^/]+)/msgsms/templates/?$")
 log = structlog.get_logger("msgsms-simulator")
 
@@ -283,8 +284,16 @@ class SimulatorApp:
         try:
             body = self._body(request)
             step = body.get("advance_seconds") if isinstance(body, dict) else None
-            if isinstance(step, bool) or not isinstance(step, int | float) or step < 0:
-                raise BadParameter("advance_seconds: expected a number >= 0")
+            # NaN fails both comparisons; a step past a week would generate for minutes.
+            if (
+                isinstance(step, bool)
+                or not isinstance(step, int | float)
+                or not 0 <= step <= MAX_CLOCK_STEP_SECONDS
+            ):
+                raise BadParameter(
+                    f"advance_seconds: expected a number in [0, {MAX_CLOCK_STEP_SECONDS}]"
+                    " (at most 7 days a step)"
+                )
         except BadParameter as exc:
             return _error(400, "SIM.BAD_REQUEST", str(exc))
         now = self.clock.advance(float(step))
