@@ -187,8 +187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.shard == "0/1"
             else parse_shard(args.shard, hostname=socket.gethostname())
         )
+        parse_listen_address(args.listen)
     except ConfigError as error:
         return _report_config_error(error)
+    except ValueError as error:  # the listen address
+        print(f"msgsms-exporter: --web.listen-address: {error}", file=sys.stderr)
+        return 1
     if args.check_config:
         print(f"{args.config_file}: configuration is valid")
         return 0

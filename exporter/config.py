@@ -6,6 +6,7 @@ resolved here so the rest of the exporter only sees :class:`Secret` values.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -203,11 +204,14 @@ class _Reader:
 
     def mapping(self, raw: object, where: str, allowed: set[str]) -> dict[str, Any]:
         if not isinstance(raw, dict):
-            self.problem(where, "expected a mapping")
+            if where:
+                self.problem(where, "expected a mapping")
+            else:
+                self.problem("top level", "expected a mapping of settings" + _got(raw))
             return {}
         for key in raw:
             if key not in allowed:
-                self.problem(f"{where}.{key}" if where else str(key), "unknown key")
+                self.problem(f"{where}.{key}" if where else str(key), unknown_key(key, allowed))
         return raw
 
     def expand(self, value: object, where: str) -> object:
@@ -255,18 +259,37 @@ class _Reader:
         if len(spec) != 1:
             self.problem(where, "give exactly one of 'env' or 'file'")
             return None
-        if "env" in spec:
-            name = spec["env"]
-            if not isinstance(name, str) or name not in self.env:
+        key = "env" if "env" in spec else "file"
+        name = spec[key]
+        if not isinstance(name, str) or not name:
+            expected = "an environment variable name" if key == "env" else "a file path"
+            self.problem(f"{where}.{key}", f"expected {expected}")
+            return None
+        if key == "env":
+            if name not in self.env:
                 self.problem(f"{where}.env", f"environment variable {name} is not set")
                 return None
             return Secret(self.env[name])
-        path = spec["file"]
         try:
-            return Secret(Path(str(path)).read_text(encoding="utf-8").strip())
+            return Secret(Path(name).read_text(encoding="utf-8").strip())
         except OSError as exc:
-            self.problem(f"{where}.file", f"cannot read {path}: {exc.strerror}")
-            return None
+            self.problem(f"{where}.file", f"cannot read {name}: {exc.strerror}")
+        except UnicodeDecodeError:  # the message would quote the secret's bytes
+            self.problem(f"{where}.file", f"{name} is not UTF-8 text")
+        return None
+
+
+def _got(raw: object) -> str:
+    """What the top level of a file holds instead of a mapping."""
+    if raw is None:
+        return ", the file is empty"
+    return f", got a {'list' if isinstance(raw, list) else 'single value'}"
+
+
+def unknown_key(key: object, allowed: set[str]) -> str:
+    """``unknown key`` with the closest allowed spelling, if one is close."""
+    close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+    return f"unknown key, did you mean {close[0]!r}?" if close else "unknown key"
 
 
 def _text(value: object) -> str:
@@ -391,11 +414,11 @@ def _account(reader: _Reader, raw: object, where: str) -> AccountConfig | None:
         spec, "project_id", where, _text, "" if push else None, required=not push
     )
     creds_where = f"{where}.credentials"
-    creds = reader.mapping(
-        spec.get("credentials", {} if push else None),
-        creds_where,
-        {"access_key", "secret_key", "token"},
-    )
+    raw_creds = spec.get("credentials", {} if push else None)
+    if raw_creds is None:
+        reader.problem(creds_where, "is required (access_key and secret_key, or token)")
+        raw_creds = {}
+    creds = reader.mapping(raw_creds, creds_where, {"access_key", "secret_key", "token"})
     found = {
         key: reader.secret(creds[key], f"{creds_where}.{key}")
         for key in ("access_key", "secret_key", "token")
@@ -408,7 +431,9 @@ def _account(reader: _Reader, raw: object, where: str) -> AccountConfig | None:
         reader.problem(creds_where, "give access_key and secret_key, or token")
     if "templates" not in spec:
         reader.problem(f"{where}.templates", "is required (a list of ids, or discover: true)")
-    templates = _templates(reader, spec.get("templates"), f"{where}.templates")
+        templates = TemplateSelection()
+    else:
+        templates = _templates(reader, spec["templates"], f"{where}.templates")
     tls = reader.mapping(spec.get("tls", {}), f"{where}.tls", {"verify", "ca_file"})
     verify = reader.get(tls, "verify", f"{where}.tls", _boolean, True)
     ca_file = reader.get(tls, "ca_file", f"{where}.tls", _text)
@@ -461,7 +486,11 @@ def _store_url(reader: _Reader, spec: Mapping[str, Any]) -> Secret | None:
     if isinstance(raw, dict):
         url = reader.secret(raw, where)
     elif isinstance(raw, str):
-        written = urlsplit(raw)
+        try:
+            written = urlsplit(raw)
+        except ValueError:  # its message is generic; the URL may hold a password
+            reader.problem(where, "is not a valid URL (check the brackets around an IPv6 host)")
+            return None
         if written.password and "${" not in written.password:
             reader.problem(where, "write the password as ${VAR}, or give the URL by {env:}/{file:}")
             return None
@@ -472,7 +501,11 @@ def _store_url(reader: _Reader, spec: Mapping[str, Any]) -> Secret | None:
         return None
     if url is None:
         return None
-    if urlsplit(url.value).scheme not in ("postgresql", "postgres"):
+    try:
+        scheme = urlsplit(url.value).scheme
+    except ValueError:
+        scheme = ""
+    if scheme not in ("postgresql", "postgres"):
         reader.problem(where, "expected a postgresql:// URL")
         return None
     try:
@@ -712,10 +745,27 @@ def parse_config(raw: object, env: Mapping[str, str]) -> Config:
     return config
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader refusing a key given twice in one mapping (YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # '<<: *defaults' then overriding a key is allowed
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_yaml(text: str, source: str) -> object:
     """Parsed YAML, or ConfigError located at ``source:line:column``."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -723,15 +773,55 @@ def parse_yaml(text: str, source: str) -> object:
         raise ConfigError([f"{where}: {problem}"]) from None
 
 
-def read_yaml(path: str | Path) -> object:
-    """A YAML file, parsed; ConfigError naming the file when it cannot be read or parsed."""
+def _read_text(path: str | Path) -> str:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    return parse_yaml(text, str(path))
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError([f"{path}:{line}: not UTF-8 text (byte {exc.start})"]) from None
+
+
+def read_yaml(path: str | Path) -> object:
+    """A YAML file, parsed; ConfigError naming the file when it cannot be read or parsed."""
+    return parse_yaml(_read_text(path), str(path))
+
+
+def key_lines(node: yaml.Node | None, where: str = "") -> dict[str, int]:
+    """Each key path of a composed YAML document (``accounts[0].name``) → its line."""
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = f"{where}.{key.value}" if where else str(key.value)
+            lines[path] = key.start_mark.line + 1
+            lines.update(key_lines(value, path))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[f"{where}[{index}]"] = item.start_mark.line + 1
+            lines.update(key_lines(item, f"{where}[{index}]"))
+    return lines
+
+
+def locate(problems: list[str], source: str, lines: Mapping[str, int]) -> list[str]:
+    """``path: message`` → ``source:line: path: message``, at the nearest key written."""
+    located = []
+    for problem in problems:
+        where = problem.split(": ", 1)[0]
+        parts = re.split(r"(?=[.\[])", where)
+        prefixes = ("".join(parts[:n]) for n in range(len(parts), 0, -1))
+        line = next((lines[p] for p in prefixes if p in lines), None)
+        located.append(f"{source}:{line}: {problem}" if line else f"{source}: {problem}")
+    return located
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
-    """Read and parse a YAML config file; ConfigError on any problem."""
-    return parse_config(read_yaml(path), os.environ if env is None else env)
+    """Read and parse a YAML config file; ConfigError on any problem, each located at
+    the file and the line of the key it concerns."""
+    text = _read_text(path)
+    raw = parse_yaml(text, str(path))
+    try:
+        return parse_config(raw, os.environ if env is None else env)
+    except ConfigError as error:
+        lines = key_lines(yaml.compose(text, Loader=_UniqueKeyLoader))
+        raise ConfigError(locate(error.problems, str(path), lines)) from None

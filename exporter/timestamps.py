@@ -13,6 +13,8 @@ _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _EARLIEST = datetime(1, 1, 1, tzinfo=UTC).timestamp()
 _LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+MAX_DURATION_DAYS = 3650
+"""Longer durations are typos; much longer ones overflow the clock and sleep calls."""
 
 
 @lru_cache(maxsize=256)
@@ -61,4 +63,11 @@ def parse_duration(text: str) -> float:
     match = _DURATION.match(text.strip())
     if match is None:
         raise ValueError(f"not a duration (use e.g. 30s, 5m, 1h): {text!r}")
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    number, unit = match.groups()
+    # Compared as integers: a number of hundreds of digits does not fit a float.
+    if int(number) > MAX_DURATION_DAYS * 86400 * 1000:
+        raise ValueError(f"too long, at most {MAX_DURATION_DAYS}d")
+    seconds = int(number) * _UNIT_SECONDS[unit]
+    if seconds > MAX_DURATION_DAYS * 86400:
+        raise ValueError(f"too long, at most {MAX_DURATION_DAYS}d")
+    return seconds

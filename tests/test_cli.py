@@ -46,10 +46,10 @@ poll_interval: never
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "msgsms-exporter: invalid configuration:",
-        "  accounts[0].colour: unknown key",
-        "  accounts[0].credentials.access_key.env: environment variable NOT_SET_ANYWHERE is not set",
-        f"  accounts[0].credentials.secret_key.file: cannot read {tmp_path / 'missing-sk'}: No such file or directory",
-        "  poll_interval: not a duration (use e.g. 30s, 5m, 1h): 'soon'".replace("soon", "never"),
+        f"  {config}:9: accounts[0].colour: unknown key",
+        f"  {config}:6: accounts[0].credentials.access_key.env: environment variable NOT_SET_ANYWHERE is not set",
+        f"  {config}:7: accounts[0].credentials.secret_key.file: cannot read {tmp_path / 'missing-sk'}: No such file or directory",
+        f"  {config}:10: poll_interval: not a duration (use e.g. 30s, 5m, 1h): 'never'",
     ]
     assert "Traceback" not in result.stdout + result.stderr
 

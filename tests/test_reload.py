@@ -93,9 +93,9 @@ def test_an_invalid_reload_is_rejected_and_the_old_config_keeps_running(
     assert response.status_code == 400
     assert response.text.splitlines() == [
         "configuration rejected; the old one stays:",
-        "bogus: unknown key",
-        "accounts: expected a non-empty list of accounts",
-        "poll_interval: not a duration (use e.g. 30s, 5m, 1h): 'soon'",
+        f"{path}:3: bogus: unknown key",
+        f"{path}:1: accounts: expected a non-empty list of accounts",
+        f"{path}:2: poll_interval: not a duration (use e.g. 30s, 5m, 1h): 'soon'",
     ]
     exposition = samples(httpx.get(f"http://{host}:{port}/metrics").content)
     assert value(exposition, "msgsms_config_last_reload_successful") == 0

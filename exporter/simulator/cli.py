@@ -51,6 +51,23 @@ def _timestamp(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _rate(text: str) -> float:
+    """A finite number >= 0 (a multiplier or a rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def _address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
@@ -88,13 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="scenario YAML path, or a packaged one: default (6 templates), load (1M msgs/h)",
     )
-    p.add_argument("--scale", type=float, default=1.0, help="multiply every send rate")
+    p.add_argument("--scale", type=_rate, default=1.0, help="multiply every send rate")
     p.add_argument("--query.max-span", dest="max_span", type=_duration, default=86400.0)
     p.add_argument("--query.lookback", dest="lookback", type=_duration, default=60 * 86400.0)
-    p.add_argument("--query.max-limit", dest="max_limit", type=int, default=100)
+    p.add_argument("--query.max-limit", dest="max_limit", type=_count, default=100)
     p.add_argument(
         "--rate-limit",
-        type=float,
+        type=_rate,
         default=200.0,
         help="requests per second per credential (0: unlimited)",
     )

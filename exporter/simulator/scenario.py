@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
-from exporter.config import parse_yaml
+from exporter.config import parse_yaml, read_yaml
 from exporter.errors import ConfigError
 from exporter.simulator.scenario_reader import Reader
 from exporter.simulator.template_specs import TemplateSpec, parse_templates
@@ -190,13 +190,10 @@ def load_scenario(path: str | Path | None = None) -> Scenario:
     if path is None or str(path) in PACKAGED_SCENARIOS:
         source = f"{path or 'default'}.yaml"
         text = resources.files("exporter.simulator").joinpath(source).read_text("utf-8")
+        data = parse_yaml(text, source)
     else:
         source = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError([f"{source}: cannot read: {exc.strerror}"]) from exc
-    data = parse_yaml(text, source)
+        data = read_yaml(path)
     try:
         return parse_scenario(data)
     except ConfigError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from exporter.config import unknown_key
 from exporter.status_codes import StatusCategory
 
 FAILURE_CATEGORIES = tuple(c.value for c in StatusCategory if c is not StatusCategory.DELIVERED)
@@ -22,11 +23,11 @@ class Reader:
 
     def mapping(self, obj: object, where: str, allowed: set[str]) -> Mapping[str, Any]:
         if not isinstance(obj, Mapping):
-            self.problems.append(f"{where}: expected a mapping")
+            self.problems.append(f"{where or 'top level'}: expected a mapping")
             return {}
         for key in obj:
             if key not in allowed:
-                self.problems.append(f"{at(where, str(key))}: unknown key")
+                self.problems.append(f"{at(where, str(key))}: {unknown_key(key, allowed)}")
         return obj
 
     def number(

@@ -1,0 +1,194 @@
+"""Bad configuration files meet a located, readable message: never a traceback, never a
+value silently dropped, never a secret printed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter.config import load_config
+from exporter.errors import ConfigError
+from exporter.simulator.scenario import load_scenario
+
+ENV = {"TOKEN": "tok-value"}
+ACCOUNT = """accounts:
+  - name: main
+    endpoint: http://127.0.0.1:1
+    project_id: p1
+    credentials: {token: {env: TOKEN}}
+    templates: [T1]
+"""
+
+
+def _problems(tmp_path: Path, content: str | bytes, env: dict[str, str] = ENV) -> list[str]:
+    path = tmp_path / "config.yaml"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env)
+    return info.value.problems
+
+
+def test_each_problem_names_the_file_and_the_line_of_its_key(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    assert _problems(tmp_path, ACCOUNT + "poll_interval: 0s\n") == [
+        f"{path}:7: poll_interval: must be greater than zero"
+    ]
+    assert _problems(tmp_path, ACCOUNT.replace("[T1]", "{include: ['([']}")) == [
+        f"{path}:6: accounts[0].templates.discover: set to true, or list template ids instead",
+        f"{path}:6: accounts[0].templates.include: invalid regular expression: "
+        "unterminated character set at position 1",
+    ]
+
+
+def test_a_misspelt_key_is_unknown_with_the_closest_spelling(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    assert _problems(tmp_path, ACCOUNT.replace("templates:", "tmplates:") + "pol_interval: 1m") == [
+        f"{path}:7: pol_interval: unknown key, did you mean 'poll_interval'?",
+        f"{path}:6: accounts[0].tmplates: unknown key, did you mean 'templates'?",
+        f"{path}:2: accounts[0].templates: is required (a list of ids, or discover: true)",
+    ]
+
+
+def test_a_key_given_twice_is_refused_instead_of_the_last_one_winning(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    assert _problems(tmp_path, ACCOUNT + "accounts: []\n") == [
+        f"{path}:7:1: duplicate key 'accounts'"
+    ]
+
+
+def test_a_yaml_merge_may_still_override_a_merged_key(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    merged = ACCOUNT.replace("  - name: main", "  - &base\n    name: main")
+    path.write_text(merged + "  - <<: *base\n    name: second\n")
+    config = load_config(path, ENV)
+    assert [a.name for a in config.accounts] == ["main", "second"]
+
+
+def test_a_file_that_is_not_a_mapping_says_what_it_holds(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    for content, held in (
+        ("", "the file is empty"),
+        ("# only\n", "the file is empty"),
+        ("- a\n", "got a list"),
+        ("hello\n", "got a single value"),
+    ):
+        assert _problems(tmp_path, content) == [
+            f"{path}: top level: expected a mapping of settings, {held}",
+            f"{path}: accounts: expected a non-empty list of accounts",
+        ]
+
+
+def test_bytes_that_are_not_utf8_name_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    assert _problems(tmp_path, ACCOUNT.encode() + b"window: \xff\n") == [
+        f"{path}:7: not UTF-8 text (byte {len(ACCOUNT) + 8})"
+    ]
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + ACCOUNT.encode())
+    assert load_config(path, ENV).accounts[0].name == "main"
+
+
+def test_an_api_account_without_credentials_says_they_are_required(tmp_path: Path) -> None:
+    text = ACCOUNT.replace("    credentials: {token: {env: TOKEN}}\n", "")
+    assert _problems(tmp_path, text) == [
+        f"{tmp_path / 'config.yaml'}:2: accounts[0].credentials: "
+        "is required (access_key and secret_key, or token)"
+    ]
+
+
+def test_a_secret_file_that_is_not_text_is_named_without_its_bytes(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_bytes(b"s3cr3t\xff\xfe")
+    text = ACCOUNT.replace("{env: TOKEN}", f"{{file: {secret}}}")
+    (problem,) = _problems(tmp_path, text)
+    assert problem.endswith(f"accounts[0].credentials.token.file: {secret} is not UTF-8 text")
+    assert "s3cr3t" not in problem
+
+
+def test_a_secret_reference_that_is_not_a_name_is_refused_as_such(tmp_path: Path) -> None:
+    assert _problems(tmp_path, ACCOUNT.replace("{env: TOKEN}", "{env: [1]}"))[0].endswith(
+        "accounts[0].credentials.token.env: expected an environment variable name"
+    )
+    assert _problems(tmp_path, ACCOUNT.replace("{env: TOKEN}", "{file: 5}"))[0].endswith(
+        "accounts[0].credentials.token.file: expected a file path"
+    )
+
+
+def test_a_store_url_that_urllib_cannot_split_is_refused_without_its_password(
+    tmp_path: Path,
+) -> None:
+    text = (
+        "accounts: [{name: a, source: push, templates: {discover: true}}]\n"
+        "receiver: {store_url: 'postgresql://u:hunter2@[::1/db'}\n"
+    )
+    (problem,) = _problems(tmp_path, text)
+    assert problem.endswith(
+        "receiver.store_url: is not a valid URL (check the brackets around an IPv6 host)"
+    )
+    assert "hunter2" not in problem
+
+
+def test_a_duration_too_long_for_the_clock_is_refused(tmp_path: Path) -> None:
+    for huge in ("3651d", "99999999999999999999h", "9" * 400 + "h"):
+        (problem,) = _problems(tmp_path, ACCOUNT + f"poll_interval: {huge}\n")
+        assert problem.endswith("poll_interval: too long, at most 3650d")
+
+
+def test_a_scenario_file_that_is_not_utf8_or_has_a_duplicate_key_is_located(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "scenario.yaml"
+    path.write_bytes(b"templates: [{template_id: x\xff}]\n")
+    with pytest.raises(ConfigError) as info:
+        load_scenario(path)
+    assert info.value.problems == [f"{path}:1: not UTF-8 text (byte 27)"]
+    path.write_text("templates: []\ntemplates: []\nrate_multipler: 2\n")
+    with pytest.raises(ConfigError) as info:
+        load_scenario(path)
+    assert info.value.problems == [f"{path}:2:1: duplicate key 'templates'"]
+    path.write_text("- a\n")
+    with pytest.raises(ConfigError) as info:
+        load_scenario(path)
+    assert info.value.problems[0] == f"{path}: top level: expected a mapping"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **ENV},
+        timeout=60,
+        check=False,
+    )
+
+
+def test_check_config_refuses_a_garbage_listen_address(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(ACCOUNT)
+    result = _run(
+        "exporter", "--config.file", str(path), "--check-config", "--web.listen-address", "nohost"
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("msgsms-exporter: --web.listen-address: invalid listen address")
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--scale", "-1"), ("--scale", "nan"), ("--query.max-limit", "0")]
+)
+def test_the_simulator_refuses_a_negative_or_not_a_number_rate_flag(flag: str, value: str) -> None:
+    result = _run("exporter.simulator.cli", flag, value, "--web.listen-address", "127.0.0.1:0")
+    assert result.returncode == 2
+    assert f"argument {flag}: expected a" in result.stderr
+    assert "Traceback" not in result.stderr
