@@ -349,6 +349,25 @@ def test_a_clock_step_that_is_not_a_finite_week_or_less_is_400_and_the_clock_kee
     assert details(app).status == 200
 
 
+def test_truth_over_every_representable_year_answers_the_generated_traffic(
+    app: SimulatorApp,
+) -> None:
+    everything = {"start_time": "0001-01-01T00:00:00Z", "end_time": "9999-12-31T23:59:59Z"}
+    wide = body_of(call(app, "/-/truth", everything))["templates"]
+    narrow = body_of(call(app, "/-/truth", {**WINDOW, "start_time": "2026-11-26T09:00:00Z"}))
+    assert wide == narrow["templates"]
+
+
+@pytest.mark.parametrize("template_id", [["a"], {"a": 1}, 7])
+def test_an_incident_for_a_template_id_that_is_not_a_string_is_400(
+    app: SimulatorApp, template_id: object
+) -> None:
+    body = {"template_id": template_id, "failure_share": 0.5, "category": "expired"}
+    refused = call(app, "/-/incidents", method="POST", body=body)
+    assert (refused.status, body_of(refused)["error_code"]) == (400, "SIM.BAD_REQUEST")
+    assert body_of(refused)["error_msg"].startswith("template_id: ")
+
+
 def test_truth_covers_every_template(app: SimulatorApp) -> None:
     body = body_of(call(app, "/-/truth", WINDOW))
     assert body["now"] == "2026-11-26T12:00:00.000Z"

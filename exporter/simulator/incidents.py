@@ -68,7 +68,9 @@ def parse_incident(body: object, incident_id: int, now_ms: int, template_ids: se
     if unknown:
         raise ValueError(f"{unknown[0]}: unknown field")
     template_id = body.get("template_id")
-    if template_id is not None and template_id not in template_ids:
+    if template_id is not None and (
+        not isinstance(template_id, str) or template_id not in template_ids
+    ):
         raise ValueError("template_id: not a template of the scenario")
     duration = _number(body, "duration_seconds", 0.001, 30 * 86400)
     share = _number(body, "failure_share", 0.0, 1.0)

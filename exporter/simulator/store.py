@@ -57,7 +57,7 @@ class MessageStore:
         self._index = {t.template_id: i for i, t in enumerate(scenario.templates)}
         self._blocks: list[dict[int, Block]] = [{} for _ in scenario.templates]
         # Traffic starts at a whole minute, so the first minute is the same in every run.
-        self._next_chunk = traffic_start_ms // CHUNK_MS
+        self._next_chunk = self._first_chunk = traffic_start_ms // CHUNK_MS
         self._holds: dict[int, list[Hold]] = {}
         self._merged: OrderedDict[tuple[Any, ...], list[tuple[Block, int]]] = OrderedDict()
 
@@ -138,7 +138,9 @@ class MessageStore:
             return
         last = min(max(end for _, end in bounds) - 1, self._next_chunk * CHUNK_MS - 1)
         sending_only = f.send_result is SendResult.SENDING
-        for chunk in range(f.start_ms // CHUNK_MS, last // CHUNK_MS + 1):
+        # From the first block, not the start asked: a truth window may begin in year 1.
+        first = max(f.start_ms // CHUNK_MS, self._first_chunk)
+        for chunk in range(first, last // CHUNK_MS + 1):
             lo_ms, hi_ms = chunk * CHUNK_MS, (chunk + 1) * CHUNK_MS
             pieces: list[Piece] = []
             for t, end in bounds:
