@@ -7,6 +7,7 @@ import gc
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -196,7 +197,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check_config:
         print(f"{args.config_file}: configuration is valid")
         return 0
-    exporter = Exporter(config, shard=shard)
+    try:
+        exporter = Exporter(config, shard=shard)
+    except (OSError, sqlite3.Error) as error:  # --check-config may run on another host
+        where = config.receiver.store_path if config.receiver else ""
+        print(f"msgsms-exporter: receiver.store_path: {where}: {error}", file=sys.stderr)
+        print("  (its directory must exist and be writable by the exporter)", file=sys.stderr)
+        return 1
     exporter.config_file = args.config_file
     exporter.web_config_file = args.web_config_file or None
     return _run(exporter, args, web)

@@ -192,3 +192,18 @@ def test_the_simulator_refuses_a_negative_or_not_a_number_rate_flag(flag: str, v
     assert result.returncode == 2
     assert f"argument {flag}: expected a" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_store_path_that_cannot_be_created_is_one_line_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    store = tmp_path / "missing-dir" / "push.db"
+    path.write_text(
+        "accounts: [{name: a, source: push, templates: {discover: true}}]\n"
+        f"receiver: {{store_path: {store}, allow_unsigned: true}}\n"
+    )
+    result = _run("exporter", "--config.file", str(path), "--web.listen-address", "127.0.0.1:0")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"msgsms-exporter: receiver.store_path: {store}: unable to open database file",
+        "  (its directory must exist and be writable by the exporter)",
+    ]

@@ -161,3 +161,13 @@ def test_a_failed_reload_shows_in_the_next_scrape_without_a_poll() -> None:
         after = exporter.exposition_text()
     assert b"msgsms_config_last_reload_successful 1.0" in before
     assert b"msgsms_config_last_reload_successful 0.0" in after
+
+
+def test_a_reload_of_a_file_that_is_not_utf8_is_rejected_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"accounts: []\npoll_interval: \xff\n")
+    with Exporter(config_for("http://127.0.0.1:9")) as exporter:
+        exporter.config_file = str(path)
+        assert exporter.reload_from_file() == [f"{path}:2: not UTF-8 text (byte 28)"]
+        after = exporter.exposition_text()
+    assert b"msgsms_config_last_reload_successful 0.0" in after
