@@ -815,13 +815,18 @@ def locate(problems: list[str], source: str, lines: Mapping[str, int]) -> list[s
     return located
 
 
-def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
-    """Read and parse a YAML config file; ConfigError on any problem, each located at
-    the file and the line of the key it concerns."""
+def load_located(path: str | Path, parse: Callable[[object], T]) -> T:
+    """``parse`` applied to a YAML file; its problems located at ``file:line``."""
     text = _read_text(path)
     raw = parse_yaml(text, str(path))
     try:
-        return parse_config(raw, os.environ if env is None else env)
+        return parse(raw)
     except ConfigError as error:
         lines = key_lines(yaml.compose(text, Loader=_UniqueKeyLoader))
         raise ConfigError(locate(error.problems, str(path), lines)) from None
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and parse a YAML config file; ConfigError on any problem, each located at
+    the file and the line of the key it concerns."""
+    return load_located(path, lambda raw: parse_config(raw, os.environ if env is None else env))

@@ -26,7 +26,7 @@ from typing import Any
 
 import bcrypt
 
-from exporter.config import read_yaml
+from exporter.config import load_located, unknown_key
 from exporter.errors import ConfigError
 
 _TOP_KEYS = {"tls_server_config", "basic_auth_users"}
@@ -119,7 +119,7 @@ def _tls(raw: object, problems: list[str]) -> TLSServerConfig | None:
         if key in _TOOLKIT_ONLY:
             problems.append(f"tls_server_config.{key}: not supported by msgsms-exporter")
         elif key not in _TLS_KEYS:
-            problems.append(f"tls_server_config.{key}: unknown key")
+            problems.append(f"tls_server_config.{key}: {unknown_key(key, _TLS_KEYS)}")
     files: dict[str, str] = {}
     for key in ("cert_file", "key_file"):
         value = raw.get(key)
@@ -171,7 +171,7 @@ def parse_web_config(raw: object) -> WebConfig:
         if key in _TOOLKIT_ONLY:
             problems.append(f"{key}: not supported by msgsms-exporter")
         elif key not in _TOP_KEYS:
-            problems.append(f"{key}: unknown key")
+            problems.append(f"{key}: {unknown_key(key, _TOP_KEYS)}")
     tls = _tls(spec["tls_server_config"], problems) if "tls_server_config" in spec else None
     users = _users(spec["basic_auth_users"], problems) if "basic_auth_users" in spec else {}
     if problems:
@@ -183,8 +183,4 @@ def parse_web_config(raw: object) -> WebConfig:
 
 def load_web_config(path: str | Path) -> WebConfig:
     """Read and parse a web config file; ConfigError on any problem."""
-    raw = read_yaml(path)
-    try:
-        return parse_web_config(raw)
-    except ConfigError as exc:
-        raise ConfigError([f"{path}: {p}" for p in exc.problems]) from None
+    return load_located(path, parse_web_config)

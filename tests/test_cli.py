@@ -67,7 +67,7 @@ def test_a_missing_config_file_and_a_bad_web_config_exit_1(tmp_path: Path) -> No
     web.write_text("basic_auth_users: {prom: plain}\n")
     result = _cli("--config.file", str(config), "--web.config.file", str(web))
     assert result.returncode == 1
-    assert f"{web}: basic_auth_users.prom: expected a bcrypt hash" in result.stderr
+    assert f"{web}:1: basic_auth_users.prom: expected a bcrypt hash" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -13,6 +13,7 @@ import pytest
 from exporter.config import load_config
 from exporter.errors import ConfigError
 from exporter.simulator.scenario import load_scenario
+from exporter.webconfig import load_web_config
 
 ENV = {"TOKEN": "tok-value"}
 ACCOUNT = """accounts:
@@ -207,3 +208,18 @@ def test_a_store_path_that_cannot_be_created_is_one_line_at_start(tmp_path: Path
         f"msgsms-exporter: receiver.store_path: {store}: unable to open database file",
         "  (its directory must exist and be writable by the exporter)",
     ]
+
+
+def test_web_config_and_scenario_problems_carry_their_line_too(tmp_path: Path) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users: {}\nbasic_auth_user: {a: b}\n")
+    with pytest.raises(ConfigError) as info:
+        load_web_config(web)
+    assert info.value.problems == [
+        f"{web}:2: basic_auth_user: unknown key, did you mean 'basic_auth_users'?"
+    ]
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text("seed: 1\nrate_multiplier: fast\n")
+    with pytest.raises(ConfigError) as info:
+        load_scenario(scenario)
+    assert f"{scenario}:2: rate_multiplier: expected a number in [0, 1e+06]" in info.value.problems

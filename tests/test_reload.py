@@ -142,13 +142,13 @@ def test_a_reload_reads_the_web_config_again_users_and_certificate(
 
     # A bad web config, or one turning TLS off, is rejected whole; the running one stays.
     for text, problem in (
-        ("basic_auth_users: {ops: plain}\n", "basic_auth_users.ops: expected a bcrypt hash"),
-        (f"basic_auth_users: {{ops: '{hashes[ops]}'}}\n", "turning TLS on or off needs a restart"),
+        ("basic_auth_users: {ops: plain}\n", "1: basic_auth_users.ops: expected a bcrypt hash"),
+        (f"basic_auth_users: {{ops: '{hashes[ops]}'}}\n", " turning TLS on or off needs a restart"),
     ):
         web_file.write_text(text)
         rejected = httpx.post(f"{url}/-/reload", verify=trust_second, auth=("ops", ops))
         assert rejected.status_code == 400
-        assert f"{web_file}: {problem}" in rejected.text
+        assert f"{web_file}:{problem}" in rejected.text
         ok = httpx.get(f"{url}/metrics", verify=trust_second, auth=("ops", ops))
         assert ok.status_code == 200
         assert value(samples(ok.content), "msgsms_config_last_reload_successful") == 0

@@ -86,7 +86,7 @@ def test_scenario_file_errors_name_the_file(tmp_path: Any) -> None:
     path.write_text("templates: []\n")
     with pytest.raises(ConfigError) as err:
         load_scenario(path)
-    assert err.value.problems == [f"{path}: templates: expected at least one template"]
+    assert err.value.problems == [f"{path}:1: templates: expected at least one template"]
 
 
 def test_packaged_scenarios_load() -> None:

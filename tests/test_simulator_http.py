@@ -191,7 +191,7 @@ def test_a_bad_scenario_exits_1_naming_the_problem(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert result.stderr == (
-        f"msgsms-simulator: {scenario}: templates[0].rate_per_hour: "
+        f"msgsms-simulator: {scenario}:3: templates[0].rate_per_hour: "
         "expected a number in [0, 1e+08]\n"
     )
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
-from exporter.config import parse_yaml, read_yaml
+from exporter.config import load_located, parse_yaml
 from exporter.errors import ConfigError
 from exporter.simulator.scenario_reader import Reader
 from exporter.simulator.template_specs import TemplateSpec, parse_templates
@@ -187,14 +187,11 @@ def _late_reports(r: Reader, obj: object) -> LateReports:
 
 def load_scenario(path: str | Path | None = None) -> Scenario:
     """Read a scenario file; None or a packaged name (``default``, ``load``) reads the package's."""
-    if path is None or str(path) in PACKAGED_SCENARIOS:
-        source = f"{path or 'default'}.yaml"
-        text = resources.files("exporter.simulator").joinpath(source).read_text("utf-8")
-        data = parse_yaml(text, source)
-    else:
-        source = str(path)
-        data = read_yaml(path)
+    if path is not None and str(path) not in PACKAGED_SCENARIOS:
+        return load_located(path, parse_scenario)
+    source = f"{path or 'default'}.yaml"
+    text = resources.files("exporter.simulator").joinpath(source).read_text("utf-8")
     try:
-        return parse_scenario(data)
+        return parse_scenario(parse_yaml(text, source))
     except ConfigError as exc:
         raise ConfigError([f"{source}: {p}" for p in exc.problems]) from exc
