@@ -159,9 +159,9 @@ class PostgresStore(GroupCommitWrites):
     def _maintain(self, jobs: list[WriteJob]) -> None:
         """Every minute, or when asked: prune (one replica at a time) and measure."""
         forced = any(j.prune for j in jobs)
-        if not forced and self._clock() < self._prune_due:
-            return
         now = self._clock()
+        if not forced and now < self._prune_due:
+            return
         self._prune_due = now + PRUNE_EVERY_SECONDS
         self._maintain_now(now, forced=forced)
 
