@@ -27,6 +27,7 @@ __all__ = [
     "DETAILS_PATH",
     "BadParameter",
     "QueryLimits",
+    "error_code_for",
     "error_to_wire",
     "page_to_wire",
     "parse_details_query",
@@ -165,6 +166,16 @@ def page_to_wire(query: DetailsQuery, page: DetailsPage) -> dict[str, Any]:
         "limit": query.limit,
         "records": [record_to_wire(r) for r in page.records],
     }
+
+
+_GATEWAY_CODES = {401: "APIG.0301", 404: "APIG.0101"}
+"""Refusals the gateway makes before the service sees the request (openapi.yaml)."""
+
+
+def error_code_for(status: int) -> str:
+    """The contract's code for a refusal known only by its status: ``APIG.0101`` (404,
+    unknown API), ``APIG.0301`` (401), else ``MSGSMS.0<status>`` (``MSGSMS.0405``...)."""
+    return _GATEWAY_CODES.get(status, f"MSGSMS.{status:04d}")
 
 
 def error_to_wire(code: str, message: str) -> dict[str, str]:

@@ -31,7 +31,6 @@ from exporter.routing import (
     Response,
     Router,
     authorized,
-    call_route,
     known_to_be_authorized,
     text,
 )
@@ -278,7 +277,7 @@ class Listener:
                 self._answer(connection, resolved.answer, resolved.reason)
                 return
             assert resolved.route is not None
-            job = partial(call_route, resolved.route, request)
+            job = partial(self.router.call, resolved.route, request)
         else:
             job = partial(self._authorize_and_answer, access.auth, request)
         future = self._workers.submit(job)
@@ -292,15 +291,16 @@ class Listener:
             start(request, partial(self._finish, connection, reason=""))
         except Exception:  # the route's bug: a 500, never a crash of the loop
             log.exception("request handler failed", path=request.path)
-            self._finish(connection, text(500, "internal error"), reason="internal_error")
+            failed = self.router.refusal(request.path, 500, "internal error")
+            self._finish(connection, failed, reason="internal_error")
 
     def _authorize_and_answer(
         self, auth: Authenticator | None, request: Request
     ) -> tuple[Response, str]:
         """In a worker thread: the password hash, then the route."""
         if not authorized(auth, request.headers.get("authorization")):
-            unauthorized = Response(401, b"unauthorized\n", headers={"WWW-Authenticate": REALM})
-            return unauthorized, "unauthorized"
+            challenge = {"WWW-Authenticate": REALM}
+            return self.router.refusal(request.path, 401, "unauthorized", challenge), "unauthorized"
         return self.router.answer(request)
 
     def _answered_in_thread(

@@ -28,6 +28,7 @@ from exporter.contract import (
     DETAILS_PATH,
     BadParameter,
     QueryLimits,
+    error_code_for,
     error_to_wire,
     page_to_wire,
     parse_details_query,
@@ -85,8 +86,24 @@ def _problem(exc: PushRejected, **extra: Any) -> Response:
 
 def _contract_problem(exc: PushRejected) -> Response:
     """A refusal in the sending-details contract's error shape."""
-    code = exc.error_code or f"MSGSMS.0{exc.status}"
-    return _json_response(exc.status, error_to_wire(code, str(exc)))
+    code = exc.error_code or error_code_for(exc.status)
+    response = _json_response(exc.status, error_to_wire(code, str(exc)))
+    if exc.status == 503:  # the store is down: the contract's 503 says when to come back
+        response.headers["Retry-After"] = "1"
+    return response
+
+
+def _contract_refusal(status: int, message: str) -> Response:
+    """The router's and the server's refusals (404, 405, 401, 500) under ``/api/``."""
+    if status == 404:
+        message = "The API does not exist or has not been published."
+    return _contract_problem(PushRejected("", message, status))
+
+
+def _push_refusal(status: int, message: str) -> Response:
+    """The router's and the server's refusals on a push path, as the receiver's own."""
+    reason = {401: "unauthorized", 405: "method_not_allowed"}.get(status, "internal_error")
+    return _problem(PushRejected(reason, message, status))
 
 
 def _with_slash(path: str) -> tuple[str, str]:
@@ -236,6 +253,7 @@ class Receiver:
         """Serve the single, batch and registration paths (POST), and the stored
         sending details (GET, the project's contract) when ``details_api`` is on."""
         registrations = set(self.registration_paths())
+        router.speak(_push_refusal, paths=self.push_paths())
         for path, route in self._push_routes():
             if path in registrations:
                 # A registration's basic auth may take a slow password hash: not on the loop.
@@ -245,6 +263,7 @@ class Receiver:
         if self.config.details_api:
             details = self._route("details", self._details, None, _contract_problem)
             router.add(DETAILS_PATH, blocking(details))
+            router.speak(_contract_refusal, under="/api/")
 
     def collector(self) -> PushCollector:
         """The collector of this receiver's counters."""

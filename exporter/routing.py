@@ -15,7 +15,7 @@ import base64
 import binascii
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import NamedTuple, Protocol
 
@@ -61,6 +61,9 @@ Reply = Callable[[Response], None]
 """Answers a deferred request; called exactly once, from any thread."""
 DeferredRoute = Callable[[Request, Reply], None]
 """Starts a request on the event loop without blocking; it answers through the Reply."""
+Problem = Callable[[int, str], Response]
+"""Renders a refusal of the router or the server (404, 405, 401, 500) from its status and
+message: a contract's JSON error body where plain text would break its clients."""
 
 
 class Resolved(NamedTuple):
@@ -80,6 +83,8 @@ class Router:
     def __init__(self) -> None:
         self._routes: dict[str, dict[str, tuple[Route, FastRoute | None]]] = {}
         self._deferred: dict[tuple[str, str], DeferredRoute] = {}
+        self._problems: dict[str, Problem] = {}
+        self._problem_prefixes: list[tuple[str, Problem]] = []
 
     def add(
         self,
@@ -108,18 +113,39 @@ class Router:
             self._deferred[(path, method)] = start
             self.add(path, blocking(start), (method,))
 
+    def speak(self, problem: Problem, *, paths: tuple[str, ...] = (), under: str = "") -> None:
+        """Render the refusals of ``paths``, and of every path starting with ``under``
+        (served or not), with ``problem`` instead of plain text."""
+        for path in paths:
+            self._problems[path] = problem
+        if under:
+            self._problem_prefixes.append((under, problem))
+
+    def refusal(
+        self, path: str, status: int, message: str, headers: dict[str, str] | None = None
+    ) -> Response:
+        """The router's or the server's refusal of a request for ``path``, in its language."""
+        problem = self._problems.get(path)
+        if problem is None:
+            found = (p for prefix, p in self._problem_prefixes if path.startswith(prefix))
+            problem = next(found, text)
+        response = problem(status, message)
+        return replace(response, headers={**response.headers, **headers}) if headers else response
+
     def resolve(self, request: Request) -> Resolved:
         """The answer if it is known without blocking, else the route that will give it."""
-        deferred = self._deferred.get((request.path, request.method))
+        path = request.path
+        deferred = self._deferred.get((path, request.method))
         if deferred is not None:
             return Resolved(None, None, "", deferred)
-        routes = self._routes.get(request.path)
+        routes = self._routes.get(path)
         if routes is None:
-            return Resolved(text(404, "not found"), None, "not_found")
+            return Resolved(self.refusal(path, 404, "not found"), None, "not_found")
         found = routes.get(request.method)
         if found is None:
             allow = ", ".join(sorted(routes))
-            refusal = Response(405, b"method not allowed\n", headers={"Allow": allow})
+            message = f"method {request.method} is not allowed here; use {allow}"
+            refusal = self.refusal(path, 405, message, {"Allow": allow})
             return Resolved(refusal, None, "method_not_allowed")
         route, fast = found
         answer = fast(request) if fast is not None else None
@@ -133,11 +159,18 @@ class Router:
         """Like :meth:`dispatch` (blocking), with the router's refusal reason, if any."""
         resolved = self.resolve(request)
         if resolved.deferred is not None:
-            return call_route(partial(_wait_for_reply, resolved.deferred), request)
+            return self.call(partial(_wait_for_reply, resolved.deferred), request)
         if resolved.route is None:
             assert resolved.answer is not None
             return resolved.answer, resolved.reason
-        return call_route(resolved.route, request)
+        return self.call(resolved.route, request)
+
+    def call(self, route: Route, request: Request) -> tuple[Response, str]:
+        """:func:`call_route`, its 500 rendered in the path's language."""
+        response, reason = call_route(route, request)
+        if reason == "internal_error":
+            response = self.refusal(request.path, 500, "internal error")
+        return response, reason
 
 
 def blocking(start: DeferredRoute) -> Route:

@@ -254,3 +254,12 @@ def test_an_id_with_an_escaped_line_end_is_refused(push: Push, escaped: bytes) -
     answer = push.post("/push/status-report", body, FORM)
     assert (answer.status_code, answer.json()["reason"]) == (400, "bad_field")
     assert push.stored() == {}
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "OPTIONS"])
+def test_another_method_on_a_push_path_is_a_json_405_allowing_post(push: Push, method: str) -> None:
+    answer = push.http.request(method, f"{push.url}/push/status-report/")
+    assert (answer.status_code, answer.headers["allow"]) == (405, "POST")
+    assert answer.json()["reason"] == "method_not_allowed"
+    head = push.http.head(f"{push.url}/push/status-reports")
+    assert (head.status_code, head.headers["allow"], head.content) == (405, "POST", b"")

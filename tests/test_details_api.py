@@ -1,0 +1,109 @@
+"""The push store's ``GET /api/v1/send-details`` over HTTP, as clients we did not write call
+it: every refusal is the contract's JSON error, odd parameters are located 400s, and pages
+walk the window without a record lost or repeated."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import bcrypt
+import httpx
+import jsonschema
+import pytest
+import yaml
+
+from exporter.config import ReceiverConfig
+from exporter.receiver import Receiver
+from exporter.records import DETAILS_PATH
+from exporter.sqlitestore import PushStore
+from exporter.timestamps import parse_rfc3339
+from exporter.web import Router, WebServer
+from exporter.webconfig import parse_web_config
+
+SPEC = Path(__file__).resolve().parent.parent / "exporter" / "openapi.yaml"
+NOW = parse_rfc3339("2026-11-26T11:05:00Z")
+WINDOW = {"start_time": "2026-11-26T10:00:00Z", "end_time": "2026-11-26T11:00:00Z"}
+PASSWORD = "details-pass-7c2e"
+AUTH = ("prom", PASSWORD)
+
+
+def _error_schema() -> dict[str, object]:
+    schema: dict[str, object] = yaml.safe_load(SPEC.read_text())["components"]["schemas"]["Error"]
+    return schema
+
+
+@dataclass
+class Api:
+    """An exporter web server with basic auth and a receiver serving its store."""
+
+    url: str
+    store: PushStore
+    http: httpx.Client
+
+    def get(self, path: str = DETAILS_PATH, **params: str | list[str]) -> httpx.Response:
+        return self.http.get(f"{self.url}{path}", params=params, auth=AUTH)
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    web = parse_web_config(
+        {"basic_auth_users": {"prom": bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()}}
+    )
+    with PushStore(tmp_path / "push.db", clock=lambda: NOW) as store:
+        receiver = Receiver(
+            ReceiverConfig(store_path=store.path, details_api=True), store, clock=lambda: NOW
+        )
+        router = Router()
+        receiver.add_routes(router)
+        server = WebServer(router, "127.0.0.1", 0, auth=web.auth())
+        server.start()
+        host, port = server.address
+        try:
+            with httpx.Client(timeout=30) as http:
+                yield Api(f"http://{host}:{port}", store, http)
+        finally:
+            server.stop()
+
+
+def _contract_error(response: httpx.Response, status: int, code: str) -> dict[str, str]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body: dict[str, str] = response.json()
+    jsonschema.validate(body, _error_schema())
+    assert body["error_code"] == code
+    return body
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_a_method_other_than_get_is_a_json_405_naming_get(api: Api, method: str) -> None:
+    response = api.http.request(method, f"{api.url}{DETAILS_PATH}", params=WINDOW, auth=AUTH)
+    body = _contract_error(response, 405, "MSGSMS.0405")
+    assert response.headers["allow"] == "GET, HEAD"
+    assert "GET" in body["error_msg"]
+
+
+@pytest.mark.parametrize("path", [f"{DETAILS_PATH}/", "/api/v1/send-detail", "/api/v2/x"])
+def test_an_unknown_path_under_api_is_a_json_404(api: Api, path: str) -> None:
+    _contract_error(api.get(path, **WINDOW), 404, "APIG.0101")
+
+
+def test_missing_credentials_are_a_json_401_with_the_basic_challenge(api: Api) -> None:
+    response = httpx.get(f"{api.url}{DETAILS_PATH}", params=WINDOW)
+    _contract_error(response, 401, "APIG.0301")
+    assert response.headers["www-authenticate"].startswith("Basic ")
+    assert api.get(**WINDOW).status_code == 200
+
+
+def test_head_answers_like_get_without_a_body(api: Api) -> None:
+    response = api.http.head(f"{api.url}{DETAILS_PATH}", params=WINDOW, auth=AUTH)
+    assert (response.status_code, response.content) == (200, b"")
+    assert response.headers["content-type"] == "application/json"
+
+
+def test_a_store_that_cannot_answer_is_a_json_503_saying_when_to_retry(api: Api) -> None:
+    api.store.close()
+    response = api.get(**WINDOW)
+    _contract_error(response, 503, "MSGSMS.0503")
+    assert response.headers["retry-after"] == "1"
