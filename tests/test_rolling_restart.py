@@ -14,33 +14,27 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import string
 import subprocess
 import sys
 import textwrap
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
+from balancer import nginx
 from exposition import exported_window, samples
-from health import free_port, stop
-from promtool import require_tool
+from health import free_port
 
 from exporter.signing import Credentials
 from exporter.simulator.push import PushConfig, Pusher
 from exporter.simulator.runner import RunningSimulator, SimulatorConfig, start_simulator
 from exporter.simulator.scenario import Scenario, load_scenario
 
-REPO = Path(__file__).resolve().parents[1]
-TEMPLATE = REPO / "deploy" / "loadbalancer" / "msgsms-push.conf.template"
 KEY = Credentials("PUSH-AK", "push-secret")
 TARGET_RATE = 500.0
 """Reports a second the scenario offers (every segment of a long SMS is one report)."""
@@ -67,11 +61,6 @@ def _wait(condition: Any, what: str, timeout: float = 60.0, every: float = 0.05)
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not happen within {timeout:.0f}s")
         time.sleep(every)
-
-
-def _accepts(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @dataclass
@@ -131,51 +120,6 @@ class Replica:
 
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-2000:]
-
-
-@contextmanager
-def nginx(workdir: Path, replicas: list[Replica]) -> Iterator[str]:
-    """The shipped load-balancer template, filled in, run by Debian's nginx."""
-    binary = require_tool("nginx")
-    port = free_port()
-    filled = string.Template(TEMPLATE.read_text()).safe_substitute(
-        MSGSMS_LISTEN=f"127.0.0.1:{port}",
-        MSGSMS_REPLICA_1=f"127.0.0.1:{replicas[0].port}",
-        MSGSMS_REPLICA_2=f"127.0.0.1:{replicas[1].port}",
-    )
-    assert "${" not in filled
-    (workdir / "msgsms-push.conf").write_text(filled)
-    temp = " ".join(
-        f"{name}_temp_path {workdir}/{name};" for name in ("client_body", "proxy", "fastcgi")
-    )
-    temp += f" uwsgi_temp_path {workdir}/uwsgi; scgi_temp_path {workdir}/scgi;"
-    main = workdir / "nginx.conf"
-    main.write_text(
-        textwrap.dedent(
-            f"""\
-            {"user root;" if os.geteuid() == 0 else ""}
-            worker_processes 1;
-            pid {workdir}/nginx.pid;
-            error_log {workdir}/error.log warn;
-            events {{ worker_connections 1024; }}
-            http {{
-                access_log off;
-                {temp}
-                include {workdir}/msgsms-push.conf;
-            }}
-            """
-        )
-    )
-    with (workdir / "stderr.log").open("wb") as stderr:
-        process = subprocess.Popen(
-            [binary, "-p", str(workdir), "-c", str(main), "-g", "daemon off;"], stderr=stderr
-        )
-    try:
-        _wait(lambda: process.poll() is not None or _accepts(port), "nginx listening")
-        assert process.poll() is None, (workdir / "stderr.log").read_text()
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process, timeout=30)
 
 
 class Traffic:
@@ -298,7 +242,7 @@ def test_replicas_restarted_in_turn_and_killed_lose_no_acknowledged_report(
         balancer_dir = tmp_path / "nginx"
         balancer_dir.mkdir()
         try:
-            with nginx(balancer_dir, replicas) as balancer:
+            with nginx(balancer_dir, [r.port for r in replicas]) as balancer:
                 push = PushConfig(
                     url=balancer,
                     mode="batch",
