@@ -88,9 +88,30 @@ class Outcome:
     receive_ms: int | None = None
 
 
+SENDING = Outcome(SendResult.SENDING)
+"""A message with no final report yet."""
+
+
 def message_outcome(segments: Sequence[Segment], expected: int) -> Outcome:
     """Failed on the earliest final non-DELIVRD segment; success when all ``expected``
     segments delivered; sending otherwise (non-final reports decide nothing)."""
+    if len(segments) != 1:
+        return segments_outcome(segments, expected)
+    # Most messages have one segment: the same rules without building lists (the
+    # writer decides every message of a group commit here).
+    only = segments[0]
+    if not is_final(only.status):
+        return SENDING
+    if only.status != DELIVERED_CODE:
+        return Outcome(SendResult.FAILED, only.status, only.status_desc, only.update_ms)
+    if max(expected, only.total) > 1:
+        return SENDING
+    desc = only.status_desc or describe(DELIVERED_CODE)
+    return Outcome(SendResult.SUCCESS, DELIVERED_CODE, desc, only.update_ms)
+
+
+def segments_outcome(segments: Sequence[Segment], expected: int) -> Outcome:
+    """:func:`message_outcome` for any number of segments."""
     final = [s for s in segments if is_final(s.status)]
     failed = [s for s in final if s.status != DELIVERED_CODE]
     if failed:
@@ -104,7 +125,7 @@ def message_outcome(segments: Sequence[Segment], expected: int) -> Outcome:
             final[0].status_desc or describe(DELIVERED_CODE),
             max(s.update_ms for s in final),
         )
-    return Outcome(SendResult.SENDING)
+    return SENDING
 
 
 def mobile_hash(mobile: str) -> str:

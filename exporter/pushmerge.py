@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from exporter.pushitems import (
+    SENDING,
     UNKNOWN_TEMPLATE,
     Outcome,
     Segment,
@@ -29,7 +30,6 @@ from exporter.pushitems import (
 from exporter.records import SendResult, mask_mobile
 from exporter.status_codes import is_final
 
-SENDING = Outcome(SendResult.SENDING)
 ROW_COLUMNS = (
     "message_id, account, template_id, registered, send_ms, mobile, mobile_hash, segments,"
     " result, status_code, status_desc, receive_ms"

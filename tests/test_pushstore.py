@@ -18,6 +18,7 @@ from conftest import Opener
 from exporter import sqlitewriter
 from exporter.errors import StoreUnavailable, UpstreamUnavailable
 from exporter.fetch import RecordList, read_range
+from exporter.pushitems import segments_outcome
 from exporter.pushstore import (
     UNKNOWN_TEMPLATE,
     ReportStore,
@@ -485,3 +486,16 @@ def test_a_new_store_uses_small_pages_and_an_old_store_keeps_its_own(tmp_path: P
     for path, size in ((tmp_path / "new.db", sqlitewriter.PAGE_SIZE), (old, 4096)):
         with closing(sqlite3.connect(path)) as conn:
             assert conn.execute("PRAGMA page_size").fetchone() == (size,)
+
+
+def test_a_single_segments_outcome_follows_the_rules_for_any_number_of_segments():
+    codes = ["DELIVRD", "ACCEPTD", "UNDELIV", "REJECTD", "E200015", " delivrd", ""]
+    for code in codes:
+        for total in (1, 2):
+            for expected in (1, 2):
+                segs = [Segment(1, total, code, "desc" if total == 2 else "", 1000)]
+                assert message_outcome(segs, expected) == segments_outcome(segs, expected), (
+                    code,
+                    total,
+                    expected,
+                )
