@@ -28,12 +28,13 @@ from exporter.pushmerge import (
     ROW_COLUMNS,
     SEGMENT_COLUMNS,
     Merged,
-    MessageRow,
     TemplateNotes,
     WriteBatch,
     merge_writes,
     message_row,
+    row_values,
     segment_entry,
+    segment_values,
     touched_ids,
 )
 
@@ -114,7 +115,7 @@ class PgWriter:
         now_ms: int,
         reading: list[bool],
     ) -> Merged:
-        ids = json.dumps(touched_ids(batches))
+        ids = _json(touched_ids(batches))
         with conn.pipeline() as pipeline, conn.transaction():
             conn.execute(INDEXES_ONLY)
             locked = conn.execute(
@@ -137,29 +138,6 @@ class PgWriter:
         return merged
 
 
-def _rows(rows: list[MessageRow]) -> str:
-    """The rows as one JSON array of arrays, in ``ROW_COLUMNS`` order (see ``_ROWS``)."""
-    return json.dumps(
-        [
-            [
-                r.message_id,
-                r.account,
-                r.template_id,
-                r.registered,
-                r.send_ms,
-                r.mobile,
-                r.mobile_hash,
-                r.segments,
-                r.outcome.result.value,
-                r.outcome.status_code,
-                r.outcome.status_desc,
-                r.outcome.receive_ms,
-            ]
-            for r in rows
-        ]
-    )
-
-
 # A group's rows go as one JSON text per statement, unpacked by PostgreSQL: psycopg
 # dumps a list parameter in Python, element by element, and twenty such arrays were 40 %
 # of the writer's client CPU per group; json.dumps is C, and the unpacking runs in the
@@ -169,6 +147,14 @@ _ROWS = (
     " (e->>7)::smallint, e->>8, e->>9, e->>10, (e->>11)::bigint"
     " FROM json_array_elements(%s::json) AS e"
 )
+
+
+def _json(value: object) -> str:
+    """JSON for a parameter: UTF-8 as is (``\\u`` escapes above ASCII are refused by a
+    database whose encoding is not UTF-8), no spaces."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 IDS = "ANY(ARRAY(SELECT json_array_elements_text(%s::json)))"
 """``message_id = IDS`` with the ids as a JSON array (one text parameter)."""
 
@@ -186,7 +172,10 @@ def _write_merged(
     new = [r for r in merged.rows.values() if r.message_id not in existing]
     changed = [r for r in merged.rows.values() if r.message_id in existing]
     if new:
-        conn.execute(f"INSERT INTO msgsms_messages ({ROW_COLUMNS}) {_ROWS}", (_rows(new),))
+        conn.execute(
+            f"INSERT INTO msgsms_messages ({ROW_COLUMNS}) {_ROWS}",
+            (_json([row_values(r) for r in new]),),
+        )
     if changed:
         conn.execute(
             "UPDATE msgsms_messages m SET account = u.a, template_id = u.t, registered = u.r,"  # noqa: S608
@@ -194,24 +183,10 @@ def _write_merged(
             " status_code = u.c, status_desc = u.d, receive_ms = u.v"
             f" FROM ({_ROWS}) AS u(id, a, t, r, s, m, h, n, o, c, d, v)"
             " WHERE m.message_id = u.id",
-            (_rows(changed),),
+            (_json([row_values(r) for r in changed]),),
         )
     if merged.segments:
-        segments = json.dumps(
-            [
-                [
-                    s.message_id,
-                    s.segment.sequence,
-                    s.segment.total,
-                    s.segment.status,
-                    s.segment.status_desc,
-                    s.segment.update_ms,
-                    s.received_ms,
-                    s.source,
-                ]
-                for s in merged.segments.values()
-            ]
-        )
+        segments = _json([segment_values(s) for s in merged.segments.values()])
         conn.execute(
             "INSERT INTO msgsms_segments SELECT e->>0, (e->>1)::smallint, (e->>2)::smallint,"
             " e->>3, e->>4, (e->>5)::bigint, (e->>6)::bigint, e->>7"
@@ -228,7 +203,7 @@ def _write_merged(
             " FROM json_array_elements(%s::json) AS e"
             " ON CONFLICT (account, template_id) DO UPDATE SET last_seen_ms ="
             " greatest(msgsms_templates.last_seen_ms, excluded.last_seen_ms)",
-            (now_ms, json.dumps(templates)),
+            (now_ms, _json(templates)),
         )
 
 

@@ -101,6 +101,40 @@ def message_row(r: Sequence[Any]) -> MessageRow:
     )
 
 
+def row_values(row: MessageRow) -> tuple[Any, ...]:
+    """A message's columns in ``ROW_COLUMNS`` order, as both stores write them."""
+    outcome = row.outcome
+    return (
+        row.message_id,
+        row.account,
+        row.template_id,
+        row.registered,
+        row.send_ms,
+        row.mobile,
+        row.mobile_hash,
+        row.segments,
+        outcome.result.value,
+        outcome.status_code,
+        outcome.status_desc,
+        outcome.receive_ms,
+    )
+
+
+def segment_values(row: SegmentRow) -> tuple[Any, ...]:
+    """A segment report's columns in the stores' table order."""
+    seg = row.segment
+    return (
+        row.message_id,
+        seg.sequence,
+        seg.total,
+        seg.status,
+        seg.status_desc,
+        seg.update_ms,
+        row.received_ms,
+        row.source,
+    )
+
+
 def segment_entry(r: Sequence[Any]) -> tuple[tuple[str, int], Segment]:
     """A stored segment read in ``SEGMENT_COLUMNS`` order, keyed by (message id, sequence)."""
     return (r[0], r[1]), Segment(r[1], r[2], r[3], r[4], r[5])

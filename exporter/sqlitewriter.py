@@ -46,7 +46,9 @@ from exporter.pushmerge import (
     WriteBatch,
     merge_writes,
     message_row,
+    row_values,
     segment_entry,
+    segment_values,
     touched_ids,
 )
 
@@ -139,46 +141,13 @@ class SqliteWriter:
         for row in merged.rows.values():
             (changed if row.message_id in existing else new).append(row)
         if new:
-            conn.executemany(_INSERT_MESSAGE, [(r.message_id, *_values(r)) for r in new])
+            conn.executemany(_INSERT_MESSAGE, [row_values(r) for r in new])
         if changed:
-            conn.executemany(_UPDATE_MESSAGE, [(*_values(r), r.message_id) for r in changed])
+            conn.executemany(_UPDATE_MESSAGE, [(*row_values(r)[1:], r.message_id) for r in changed])
         if merged.segments:
-            conn.executemany(
-                _UPSERT_SEGMENT,
-                [
-                    (
-                        s.message_id,
-                        s.segment.sequence,
-                        s.segment.total,
-                        s.segment.status,
-                        s.segment.status_desc,
-                        s.segment.update_ms,
-                        s.received_ms,
-                        s.source,
-                    )
-                    for s in merged.segments.values()
-                ],
-            )
+            conn.executemany(_UPSERT_SEGMENT, [segment_values(s) for s in merged.segments.values()])
         if templates:
             conn.executemany(_NOTE_TEMPLATE, [(a, t, now_ms) for a, t in templates])
-
-
-def _values(row: MessageRow) -> tuple[object, ...]:
-    """A message's columns after its id, in ``ROW_COLUMNS`` order."""
-    outcome = row.outcome
-    return (
-        row.account,
-        row.template_id,
-        int(row.registered),
-        row.send_ms,
-        row.mobile,
-        row.mobile_hash,
-        row.segments,
-        outcome.result.value,
-        outcome.status_code,
-        outcome.status_desc,
-        outcome.receive_ms,
-    )
 
 
 class Checkpointer:

@@ -499,3 +499,18 @@ def test_a_single_segments_outcome_follows_the_rules_for_any_number_of_segments(
                     total,
                     expected,
                 )
+
+
+def test_any_text_a_report_carries_is_stored_as_sent(store: ReportStore):
+    odd = ["短信已送达 ✓", 'quote " back\\slash \\u0041', "tab\tnew\nline", "emoji 📨", "[1,{}]"]
+    store.register([SendRegistration(f"u{i}", f"模板-{i}", T0) for i in range(len(odd))])
+    store.add_reports(
+        [
+            StatusReport(f"u{i}", "UNDELIV", status_desc=desc, update_time=T0 + 5)
+            for i, desc in enumerate(odd)
+        ]
+    )
+    stored = {r.message_id: r for r in _all(store)}
+    assert [(stored[f"u{i}"].template_id, stored[f"u{i}"].status_desc) for i in range(5)] == [
+        (f"模板-{i}", desc) for i, desc in enumerate(odd)
+    ]
