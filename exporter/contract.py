@@ -147,6 +147,9 @@ def parse_details_query(
     template_id = single(params, "template_id")
     if template_id is not None and not template_id:
         raise BadParameter("template_id: must not be empty")
+    if template_id is not None and not template_id.isprintable():
+        # A NUL reached PostgreSQL as a store error (503, counted against the store).
+        raise BadParameter("template_id: must not hold control characters")
     return DetailsQuery(
         start,
         end,

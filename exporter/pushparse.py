@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from urllib.parse import unquote_plus
@@ -33,10 +33,13 @@ SEND_MAX_AGE_SECONDS = DAY_SECONDS
 TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 _MESSAGE_ID = re.compile(r"^[\x21-\x7e]{1,50}\Z")  # printable ASCII, as Huawei's ids are
 _STATUS = re.compile(r"^[\x21-\x7e]{1,7}\Z")
-_ZONE = re.compile(r"(?:[Zz]|[+-]\d{2}:\d{2})\Z")  # a time's zone, when it has one
+_ZONE = re.compile(r"(?:[Zz]|[+ -]\d{2}:\d{2})\Z")  # a zone (" 08:00": a decoded "+")
 _SOURCE = re.compile(r"^[0-9]{1,2}\Z")
 _MOBILE = re.compile(r"^\+?[0-9]{1,20}\Z")
 _ID_RULE = "1 to 50 printable ASCII characters"
+_READ = "smsMsgId status total sequence updateTime statusDesc source extend"
+REPORT_FIELDS = {name.lower(): name for name in _READ.split()}
+"""The report fields the receiver reads, by their name in lower case."""
 _SUCCESS_CODES = ("000000", "E000510")  # E000510: per-recipient status, see parse_sends
 T = TypeVar("T")
 
@@ -196,12 +199,24 @@ def _not_text(where: str, charset: str) -> str:
 
 def parse_single(body: bytes, now: float, charset: str = "utf-8") -> StatusReport:
     """A form-encoded single report; ``charset`` from the Content-Type (UTF-8 if none)."""
-    fields: dict[str, str] = {}
-    for name, value in _form_pairs(body, charset):
-        if name in fields:
-            raise PushRejected("bad_field", f"{name} is given more than once")
-        fields[name] = value
-    return report_from_fields(fields, now)
+    return report_from_fields(_report_fields(_form_pairs(body, charset)), now)
+
+
+def _report_fields(pairs: Iterable[tuple[str, object]]) -> dict[str, object]:
+    """A report's fields by their documented names, whatever the case they came in.
+
+    Fields the receiver does not read are dropped, repeated or not (``orgCode``, ``to``
+    and whatever Huawei adds). A field it reads may repeat with the same value; with
+    two values it is refused: which one Huawei meant cannot be known.
+    """
+    fields: dict[str, object] = {}
+    for given, value in pairs:
+        name = REPORT_FIELDS.get(given.lower())
+        if name is None:
+            continue
+        if fields.setdefault(name, value) != value:
+            raise PushRejected("bad_field", f"{name} is given more than once, differently")
+    return fields
 
 
 def _json_body(body: bytes, charset: str) -> Any:
@@ -245,7 +260,7 @@ def parse_batch(body: bytes, now: float, charset: str = "utf-8") -> Parsed[Statu
     def report(item: object) -> StatusReport:
         if not isinstance(item, dict):
             raise PushRejected("bad_shape", "a report must be a JSON object")
-        return report_from_fields(item, now)
+        return report_from_fields(_report_fields(item.items()), now)
 
     return _each(items, report)
 

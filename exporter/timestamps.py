@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 from functools import lru_cache
 
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+ -]\d{2}:\d{2})$"
 )
+"""A space for the offset's sign is a ``+``: sent unescaped in a query or a form body, a
+``+`` arrives decoded as a space (``10:00:00+08:00`` → ``10:00:00 08:00``)."""
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _EARLIEST = datetime(1, 1, 1, tzinfo=UTC).timestamp()
@@ -38,6 +40,8 @@ def parse_rfc3339(text: str) -> float:
     zone = match.group(8)
     if zone in ("Z", "z"):
         zone = "+00:00"
+    elif zone[0] == " ":
+        zone = "+" + zone[1:]
     stamp = datetime.fromisoformat(base.replace("t", "T").replace(" ", "T") + zone)
     seconds = stamp.timestamp()
     if not _EARLIEST <= seconds <= _LATEST:

@@ -263,3 +263,32 @@ def test_another_method_on_a_push_path_is_a_json_405_allowing_post(push: Push, m
     assert answer.json()["reason"] == "method_not_allowed"
     head = push.http.head(f"{push.url}/push/status-reports")
     assert (head.status_code, head.headers["allow"], head.content) == (405, "POST", b"")
+
+
+def test_a_field_we_do_not_read_may_repeat_and_one_we_read_may_repeat_unchanged(
+    push: Push,
+) -> None:
+    repeated = b"&orgCode=000&orgCode=001&to=1&to=2&smsMsgId=rep-1&status=E200"
+    assert push.post("/push/status-report", _form("rep-1") + repeated, FORM).status_code == 200
+    conflicting = push.post("/push/status-report", _form("rep-2") + b"&status=E201", FORM)
+    assert (conflicting.status_code, conflicting.json()["reason"]) == (400, "bad_field")
+    assert "status" in conflicting.json()["message"]
+    assert list(push.stored()) == ["rep-1"]
+
+
+def test_report_field_names_are_read_whatever_their_case(push: Push) -> None:
+    form = f"SMSMSGID=case-1&Status=DELIVRD&UPDATETIME={_updated()}&statusdesc=ok".encode()
+    assert push.post("/push/status-report", form, FORM).status_code == 200
+    item = {"SmsMsgId": "case-2", "STATUS": "E200", "StatusDesc": "busy"}
+    batch = json.dumps({"statusReportList": [item]}).encode()
+    assert push.post("/push/status-reports", batch, JSON).status_code == 200
+    assert push.stored() == {"case-1": "ok", "case-2": "busy"}
+
+
+def test_an_update_time_whose_plus_was_sent_unescaped_is_read(push: Push) -> None:
+    local = time.strftime("%Y-%m-%dT%H:%M:%S+08:00", time.gmtime(time.time() + 8 * 3600 - 60))
+    form = f"smsMsgId=plus-1&status=DELIVRD&updateTime={local}".encode()  # "+" decodes to " "
+    assert push.post("/push/status-report", form, FORM).status_code == 200
+    (record,) = push.store.query(DetailsQuery(0, 4e9, limit=100)).records
+    assert record.receive_time is not None
+    assert abs(record.receive_time - (time.time() - 60)) < 5
