@@ -1,0 +1,371 @@
+"""The README's and docs/' reference parts against the code they describe.
+
+A newcomer reads the flag table, the configuration table, the metric tables and the YAML
+examples as the truth; each is compared here with what the code does: the flag table with
+``build_parser()``, the configuration keys and defaults with ``exporter.config``, every
+YAML example with the config parser, the metric tables with a real ``/metrics`` of the
+demo after a few pushes, and every relative link with the files and headings it names.
+The README's shell blocks run in ``tests/test_readme.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from health import free_port, stop, wait_healthy
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter import config as config_module
+from exporter.cli import build_parser
+from exporter.config import Config, ReceiverConfig, parse_config, parse_yaml
+from exporter.details_cli import build_parser as build_details_parser
+from exporter.timestamps import parse_duration
+from exporter.webstats import DROP_REASONS, REQUEST_REASONS
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+DOCS = sorted((REPO / "docs").glob("*.md"))
+PAGES = [README, *DOCS]
+CODE = re.compile(r"`([^`]+)`")
+FENCE = re.compile(r"^(?P<indent> *)```(?P<lang>\w*)\n(?P<body>.*?)^(?P=indent)```", re.S | re.M)
+
+
+def table(text: str, *header: str) -> list[list[str]]:
+    """The rows (cells stripped) of the Markdown table whose header row starts with `header`."""
+    lines = text.splitlines()
+    for index, line in enumerate(lines):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[: len(header)] == list(header):
+            rows = []
+            for row in lines[index + 2 :]:
+                if not row.startswith("|"):
+                    break
+                rows.append([c.strip() for c in row.strip().strip("|").split("|")])
+            return rows
+    raise AssertionError(f"no table with the header {header}")
+
+
+def section(text: str, heading: str) -> str:
+    """The text under `heading` (a '#'-line) up to the next heading of its level or above."""
+    level = len(heading) - len(heading.lstrip("#"))
+    start = text.index(f"\n{heading}\n")
+    after = re.search(rf"^#{{1,{level}}} ", text[start + len(heading) + 2 :], re.M)
+    return text[start : start + len(heading) + 2 + after.start()] if after else text[start:]
+
+
+# --------------------------------------------------------------------------------- flags
+
+
+def test_the_readme_flag_table_is_the_exporters_flags_with_their_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MSGSMS_SHARD", raising=False)
+    parser = build_parser()
+    flags = {
+        option: action
+        for action in parser._actions
+        for option in action.option_strings
+        if option.startswith("--") and option != "--help"
+    }
+    documented = {
+        CODE.findall(row[0])[0].split()[0]: row[1]
+        for row in table(README.read_text(), "flag", "default", "meaning")
+    }
+    subcommands = {flag for flag in documented if not flag.startswith("--")}
+    assert subcommands == {"details"}, "the details row names the subcommand"
+    assert "details" in (parser.epilog or ""), "--help lists the subcommand"
+    assert set(documented) - subcommands == set(flags)
+    for flag, default in documented.items():
+        if flag in subcommands:
+            continue
+        action = flags[flag]
+        shown = CODE.findall(default)
+        if action.default in (None, False, "", argparse.SUPPRESS):
+            assert not shown, f"{flag}: the README shows a default the flag does not have"
+        else:
+            assert shown and shown[0] == str(action.default), (flag, default, action.default)
+
+
+def test_the_details_flags_in_the_docs_are_the_subcommands_flags() -> None:
+    text = (REPO / "docs/details.md").read_text()
+    listed = section(text, "## From the terminal")
+    documented = set(re.findall(r"`(--[a-z.-]+)", listed))
+    parser = build_details_parser()
+    flags = {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
+    assert documented == flags - {"--help"}
+
+
+# -------------------------------------------------------------------------- configuration
+
+
+def test_the_readme_configuration_table_names_every_key_with_its_default() -> None:
+    rows = table(README.read_text(), "key", "default", "meaning")
+    top: dict[str, str] = {}
+    account: dict[str, str] = {}
+    for row in rows:
+        for key in CODE.findall(row[0]):
+            if key.startswith("accounts[]."):
+                account[key.removeprefix("accounts[].")] = row[1]
+            else:
+                top[key] = row[1]
+    assert set(top) | {"accounts"} == config_module._TOP_KEYS
+    assert set(account) == config_module._ACCOUNT_KEYS
+    defaults = Config(accounts=())
+    for key, shown in top.items():
+        if key in ("receiver", "windows"):
+            continue
+        (value,) = CODE.findall(shown) or [shown]
+        expected = defaults.window if key == "window" else getattr(defaults, key)
+        if isinstance(expected, float):
+            assert parse_duration(value) == expected, key
+        else:
+            assert value == str(expected), key
+    assert account["source"] == "`api`", "an account without source: is polled (api)"
+
+
+def placeholder_env(text: str) -> dict[str, str]:
+    """A value for every variable the config text names (``{env: X}``, ``${X}``)."""
+    names = {a or b for a, b in re.findall(r"\{env: ([A-Z_]+)\}|\$\{([A-Z_]+)\}", text)}
+    env = dict.fromkeys(names, "x")
+    if "MSGSMS_ENDPOINT" in env:
+        env["MSGSMS_ENDPOINT"] = "https://sms-details.example.internal"
+    if "MSGSMS_STORE_URL" in env:
+        env["MSGSMS_STORE_URL"] = "postgresql://msgsms@db:5432/msgsms?sslmode=verify-full"
+    return env
+
+
+def config_examples() -> Iterator[tuple[str, str]]:
+    """Every YAML block of the README and docs/ that is exporter configuration."""
+    for page in PAGES:
+        text = page.read_text()
+        for match in FENCE.finditer(text):
+            body = textwrap.dedent(match["body"])
+            if match["lang"] in ("yaml", "yml") and re.search(r"^(accounts|receiver):", body, re.M):
+                line = text[: match.start()].count("\n") + 1
+                yield f"{page.relative_to(REPO)}:{line}", body
+
+
+EXAMPLES = list(config_examples())
+
+
+def test_the_docs_have_configuration_examples() -> None:
+    assert len(EXAMPLES) >= 4, [where for where, _ in EXAMPLES]
+
+
+@pytest.mark.parametrize(("where", "body"), EXAMPLES, ids=[w for w, _ in EXAMPLES])
+def test_every_configuration_example_in_the_docs_is_valid(
+    where: str, body: str, tmp_path: Path
+) -> None:
+    # Secret files the example names are made here; the variables it names are set.
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("s3cret\n")
+    body = re.sub(r"\{file: /[^}\s]+\}", f"{{file: {secret_file}}}", body)
+    raw = parse_yaml(body, where)
+    assert isinstance(raw, dict)
+    if "accounts" not in raw:  # a receiver fragment: shown for the push account it serves
+        raw = {
+            "accounts": [{"name": "prod", "source": "push", "templates": {"discover": True}}],
+            **raw,
+        }
+    env = placeholder_env(body)
+    config = parse_config(raw, env)
+    if config.receiver is not None and "paths:" in body and "defaults shown" in body:
+        defaults = ReceiverConfig(store_path="")
+        shown = config.receiver
+        assert (shown.single_path, shown.batch_path, shown.sends_path) == (
+            defaults.single_path,
+            defaults.batch_path,
+            defaults.sends_path,
+        )
+        assert shown.retention == defaults.retention
+        assert shown.synchronous == defaults.synchronous
+        assert shown.max_templates == defaults.max_templates
+        assert shown.allow_unsigned == defaults.allow_unsigned
+
+
+def test_every_bundled_exporter_config_passes_check_config() -> None:
+    configs = sorted(
+        p
+        for p in [*(REPO / "config").glob("*.yaml"), *(REPO / "deploy").rglob("config.yaml")]
+        if "accounts:" in p.read_text()
+    )
+    assert len(configs) >= 5, configs
+    for path in configs:
+        env = placeholder_env(path.read_text())
+        result = subprocess.run(
+            [sys.executable, "-m", "exporter", f"--config.file={path}", "--check-config"],
+            capture_output=True,
+            text=True,
+            env={"PATH": "/usr/bin:/bin", **env},
+            check=False,
+            timeout=60,
+        )
+        assert result.returncode == 0, (path, result.stdout + result.stderr)
+        assert result.stdout == f"{path}: configuration is valid\n"
+
+
+# -------------------------------------------------------------------------------- metrics
+
+
+@pytest.fixture(scope="module")
+def demo_metrics(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, object]]:
+    """Every family of the demo's /metrics after pushes, a rejected push and a 404:
+    its type and the label names its samples carry."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("demo") / "demo.log"
+    with log.open("wb") as output:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "--demo", f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_healthy(url, path="/-/ready", alive=lambda: proc.poll() is None, what="demo")
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        with httpx.Client(base_url=url, timeout=30) as http:
+            sent = http.post(
+                "/push/sends?templateId=t-docs",
+                json=[{"message_id": "docs-1", "template_id": "t-docs", "send_time": now()}],
+            )
+            assert sent.status_code == 200, sent.text
+            report = f"smsMsgId=docs-1&status=DELIVRD&updateTime={now()}"
+            assert http.post("/push/status-report", content=report, headers=form).status_code == 200
+            refused = http.post("/push/status-report", content="status=DELIVRD", headers=form)
+            assert refused.status_code == 400
+            assert http.get("/no-such-page").status_code == 404
+            exposition = http.get("/metrics").text
+    finally:
+        stop(proc, timeout=10)
+    families: dict[str, dict[str, object]] = {}
+    for family in text_string_to_metric_families(exposition):
+        labels = {name for sample in family.samples for name in sample.labels} - {"le"}
+        families[family.name] = {"type": family.type, "labels": labels, "samples": family.samples}
+    return families
+
+
+def now() -> str:
+    """The current time as Huawei writes it in a push."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def label_names(cell: str) -> set[str]:
+    """The label names a table cell lists, comma-separated."""
+    return {label.strip() for label in cell.split(",") if label.strip()}
+
+
+def exposed_name(name: str) -> str:
+    """A family's name as the parser keys it (counters lose ``_total``)."""
+    return name.removesuffix("_total")
+
+
+def test_the_readme_metric_table_is_what_the_demo_exports(
+    demo_metrics: dict[str, dict[str, object]],
+) -> None:
+    rows = table(README.read_text(), "name", "type", "labels", "meaning")
+    documented: set[str] = set()
+    for row in rows:
+        names, kind, labels = CODE.findall(row[0]), row[1], row[2]
+        wanted = label_names(labels) - {"le"}
+        for name in names:
+            if name.endswith("*"):
+                prefix = name.removesuffix("*")
+                matched = [f for f in demo_metrics if f.startswith(prefix)]
+                assert matched, name
+                documented.update(matched)
+                seen = set().union(*(demo_metrics[f]["labels"] for f in matched))  # type: ignore[misc]
+                assert seen == wanted, (name, seen)
+                types = {demo_metrics[f]["type"] for f in matched}
+                assert {t + "s" for t in types} == {t.strip() for t in kind.split(",")}, name
+                continue
+            family = demo_metrics.get(exposed_name(name))
+            assert family is not None, f"{name} is in the README but not in /metrics"
+            documented.add(exposed_name(name))
+            expected_type = "histogram" if kind == "gauge histogram" else kind
+            assert family["type"] == expected_type, (name, family["type"])
+            if family["samples"]:
+                assert family["labels"] == wanted, (name, family["labels"])
+    # A gauge histogram's _gsum/_gcount are exposed as gauge families of their own.
+    exposed = {f for f in demo_metrics if not f.endswith(("_gsum", "_gcount"))}
+    assert exposed - documented == set(), "exported but not in the README's metric table"
+
+
+def test_the_push_metric_table_is_what_the_receiver_exports(
+    demo_metrics: dict[str, dict[str, object]],
+) -> None:
+    rows = table((REPO / "docs/push.md").read_text(), "name", "labels", "meaning")
+    documented = {}
+    for row in rows:
+        (name,) = CODE.findall(row[0])
+        documented[exposed_name(name)] = label_names(row[1])
+    pushed = {f for f in demo_metrics if f.startswith("msgsms_push_")}
+    assert pushed <= set(documented), pushed - set(documented)
+    for name, labels in documented.items():
+        family = demo_metrics.get(name)
+        assert family is not None, f"{name} is in docs/push.md but not in /metrics"
+        if family["samples"]:
+            assert family["labels"] == labels, (name, family["labels"])
+
+
+def test_the_http_refusal_reasons_in_the_docs_are_the_servers() -> None:
+    rows = table((REPO / "docs/operations.md").read_text(), "metric", "reason", "status, when")
+    metric = ""
+    reasons: dict[str, dict[str, str]] = {}
+    for row in rows:
+        metric = CODE.findall(row[0])[0] if row[0] else metric
+        for reason in CODE.findall(row[1]):
+            reasons.setdefault(metric, {})[reason] = row[2]
+    rejected = reasons["msgsms_http_requests_rejected_total"]
+    assert set(rejected) == set(REQUEST_REASONS)
+    for reason, status in REQUEST_REASONS.items():
+        if reason in ("not_found", "method_not_allowed"):
+            assert rejected[reason].startswith("404, 405")
+        else:
+            assert rejected[reason].startswith(str(status)), (reason, rejected[reason])
+    assert set(reasons["msgsms_http_connections_dropped_total"]) == set(DROP_REASONS)
+
+
+# ---------------------------------------------------------------------------------- links
+
+
+def heading_anchors(text: str) -> set[str]:
+    """GitHub's anchors for the page's headings (code blocks left out)."""
+    prose = FENCE.sub("", text)
+    anchors = set()
+    for heading in re.findall(r"^#+ (.*)$", prose, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchors.add(slug)
+    return anchors
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_every_relative_link_names_a_file_and_heading_that_exist(page: Path) -> None:
+    text = page.read_text()
+    links = re.findall(r"\]\(([^)\s]+)\)", FENCE.sub("", text))
+    assert links or page.name != "README.md"
+    for link in links:
+        if re.match(r"[a-z]+:", link):
+            continue
+        path, _, anchor = link.partition("#")
+        target = (page.parent / path).resolve() if path else page
+        assert target.exists(), f"{page.name}: {link} names no file"
+        if anchor and target.suffix == ".md":
+            assert anchor in heading_anchors(target.read_text()), f"{page.name}: {link}"
+
+
+def test_yaml_examples_in_the_docs_parse() -> None:
+    for page in PAGES:
+        text = page.read_text()
+        for match in FENCE.finditer(text):
+            if match["lang"] in ("yaml", "yml"):
+                yaml.safe_load(textwrap.dedent(match["body"]))
