@@ -31,10 +31,14 @@ from promtool import require_tool
 from simulator_process import READY_PREFIX
 from wheels import build_wheels
 
+from exporter.cli import DEFAULT_LISTEN
+
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
 CONFIG_DIR = "/etc/msgsms-exporter"
-PORT = 9170  # the documented port, inside the test's own network namespace (never the host's)
+PORT = int(DEFAULT_LISTEN.rpartition(":")[2])
+"""The exporter's default port, which the README and the image use: inside the test's own
+network namespace, never the host's."""
 
 
 def instructions() -> list[tuple[str, str]]:

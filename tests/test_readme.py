@@ -41,10 +41,14 @@ import yaml
 from netns import fetch, network_namespace
 from wheels import build_wheels, wheel_cache
 
+from exporter.cli import DEFAULT_LISTEN
+
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 MARK = re.compile(r"<!--\s*readme-test:\s*(?P<words>.*?)\s*-->")
-PORT = 9170  # the documented port, inside the test's own network namespace (never the host's)
+PORT = int(DEFAULT_LISTEN.rpartition(":")[2])
+"""The exporter's default port, which the README and the image use: inside the test's own
+network namespace, never the host's."""
 RUN_TIMEOUT = 900.0
 SERVE_TIMEOUT = 240.0
 
