@@ -74,11 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log.format", dest="log_format", choices=("auto", "json", "console"), default="auto"
     )
-    parser.add_argument(
+    # The demo's config is built in: --check-config beside it would check nothing.
+    config_or_demo = parser.add_mutually_exclusive_group()
+    config_or_demo.add_argument(
         "--check-config", action="store_true", help="validate the config and exit 0 or 1"
     )
     parser.add_argument("--once", action="store_true", help="poll once, print the exposition, exit")
-    parser.add_argument(
+    config_or_demo.add_argument(
         "--demo",
         action="store_true",
         help="export an embedded simulator with two hours of history, and receive pushes",

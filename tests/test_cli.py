@@ -131,6 +131,14 @@ def test_help_lists_the_details_subcommand() -> None:
     assert "subcommands:\n  details    print sending details" in result.stdout
 
 
+def test_demo_with_check_config_is_refused_in_one_line_instead_of_serving() -> None:
+    result = _cli("--demo", "--check-config")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "msgsms-exporter: error: argument --check-config: not allowed with argument --demo"
+    )
+
+
 def test_demo_once_polls_the_simulator_and_the_push_account_prints_and_exits() -> None:
     result = _cli("--demo", "--once", "--log.level", "warning")
     assert (result.returncode, result.stderr) == (0, "")

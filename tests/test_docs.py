@@ -244,7 +244,13 @@ def demo_metrics(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str
             refused = http.post("/push/status-report", content="status=DELIVRD", headers=form)
             assert refused.status_code == 400
             assert http.get("/no-such-page").status_code == 404
-            exposition = http.get("/metrics").text
+            # The receiver's live counters are rendered again when 100 ms old.
+            deadline = time.monotonic() + 30
+            while 'msgsms_push_rejected_total{reason="missing_field"}' not in (
+                exposition := http.get("/metrics").text
+            ):
+                assert time.monotonic() < deadline, "the pushes never showed in /metrics"
+                time.sleep(0.2)
     finally:
         stop(proc, timeout=10)
     families: dict[str, dict[str, object]] = {}
