@@ -105,6 +105,17 @@ def _classify(error: Exception) -> Refusal:
     return Refusal("bad_request", "malformed HTTP/1.1 request")
 
 
+def _split_target(target: str) -> tuple[str, str]:
+    """A request target's path and query. The usual origin form (``/a?b``) is split as is:
+    ``urlsplit`` would read ``//push/status-report`` as host ``push``, path ``/status-report``.
+    The absolute form (``http://host/a?b``, as sent to a proxy) is a URL."""
+    if target.startswith("/"):
+        path, _, query = target.partition("#")[0].partition("?")
+        return path, query
+    parts = urlsplit(target)
+    return parts.path or "/", parts.query
+
+
 class Connection(asyncio.Protocol):
     """One client connection: parse, queue, answer in order."""
 
@@ -287,11 +298,11 @@ class Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         """The request is whole: queue it."""
-        target = urlsplit(self._url.decode("latin-1"))
+        path, query = _split_target(self._url.decode("latin-1"))
         request = Request(
             method=self._method,
-            path=target.path or "/",
-            query=parse_qs(target.query, keep_blank_values=True),
+            path=path,
+            query=parse_qs(query, keep_blank_values=True),
             headers={n.decode("latin-1"): v.decode("latin-1") for n, v in self._headers},
             body=b"".join(self._body),
         )

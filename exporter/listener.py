@@ -32,6 +32,7 @@ from exporter.routing import (
     Router,
     authorized,
     known_to_be_authorized,
+    route_path,
     text,
 )
 from exporter.webstats import HttpStats
@@ -266,7 +267,7 @@ class Listener:
     def handle(self, connection: Connection, request: Request) -> None:
         """Answer now when that cannot block; else in a worker thread."""
         access = self.access
-        if request.path in self.open_paths or known_to_be_authorized(
+        if route_path(request.path) in self.open_paths or known_to_be_authorized(
             access.auth, request.headers.get("authorization")
         ):
             resolved = self.router.resolve(request)

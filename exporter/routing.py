@@ -125,6 +125,7 @@ class Router:
         self, path: str, status: int, message: str, headers: dict[str, str] | None = None
     ) -> Response:
         """The router's or the server's refusal of a request for ``path``, in its language."""
+        path = route_path(path)
         problem = self._problems.get(path)
         if problem is None:
             found = (p for prefix, p in self._problem_prefixes if path.startswith(prefix))
@@ -134,7 +135,7 @@ class Router:
 
     def resolve(self, request: Request) -> Resolved:
         """The answer if it is known without blocking, else the route that will give it."""
-        path = request.path
+        path = route_path(request.path)
         deferred = self._deferred.get((path, request.method))
         if deferred is not None:
             return Resolved(None, None, "", deferred)
@@ -171,6 +172,15 @@ class Router:
         if reason == "internal_error":
             response = self.refusal(request.path, 500, "internal error")
         return response, reason
+
+
+def route_path(path: str) -> str:
+    """The path a request is routed by: runs of ``/`` count as one, as nginx merges them
+    (a callback URL built as ``https://host/`` + ``/push/status-report`` reaches the
+    receiver). The request keeps its path as sent: a signature covers that one."""
+    while "//" in path:
+        path = path.replace("//", "/")
+    return path
 
 
 def blocking(start: DeferredRoute) -> Route:

@@ -292,3 +292,54 @@ def test_an_update_time_whose_plus_was_sent_unescaped_is_read(push: Push) -> Non
     (record,) = push.store.query(DetailsQuery(0, 4e9, limit=100)).records
     assert record.receive_time is not None
     assert abs(record.receive_time - (time.time() - 60)) < 5
+
+
+@pytest.mark.parametrize("path", ["//push/status-report", "/push//status-report/"])
+def test_a_signed_push_to_a_path_with_a_doubled_slash_is_stored_behind_basic_auth(
+    tmp_path: Path, path: str
+) -> None:
+    """A callback URL built as ``https://host/`` + ``/push/...``: routed as nginx merges
+    slashes, still exempt from basic auth, and verified against the path as signed."""
+    import bcrypt
+    from huaweicloudsdkcore.auth.credentials import BasicCredentials
+    from huaweicloudsdkcore.sdk_request import SdkRequest
+    from huaweicloudsdkcore.signer.signer import Signer
+
+    from exporter.webconfig import parse_web_config
+
+    hashed = bcrypt.hashpw(b"pass", bcrypt.gensalt(4)).decode()
+    web = parse_web_config({"basic_auth_users": {"prom": hashed}})
+    with PushStore(tmp_path / "push.db") as store:
+        keys = (Credentials("AKEXAMPLE", "SKEXAMPLE"),)
+        config = ReceiverConfig(store_path=store.path, signing_keys=keys)
+        receiver = Receiver(config, store)
+        router = Router()
+        receiver.add_routes(router)
+        server = WebServer(
+            router, "127.0.0.1", 0, auth=web.auth(), open_paths=receiver.push_paths()
+        )
+        server.start()
+        host = "{}:{}".format(*server.address)
+        try:
+            body = _form("double-1")
+            request = SdkRequest(
+                method="POST",
+                schema="http",
+                host=host,
+                resource_path=path,
+                uri=path,
+                query_params=[],
+                header_params={"Content-Type": FORM},
+                body=body,
+            )
+            Signer(BasicCredentials("AKEXAMPLE", "SKEXAMPLE")).sign(request)
+            answer = httpx.post(
+                f"http://{host}{path}", content=body, headers=request.header_params, timeout=30
+            )
+            assert (answer.status_code, answer.content) == (200, b""), answer.text
+            unsigned = httpx.get(f"http://{host}//metrics", timeout=30)
+            assert unsigned.status_code == 401, "other paths stay behind basic auth"
+            records = store.query(DetailsQuery(0, 4e9, limit=100)).records
+            assert [r.message_id for r in records] == ["double-1"]
+        finally:
+            server.stop()
