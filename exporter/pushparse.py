@@ -248,6 +248,8 @@ def parse_batch(body: bytes, now: float, charset: str = "utf-8") -> Parsed[Statu
     """A JSON batch: the valid reports (with their index) and the problems of the rest."""
     doc = _json_body(body, charset)
     items = doc.get("statusReportList") if isinstance(doc, dict) else None
+    if items is None and isinstance(doc, dict):  # its name in any case, as the fields'
+        items = next((v for k, v in doc.items() if k.lower() == "statusreportlist"), None)
     if not isinstance(items, list):
         raise PushRejected("bad_shape", 'expected {"statusReportList": [...]}')
     if not items:

@@ -280,7 +280,7 @@ def test_report_field_names_are_read_whatever_their_case(push: Push) -> None:
     form = f"SMSMSGID=case-1&Status=DELIVRD&UPDATETIME={_updated()}&statusdesc=ok".encode()
     assert push.post("/push/status-report", form, FORM).status_code == 200
     item = {"SmsMsgId": "case-2", "STATUS": "E200", "StatusDesc": "busy"}
-    batch = json.dumps({"statusReportList": [item]}).encode()
+    batch = json.dumps({"StatusReportList": [item]}).encode()
     assert push.post("/push/status-reports", batch, JSON).status_code == 200
     assert push.stored() == {"case-1": "ok", "case-2": "busy"}
 
