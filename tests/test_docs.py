@@ -144,6 +144,26 @@ def placeholder_env(text: str) -> dict[str, str]:
     return env
 
 
+def test_the_example_config_shows_every_key_and_its_commented_values_are_the_defaults() -> None:
+    text = (REPO / "config/msgsms-exporter.yaml").read_text()
+    for key in config_module._TOP_KEYS:
+        assert re.search(rf"^(# )?{key}:", text, re.M), f"top-level {key} is not shown"
+    for key in config_module._ACCOUNT_KEYS:
+        assert re.search(rf"^ +(- )?(# )?{key}:", text, re.M), f"accounts[].{key} is not shown"
+    defaults = Config(accounts=())
+    commented = dict(re.findall(r"^# (\w+): (\S+)", text, re.M))
+    for key, shown in commented.items():
+        if key in ("windows", "receiver"):  # an example of several windows; a section
+            continue
+        expected = defaults.window if key == "window" else getattr(defaults, key)
+        if isinstance(expected, float):
+            assert parse_duration(shown) == expected, key
+        else:
+            assert shown == str(expected), key
+    for path in re.findall(r"\(([\w/]+\.\w+)\)", text):
+        assert (REPO / path).is_file(), f"the example names {path}, which does not exist"
+
+
 def config_examples() -> Iterator[tuple[str, str]]:
     """Every YAML block of the README and docs/ that is exporter configuration."""
     for page in PAGES:

@@ -621,3 +621,33 @@ def test_push_pods_equal_the_single_pod_but_for_push_mode() -> None:
         assert push["securityContext"].items() >= single["securityContext"].items()
         assert container(variant)["securityContext"] == container("single")["securityContext"]
         assert container(variant)["image"] == container("single")["image"]
+
+
+def documented_secret_commands() -> list[tuple[str, str, str]]:
+    """(page:line, `kubectl create secret` command, the variant the same block applies)."""
+    found = []
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = page.read_text()
+        for block in re.finditer(r"^```sh\n(.*?)^```", text, re.S | re.M):
+            script = block[1].replace("\\\n", " ")
+            applied = re.findall(r"kubectl apply -n \S+ -k deploy/kubernetes(\S*)", script)
+            where = f"{page.name}:{text[: block.start()].count(chr(10)) + 1}"
+            for command in re.findall(r"^.*create secret generic.*$", script, re.M):
+                (path,) = applied
+                (variant,) = [v for v, d in VARIANTS.items() if d == KUSTOMIZE / path.strip("/")]
+                found.append((where, command, variant))
+    return found
+
+
+def test_the_documented_kubectl_secrets_carry_exactly_the_keys_the_pods_read() -> None:
+    commands = documented_secret_commands()
+    assert {variant for _, _, variant in commands} == set(VARIANTS) - {"sharded"}, commands
+    for where, command, variant in commands:
+        name = re.search(r"create secret generic (\S+)", command)[1]  # type: ignore[index]
+        keys = set(re.findall(r"--from-literal=([A-Z_]+)=", command))
+        read = {
+            e["valueFrom"]["secretKeyRef"]["key"]
+            for e in secret_env(variant)
+            if e["valueFrom"]["secretKeyRef"]["name"] == name
+        }
+        assert keys == read, (where, variant, keys, read)
