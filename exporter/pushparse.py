@@ -29,6 +29,7 @@ REPORT_MAX_AGE_SECONDS = 72 * 3600.0 + DAY_SECONDS
 """Reports arrive up to 72 h after sending; a day more allows for clocks and the retry hour."""
 FUTURE_SECONDS = DAY_SECONDS
 SEND_MAX_AGE_SECONDS = DAY_SECONDS
+TIME_LENGTH = len("2026-11-26T10:00:00.123456789+08:00") + 4  # the longest RFC 3339, some spaces
 # \Z, not $: a $ also matches before a final newline, and "m1\n" is not the id "m1".
 TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 _MESSAGE_ID = re.compile(r"^[\x21-\x7e]{1,50}\Z")  # printable ASCII, as Huawei's ids are
@@ -140,7 +141,7 @@ def report_from_fields(fields: Mapping[str, object], now: float) -> StatusReport
     total, sequence = _count(fields, "total"), _count(fields, "sequence")
     if sequence > total:
         raise PushRejected("bad_field", "sequence is greater than total")
-    update = _text(fields, "updateTime", 32)
+    update = _text(fields, "updateTime", TIME_LENGTH)
     return StatusReport(
         message_id=message_id,
         status=status,
@@ -283,7 +284,7 @@ def _registration(item: object, template: str | None, now: float) -> SendRegistr
     if not TEMPLATE_ID.match(template_id):
         raise PushRejected("bad_field", "template id: letters, digits, '_.:-', at most 64")
     message_id = _matching(item, names[1], _MESSAGE_ID, _ID_RULE, 50, required=True)
-    sent = parse_time(_text(item, names[2], 32, required=True), names[2])
+    sent = parse_time(_text(item, names[2], TIME_LENGTH, required=True), names[2])
     return SendRegistration(
         message_id,
         template_id,

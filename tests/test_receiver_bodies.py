@@ -343,3 +343,18 @@ def test_a_signed_push_to_a_path_with_a_doubled_slash_is_stored_behind_basic_aut
             assert [r.message_id for r in records] == ["double-1"]
         finally:
             server.stop()
+
+
+def test_the_longest_rfc_3339_times_are_read(push: Push) -> None:
+    at = time.gmtime(time.time() + 8 * 3600 - 60)
+    update = time.strftime("%Y-%m-%dT%H:%M:%S.123456789%%2B08:00", at)
+    form = f"smsMsgId=long-time-1&status=DELIVRD&updateTime={update}".encode()
+    assert push.post("/push/status-report", form, FORM).status_code == 200
+    send = {
+        "message_id": "long-time-2",
+        "template_id": "T",
+        "send_time": update.replace("%2B", "+"),
+    }
+    sends = push.post("/push/sends", json.dumps([send]).encode(), JSON)
+    assert sends.json() == {"registered": 1, "duplicates": 0}
+    assert sorted(push.stored()) == ["long-time-1", "long-time-2"]
