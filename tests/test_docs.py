@@ -29,6 +29,7 @@ from exporter import config as config_module
 from exporter.cli import build_parser
 from exporter.config import Config, ReceiverConfig, parse_config, parse_yaml
 from exporter.details_cli import build_parser as build_details_parser
+from exporter.simulator.cli import build_parser as build_simulator_parser
 from exporter.timestamps import parse_duration
 from exporter.webstats import DROP_REASONS, REQUEST_REASONS
 
@@ -94,6 +95,31 @@ def test_the_readme_flag_table_is_the_exporters_flags_with_their_defaults(
             assert not shown, f"{flag}: the README shows a default the flag does not have"
         else:
             assert shown and shown[0] == str(action.default), (flag, default, action.default)
+
+
+def parser_flags(parser: argparse.ArgumentParser) -> set[str]:
+    """The parser's long options."""
+    return {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
+
+
+def test_every_command_in_the_docs_uses_flags_its_program_has() -> None:
+    programs = {
+        "msgsms-exporter details": parser_flags(build_details_parser()),
+        "msgsms-exporter": parser_flags(build_parser()),
+        "msgsms-simulator": parser_flags(build_simulator_parser()),
+    }
+    invocation = re.compile(
+        r"(?:^|[\s`(/])(msgsms-exporter details|msgsms-exporter|msgsms-simulator)(?=\s)([^`|&;#]*)"
+    )
+    checked = 0
+    for page in PAGES:
+        text = page.read_text().replace("\\\n", " ")
+        for number, line in enumerate(text.splitlines(), start=1):
+            for program, rest in invocation.findall(line):
+                for flag in re.findall(r"(?<![\w-])(--[a-z][\w.-]*)", rest):
+                    checked += 1
+                    assert flag in programs[program], f"{page.name}:{number}: {program} {flag}"
+    assert checked >= 20
 
 
 def test_the_details_flags_in_the_docs_are_the_subcommands_flags() -> None:
@@ -359,6 +385,23 @@ def test_the_http_refusal_reasons_in_the_docs_are_the_servers() -> None:
         else:
             assert rejected[reason].startswith(str(status)), (reason, rejected[reason])
     assert set(reasons["msgsms_http_connections_dropped_total"]) == set(DROP_REASONS)
+
+
+# --------------------------------------------------------------------------- architecture
+
+
+def test_the_architecture_table_names_every_module_and_only_modules_that_exist() -> None:
+    text = README.read_text()
+    architecture = text[text.index("## Architecture") : text.index("## Dependencies")]
+    named = {
+        name
+        for row in table(architecture, "module", "role")
+        for name in CODE.findall(row[0])
+        if name.endswith((".py", "/"))
+    }
+    modules = {p.name for p in (REPO / "exporter").glob("*.py")} - {"__init__.py", "__main__.py"}
+    assert modules - named == set(), "modules missing from the README's architecture table"
+    assert {n for n in named if not (REPO / "exporter" / n).exists()} == set()
 
 
 # ---------------------------------------------------------------------------------- links
