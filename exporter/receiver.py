@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
@@ -84,10 +85,17 @@ def _problem(exc: PushRejected, **extra: Any) -> Response:
     return _json_response(exc.status, {"reason": exc.reason, "message": str(exc), **extra})
 
 
+def _contract_answer(status: int, body: object) -> Response:
+    """An answer of the sending-details contract: JSON, named by an ``X-Request-Id``."""
+    response = _json_response(status, body)
+    response.headers["X-Request-Id"] = uuid.uuid4().hex
+    return response
+
+
 def _contract_problem(exc: PushRejected) -> Response:
     """A refusal in the sending-details contract's error shape."""
     code = exc.error_code or error_code_for(exc.status)
-    response = _json_response(exc.status, error_to_wire(code, str(exc)))
+    response = _contract_answer(exc.status, error_to_wire(code, str(exc)))
     if exc.status == 503:  # the store is down: the contract's 503 says when to come back
         response.headers["Retry-After"] = "1"
     return response
@@ -355,7 +363,7 @@ class Receiver:
             raise PushRejected("bad_parameter", str(exc), error_code=exc.error_code) from exc
         except UpstreamError as exc:
             raise PushRejected("store_unavailable", str(exc), 503) from exc
-        return _json_response(200, page_to_wire(query, page))
+        return _contract_answer(200, page_to_wire(query, page))
 
     # -- the domain steps --------------------------------------------------------------
 

@@ -72,6 +72,7 @@ def api(open_store: Opener) -> Iterator[Api]:
 def _contract_error(response: httpx.Response, status: int, code: str) -> dict[str, str]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
+    assert len(response.headers["x-request-id"]) == 32, "every answer names itself"
     body: dict[str, str] = response.json()
     jsonschema.validate(body, _error_schema())
     assert body["error_code"] == code
@@ -151,6 +152,7 @@ def test_windows_at_the_limits_or_with_an_offset_are_answered(
 ) -> None:
     response = api.get(**window)
     assert response.status_code == 200, response.text
+    assert len(response.headers["x-request-id"]) == 32
     # Sent unescaped, as a hand-written URL does: the "+" arrives as a space.
     query = "&".join(f"{k}={v}" for k, v in window.items())
     unescaped = api.http.get(f"{api.url}{DETAILS_PATH}?{query}", auth=AUTH)
