@@ -21,6 +21,7 @@ from exporter.app import Exporter
 from exporter.config import Config, load_config
 from exporter.errors import ConfigError
 from exporter.logs import LEVELS, configure_logging
+from exporter.routes import push_exposure
 from exporter.sharding import UNSHARDED, Shard, parse_shard
 from exporter.timestamps import parse_duration
 from exporter.web import parse_listen_address
@@ -190,7 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.shard == "0/1"
             else parse_shard(args.shard, hostname=socket.gethostname())
         )
-        parse_listen_address(args.listen)
+        host, _ = parse_listen_address(args.listen)
+        # What start would refuse, --check-config refuses too (unsigned pushes off loopback).
+        problem = push_exposure(config, host, web.auth() is not None)
+        if problem:
+            raise ConfigError([problem])
     except ConfigError as error:
         return _report_config_error(error)
     except ValueError as error:  # the listen address

@@ -131,6 +131,28 @@ def test_help_lists_the_details_subcommand() -> None:
     assert "subcommands:\n  details    print sending details" in result.stdout
 
 
+def test_check_config_refuses_unsigned_pushes_off_loopback_as_the_start_would(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "accounts: [{name: push, source: push, templates: {discover: true}}]\n"
+        f"receiver: {{store_path: {tmp_path / 'push.db'}}}\n"
+    )
+    checked = _cli("--config.file", str(config), "--check-config")
+    assert checked.returncode == 1
+    assert "receiver: the push paths on 0.0.0.0 would accept reports" in checked.stderr
+    assert "set receiver.signing.keys" in checked.stderr
+    on_loopback = _cli(
+        *("--config.file", str(config), "--check-config", "--web.listen-address", "127.0.0.1:1")
+    )
+    assert (on_loopback.returncode, on_loopback.stdout) == (
+        0,
+        f"{config}: configuration is valid\n",
+    )
+    assert not (tmp_path / "push.db").exists(), "a check opens no store"
+
+
 def test_demo_with_check_config_is_refused_in_one_line_instead_of_serving() -> None:
     result = _cli("--demo", "--check-config")
     assert result.returncode == 2
