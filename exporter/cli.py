@@ -181,8 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.demo:
         from exporter.demo import demo_session  # the simulator is only loaded for the demo
 
+        try:  # the demo's config is built in; TLS and basic auth are the operator's
+            web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
+        except ConfigError as error:
+            return _report_config_error(error)
         with demo_session() as demo:
-            return _run(Exporter(demo), args, WebConfig())
+            return _run(Exporter(demo), args, web)
     try:
         config: Config = load_config(args.config_file)
         web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()

@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import bcrypt
 import httpx
 from conftest import PROJECT, Simulator
+from health import free_port, stop
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -151,6 +153,37 @@ def test_check_config_refuses_unsigned_pushes_off_loopback_as_the_start_would(
         f"{config}: configuration is valid\n",
     )
     assert not (tmp_path / "push.db").exists(), "a check opens no store"
+
+
+def _answers(url: str, auth: tuple[str, str]) -> bool:
+    try:
+        return httpx.get(url, auth=auth).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_the_demo_serves_behind_the_web_configs_basic_auth(tmp_path: Path) -> None:
+    web = tmp_path / "web.yml"
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()
+    web.write_text(f"basic_auth_users: {{prom: '{hashed}'}}\n")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "exporter", "--demo", "--web.config.file", str(web)),
+            *("--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warning"),
+        ],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while not _answers(f"{url}/-/healthy", ("prom", "s3cret")):
+            assert proc.poll() is None and time.monotonic() < deadline, "the demo never served"
+            time.sleep(0.2)
+        assert httpx.get(f"{url}/metrics").status_code == 401
+        assert httpx.get(f"{url}/metrics", auth=("prom", "s3cret")).status_code == 200
+    finally:
+        stop(proc, timeout=10)
 
 
 def test_demo_with_check_config_is_refused_in_one_line_instead_of_serving() -> None:
