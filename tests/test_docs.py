@@ -30,6 +30,7 @@ from exporter.cli import build_parser
 from exporter.config import Config, ReceiverConfig, parse_config, parse_yaml
 from exporter.details_cli import build_parser as build_details_parser
 from exporter.simulator.cli import build_parser as build_simulator_parser
+from exporter.status_codes import StatusCategory
 from exporter.timestamps import parse_duration
 from exporter.webstats import DROP_REASONS, REQUEST_REASONS
 
@@ -350,6 +351,12 @@ def test_the_readme_metric_table_is_what_the_demo_exports(
     # A gauge histogram's _gsum/_gcount are exposed as gauge families of their own.
     exposed = {f for f in demo_metrics if not f.endswith(("_gsum", "_gcount"))}
     assert exposed - documented == set(), "exported but not in the README's metric table"
+
+
+def test_the_readme_lists_exactly_the_status_code_categories() -> None:
+    text = README.read_text()
+    listed = text[text.index("Status-code categories") :].split("\n\n")[0]
+    assert set(CODE.findall(listed)) - {"exporter/status_codes.py"} == set(StatusCategory)
 
 
 def test_the_push_metric_table_is_what_the_receiver_exports(
