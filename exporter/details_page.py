@@ -174,7 +174,11 @@ def _table(records: Sequence[SendRecord], names: Mapping[str, str]) -> str:
         )
         rows.append(f"<tr>{tds}</tr>")
     body = "".join(rows)
-    return f'<table id="records"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    # Scrolls in its own box: the page (form, summary, pager) stays the window's width.
+    return (
+        f'<div class="scroll"><table id="records"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
 
 
 def details_html(outcome: DetailsOutcome) -> str:

@@ -26,6 +26,7 @@ input:focus,select:focus,button:focus{outline:2px solid #2f6fd6;outline-offset:1
 input.time{font-variant-numeric:tabular-nums;width:11.5rem}
 button{background:#1f5fbf;border-color:#1f5fbf;color:#fff;cursor:pointer;padding:.35rem 1.2rem}
 button:hover{background:#174a96}
+.scroll{overflow-x:auto;max-width:100%}
 #records td{white-space:nowrap}#records td:last-child{white-space:normal;min-width:16rem}
 .note{color:#3b4654;background:#f4f7fa;border-left:3px solid #aab4c0;padding:.4rem .8rem;
 max-width:60rem}
@@ -97,6 +98,12 @@ def _template_rows(snap: AccountSnapshot, window: WindowSnapshot) -> str:
             f'<td class="l">{_codes(tw.template_id, tw, window.name)}</td>'
             f'<td class="l"><a href="{failed}">failed</a> · <a href="{pending}">pending</a></td>'
             "</tr>"
+        )
+    if not rows:  # a new push account, or templates that sent nothing yet
+        rows.append(
+            '<tr><td class="l muted" colspan="8">No templates with messages in this window'
+            " yet. A push account shows its templates once reports or send registrations"
+            " arrive (see the README, “Real data from Huawei”).</td></tr>"
         )
     return "\n".join(rows)
 

@@ -98,3 +98,10 @@ def test_links_to_metrics_details_and_docs():
 def test_details_link_and_age():
     assert details_link("T 1", "sending", "24h") == "/details?template=T+1&result=sending&last=24h"
     assert [age(s) for s in (3, 119, 600, 7200)] == ["3 s", "119 s", "10 min", "2 h"]
+
+
+def test_a_window_without_templates_says_so_instead_of_an_empty_table():
+    empty = WindowSnapshot("1h", END - 3600, END, True, ())
+    html = landing_page([_snapshot(templates=(), windows=(empty,))], now=END)
+    assert '<td class="l muted" colspan="8">No templates with messages in this window yet.' in html
+    assert "No templates with messages" not in landing_page([_snapshot()], now=END)
