@@ -123,6 +123,20 @@ def test_every_command_in_the_docs_uses_flags_its_program_has() -> None:
     assert checked >= 20
 
 
+def test_every_benchmark_the_docs_quote_exists_with_the_flags_shown() -> None:
+    # Read, not run: the benchmarks take minutes to hours.
+    quoted = 0
+    for page in PAGES:
+        text = page.read_text().replace("\\\n", " ")
+        for script, rest in re.findall(r"python (bench/\w+\.py)([^`\n|]*)", text):
+            quoted += 1
+            source = (REPO / script).read_text() if (REPO / script).is_file() else ""
+            assert source, f"{page.name}: {script} does not exist"
+            for flag in re.findall(r"(?<![\w-])(--[a-z][\w.-]*)", rest):
+                assert f'"{flag}"' in source, f"{page.name}: {script} has no {flag}"
+    assert quoted >= 10
+
+
 def test_the_details_flags_in_the_docs_are_the_subcommands_flags() -> None:
     text = (REPO / "docs/details.md").read_text()
     listed = section(text, "## From the terminal")
