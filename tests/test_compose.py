@@ -25,6 +25,8 @@ RULES = REPO / "config" / "prometheus" / "msgsms-rules.yml"
 PUSH_CONFIG = COMPOSE_DIR / "push" / "config.yaml"
 BALANCER_TEMPLATE = REPO / "deploy" / "loadbalancer" / "msgsms-push.conf.template"
 PUSH_REPLICAS = ("exporter-push-1", "exporter-push-2")
+ALERTMANAGER = COMPOSE_DIR / "alertmanager.yml"
+ALERTS_DOC = REPO / "docs" / "alerts.md"
 
 
 def compose_schema() -> dict[str, Any]:
@@ -234,3 +236,32 @@ def test_prometheus_scrapes_the_push_replicas_as_the_exporter_job() -> None:
     (dns,) = jobs["msgsms-exporter"]["dns_sd_configs"]
     assert set(dns["names"]) == set(PUSH_REPLICAS)
     assert dns["port"] == 9170
+
+
+def test_amtool_accepts_the_alertmanager_config() -> None:
+    amtool = require_tool("amtool")
+    result = subprocess.run(
+        [amtool, "check-config", str(ALERTMANAGER)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 inhibit rules" in result.stdout
+
+
+def test_the_stack_inhibits_as_the_alerts_doc_suggests() -> None:
+    (suggested,) = re.findall(r"```yaml\n(inhibit_rules:.*?)```", ALERTS_DOC.read_text(), re.S)
+    rules = yaml.safe_load(suggested)["inhibit_rules"]
+    assert load(ALERTMANAGER)["inhibit_rules"] == rules
+    alerts = {
+        rule["alert"]
+        for group in load(RULES)["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+    for rule in rules:  # every alert a matcher names exists (no typo silences nothing)
+        for matcher in (*rule["source_matchers"], *rule["target_matchers"]):
+            pattern = matcher.split('"')[1]
+            assert any(re.fullmatch(pattern, alert) for alert in alerts), matcher
