@@ -29,6 +29,7 @@ from exporter import config as config_module
 from exporter.cli import build_parser
 from exporter.config import Config, ReceiverConfig, parse_config, parse_yaml
 from exporter.details_cli import build_parser as build_details_parser
+from exporter.errors import ConfigError
 from exporter.simulator.cli import build_parser as build_simulator_parser
 from exporter.status_codes import StatusCategory
 from exporter.timestamps import parse_duration
@@ -203,6 +204,51 @@ def test_the_example_config_shows_every_key_and_its_commented_values_are_the_def
             assert shown == str(expected), key
     for path in re.findall(r"\(([\w/]+\.\w+)\)", text):
         assert (REPO / path).is_file(), f"the example names {path}, which does not exist"
+
+
+def unknown_keys(path: str) -> list[str]:
+    """The parser's "unknown key" problems for a config holding the dotted `path`."""
+    raw: dict[str, object] = {
+        "accounts": [{"name": "a", "source": "push", "templates": {"discover": True}}],
+        "receiver": {"store_path": "/nonexistent/push.db"},
+    }
+    node: object = raw
+    parts = path.split(".")
+    for index, part in enumerate(parts):
+        name, listed = part.removesuffix("[]"), part.endswith("[]")
+        last = index == len(parts) - 1
+        assert isinstance(node, dict)
+        if last:
+            node[name] = "x"
+            break
+        child = node.get(name)
+        if listed:
+            if not isinstance(child, list):
+                child = node[name] = [{}]
+            node = child[0]
+        else:
+            if not isinstance(child, dict):
+                child = node[name] = {}
+            node = child
+    try:
+        parse_config(raw, {})
+    except ConfigError as error:
+        return [p for p in error.problems if "unknown key" in p]
+    return []
+
+
+def test_every_config_key_the_docs_name_is_one_the_parser_knows() -> None:
+    dotted = re.compile(r"(?<![\w/])((?:accounts\[\]|receiver)(?:\.[a-z_]+(?:\[\])?)+)")
+    named = {
+        path
+        for page in [*PAGES, REPO / "config/msgsms-exporter.yaml"]
+        for path in dotted.findall(page.read_text())
+        if not path.endswith(".py")  # receiver.py, the module
+    }
+    assert len(named) >= 10, named
+    for path in sorted(named):
+        assert unknown_keys(path) == [], f"the docs name {path}"
+    assert unknown_keys("receiver.signing.keys[].acount"), "the check finds a misspelt key"
 
 
 def config_examples() -> Iterator[tuple[str, str]]:
