@@ -58,7 +58,7 @@ def text(status: int, message: str) -> Response:
 
 LOOP_BODY_BYTES = 16 * 1024
 """Bodies up to this size start on the event loop (a single report is under 2 KiB, a
-batch of 50 under 16 KiB); larger ones in a worker thread."""
+batch of 50 short reports about 5 KiB); larger ones in a worker thread."""
 
 Route = Callable[[Request], Response]
 FastRoute = Callable[[Request], Response | None]

@@ -60,3 +60,14 @@ def wait_healthy(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{what} never became healthy")
             time.sleep(0.05)
+
+
+def metrics_showing(url: str, sample: str, timeout: float = 30.0) -> str:
+    """``url``'s ``/metrics`` once it shows ``sample``: the receiver's live counters are
+    rendered again when 100 ms old, so a push is not in the very next scrape."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=5) as http:
+        while sample not in (exposition := http.get(f"{url}/metrics").text):
+            assert time.monotonic() < deadline, f"/metrics never showed {sample}"
+            time.sleep(0.05)
+    return exposition
