@@ -170,7 +170,15 @@ def serve(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the exporter; return the process exit code."""
+    """Run the exporter; return the process exit code (130 for Ctrl-C before serving)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # before serve() handles SIGINT: start-up, the demo's history
+        print("msgsms-exporter: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["details"]:
         from exporter.details_cli import run_details_command

@@ -8,12 +8,17 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import bcrypt
 import httpx
+import pytest
 from conftest import PROJECT, Simulator
 from health import free_port, stop
+
+from exporter import cli, demo
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -184,6 +189,21 @@ def test_the_demo_serves_behind_the_web_configs_basic_auth(tmp_path: Path) -> No
         assert httpx.get(f"{url}/metrics", auth=("prom", "s3cret")).status_code == 200
     finally:
         stop(proc, timeout=10)
+
+
+def test_ctrl_c_before_serving_is_one_line_and_exit_130_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Ctrl-C while the demo generates its history (a second or two), before serve()
+    # takes SIGINT over: KeyboardInterrupt reaches main().
+    @contextmanager
+    def interrupted_demo() -> Iterator[None]:
+        raise KeyboardInterrupt
+        yield
+
+    monkeypatch.setattr(demo, "demo_session", interrupted_demo)
+    assert cli.main(["--demo", "--log.level", "warning"]) == 130
+    assert capsys.readouterr().err == "msgsms-exporter: interrupted\n"
 
 
 def test_demo_with_check_config_is_refused_in_one_line_instead_of_serving() -> None:

@@ -185,7 +185,16 @@ def configure_logging(level: str, fmt: str = "auto") -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run until SIGTERM or SIGINT; 0 on a clean stop, 1 on a bad scenario or address."""
+    """Run until SIGTERM or SIGINT; 0 on a clean stop, 1 on a bad scenario or address,
+    130 for Ctrl-C before serving (while the history is generated)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("msgsms-simulator: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     log = structlog.get_logger("msgsms-simulator")
