@@ -235,6 +235,8 @@ def details_text(outcome: DetailsOutcome, templates: Sequence[SmsTemplate] = ())
     lines += [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
     ]
-    if page.total and not page.records:
+    if page.total == 0:
+        lines.append("No records match these filters.")
+    elif not page.records:
         lines.append(f"page {details.page} is past the last page ({page_count(page.total)})")
     return "\n".join(lines) + "\n"

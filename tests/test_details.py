@@ -416,6 +416,12 @@ def test_page_escapes_html_and_pages_with_fixed_times():
     assert 'id="next"' not in details_html(last)
 
 
+def test_text_table_says_when_nothing_matches_as_the_page_does():
+    text = details_text(_queries(FakeSource([])).run({"last": "1h"}))
+    assert text.splitlines()[-1] == "No records match these filters."
+    assert "No records match" not in details_text(_queries(FakeSource([_record(1)])).run({}))
+
+
 def test_text_table_has_a_header_and_one_line_per_record():
     source = FakeSource([_record(n) for n in range(3)])
     text = details_text(_queries(source).run({"last": "1h"}))
