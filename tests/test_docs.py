@@ -499,6 +499,22 @@ def test_every_relative_link_names_a_file_and_heading_that_exist(page: Path) -> 
             assert anchor in heading_anchors(target.read_text()), f"{page.name}: {link}"
 
 
+def test_shell_examples_in_the_docs_parse() -> None:
+    # The README's blocks run in tests/test_readme.py; the docs' need docker, kubectl,
+    # sudo or a real account, so bash checks their syntax here.
+    blocks = [
+        (page, match)
+        for page in DOCS
+        for match in FENCE.finditer(page.read_text())
+        if match["lang"] in ("sh", "bash", "shell")
+    ]
+    assert len(blocks) >= 15
+    for page, match in blocks:
+        script = textwrap.dedent(match["body"])
+        syntax = subprocess.run(["bash", "-n", "-c", script], capture_output=True, text=True)
+        assert syntax.returncode == 0, f"{page.name}: {syntax.stderr}\n{script}"
+
+
 def test_yaml_examples_in_the_docs_parse() -> None:
     for page in PAGES:
         text = page.read_text()
