@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -33,6 +34,7 @@ from exporter.errors import ConfigError
 from exporter.simulator.cli import build_parser as build_simulator_parser
 from exporter.status_codes import StatusCategory
 from exporter.timestamps import parse_duration
+from exporter.webconfig import load_web_config
 from exporter.webstats import DROP_REASONS, REQUEST_REASONS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -249,6 +251,27 @@ def test_every_config_key_the_docs_name_is_one_the_parser_knows() -> None:
     for path in sorted(named):
         assert unknown_keys(path) == [], f"the docs name {path}"
     assert unknown_keys("receiver.signing.keys[].acount"), "the check finds a misspelt key"
+
+
+def test_the_web_config_example_is_one_the_exporter_loads(
+    tls_files: tuple[str, str], tmp_path: Path
+) -> None:
+    text = (REPO / "docs/operations.md").read_text()
+    (example,) = [
+        m["body"] for m in FENCE.finditer(text) if m["body"].startswith("tls_server_config:")
+    ]
+    cert, key = tls_files
+    written = tmp_path / "web-config.yml"
+    written.write_text(
+        re.sub(
+            r"key_file: \S+",
+            f"key_file: {key}",
+            re.sub(r"cert_file: \S+", f"cert_file: {cert}", example),
+        )
+    )
+    web = load_web_config(str(written))
+    assert web.tls is not None and web.tls.min_version == ssl.TLSVersion.TLSv1_2
+    assert set(web.users) == {"prometheus"}
 
 
 def config_examples() -> Iterator[tuple[str, str]]:
