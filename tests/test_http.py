@@ -28,7 +28,10 @@ from exporter.webstats import HttpCollector
 
 PASSWORD = "scrape-pass-77aa"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
-REPORT = b"smsMsgId=chunked-1&status=DELIVRD&updateTime=2026-11-26T10%3A00%3A00Z"
+# A minute before the run: the receiver refuses report times far from its clock.
+REPORT = b"smsMsgId=chunked-1&status=DELIVRD&updateTime=" + time.strftime(
+    "%Y-%m-%dT%H%%3A%M%%3A%SZ", time.gmtime(time.time() - 60)
+).encode("ascii")
 
 
 @dataclass

@@ -162,7 +162,7 @@ def test_segments_reported_at_replicas_at_the_same_moment_settle_the_message(
 
 
 def test_replicas_starting_at_once_create_the_schema_once(postgres_url: str):
-    stores = [PostgresStore(postgres_url) for _ in range(6)]
+    stores = [PostgresStore(postgres_url, clock=lambda: T0 + 600) for _ in range(6)]
     barrier = threading.Barrier(len(stores))
     errors: list[BaseException] = []
 

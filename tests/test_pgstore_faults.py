@@ -44,7 +44,9 @@ def _exporter(store_url: str, poll_interval: str = "1s") -> Iterator[str]:
 
 
 def _push(base: str, message_id: str) -> int:
-    body = f"smsMsgId={message_id}&status=DELIVRD&updateTime=2026-11-26T10:00:00Z"
+    # a minute ago: the receiver refuses report times far from its clock
+    updated = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
+    body = f"smsMsgId={message_id}&status=DELIVRD&updateTime={updated}"
     return HTTP.post(f"{base}/push/status-report", content=body, headers=FORM).status_code
 
 
