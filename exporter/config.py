@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
 
@@ -214,7 +214,7 @@ class _Reader:
                 self.problem(f"{where}.{key}" if where else str(key), unknown_key(key, allowed))
         return raw
 
-    def expand(self, value: object, where: str) -> object:
+    def expand(self, value: object, where: str, encode: Callable[[str], str] = str) -> object:
         if not isinstance(value, str):
             return value
 
@@ -223,7 +223,7 @@ class _Reader:
             if name not in self.env:
                 self.problem(where, f"environment variable {name} is not set")
                 return ""
-            return self.env[name]
+            return encode(self.env[name])
 
         return _ENV_REF.sub(substitute, value)
 
@@ -494,6 +494,12 @@ def _store_url(reader: _Reader, spec: Mapping[str, Any]) -> Secret | None:
         if written.password and "${" not in written.password:
             reader.problem(where, "write the password as ${VAR}, or give the URL by {env:}/{file:}")
             return None
+        # A variable in the user or password goes in percent-encoded: a password with
+        # @ : / # % ? or a space would otherwise change where the URL points.
+        userinfo, at, hostinfo = written.netloc.rpartition("@")
+        if at and "${" in userinfo:
+            encoded = reader.expand(userinfo, where, lambda v: quote(v, safe=""))
+            raw = urlunsplit(written._replace(netloc=f"{encoded}@{hostinfo}"))
         expanded = reader.expand(raw, where)
         url = Secret(expanded) if isinstance(expanded, str) else None
     else:

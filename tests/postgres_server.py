@@ -18,7 +18,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -49,20 +49,30 @@ def _run(command: list[str]) -> None:
 class PostgresServer:
     """One PostgreSQL server: a data directory, a port, start/stop/restart."""
 
-    def __init__(self, data: Path, *, fsync: bool = False) -> None:
+    def __init__(self, data: Path, *, fsync: bool = False, options: str = "") -> None:
         self.data = data
         self.port = free_port()
         self.fsync = fsync
+        self.options = options
         self._names = itertools.count(1)
 
     @classmethod
     @contextmanager
-    def running(cls, *, fsync: bool = False) -> Iterator[PostgresServer]:
-        """initdb into a temporary directory, start, yield, stop and delete it."""
+    def running(
+        cls,
+        *,
+        fsync: bool = False,
+        options: str = "",
+        configure: Callable[[Path], None] | None = None,
+    ) -> Iterator[PostgresServer]:
+        """initdb into a temporary directory, start, yield, stop and delete it.
+
+        ``configure`` is given the data directory before the first start (to write
+        ``pg_hba.conf`` or certificates); ``options`` are more ``-c`` settings."""
         if not (BIN / "initdb").exists():
             raise RuntimeError(f"{BIN}/initdb is missing: install Debian's postgresql package")
         root = Path(tempfile.mkdtemp(prefix="msgsms-pg-"))
-        server = cls(root / "data", fsync=fsync)
+        server = cls(root / "data", fsync=fsync, options=options)
         try:
             if os.geteuid() == 0:
                 shutil.chown(root, USER, USER)
@@ -73,6 +83,8 @@ class PostgresServer:
                     *("-E", "UTF8", "--locale=C.UTF-8", "--no-sync"),
                 ]
             )
+            if configure is not None:
+                configure(server.data)
             server.start()
             with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
                 conn.execute(f"CREATE DATABASE {DATABASE}")
@@ -90,7 +102,7 @@ class PostgresServer:
         """Start and wait until it accepts connections."""
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data}"
-            f" -c fsync={'on' if self.fsync else 'off'} -c max_connections=200"
+            f" -c fsync={'on' if self.fsync else 'off'} -c max_connections=200 {self.options}"
         )
         log = str(self.data.parent / "server.log")
         _run([str(BIN / "pg_ctl"), "-D", str(self.data), "-l", log, "-o", options, "-w", "start"])

@@ -53,6 +53,10 @@ def test_store_url_takes_its_password_from_the_environment():
     assert receiver.store_url.value == "postgresql://push:s3cret@db:5432/msgsms?sslmode=verify-full"
     assert receiver.store_path == ""
     assert "s3cret" not in repr(receiver)
+    # A password with characters a URL reserves goes in percent-encoded, not raw.
+    receiver = _receiver("postgresql://push:${PGPW}@db/msgsms", {"PGPW": "a/b:c@d#e%f"})
+    assert receiver.store_url.value == "postgresql://push:a%2Fb%3Ac%40d%23e%25f@db/msgsms"
+    assert connection_settings(receiver.store_url.value)["password"] == "a/b:c@d#e%f"
 
 
 def test_store_url_can_come_whole_from_env_or_file(tmp_path: Path):
