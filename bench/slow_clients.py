@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from push_throughput import _free_port, wait_healthy
+from push_throughput import UPDATED, _free_port, wait_healthy
 
 SCRAPE_EVERY = 0.25
 TICK_SECONDS = 4.0
@@ -151,7 +151,7 @@ def _probe(port: int, kind: str, every: float, stop: threading.Event, probe: Pro
             if kind == "scrape":
                 conn.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
             else:
-                body = f"smsMsgId=slow-bench-{n}&status=DELIVRD&updateTime=2026-11-26T10%3A00%3A00Z"
+                body = f"smsMsgId=slow-bench-{n}&status=DELIVRD&updateTime={UPDATED.replace(':', '%3A')}"
                 conn.request("POST", "/push/status-report", body=body, headers=FORM)
             response = conn.getresponse()
             response.read()
