@@ -18,7 +18,9 @@ from exporter.pushitems import UNKNOWN_TEMPLATE
 OTHER_TEMPLATE = "other"
 """Where reports of templates beyond the limit are counted."""
 REFRESH_SECONDS = 60.0
-"""At the limit, the store is read again this often: templates past the retention leave."""
+"""At the limit, the store is read again this often: templates past the retention leave.
+A template admitted within this long is kept by a read that does not show it yet (its
+write may still be on its way to the store)."""
 
 
 class TemplateLimit:
@@ -38,6 +40,7 @@ class TemplateLimit:
         self._clock = clock
         self._lock = threading.Lock()
         self._admitted: set[str] = set()
+        self._recent: dict[str, float] = {}  # admitted lately: when (the store may lag)
         self._read_at = float("-inf")
         self._reading = False
         self._read()
@@ -62,6 +65,7 @@ class TemplateLimit:
         with self._lock:
             if len(self._admitted) < self._limit:
                 self._admitted.add(template)
+                self._recent[template] = self._clock()
                 return template
             if not self._reading and self._clock() - self._read_at >= REFRESH_SECONDS:
                 self._reading = True
@@ -74,7 +78,12 @@ class TemplateLimit:
         except UpstreamError:
             known = None  # the store is down: try again a refresh later
         with self._lock:
+            now = self._clock()
+            # Admitted but not yet stored (or stored after this read began) still count:
+            # without them, one request that fills the limit and triggers the read would
+            # free its own places for as many templates again.
+            self._recent = {t: at for t, at in self._recent.items() if now - at < REFRESH_SECONDS}
             if known is not None:
-                self._admitted = {t for t in known if t not in self._free}
-            self._read_at = self._clock()
+                self._admitted = {t for t in known if t not in self._free} | self._recent.keys()
+            self._read_at = now
             self._reading = False

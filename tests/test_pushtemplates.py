@@ -68,3 +68,35 @@ def test_admitting_never_waits_for_a_slow_store():
     assert limit.admit("c") == OTHER_TEMPLATE
     assert len(reads) == 2  # one refresh at a time
     release.set()
+
+
+def _wait_for_read(limit: TemplateLimit, reads: list[int], count: int) -> None:
+    deadline = time.monotonic() + 30
+    while len(reads) < count or limit._reading:
+        assert time.monotonic() < deadline, "the due read never finished"
+        time.sleep(0.01)
+
+
+def test_a_read_before_the_admitted_templates_are_stored_keeps_them_counted():
+    # One request admits a and b (the limit) and folds c, which starts the due read of
+    # the store: a and b are not committed yet, so the store does not list them.
+    stored: list[str] = []
+    reads: list[int] = []
+
+    def read() -> list[str]:
+        reads.append(1)
+        return list(stored)
+
+    clock = Clock()
+    limit = TemplateLimit(2, read, clock=clock)
+    clock.now += REFRESH_SECONDS
+    assert [limit.admit(t) for t in ("a", "b", "c")] == ["a", "b", OTHER_TEMPLATE]
+    _wait_for_read(limit, reads, 2)
+    assert [limit.admit(t) for t in ("d", "e")] == [OTHER_TEMPLATE, OTHER_TEMPLATE]
+    # Once stored, the store's list is the truth again: a template that left frees a place.
+    stored += ["a", "b"]
+    clock.now += REFRESH_SECONDS
+    stored.remove("a")
+    assert limit.admit("d") == OTHER_TEMPLATE
+    _wait_for_read(limit, reads, 3)
+    assert [limit.admit(t) for t in ("d", "e")] == ["d", OTHER_TEMPLATE]

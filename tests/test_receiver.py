@@ -7,6 +7,7 @@ import json
 import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import replace
@@ -573,6 +574,41 @@ def test_one_post_of_ten_thousand_templates_is_folded_into_other(store: PushStor
     assert templates == sorted([*(f"t{i}" for i in range(20)), "other", "unknown"])
     assert receiver.stats.folded == {"registration": 9_980}
     assert store.query(DetailsQuery(0, 4e9, template_id="other")).total == 9_980
+
+
+def test_the_template_limit_holds_when_its_refresh_reads_the_store_mid_request(
+    store: PushStore,
+):
+    # A minute after start, the post that fills the limit also starts the refresh of the
+    # stored templates; it must not forget the templates it admitted but has not stored.
+    from exporter.pushtemplates import REFRESH_SECONDS
+
+    now = [NOW]
+    config = ReceiverConfig(store_path=store.path, max_templates=3)
+    receiver = Receiver(config, store, clock=lambda: now[0])
+    router = Router()
+    receiver.add_routes(router)
+    now[0] += REFRESH_SECONDS
+
+    def sends(first: int) -> bytes:
+        return json.dumps(
+            [
+                {"message_id": f"m{i}", "template_id": f"t{i}", "send_time": "2026-11-26T11:00:00Z"}
+                for i in range(first, first + 10)
+            ]
+        ).encode()
+
+    with _serve(router) as base, httpx.Client(timeout=60) as http:
+        for first in (0, 10, 20):
+            answer = http.post(f"{base}/push/sends", content=sends(first), headers=JSON)
+            assert answer.json() == {"registered": 10, "duplicates": 0}
+            deadline = time.monotonic() + 30
+            while receiver.templates._reading:  # the refresh, on a thread of its own
+                assert time.monotonic() < deadline, "the refresh never finished"
+                time.sleep(0.01)
+    templates = [t.template_id for t in store.list_templates()]
+    assert templates == ["other", "t0", "t1", "t2"]
+    assert receiver.stats.folded == {"registration": 27}
 
 
 def test_extend_beyond_the_limit_is_folded_too(store: PushStore):
