@@ -84,6 +84,7 @@ class PostgresStore(GroupCommitWrites):
             name="push-store",
         )
         self._pool.open(wait=False)
+        self.up = False  # until the database first answers
         self._schema_ready = False
         self._schema_lock = threading.Lock()
         self._writer = PgWriter(settings, self._prepare)
@@ -103,12 +104,15 @@ class PostgresStore(GroupCommitWrites):
         try:
             with self._pool.connection(timeout) as conn:
                 self._prepare(conn)
+                self.up = True
                 yield conn
         except PoolTimeout as exc:
+            self.up = False
             raise StoreUnavailable("PostgreSQL is unreachable") from exc
         except CONFLICTS:
             raise  # a deadlock with another replica: the caller tries again
         except psycopg.OperationalError as exc:
+            self.up = False
             raise StoreUnavailable(f"PostgreSQL: {first_line(exc)}") from exc
 
     def _prepare(self, conn: psycopg.Connection[Any]) -> None:
@@ -133,7 +137,10 @@ class PostgresStore(GroupCommitWrites):
             if self._probe is None or self._probe.done.is_set():
                 self._probe = _Probe(self._answers)
             probe = self._probe
-        return probe.done.wait(AVAILABLE_WITHIN) and probe.ok
+        ok = probe.done.wait(AVAILABLE_WITHIN) and probe.ok
+        if not ok:
+            self.up = False  # also while the check still waits (in a pooler's queue)
+        return ok
 
     def _answers(self) -> bool:
         try:

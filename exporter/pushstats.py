@@ -150,6 +150,11 @@ class PushCollector:
             "msgsms_push_store_size_bytes",
             "Size of the push store (the database), measured about once a minute.",
         )
+        up = GaugeMetricFamily(
+            "msgsms_push_store_up",
+            "1 when the push store's last use (a write, a read, a readiness check) succeeded;"
+            " 0 while it is unavailable and pushes are refused.",
+        )
         last_report = GaugeMetricFamily(
             "msgsms_push_last_report_timestamp_seconds",
             "When this process last accepted a status report for the account (start if none).",
@@ -181,6 +186,7 @@ class PushCollector:
         commits.add_metric([], self._store.commits)
         pruned.add_metric([], self._store.pruned)
         size.add_metric([], self._store.size_bytes)
+        up.add_metric([], 1 if self._store.up else 0)
         return [
             requests,
             rejected,
@@ -195,6 +201,7 @@ class PushCollector:
             writes,
             errors,
             size,
+            up,
             last_report,
             last_registration,
         ]

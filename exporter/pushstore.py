@@ -109,6 +109,11 @@ class ReportStore(Protocol):
         """The store's size on disk, measured at start and after each pruning."""
         ...
 
+    @property
+    def up(self) -> bool:
+        """Whether the store's last use (a write, a read, a readiness check) succeeded."""
+        ...
+
     def add_reports(self, reports: Sequence[StatusReport]) -> WriteResult:
         """Store reports; returns once they are committed."""
         ...
@@ -196,6 +201,8 @@ class GroupCommitWrites:
         self.pruned = 0
         self.size_bytes = 0
         """The store's size on disk, measured at start and after each pruning."""
+        self.up = True
+        """Whether the store's last use succeeded (a failed write sets it false)."""
         self._clock = clock
 
     def _commit_group(self, jobs: list[WriteJob]) -> None:
@@ -250,7 +257,9 @@ class GroupCommitWrites:
             return
         try:
             self._commit_group(writes)
+            self.up = True
         except StoreUnavailable as exc:  # the store is gone: every job is refused
+            self.up = False
             for job in writes:
                 job.error = exc
         except self._data_errors:

@@ -266,5 +266,6 @@ def test_health_dashboard_has_a_receiver_row(path: Path) -> None:
         "msgsms_push_store_write_duration_seconds_bucket",
         "msgsms_push_store_errors_total",
         "msgsms_push_store_size_bytes",
+        "msgsms_push_store_up",
         "msgsms_push_last_report_timestamp_seconds",
     } <= metrics

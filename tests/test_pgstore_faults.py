@@ -97,10 +97,18 @@ def test_with_the_database_down_at_start_pushes_get_503_until_it_is_up(
         assert refused.json()["reason"] == "store_unavailable"
         assert _metric(base, "msgsms_push_rejected_total", reason="store_unavailable") == 1
         assert _metric(base, "msgsms_push_requests_total", code="503", endpoint="single") == 1
+        # A state, not only counts: behind a load balancer no push reaches an unready
+        # replica, so nothing would be counted while the store stays down.
+        assert "msgsms_push_store_up" in samples(HTTP.get(f"{base}/metrics").content)
+        assert _metric(base, "msgsms_push_store_up") == 0
 
         proxy.start()  # the database comes up; the exporter is not restarted
         _eventually(lambda: _push(base, "m2") == 200, "a push is stored")
         _eventually(lambda: HTTP.get(f"{base}/-/ready").status_code == 200, "ready")
+        assert _metric(base, "msgsms_push_store_up") == 1
+        proxy.stop()  # down again, while nothing is pushed: the next check says so
+        assert HTTP.get(f"{base}/-/ready").status_code == 503
+        assert _metric(base, "msgsms_push_store_up") == 0
     assert _stored(postgres_url) == {"m2": 1}
 
 
