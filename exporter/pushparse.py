@@ -215,9 +215,47 @@ def _report_fields(pairs: Iterable[tuple[str, object]]) -> dict[str, object]:
         name = REPORT_FIELDS.get(given.lower())
         if name is None:
             continue
-        if fields.setdefault(name, value) != value:
+        kept = fields.setdefault(name, value)
+        if kept is not value and kept != value:  # "is": a NaN is not equal to itself
             raise PushRejected("bad_field", f"{name} is given more than once, differently")
     return fields
+
+
+class _Repeated(dict[str, Any]):
+    """A JSON object that names a member more than once: the last value of each, as
+    ``json`` keeps it, and every pair as given (which one was meant cannot be known)."""
+
+    __slots__ = ("pairs",)
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        self.pairs = pairs
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    members = dict(pairs)
+    return members if len(members) == len(pairs) else _Repeated(pairs)
+
+
+_JSON = json.JSONDecoder(object_pairs_hook=_object)
+
+
+def _members(item: dict[str, Any]) -> Iterable[tuple[str, Any]]:
+    """A JSON object's members, repeated ones included."""
+    return item.pairs if isinstance(item, _Repeated) else item.items()
+
+
+def _unrepeated(item: dict[str, Any], names: tuple[str, ...], reason: str = "bad_field") -> None:
+    """PushRejected when one of ``names`` is given twice with different values."""
+    if not isinstance(item, _Repeated):
+        return
+    given: dict[str, object] = {}
+    for name, value in item.pairs:
+        if name not in names:
+            continue
+        kept = given.setdefault(name, value)
+        if kept is not value and kept != value:
+            raise PushRejected(reason, f"{name} is given more than once, differently")
 
 
 def _json_body(body: bytes, charset: str) -> Any:
@@ -225,7 +263,7 @@ def _json_body(body: bytes, charset: str) -> Any:
         raise PushRejected("bad_json", "the body is empty: expected JSON")
     # A leading byte order mark is allowed (RFC 8259 lets a parser ignore it).
     try:
-        return json.loads(body.decode("utf-8-sig" if charset == "utf-8" else charset))
+        return _JSON.decode(body.decode("utf-8-sig" if charset == "utf-8" else charset))
     except UnicodeError as exc:
         raise PushRejected("bad_encoding", f"{_body_at(exc)}: not {charset} text") from exc
     except ValueError as exc:
@@ -248,6 +286,8 @@ def _each(items: list[object], parse: Callable[[object], T]) -> Parsed[T]:
 def parse_batch(body: bytes, now: float, charset: str = "utf-8") -> Parsed[StatusReport]:
     """A JSON batch: the valid reports (with their index) and the problems of the rest."""
     doc = _json_body(body, charset)
+    if isinstance(doc, dict):
+        _unrepeated(doc, ("statusReportList",), "bad_shape")
     items = doc.get("statusReportList") if isinstance(doc, dict) else None
     if items is None and isinstance(doc, dict):  # its name in any case, as the fields'
         items = next((v for k, v in doc.items() if k.lower() == "statusreportlist"), None)
@@ -263,7 +303,7 @@ def parse_batch(body: bytes, now: float, charset: str = "utf-8") -> Parsed[Statu
     def report(item: object) -> StatusReport:
         if not isinstance(item, dict):
             raise PushRejected("bad_shape", "a report must be a JSON object")
-        return report_from_fields(_report_fields(item.items()), now)
+        return report_from_fields(_report_fields(_members(item)), now)
 
     return _each(items, report)
 
@@ -277,6 +317,7 @@ def _registration(item: object, template: str | None, now: float) -> SendRegistr
         if batch_send
         else ("template_id", "message_id", "send_time", "mobile", "segments")
     )
+    _unrepeated(item, names)
     template_id = (template if batch_send else None) or _text(item, names[0], 64)
     if not template_id:
         what = "templateId is required (query or body)" if batch_send else "template_id is required"
@@ -299,6 +340,8 @@ def parse_sends(
 ) -> Parsed[SendRegistration]:
     """A ``batchSendSms`` response (plus templateId) or a JSON list of sends."""
     doc = _json_body(body, charset)
+    if isinstance(doc, dict):
+        _unrepeated(doc, ("result", "code", "templateId"), "bad_shape")
     if isinstance(doc, dict) and "result" in doc:
         items = doc["result"]
         given = doc.get("templateId")

@@ -546,6 +546,56 @@ def test_bad_single_reports_get_400_over_http_and_are_counted(store: PushStore, 
     assert store.message_count() == 0
 
 
+def test_json_members_given_twice_differently_are_refused_not_read_as_the_last(
+    store: PushStore,
+):
+    # json.loads keeps the last of a repeated name; which one Huawei meant is unknown.
+    items = (
+        b'{"smsMsgId": "d1", "smsMsgId": "d2", "status": "DELIVRD"},'
+        b'{"smsMsgId": "s1", "smsMsgId": "s1", "status": "DELIVRD"},'
+        b'{"smsMsgId": "n1", "status": "DELIVRD", "total": NaN, "TOTAL": NaN},'
+        b'{"smsMsgId": "u1", "status": "DELIVRD", "orgCode": "1", "orgCode": "2"}'
+    )
+    sends = (
+        b'[{"message_id": "r1", "template_id": "t1", "template_id": "t2",'
+        b' "send_time": "2026-11-26T11:00:00Z"}]'
+    )
+    receiver, router = _receiver(store)
+    with _serve(router) as base, httpx.Client() as http:
+        batch = http.post(
+            f"{base}/push/status-reports",
+            content=b'{"statusReportList": [%s]}' % items,
+            headers=JSON,
+        )
+        twice = http.post(
+            f"{base}/push/status-reports",
+            content=b'{"statusReportList": [], "statusReportList": [%s]}' % items,
+            headers=JSON,
+        )
+        registration = http.post(f"{base}/push/sends", content=sends, headers=JSON)
+    assert batch.status_code == 400
+    assert batch.json()["stored"] == [1, 3]
+    assert batch.json()["rejected"] == [
+        {
+            "index": 0,
+            "reason": "bad_field",
+            "message": "smsMsgId is given more than once, differently",
+        },
+        {"index": 2, "reason": "bad_field", "message": "total must be a string"},
+    ]
+    assert (twice.status_code, twice.json()["reason"]) == (400, "bad_shape")
+    assert twice.json()["message"] == "statusReportList is given more than once, differently"
+    assert registration.json()["rejected"] == [
+        {
+            "index": 0,
+            "reason": "bad_field",
+            "message": "template_id is given more than once, differently",
+        }
+    ]
+    assert sorted(r.message_id for r in _records(store)) == ["s1", "u1"]
+    assert receiver.stats.rejected == {"bad_field": 3, "bad_shape": 1}
+
+
 def test_acceptd_then_delivrd_counts_one_delivered_message_over_http(store: PushStore):
     _, router = _receiver(store)
     with _serve(router) as base, httpx.Client() as http:
