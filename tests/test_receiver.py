@@ -481,7 +481,9 @@ def test_a_form_report_signed_as_unsigned_payload_is_accepted_over_http(store: P
     assert receiver.stats.rejected == {"signature": 2}
 
 
-def _sdk_signed(url: str, body: bytes, content_type: str) -> dict[str, str]:
+def _sdk_signed(
+    url: str, body: bytes, content_type: str, query: list[tuple[str, str]] | None = None
+) -> dict[str, str]:
     """Headers from Huawei's own signer (huaweicloudsdkcore), the way the gateway signs."""
     from urllib.parse import urlsplit
 
@@ -496,7 +498,7 @@ def _sdk_signed(url: str, body: bytes, content_type: str) -> dict[str, str]:
         host=parts.netloc,
         resource_path=parts.path,
         uri=parts.path,
-        query_params=[],
+        query_params=list(query or []),
         header_params={
             "Content-Type": content_type,
             "X-Sdk-Date": datetime.fromtimestamp(NOW, UTC).strftime("%Y%m%dT%H%M%SZ"),
@@ -524,6 +526,27 @@ def test_reports_signed_by_huaweis_own_signer_are_accepted_form_and_json(store: 
         replayed = SIGNED_FORM.replace(b"_6&", b"_7&")
         assert http.post(single_url, content=replayed, headers=form_headers).status_code == 200
     assert sorted(r.message_id for r in _records(store))[-1] == "j1"
+    assert receiver.stats.rejected == {"signature": 1}
+
+
+def test_a_callback_query_signed_by_huaweis_own_signer_is_accepted_in_either_order(
+    store: PushStore,
+):
+    # The Python SDK sorts query names before encoding them ("aZ" < "a["); the gateway's
+    # documentation sorts the encoded ones ("a%5B" < "aZ"). Both orders are accepted.
+    receiver, router = _receiver(store, signing_keys=EXAMPLE_KEYS)
+    query = [("aZ", "2"), ("a[", "1"), ("tag", "shop eu")]
+    with _serve(router) as base, httpx.Client() as http:
+        url = f"{base}/push/status-report"
+        sdk = _sdk_signed(url, SIGNED_FORM, FORM["content-type"], query)
+        target = f"{url}?aZ=2&a%5B=1&tag=shop%20eu"
+        assert http.post(target, content=SIGNED_FORM, headers=sdk).status_code == 200
+        ours = sign_request(
+            "POST", target, FORM, SIGNED_FORM, EXAMPLE_KEYS[0], datetime.fromtimestamp(NOW, UTC)
+        )
+        assert http.post(target, content=SIGNED_FORM, headers=ours).status_code == 200
+        other_value = target.replace("tag=shop", "tag=bank")
+        assert http.post(other_value, content=SIGNED_FORM, headers=sdk).status_code == 401
     assert receiver.stats.rejected == {"signature": 1}
 
 

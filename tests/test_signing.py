@@ -124,6 +124,11 @@ def test_round_trips_a_signature_with_encoded_query_values():
 def test_canonical_forms_follow_the_sdk_rules():
     assert canonical_uri("/v2/a b/templates") == "/v2/a%20b/templates/"
     assert canonical_query([("b", "x y"), ("a", "1:2*"), ("a", "0~")]) == "a=0~&a=1%3A2%2A&b=x%20y"
+    # Huawei's Python SDK sorts before encoding: "aZ" comes before "a[" there, while the
+    # encoded "a%5B" comes before "aZ".
+    params = [("aZ", "2"), ("a[", "1")]
+    assert canonical_query(params) == "a%5B=1&aZ=2"
+    assert canonical_query(params, sort_decoded=True) == "aZ=2&a%5B=1"
     assert repr(CREDS) == "Credentials(access_key='AKEXAMPLE', secret_key='***')"
 
 
