@@ -195,7 +195,8 @@ class Listener:
             )
         except (OSError, TimeoutError):  # ssl.SSLError is an OSError
             if connection in self.connections:
-                self.stats.drop("tls_handshake")
+                if connection in self._reading:  # else evicted or timed out: counted then
+                    self.stats.drop("tls_handshake")
                 self.lost(connection)
 
     async def _speaks_tls(self, connection: Connection, sock: socket.socket) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import socket
@@ -153,6 +154,37 @@ def test_silent_clients_of_the_tls_port_are_dropped_once_each_as_no_request(
             sock.close()
         _, dropped = server.stats.snapshot()
         assert dropped == {"no_request": 3}
+    finally:
+        server.stop()
+
+
+def test_clients_stalled_in_their_tls_handshake_are_dropped_once_each(
+    tls_files: tuple[str, str],
+) -> None:
+    cert, key = tls_files
+    web = parse_web_config({"tls_server_config": {"cert_file": cert, "key_file": key}})
+    assert web.tls is not None
+    server = WebServer(
+        _router(), "127.0.0.1", 0, tls=web.tls.context(), limits=ServerLimits(head_timeout=1.0)
+    )
+    server.start()
+    try:
+        stalled = [socket.create_connection(server.address) for _ in range(3)]
+        for sock in stalled:  # a handshake record begins, and never goes on
+            sock.sendall(b"\x16\x03\x01")
+        for sock in stalled:
+            sock.settimeout(10)
+            with contextlib.suppress(ConnectionResetError):
+                assert sock.recv(1024) == b""
+            sock.close()
+        deadline = time.monotonic() + 10
+        while server.stats.connections:
+            assert time.monotonic() < deadline, "the stalled connections were never closed"
+            time.sleep(0.05)
+        _, dropped = server.stats.snapshot()
+        # The head deadline (no_request) or the handshake's own (tls_handshake): one each.
+        assert set(dropped) <= {"no_request", "tls_handshake"}
+        assert sum(dropped.values()) == 3
     finally:
         server.stop()
 
