@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry
 
 from exporter.client import RetryPolicy, build_http_client
 from exporter.collector import DeliveryCollector
-from exporter.config import AccountConfig, AccountSource, Config, load_config
+from exporter.config import AccountConfig, AccountSource, Config
+from exporter.configfile import load_config
 from exporter.contract import QueryLimits
 from exporter.details import DetailsQueries
 from exporter.errors import ConfigError

@@ -18,7 +18,8 @@ import structlog
 
 from exporter import __version__
 from exporter.app import Exporter
-from exporter.config import Config, load_config
+from exporter.config import Config
+from exporter.configfile import load_config
 from exporter.errors import ConfigError
 from exporter.logs import LEVELS, configure_logging
 from exporter.routes import push_exposure

@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 import httpx
 
 from exporter.client import DetailsClient, build_http_client
-from exporter.config import AccountConfig, Config, load_config
+from exporter.config import AccountConfig, Config
+from exporter.configfile import load_config
 from exporter.details import RESULTS, DetailsQueries
 from exporter.details_page import details_text
 from exporter.errors import ConfigError

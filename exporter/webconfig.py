@@ -26,8 +26,8 @@ from typing import Any
 
 import bcrypt
 
-from exporter.config import load_located, unknown_key
 from exporter.errors import ConfigError
+from exporter.yamlfile import load_located, unknown_key
 
 _TOP_KEYS = {"tls_server_config", "basic_auth_users"}
 _TLS_KEYS = {"cert_file", "key_file", "min_version"}

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from exporter.config import load_config, parse_config
+from exporter.configfile import load_config, parse_config
 from exporter.errors import ConfigError
 
 ENV = {

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import load_config
+from exporter.configfile import load_config
 from exporter.errors import ConfigError
 from exporter.simulator.scenario import load_scenario
 from exporter.webconfig import load_web_config

@@ -26,9 +26,10 @@ import yaml
 from health import free_port, stop, wait_healthy
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import config as config_module
+from exporter import configfile
 from exporter.cli import build_parser
-from exporter.config import Config, ReceiverConfig, parse_config, parse_yaml
+from exporter.config import Config, ReceiverConfig
+from exporter.configfile import parse_config
 from exporter.details_cli import build_parser as build_details_parser
 from exporter.errors import ConfigError
 from exporter.simulator.cli import build_parser as build_simulator_parser
@@ -36,6 +37,7 @@ from exporter.status_codes import StatusCategory
 from exporter.timestamps import parse_duration
 from exporter.webconfig import load_web_config
 from exporter.webstats import DROP_REASONS, REQUEST_REASONS
+from exporter.yamlfile import parse_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -162,8 +164,8 @@ def test_the_readme_configuration_table_names_every_key_with_its_default() -> No
                 account[key.removeprefix("accounts[].")] = row[1]
             else:
                 top[key] = row[1]
-    assert set(top) | {"accounts"} == config_module._TOP_KEYS
-    assert set(account) == config_module._ACCOUNT_KEYS
+    assert set(top) | {"accounts"} == configfile._TOP_KEYS
+    assert set(account) == configfile._ACCOUNT_KEYS
     defaults = Config(accounts=())
     for key, shown in top.items():
         if key in ("receiver", "windows"):
@@ -190,9 +192,9 @@ def placeholder_env(text: str) -> dict[str, str]:
 
 def test_the_example_config_shows_every_key_and_its_commented_values_are_the_defaults() -> None:
     text = (REPO / "config/msgsms-exporter.yaml").read_text()
-    for key in config_module._TOP_KEYS:
+    for key in configfile._TOP_KEYS:
         assert re.search(rf"^(# )?{key}:", text, re.M), f"top-level {key} is not shown"
-    for key in config_module._ACCOUNT_KEYS:
+    for key in configfile._ACCOUNT_KEYS:
         assert re.search(rf"^ +(- )?(# )?{key}:", text, re.M), f"accounts[].{key} is not shown"
     defaults = Config(accounts=())
     commented = dict(re.findall(r"^# (\w+): (\S+)", text, re.M))

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 import yaml
 
-from exporter.config import parse_config
+from exporter.configfile import parse_config
 from exporter.errors import ConfigError, StoreUnavailable
 from exporter.pgschema import LOCK_SPACE, MIGRATIONS, PRUNE_LOCK
 from exporter.pgstore import PostgresStore, connection_settings, unverified_host

@@ -18,7 +18,7 @@ from postgres_server import PostgresServer
 from tcp_proxy import TcpProxy
 
 from exporter.app import Exporter
-from exporter.config import parse_config
+from exporter.configfile import parse_config
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 

@@ -16,7 +16,7 @@ import pytest
 from pgbouncer import POOL_SIZE, PgBouncer
 from postgres_server import PostgresServer
 
-from exporter.config import parse_config
+from exporter.configfile import parse_config
 from exporter.errors import ConfigError, StoreUnavailable
 from exporter.pgschema import LOCK_SPACE, PRUNE_LOCK
 from exporter.pgstore import PostgresStore, connection_settings

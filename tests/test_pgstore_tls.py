@@ -16,7 +16,7 @@ from conftest import self_signed
 from postgres_server import DATABASE, USER, PostgresServer
 from psycopg import sql
 
-from exporter.config import parse_config
+from exporter.configfile import parse_config
 from exporter.pushstore import SendRegistration, StatusReport, open_store
 from exporter.records import DetailsQuery
 

@@ -15,7 +15,7 @@ from conftest import Opener
 from exposition import exported_window, samples
 
 from exporter.app import Exporter
-from exporter.config import parse_config
+from exporter.configfile import parse_config
 from exporter.errors import ConfigError
 from exporter.pushstore import SendRegistration, StatusReport
 from exporter.records import DetailsQuery

@@ -19,9 +19,9 @@ from exporter.config import (
     Config,
     ReceiverConfig,
     Secret,
-    parse_config,
     push_account,
 )
+from exporter.configfile import parse_config
 from exporter.errors import ConfigError
 from exporter.pushauth import is_loopback, unsigned_exposure
 from exporter.pushstore import StatusReport, WriteDone

@@ -18,7 +18,8 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.config import ReceiverConfig, parse_config
+from exporter.config import ReceiverConfig
+from exporter.configfile import parse_config
 from exporter.errors import ConfigError
 from exporter.listener import WORKER_THREADS
 from exporter.pushparse import parse_single, template_from_extend

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
-from exporter.config import load_located, parse_yaml
 from exporter.errors import ConfigError
 from exporter.simulator.scenario_reader import Reader
 from exporter.simulator.template_specs import TemplateSpec, parse_templates
+from exporter.yamlfile import load_located, parse_yaml
 
 PACKAGED_SCENARIOS = ("default", "load")
 DEFAULT_PROJECT_ID = "0123456789abcdef0123456789abcdef"

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from exporter.config import unknown_key
 from exporter.status_codes import StatusCategory
+from exporter.yamlfile import unknown_key
 
 FAILURE_CATEGORIES = tuple(c.value for c in StatusCategory if c is not StatusCategory.DELIVERED)
 

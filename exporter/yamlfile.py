@@ -1,0 +1,105 @@
+"""YAML files: parsed with duplicate keys refused, their problems located at ``file:line``.
+
+The exporter's config, the web config and the simulator's scenarios all read through here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from exporter.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def unknown_key(key: object, allowed: set[str]) -> str:
+    """``unknown key`` with the closest allowed spelling, if one is close."""
+    close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+    return f"unknown key, did you mean {close[0]!r}?" if close else "unknown key"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader refusing a key given twice in one mapping (YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # '<<: *defaults' then overriding a key is allowed
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, source: str) -> object:
+    """Parsed YAML, or ConfigError located at ``source:line:column``."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError([f"{where}: {problem}"]) from None
+
+
+def _read_text(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError([f"{path}:{line}: not UTF-8 text (byte {exc.start})"]) from None
+
+
+def read_yaml(path: str | Path) -> object:
+    """A YAML file, parsed; ConfigError naming the file when it cannot be read or parsed."""
+    return parse_yaml(_read_text(path), str(path))
+
+
+def key_lines(node: yaml.Node | None, where: str = "") -> dict[str, int]:
+    """Each key path of a composed YAML document (``accounts[0].name``) → its line."""
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = f"{where}.{key.value}" if where else str(key.value)
+            lines[path] = key.start_mark.line + 1
+            lines.update(key_lines(value, path))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[f"{where}[{index}]"] = item.start_mark.line + 1
+            lines.update(key_lines(item, f"{where}[{index}]"))
+    return lines
+
+
+def locate(problems: list[str], source: str, lines: Mapping[str, int]) -> list[str]:
+    """``path: message`` → ``source:line: path: message``, at the nearest key written."""
+    located = []
+    for problem in problems:
+        where = problem.split(": ", 1)[0]
+        parts = re.split(r"(?=[.\[])", where)
+        prefixes = ("".join(parts[:n]) for n in range(len(parts), 0, -1))
+        line = next((lines[p] for p in prefixes if p in lines), None)
+        located.append(f"{source}:{line}: {problem}" if line else f"{source}: {problem}")
+    return located
+
+
+def load_located(path: str | Path, parse: Callable[[object], T]) -> T:
+    """``parse`` applied to a YAML file; its problems located at ``file:line``."""
+    text = _read_text(path)
+    raw = parse_yaml(text, str(path))
+    try:
+        return parse(raw)
+    except ConfigError as error:
+        lines = key_lines(yaml.compose(text, Loader=_UniqueKeyLoader))
+        raise ConfigError(locate(error.problems, str(path), lines)) from None
