@@ -3,9 +3,10 @@
 Huawei's single (form) and batch (JSON) reports, and the operator's send registrations.
 This module only translates: :mod:`exporter.pushauth` decides who may push,
 :mod:`exporter.pushparse` turns bodies into reports and registrations (pure),
-:mod:`exporter.pushtemplates` bounds the templates, the store commits, and
-:mod:`exporter.pushstats` counts. Every route goes through one wrapper that turns a
-refusal into a JSON answer and a count by reason, and times the answer.
+:mod:`exporter.pushattribution` names their account and template, the store commits,
+and :mod:`exporter.pushstats` counts; :mod:`exporter.detailsapi` serves the stored
+details. Every route goes through one wrapper that turns a refusal into a JSON answer
+and a count by reason, and times the answer.
 
 A batch with some invalid items keeps its valid items: Huawei pushes at most once and
 ignores the answer, so rejecting 49 good reports for one bad one would only lose data.
@@ -14,10 +15,8 @@ The answer is then 400 and says exactly which items were stored and which were n
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, TypeVar
@@ -25,29 +24,17 @@ from typing import Any, TypeVar
 import structlog
 
 from exporter.config import ACCOUNT_PLACEHOLDER, ReceiverConfig
-from exporter.contract import (
-    DETAILS_PATH,
-    BadParameter,
-    QueryLimits,
-    error_code_for,
-    error_to_wire,
-    page_to_wire,
-    parse_details_query,
-)
-from exporter.errors import PushRejected, StoreUnavailable, UpstreamError
+from exporter.contract import DETAILS_PATH, QueryLimits
+from exporter.detailsapi import DetailsApi, contract_problem, contract_refusal
+from exporter.errors import PushRejected, StoreUnavailable
+from exporter.pushattribution import Attributor
 from exporter.pushauth import BasicCheck, PushGate
 from exporter.pushbody import charset_of, decoded_body
-from exporter.pushparse import (
-    ItemProblem,
-    Parsed,
-    parse_batch,
-    parse_sends,
-    parse_single,
-    template_from_extend,
-)
+from exporter.pushparse import ItemProblem, Parsed, parse_batch, parse_sends, parse_single
 from exporter.pushstats import PushCollector, ReceiverStats
-from exporter.pushstore import ReportStore, SendRegistration, StatusReport, WriteDone, WriteResult
-from exporter.pushtemplates import OTHER_TEMPLATE, TemplateLimit
+from exporter.pushstore import ReportStore, StatusReport, WriteDone, WriteResult
+from exporter.pushtemplates import TemplateLimit
+from exporter.routing import json_response
 from exporter.stats import RequestStats
 from exporter.web import DeferredRoute, Reply, Request, Response, Router, blocking
 
@@ -77,35 +64,8 @@ write that decides it; may raise PushRejected."""
 log = structlog.get_logger("msgsms_exporter.receiver")
 
 
-def _json_response(status: int, body: object) -> Response:
-    return Response(status, json.dumps(body).encode() + b"\n", "application/json")
-
-
 def _problem(exc: PushRejected, **extra: Any) -> Response:
-    return _json_response(exc.status, {"reason": exc.reason, "message": str(exc), **extra})
-
-
-def _contract_answer(status: int, body: object) -> Response:
-    """An answer of the sending-details contract: JSON, named by an ``X-Request-Id``."""
-    response = _json_response(status, body)
-    response.headers["X-Request-Id"] = uuid.uuid4().hex
-    return response
-
-
-def _contract_problem(exc: PushRejected) -> Response:
-    """A refusal in the sending-details contract's error shape."""
-    code = exc.error_code or error_code_for(exc.status)
-    response = _contract_answer(exc.status, error_to_wire(code, str(exc)))
-    if exc.status == 503:  # the store is down: the contract's 503 says when to come back
-        response.headers["Retry-After"] = "1"
-    return response
-
-
-def _contract_refusal(status: int, message: str) -> Response:
-    """The router's and the server's refusals (404, 405, 401, 500) under ``/api/``."""
-    if status == 404:
-        message = "The API does not exist or has not been published."
-    return _contract_problem(PushRejected("", message, status))
+    return json_response(exc.status, {"reason": exc.reason, "message": str(exc), **extra})
 
 
 def _push_refusal(status: int, message: str) -> Response:
@@ -157,9 +117,9 @@ class Receiver:
             clock=clock,
         )
         self._clock = clock
-        self._limits = limits
+        self._details = DetailsApi(store, clock, limits)
         self._accounts = accounts
-        self._key_accounts: Mapping[str, str] = dict(config.key_accounts)
+        self.attribution = Attributor(config, accounts, self.templates, self.stats)
         started = clock()
         for name in accounts or ("",):
             for kind in ("report", "registration"):
@@ -269,9 +229,9 @@ class Receiver:
             else:
                 router.add_deferred(path, route, methods=("POST",))
         if self.config.details_api:
-            details = self._route("details", self._details, None, _contract_problem)
+            details = self._route("details", self._details.answer, None, contract_problem)
             router.add(DETAILS_PATH, blocking(details))
-            router.speak(_contract_refusal, under="/api/")
+            router.speak(contract_refusal, under="/api/")
 
     def collector(self) -> PushCollector:
         """The collector of this receiver's counters."""
@@ -282,7 +242,7 @@ class Receiver:
     def _single(self, request: Request, account: str | None) -> Step:
         """One form-encoded report: 200 with an empty body once it is committed."""
         charset = charset_of(request, _FORM, {_JSON: self.config.batch_path})
-        name = self._account(account, self.gate.report(request))
+        name = self.attribution.account(account, self.gate.report(request))
         report = parse_single(decoded_body(request), self._clock(), charset)
 
         def then(result: WriteResult) -> Response:
@@ -296,7 +256,7 @@ class Receiver:
     def _batch(self, request: Request, account: str | None) -> Step:
         """A JSON batch of at most 50: valid items are stored; 400 lists any rejected ones."""
         charset = charset_of(request, _JSON, {_FORM: self.config.single_path})
-        name = self._account(account, self.gate.report(request))
+        name = self.attribution.account(account, self.gate.report(request))
         parsed = parse_batch(decoded_body(request), self._clock(), charset)
         reports = [r for _, r in parsed.items]
 
@@ -323,10 +283,10 @@ class Receiver:
     def _sends(self, request: Request, account: str | None) -> Step:
         """Register sends: a ``batchSendSms`` response or a list; valid ones are stored."""
         charset = charset_of(request, _JSON)
-        name = self._account(account, self.gate.registration(request))
+        name = self.attribution.account(account, self.gate.registration(request))
         template = request.param("templateId") or request.param("template_id") or None
         parsed = parse_sends(decoded_body(request), template, self._clock(), charset)
-        sends = [self._admit(replace(s, account=name)) for _, s in parsed.items]
+        sends = [self.attribution.admit(replace(s, account=name)) for _, s in parsed.items]
 
         def then(result: WriteResult) -> Response:
             with self.stats.lock:
@@ -335,9 +295,9 @@ class Receiver:
             stored, problems = _settle(parsed, result)
             body: dict[str, Any] = {"registered": result.stored, "duplicates": result.duplicates}
             if not problems:
-                return _json_response(200, body)
+                return json_response(200, body)
             self.stats.reject(p.reason for p in problems)
-            return _json_response(
+            return json_response(
                 400,
                 {
                     "reason": "invalid_items",
@@ -354,62 +314,13 @@ class Receiver:
             return then(WriteResult())
         return _Write("registrations", name, partial(self.store.register_then, sends), then)
 
-    def _details(self, request: Request, _account: str | None) -> Response:
-        """``GET /api/v1/send-details`` answered from the store, as the simulator does."""
-        try:
-            query = parse_details_query(request.query, self._clock(), self._limits)
-            page = self.store.query(query)
-        except BadParameter as exc:
-            raise PushRejected("bad_parameter", str(exc), error_code=exc.error_code) from exc
-        except UpstreamError as exc:
-            raise PushRejected("store_unavailable", str(exc), 503) from exc
-        return _contract_answer(200, page_to_wire(query, page))
-
-    # -- the domain steps --------------------------------------------------------------
-
-    def _account(self, by_path: str | None, access_key: str | None) -> str:
-        """The account named by the path or bound to the signing key ("" with one account)."""
-        by_key = self._key_accounts.get(access_key) if access_key is not None else None
-        if by_key is not None and by_path is not None and by_key != by_path:
-            raise PushRejected(
-                "wrong_account", f"the signing key is not account {by_path!r}'s key", 403
-            )
-        found = by_path or by_key
-        if found is not None:
-            return found
-        if len(self._accounts) <= 1:
-            return self._accounts[0] if self._accounts else ""
-        raise PushRejected(
-            "wrong_account", "the signing key names no account; push to the account's path", 403
-        )
-
-    def _admit(self, send: SendRegistration) -> SendRegistration:
-        template = self.templates.admit(send.template_id)
-        if template == send.template_id:
-            return send
-        with self.stats.lock:
-            self.stats.folded["registration"] += 1
-        return replace(send, template_id=template)
-
-    def _attribute(self, report: StatusReport, account: str) -> StatusReport:
-        named = template_from_extend(
-            report.extend, self.config.attribution, self.config.attribution_key
-        )
-        template = self.templates.admit(named) if named else None
-        if template == OTHER_TEMPLATE:
-            with self.stats.lock:
-                self.stats.folded["report"] += 1
-        # Built field by field: dataclasses.replace costs more than the rest of this.
-        r = report
-        return StatusReport(
-            *(r.message_id, r.status, r.sequence, r.total, r.status_desc, r.update_time),
-            *(r.source, r.extend, template, account),
-        )
+    # -- writes and counts --------------------------------------------------------------
 
     def _reports_write(
         self, reports: list[StatusReport], account: str, then: Callable[[WriteResult], Response]
     ) -> _Write:
-        attributed = [self._attribute(r, account) for r in reports]
+        attribute = self.attribution.attribute
+        attributed = [attribute(r, account) for r in reports]
         return _Write("reports", account, partial(self.store.add_reports_then, attributed), then)
 
     def _wrote(self, write: _Write, seconds: float, failure: StoreUnavailable | None) -> None:

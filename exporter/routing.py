@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -54,6 +55,11 @@ class Response:
 def text(status: int, message: str) -> Response:
     """A plain-text response."""
     return Response(status, (message + "\n").encode())
+
+
+def json_response(status: int, body: object) -> Response:
+    """A JSON response."""
+    return Response(status, json.dumps(body).encode() + b"\n", "application/json")
 
 
 LOOP_BODY_BYTES = 16 * 1024
