@@ -55,6 +55,11 @@ CONNECT_TIMEOUT = 3.0
 """Seconds a write waits for a connection before it is refused (503)."""
 AVAILABLE_WITHIN = 1.0
 """Seconds the database has to answer for the store to be available (``/-/ready``)."""
+RECONNECT_WITHIN = 3.0
+"""Seconds the pool retries a failed connection (after 1 s, then 2 s) before it gives up;
+the next use starts again at once. Retrying for ever doubles the delay without a bound:
+after an outage of ten minutes the next try came up to ten minutes after the database was
+back, and meanwhile ``/-/ready`` kept every replica out of the load balancer."""
 _READ_ONLY_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 
 
@@ -80,7 +85,7 @@ class PostgresStore(GroupCommitWrites):
             check=ConnectionPool.check_connection,
             reset=_reset,
             timeout=connect_timeout,
-            reconnect_timeout=float("inf"),
+            reconnect_timeout=RECONNECT_WITHIN,
             name="push-store",
         )
         self._pool.open(wait=False)

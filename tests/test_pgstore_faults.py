@@ -112,6 +112,24 @@ def test_with_the_database_down_at_start_pushes_get_503_until_it_is_up(
     assert _stored(postgres_url) == {"m2": 1}
 
 
+def test_after_a_long_outage_the_replica_is_ready_as_soon_as_the_database_is_back(
+    postgres_url: str, proxy: TcpProxy
+):
+    # The pool retries a failed connection with a doubling delay. Unbounded, an outage of
+    # minutes kept /-/ready 503 (every replica out of the balancer, every push refused
+    # there) for minutes after the database was back: after this 35 s outage its next
+    # retries were 15-25 s away. Probed as a kubelet does meanwhile.
+    with _exporter(_through(proxy, postgres_url), poll_interval="1h") as base:
+        outage_ends = time.monotonic() + 35
+        while time.monotonic() < outage_ends:
+            assert HTTP.get(f"{base}/-/ready").status_code == 503
+            time.sleep(0.25)
+        proxy.start()
+        _eventually(lambda: HTTP.get(f"{base}/-/ready").status_code == 200, "ready", 8)
+        assert _push(base, "m1") == 200
+    assert _stored(postgres_url) == {"m1": 1}
+
+
 def test_a_database_restart_mid_traffic_loses_no_acknowledged_push(
     postgres: PostgresServer, postgres_url: str
 ):
