@@ -31,10 +31,11 @@ HTML = "text/html; charset=utf-8"
 
 class Site(Protocol):
     """What the routes read of the running exporter: its latest snapshots, its details
-    queries, whether shutdown began, and its reload."""
+    queries, its configuration, whether shutdown began, and its reload."""
 
     board: SnapshotBoard
     details: DetailsQueries
+    config: Config
 
     @property
     def draining(self) -> bool: ...
@@ -79,7 +80,10 @@ class Routes:
             return text(503, "shutting down")
         if self.push_store is not None and not self.push_store.available():
             return text(503, "the push store is unavailable: pushes are refused")
-        if self.site.board.ready:
+        # A push account's poll only reads the store: its pushes need no poll, so waiting
+        # for one would have a load balancer refuse them (a whole poll interval after the
+        # store came back, when it was down at start).
+        if self.site.board.polled(exempt=self.site.config.push_accounts):
             return text(200, "ready")
         return text(503, "waiting for the first successful poll")
 

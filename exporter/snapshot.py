@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from exporter.ledger import DELAY_BUCKETS, Tally
@@ -153,8 +154,13 @@ class SnapshotBoard:
     @property
     def ready(self) -> bool:
         """True once every account has had a successful poll."""
+        return self.polled()
+
+    def polled(self, exempt: Collection[str] = ()) -> bool:
+        """True once every account but the ``exempt`` ones has had a successful poll."""
         with self._lock:
             return all(
                 a in self._snapshots and self._snapshots[a].last_success is not None
                 for a in self._order
+                if a not in exempt
             )

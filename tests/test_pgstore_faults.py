@@ -112,6 +112,18 @@ def test_with_the_database_down_at_start_pushes_get_503_until_it_is_up(
     assert _stored(postgres_url) == {"m2": 1}
 
 
+def test_ready_once_the_store_is_back_without_waiting_for_the_next_poll(
+    postgres_url: str, proxy: TcpProxy
+):
+    # The first poll failed with the database down; the next is an hour away. Pushes need
+    # no poll, so the replica is ready (back in the load balancer) as soon as its store is.
+    with _exporter(_through(proxy, postgres_url), poll_interval="1h") as base:
+        assert HTTP.get(f"{base}/-/ready").status_code == 503
+        proxy.start()
+        _eventually(lambda: _push(base, "m1") == 200, "a push is stored")
+        _eventually(lambda: HTTP.get(f"{base}/-/ready").status_code == 200, "ready", 10)
+
+
 def test_after_a_long_outage_the_replica_is_ready_as_soon_as_the_database_is_back(
     postgres_url: str, proxy: TcpProxy
 ):
@@ -179,7 +191,7 @@ def test_a_connection_lost_during_commit_is_refused_and_stored_once_when_pushed_
     proxy.start()
     # Polls read in transactions too: none runs after the first, so the COMMIT is the push's.
     with _exporter(_through(proxy, postgres_url), poll_interval="1h") as base:
-        _eventually(lambda: HTTP.get(f"{base}/-/ready").status_code == 200, "ready")
+        _eventually(lambda: _metric(base, "msgsms_up", account="push") == 1, "the first poll")
         proxy.fail_commit(when)
         assert _push(base, "m1") == 503
         assert proxy.commits_broken == 1

@@ -100,8 +100,8 @@ class Replica:
             )
 
     def wait_serving(self) -> None:
-        # Serving: it takes pushes from here on. (Ready, for Kubernetes, also needs its first
-        # poll of the store; a balancer without health checks does not wait for that.)
+        # Serving: it takes pushes from here on. (Ready, for Kubernetes, also needs its store
+        # to answer; a balancer without health checks does not wait for that.)
         _wait(self.serving, f"replica :{self.port} serving", timeout=120)
 
     def serving(self) -> bool:
