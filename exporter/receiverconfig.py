@@ -37,6 +37,10 @@ def _path(value: object) -> str:
     text = nonempty_text(value)
     if not re.match(r"^/[A-Za-z0-9/_.~-]*$", text.replace(ACCOUNT_PLACEHOLDER, "a", 1)):
         raise ValueError("expected an absolute URL path such as /push/status-report")
+    # Requests are routed with runs of "/" merged, and clients resolve "." and "..": such
+    # a path would never be reached.
+    if "//" in text or {".", ".."} & set(text.split("/")):
+        raise ValueError("expected a path without //, /./ or /../, such as /push/status-report")
     return text
 
 
@@ -113,8 +117,11 @@ def parse_receiver(reader: ConfigReader, raw: object) -> ReceiverConfig | None:
             ("sends", d.sends_path),
         )
     )
-    if len({single, batch, sends}) != 3:
-        reader.problem("receiver.paths", "single, batch and sends need different paths")
+    # Each path is served with and without a trailing "/": those must differ too.
+    if len({p.rstrip("/") for p in (single, batch, sends)}) != 3:
+        reader.problem(
+            "receiver.paths", "single, batch and sends need different paths (a final / aside)"
+        )
     synchronous = reader.get(spec, "synchronous", "receiver", nonempty_text, d.synchronous.value)
     if synchronous not in tuple(Synchronous):
         reader.problem("receiver.synchronous", "expected 'normal' or 'full'")

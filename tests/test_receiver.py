@@ -706,6 +706,44 @@ def test_config_rejects_receiver_paths_that_take_the_exporters_own(path: str):
     ]
 
 
+@pytest.mark.parametrize(
+    ("paths", "problem"),
+    [
+        # Served as /push/x/ too, the single path would take the batch path's requests.
+        (
+            {"single": "/push/x", "batch": "/push/x/"},
+            "receiver.paths: single, batch and sends need different paths (a final / aside)",
+        ),
+        # Routed with runs of "/" merged, or resolved by the client: never reached.
+        *(
+            (
+                {"sends": path},
+                "receiver.paths.sends: expected a path without //, /./ or /../,"
+                " such as /push/status-report",
+            )
+            for path in ("/push//sends", "//metrics", "/push/./sends", "/push/../metrics")
+        ),
+    ],
+)
+def test_config_rejects_receiver_paths_that_would_never_be_reached(paths: dict, problem: str):
+    with pytest.raises(ConfigError) as info:
+        parse_config(_config({"store_path": "/x", "paths": paths}), {})
+    assert info.value.problems == [problem]
+
+
+def test_a_single_path_and_a_batch_path_that_differ_by_a_final_slash_both_work(
+    store: PushStore,
+):
+    # Paths that differ otherwise may each be written with or without a final slash.
+    _, router = _receiver(store, single_path="/push/x/", batch_path="/push/y")
+    with _serve(router) as base, httpx.Client() as http:
+        single = http.post(f"{base}/push/x", content=b"smsMsgId=m1&status=DELIVRD", headers=FORM)
+        batch = http.post(
+            f"{base}/push/y/", content=_batch({"smsMsgId": "m2", "status": "X"}), headers=JSON
+        )
+    assert (single.status_code, batch.status_code) == (200, 200)
+
+
 def test_config_rejects_an_account_path_that_becomes_an_exporter_route():
     raw = _config({"store_path": "/x", "paths": {"sends": "/{account}"}})
     raw["accounts"][0]["name"] = "metrics"
