@@ -1,25 +1,18 @@
 """The status-report receiver: HTTP in, the push domain, HTTP out.
 
 Huawei's single (form) and batch (JSON) reports, and the operator's send registrations.
-This module only translates: :mod:`exporter.pushauth` decides who may push,
-:mod:`exporter.pushparse` turns bodies into reports and registrations (pure),
-:mod:`exporter.pushattribution` names their account and template, the store commits,
-and :mod:`exporter.pushstats` counts; :mod:`exporter.detailsapi` serves the stored
-details. Every route goes through one wrapper that turns a refusal into a JSON answer
-and a count by reason, and times the answer.
-
-A batch with some invalid items keeps its valid items: Huawei pushes at most once and
-ignores the answer, so rejecting 49 good reports for one bad one would only lose data.
-The answer is then 400 and says exactly which items were stored and which were not.
+This module only translates: :mod:`exporter.pushwork` does each path's work (with
+:mod:`exporter.pushauth` deciding who may push, :mod:`exporter.pushparse` parsing and
+:mod:`exporter.pushattribution` naming account and template), the store commits, and
+:mod:`exporter.pushstats` counts; :mod:`exporter.detailsapi` serves the stored details.
+Every route goes through one wrapper that turns a refusal into a JSON answer and a count
+by reason, and times the answer.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from functools import partial
-from typing import Any, TypeVar
 
 import structlog
 
@@ -29,49 +22,20 @@ from exporter.detailsapi import DetailsApi, contract_problem, contract_refusal
 from exporter.errors import PushRejected, StoreUnavailable
 from exporter.pushattribution import Attributor
 from exporter.pushauth import BasicCheck, PushGate
-from exporter.pushbody import charset_of, decoded_body
-from exporter.pushparse import ItemProblem, Parsed, parse_batch, parse_sends, parse_single
 from exporter.pushstats import PushCollector, ReceiverStats
-from exporter.pushstore import ReportStore, StatusReport, WriteDone, WriteResult
+from exporter.pushstore import ReportStore, WriteResult
 from exporter.pushtemplates import TemplateLimit
-from exporter.routing import json_response
+from exporter.pushwork import PushWork, Work, Write, problem
 from exporter.stats import RequestStats
 from exporter.web import DeferredRoute, Reply, Request, Response, Router, blocking
 
-_FORM = "application/x-www-form-urlencoded"
-_JSON = "application/json"
-_STORED = Response(200, b"", "text/plain")
-T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class _Write:
-    """A route's write to the store, and how its result becomes the answer."""
-
-    operation: str
-    """``reports`` or ``registrations``."""
-    account: str
-    start: Callable[[WriteDone], None]
-    then: Callable[[WriteResult], Response]
-    """May raise PushRejected."""
-
-
-Step = Response | _Write
-Work = Callable[[Request, str | None], Step]
-"""A route's work for a push account (None: the path names none): the answer, or the
-write that decides it; may raise PushRejected."""
-
 log = structlog.get_logger("msgsms_exporter.receiver")
-
-
-def _problem(exc: PushRejected, **extra: Any) -> Response:
-    return json_response(exc.status, {"reason": exc.reason, "message": str(exc), **extra})
 
 
 def _push_refusal(status: int, message: str) -> Response:
     """The router's and the server's refusals on a push path, as the receiver's own."""
     reason = {401: "unauthorized", 405: "method_not_allowed"}.get(status, "internal_error")
-    return _problem(PushRejected(reason, message, status))
+    return problem(PushRejected(reason, message, status))
 
 
 def _with_slash(path: str) -> tuple[str, str]:
@@ -79,17 +43,6 @@ def _with_slash(path: str) -> tuple[str, str]:
     either way reaches the receiver (Huawei pushes once; a 404 would lose the report)."""
     twin = path.rstrip("/") if path.endswith("/") else path + "/"
     return (path, twin)
-
-
-def _settle(parsed: Parsed[T], result: WriteResult) -> tuple[list[int], list[ItemProblem]]:
-    """Indexes stored, and every problem: the parser's and the items the store refused."""
-    unstorable = {parsed.items[i][0] for i in result.rejected}
-    problems = [
-        *parsed.problems,
-        *(ItemProblem(i, "unstorable", "the item cannot be stored") for i in unstorable),
-    ]
-    stored = [i for i, _ in parsed.items if i not in unstorable]
-    return stored, sorted(problems, key=lambda p: p.index)
 
 
 class Receiver:
@@ -120,6 +73,7 @@ class Receiver:
         self._details = DetailsApi(store, clock, limits)
         self._accounts = accounts
         self.attribution = Attributor(config, accounts, self.templates, self.stats)
+        self._work = PushWork(config, store, self.stats, self.gate, self.attribution, clock)
         started = clock()
         for name in accounts or ("",):
             for kind in ("report", "registration"):
@@ -132,7 +86,7 @@ class Receiver:
         endpoint: str,
         work: Work,
         account: str | None = None,
-        render: Callable[[PushRejected], Response] = _problem,
+        render: Callable[[PushRejected], Response] = problem,
     ) -> DeferredRoute:
         """The one wrapper: a refusal becomes ``render(reason)`` and a count, never a raise.
 
@@ -185,13 +139,21 @@ class Receiver:
         self.stats.reject([exc.reason])
         return render(exc)
 
+    def _wrote(self, write: Write, seconds: float, failure: StoreUnavailable | None) -> None:
+        """Time a store write, count it as a store error when it failed."""
+        self.stats.write(write.operation, seconds, failed=failure is not None)
+        if failure is None:
+            kind = "report" if write.operation == "reports" else "registration"
+            with self.stats.lock:
+                self.stats.last_push[(write.account, kind)] = self._clock()
+
     def _push_routes(self) -> list[tuple[str, DeferredRoute]]:
         """Each push path with its route; a path with ``{account}`` once per account."""
         routes: list[tuple[str, DeferredRoute]] = []
         for endpoint, path, work in (
-            ("single", self.config.single_path, self._single),
-            ("batch", self.config.batch_path, self._batch),
-            ("sends", self.config.sends_path, self._sends),
+            ("single", self.config.single_path, self._work.single),
+            ("batch", self.config.batch_path, self._work.batch),
+            ("sends", self.config.sends_path, self._work.sends),
         ):
             if ACCOUNT_PLACEHOLDER not in path:
                 route = self._route(endpoint, work)
@@ -236,103 +198,3 @@ class Receiver:
     def collector(self) -> PushCollector:
         """The collector of this receiver's counters."""
         return PushCollector(self.stats, self.store)
-
-    # -- the work of each route ------------------------------------------------------
-
-    def _single(self, request: Request, account: str | None) -> Step:
-        """One form-encoded report: 200 with an empty body once it is committed."""
-        charset = charset_of(request, _FORM, {_JSON: self.config.batch_path})
-        name = self.attribution.account(account, self.gate.report(request))
-        report = parse_single(decoded_body(request), self._clock(), charset)
-
-        def then(result: WriteResult) -> Response:
-            self._count_reports("single", result)
-            if result.rejected:
-                raise PushRejected("unstorable", "the report cannot be stored")
-            return _STORED
-
-        return self._reports_write([report], name, then)
-
-    def _batch(self, request: Request, account: str | None) -> Step:
-        """A JSON batch of at most 50: valid items are stored; 400 lists any rejected ones."""
-        charset = charset_of(request, _JSON, {_FORM: self.config.single_path})
-        name = self.attribution.account(account, self.gate.report(request))
-        parsed = parse_batch(decoded_body(request), self._clock(), charset)
-        reports = [r for _, r in parsed.items]
-
-        def then(result: WriteResult) -> Response:
-            self._count_reports("batch", result)
-            stored, problems = _settle(parsed, result)
-            if not problems:
-                return _STORED
-            self.stats.reject(p.reason for p in problems)
-            total = len(stored) + len(problems)
-            summary = PushRejected(
-                "invalid_items",
-                f"{len(problems)} of {total} reports rejected; the other {len(stored)} are stored",
-            )
-            return _problem(
-                summary,
-                stored=stored,
-                duplicates=result.duplicates,
-                rejected=[p.to_wire() for p in problems],
-            )
-
-        return self._reports_write(reports, name, then) if reports else then(WriteResult())
-
-    def _sends(self, request: Request, account: str | None) -> Step:
-        """Register sends: a ``batchSendSms`` response or a list; valid ones are stored."""
-        charset = charset_of(request, _JSON)
-        name = self.attribution.account(account, self.gate.registration(request))
-        template = request.param("templateId") or request.param("template_id") or None
-        parsed = parse_sends(decoded_body(request), template, self._clock(), charset)
-        sends = [self.attribution.admit(replace(s, account=name)) for _, s in parsed.items]
-
-        def then(result: WriteResult) -> Response:
-            with self.stats.lock:
-                self.stats.registrations += result.stored
-                self.stats.duplicates["registration"] += result.duplicates
-            stored, problems = _settle(parsed, result)
-            body: dict[str, Any] = {"registered": result.stored, "duplicates": result.duplicates}
-            if not problems:
-                return json_response(200, body)
-            self.stats.reject(p.reason for p in problems)
-            return json_response(
-                400,
-                {
-                    "reason": "invalid_items",
-                    "message": (
-                        f"{len(problems)} sends rejected; the other {len(stored)} are stored"
-                    ),
-                    "stored": stored,
-                    "rejected": [p.to_wire() for p in problems],
-                    **body,
-                },
-            )
-
-        if not sends:
-            return then(WriteResult())
-        return _Write("registrations", name, partial(self.store.register_then, sends), then)
-
-    # -- writes and counts --------------------------------------------------------------
-
-    def _reports_write(
-        self, reports: list[StatusReport], account: str, then: Callable[[WriteResult], Response]
-    ) -> _Write:
-        attribute = self.attribution.attribute
-        attributed = [attribute(r, account) for r in reports]
-        return _Write("reports", account, partial(self.store.add_reports_then, attributed), then)
-
-    def _wrote(self, write: _Write, seconds: float, failure: StoreUnavailable | None) -> None:
-        """Time a store write, count it as a store error when it failed."""
-        self.stats.write(write.operation, seconds, failed=failure is not None)
-        if failure is None:
-            kind = "report" if write.operation == "reports" else "registration"
-            with self.stats.lock:
-                self.stats.last_push[(write.account, kind)] = self._clock()
-
-    def _count_reports(self, kind: str, result: WriteResult) -> None:
-        with self.stats.lock:
-            self.stats.reports[kind] += result.stored
-            self.stats.duplicates["report"] += result.duplicates
-            self.stats.unattributed += result.unattributed
