@@ -20,6 +20,7 @@ from exporter.errors import ConfigError
 from exporter.poller import Poller
 from exporter.pushstore import ReportStore, open_store
 from exporter.receiver import Receiver
+from exporter.receiverconfig import reload_problem
 from exporter.reloads import ReloadCollector, reload_web_access
 from exporter.routes import Routes, push_exposure
 from exporter.runner import AccountRunner, Sources
@@ -149,11 +150,12 @@ class Exporter:
         """Apply a new configuration; accounts that keep their name keep their state.
 
         Counters, tallies and request statistics of a kept account carry over; a new
-        account starts fresh; a removed one stops. ConfigError when the change needs a
-        restart (the receiver section).
+        account starts fresh; a removed one stops. The receiver takes new push credentials;
+        ConfigError when the change needs a restart (the rest of the receiver section).
         """
-        if config.receiver != self.config.receiver:
-            raise ConfigError(["receiver: changing the receiver needs a restart"])
+        problem = reload_problem(self.config.receiver, config.receiver)
+        if problem is not None:
+            raise ConfigError([problem])
         if config.push_accounts != self.config.push_accounts:
             raise ConfigError(["accounts: changing the push accounts needs a restart"])
         with self._reload_lock:
@@ -175,6 +177,8 @@ class Exporter:
                     retired.append(gone.http)
             self.config = config
             self._runners = runners
+            if self.receiver is not None and config.receiver is not None:
+                self.receiver.rekey(config.receiver)
             board = SnapshotBoard([a.name for a in config.accounts], self.generation)
             for runner in runners:
                 board.publish(runner.poller.last)

@@ -70,6 +70,7 @@ class Receiver:
             clock=clock,
         )
         self._clock = clock
+        self._basic_auth = basic_auth
         self._details = DetailsApi(store, clock, limits)
         self._accounts = accounts
         self.attribution = Attributor(config, accounts, self.templates, self.stats)
@@ -78,6 +79,13 @@ class Receiver:
         for name in accounts or ("",):
             for kind in ("report", "registration"):
                 self.stats.last_push[(name, kind)] = started
+
+    def rekey(self, config: ReceiverConfig) -> None:
+        """Take a reload's push credentials (signing keys, their accounts, the token):
+        requests that arrive from now on are checked with them."""
+        self.gate = PushGate(config, clock=self._clock, basic_auth=self._basic_auth)
+        self.attribution = Attributor(config, self._accounts, self.templates, self.stats)
+        self.config = config
 
     # -- routes -----------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -238,3 +239,28 @@ def check_push_routing(reader: ConfigReader, receiver: ReceiverConfig, pushed: l
                 f" (/push/{{account}}{path.removeprefix('/push')}), or bind every signing key"
                 " to an account (receiver.signing.keys[].account)",
             )
+
+
+def reload_problem(old: ReceiverConfig | None, new: ReceiverConfig | None) -> str | None:
+    """Why a reload cannot turn ``old`` into ``new``; None when it can.
+
+    A reload replaces the push credentials (signing keys and the accounts they are bound
+    to, the registration token), so a key is rotated without the restart that would
+    refuse Huawei's pushes meanwhile. Whether signing or the token is on at all decides
+    which paths skip basic auth, fixed when the server starts; the rest needs a restart.
+    """
+    if old == new:
+        return None
+    if old is None or new is None:
+        return "receiver: adding or removing the receiver needs a restart"
+    credentials = ("signing_keys", "key_accounts", "registration_token")
+    if replace(new, **{name: getattr(old, name) for name in credentials}) != old:
+        return (
+            "receiver: changing the receiver needs a restart (a reload replaces its signing"
+            " keys and registration token only)"
+        )
+    if bool(old.signing_keys) != bool(new.signing_keys):
+        return "receiver.signing: turning push signing on or off needs a restart"
+    if (old.registration_token is None) != (new.registration_token is None):
+        return "receiver.registration_token: adding or removing it needs a restart"
+    return None

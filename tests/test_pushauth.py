@@ -21,7 +21,7 @@ from exporter.config import (
     Secret,
     push_account,
 )
-from exporter.configfile import parse_config
+from exporter.configfile import load_config, parse_config
 from exporter.errors import ConfigError
 from exporter.pushauth import is_loopback, unsigned_exposure
 from exporter.pushstore import StatusReport, WriteDone
@@ -269,3 +269,63 @@ def test_a_bug_behind_a_push_is_a_counted_500_not_a_crash(tmp_path: Path):
     assert receiver.stats.rejected == {"internal_error": 1}
     assert receiver.stats.requests == {("single", "500"): 1}
     assert [e["event"] for e in logs if e["log_level"] == "error"] == ["push request failed"]
+
+
+def test_a_reload_rotates_the_push_keys_and_the_registration_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from datetime import UTC, datetime
+
+    from exporter.signing import sign_request
+
+    monkeypatch.setenv("OLD_AK", "OLD")
+    monkeypatch.setenv("NEW_AK", "NEW")
+    monkeypatch.setenv("OLD_SK", "old-secret")
+    monkeypatch.setenv("NEW_SK", "new-secret")
+    monkeypatch.setenv("TOKEN", "first-token")
+    config_file = tmp_path / "config.yaml"
+
+    def write(keys: str) -> None:
+        config_file.write_text(
+            "accounts: [{name: push, source: push, templates: {discover: true}}]\n"
+            f"receiver: {{store_path: {tmp_path / 'push.db'}, registration_token: {{env: TOKEN}},"
+            f" signing: {{keys: [{keys}]}}}}\n"
+        )
+
+    old = "{access_key: {env: OLD_AK}, secret_key: {env: OLD_SK}}"
+    new = "{access_key: {env: NEW_AK}, secret_key: {env: NEW_SK}}"
+    write(old)
+    config = load_config(str(config_file))
+    with Exporter(config, clock=lambda: NOW) as exporter, httpx.Client() as http:
+        exporter.config_file = str(config_file)
+        host, port = exporter.start("127.0.0.1", 0)
+        url = f"http://{host}:{port}/push/status-report"
+
+        def push(access: str, secret: str, message: str) -> int:
+            body = f"smsMsgId={message}&status=DELIVRD".encode()
+            form = {"Content-Type": "application/x-www-form-urlencoded"}
+            now = datetime.fromtimestamp(NOW, UTC)
+            headers = sign_request("POST", url, form, body, Credentials(access, secret), now)
+            return http.post(url, content=body, headers=headers).status_code
+
+        def register(token: str) -> int:
+            bearer = {**JSON, "Authorization": f"Bearer {token}"}
+            return http.post(
+                f"http://{host}:{port}/push/sends", content=SENDS, headers=bearer
+            ).status_code
+
+        assert (push("OLD", "old-secret", "m1"), register("first-token")) == (200, 200)
+        write(f"{old}, {new}")  # the new pair beside the old, while Huawei takes it up
+        assert exporter.reload_from_file() == []
+        assert (push("OLD", "old-secret", "m2"), push("NEW", "new-secret", "m3")) == (200, 200)
+        monkeypatch.setenv("TOKEN", "second-token")
+        write(new)  # then the old pair goes, and the token changes
+        assert exporter.reload_from_file() == []
+        assert (push("OLD", "old-secret", "m4"), push("NEW", "new-secret", "m5")) == (401, 200)
+        assert (register("first-token"), register("second-token")) == (401, 200)
+        # Turning signing off (or the token) changes which paths need basic auth: a restart.
+        write("")
+        assert exporter.reload_from_file() == [
+            "receiver.signing: turning push signing on or off needs a restart"
+        ]
+        assert push("NEW", "new-secret", "m6") == 200
