@@ -86,6 +86,8 @@ class Receiver:
         self.gate = PushGate(config, clock=self._clock, basic_auth=self._basic_auth)
         self.attribution = Attributor(config, self._accounts, self.templates, self.stats)
         self.config = config
+        work = self._work
+        work.gate, work.attribution, work.config = self.gate, self.attribution, config
 
     # -- routes -----------------------------------------------------------------------
 
