@@ -21,7 +21,12 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import psycopg
-from psycopg.errors import DeadlockDetected, SerializationFailure, UniqueViolation
+from psycopg.errors import (
+    DeadlockDetected,
+    LockNotAvailable,
+    SerializationFailure,
+    UniqueViolation,
+)
 
 from exporter.errors import StoreUnavailable
 from exporter.pushmerge import (
@@ -47,6 +52,23 @@ batch's ids, and psycopg's prepared statements kept that plan as the table grew:
 batches of 50 at 100 posts/s into a new store took PostgreSQL 1.3 ms of CPU per report
 and queued for 25 s. (A scan stays possible where no index serves: it is only priced
 out.)"""
+
+ABANDONED_AFTER_MS = 10_000
+"""A write transaction whose client went silent inside it (its host died, or was cut off,
+between the two round trips) is ended by the server after this long idle, and its locks
+with it: the server would otherwise keep them until TCP keepalive noticed the dead peer
+(two hours by default), and every replica writing a message it had locked, the balancer
+retrying its push there, waited as long (and that replica's one writer with it, so all
+its pushes). The writer is idle in its transaction only while it merges: milliseconds."""
+LOCK_WAIT_MS = 20_000
+"""How long a write waits for another transaction's locks before it is refused (503):
+longer than ``ABANDONED_AFTER_MS``, so a dead replica's locks are freed first."""
+WRITE_LIMITS = (
+    f"SELECT set_config('idle_in_transaction_session_timeout', '{ABANDONED_AFTER_MS}', true),"
+    f" set_config('lock_timeout', '{LOCK_WAIT_MS}', true)"
+)
+"""Run first in each write transaction (``true``: for that transaction only, so through a
+pooler in transaction mode too)."""
 
 CONFLICTS = (DeadlockDetected, SerializationFailure)
 """Two replicas' transactions crossed: one is rolled back and may be tried again."""
@@ -78,6 +100,8 @@ class PgWriter:
                     raise
             except CONFLICTS:
                 raise
+            except LockNotAvailable as exc:  # LOCK_WAIT_MS passed: not stored, say so
+                raise StoreUnavailable(f"PostgreSQL: {first_line(exc)}") from exc
             except psycopg.OperationalError as exc:
                 self.close()
                 if fresh or retried_stale or not reading[0]:
@@ -117,6 +141,7 @@ class PgWriter:
     ) -> Merged:
         ids = _json(touched_ids(batches))
         with conn.pipeline() as pipeline, conn.transaction():
+            conn.execute(WRITE_LIMITS)
             conn.execute(INDEXES_ONLY)
             locked = conn.execute(
                 f"SELECT {ROW_COLUMNS} FROM msgsms_messages WHERE message_id = {IDS}"  # noqa: S608

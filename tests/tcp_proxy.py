@@ -5,6 +5,7 @@
     proxy.cut()                                # break every open connection now
     proxy.fail_commit("before")                # the next COMMIT never reaches the server
     proxy.fail_commit("after")                 # the next COMMIT runs, its answer is lost
+    proxy.freeze_in_transaction(2)             # a client host dies inside a transaction
     proxy.close()
 
 Until ``start`` (and after ``stop``) the proxy accepts and closes at once, as a server
@@ -19,6 +20,8 @@ import socket
 import threading
 
 _COMMIT = b"COMMIT\x00"
+_IDLE_IN_TRANSACTION = b"Z\x00\x00\x00\x05T"
+"""ReadyForQuery with status T: the server answered and waits inside a transaction."""
 
 
 class TcpProxy:
@@ -31,6 +34,11 @@ class TcpProxy:
         self._forwarding = False
         self._commit_fault: str | None = None
         self.commits_broken = 0
+        self.frozen = 0
+        """Connections frozen by ``freeze_in_transaction``."""
+        self._freeze_armed = 0
+        self._freeze_next: set[socket.socket] = set()
+        self._frozen: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._closed = False
@@ -59,6 +67,13 @@ class TcpProxy:
             raise ValueError(when)
         self._commit_fault = when
 
+    def freeze_in_transaction(self, answers: int = 1) -> None:
+        """Freeze the connection whose transaction next goes idle ``answers`` times (the
+        server answered and waits inside it), as a client host that died (or was cut off)
+        there: the client's next message and everything after it in both directions is
+        dropped, and neither end's connection is closed (no reset reaches the server)."""
+        self._freeze_armed = answers
+
     def close(self) -> None:
         """Stop listening and break everything."""
         self._closed = True
@@ -86,8 +101,19 @@ class TcpProxy:
             threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
 
     def _pump(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
+        client = source if from_client else sink
         try:
             while data := source.recv(65536):
+                if client in self._frozen:
+                    continue  # a dead host: what it sent, or was sent, never arrives
+                if from_client and client in self._freeze_next:
+                    self._frozen.add(client)
+                    self.frozen += 1
+                    continue
+                if not from_client and self._freeze_armed and data.endswith(_IDLE_IN_TRANSACTION):
+                    self._freeze_armed -= 1
+                    if not self._freeze_armed:
+                        self._freeze_next.add(client)
                 fault = self._commit_fault if from_client and _COMMIT in data else None
                 if fault is not None:
                     self._commit_fault = None

@@ -1,9 +1,11 @@
 """The exporter on a PostgreSQL store when the database fails: down at start, restarted
-mid-traffic, the connection lost during a COMMIT. A push is answered 200 only once it is
+mid-traffic, the connection lost during a COMMIT, a replica dying inside its transaction.
+A push is answered 200 only once it is
 stored; otherwise 503, counted, and the exporter recovers without a restart."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +21,9 @@ from tcp_proxy import TcpProxy
 
 from exporter.app import Exporter
 from exporter.configfile import parse_config
+from exporter.errors import StoreUnavailable
+from exporter.pgstore import PostgresStore
+from exporter.pushstore import SendRegistration, StatusReport
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -200,4 +205,70 @@ def test_a_connection_lost_during_commit_is_refused_and_stored_once_when_pushed_
         assert _stored(postgres_url) == ({} if when == "before" else {"m1": 1})
         assert _push(base, "m1") == 200  # a retry (or Huawei's next push) is idempotent
         assert _push(base, "m2") == 200
-    assert _stored(postgres_url) == {"m1": 1, "m2": 1}
+    assert _stored(postgres_url) == {"m1": 1, "m2": 1}  # m1's first segment died with b
+
+
+def test_a_replica_that_dies_inside_its_transaction_holds_the_others_up_only_briefly(
+    postgres_url: str, proxy: TcpProxy
+):
+    # Replica b's host dies after its write locked message m1, before it wrote. The
+    # database keeps b's session, and its locks, until it notices b is gone (TCP keepalive:
+    # two hours by default). Meanwhile replica a's writes to m1 (the balancer retries b's
+    # push there) waited, and a's one writer with them: every push to a went unanswered.
+    proxy.start()
+    now = time.time()
+    with PostgresStore(postgres_url) as a:
+        a.register([SendRegistration("m1", "tpl", now - 60, segments=2)])
+        b = PostgresStore(_through(proxy, postgres_url))
+        b.register([SendRegistration("m0", "tpl", now - 60)])  # connected, schema checked
+        b.settle()  # and its pruning done: the next transaction is its write's
+
+        def b_writes() -> None:
+            with contextlib.suppress(StoreUnavailable):  # once the proxy closes, at the end
+                b.add_reports([StatusReport("m1", "DELIVRD", 1, 2, update_time=now - 30)])
+
+        # The writer's transaction: BEGIN answered, then the rows it locked; then it dies.
+        proxy.freeze_in_transaction(answers=2)
+        threading.Thread(target=b_writes, daemon=True).start()
+        _eventually(lambda: proxy.frozen == 1, "b's host dies between its two round trips")
+        done = threading.Event()
+
+        def a_writes() -> None:
+            a.add_reports([StatusReport("m1", "DELIVRD", 2, 2, update_time=now - 20)])
+            a.add_reports([StatusReport("m2", "DELIVRD", update_time=now - 20)])
+            done.set()
+
+        threading.Thread(target=a_writes, daemon=True).start()
+        try:
+            # The dead session is ended after 10 s idle in its transaction.
+            assert done.wait(60), "replica a is still waiting for the dead replica's locks"
+        finally:
+            proxy.close()  # b's connections break, so b's write and close return
+            b.close()
+    assert _stored(postgres_url) == {"m1": 1, "m2": 1}  # m1's first segment died with b
+
+
+def test_a_write_waiting_on_a_lock_held_elsewhere_is_refused_not_left_hanging(
+    postgres_url: str,
+):
+    # A session that is not a replica's (an operator's, say) holds m1's row and stays.
+    now = time.time()
+    with PostgresStore(postgres_url) as store, psycopg.connect(postgres_url) as holder:
+        store.register([SendRegistration("m1", "tpl", now - 60)])
+        holder.execute("SELECT 1 FROM msgsms_messages WHERE message_id = 'm1' FOR UPDATE")
+        failures: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                store.add_reports([StatusReport("m1", "DELIVRD", update_time=now - 30)])
+            except StoreUnavailable as exc:
+                failures.append(exc)
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        writer.join(60)  # a hang guard: the write gives up after LOCK_WAIT_MS (20 s)
+        holder.rollback()
+        assert not writer.is_alive(), "the write still waits for the lock"
+        assert [str(f) for f in failures] == ["PostgreSQL: canceling statement due to lock timeout"]
+        store.add_reports([StatusReport("m1", "DELIVRD", update_time=now - 30)])
+    assert _stored(postgres_url) == {"m1": 1}
