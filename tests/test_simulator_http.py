@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -209,3 +210,54 @@ def test_the_python_api_serves_in_process_with_history() -> None:
         )
         assert response.status_code == 200
         assert response.json()["total"] > 0
+
+
+def exchange(netloc: str, head: str, body: bytes = b"") -> tuple[int, dict[str, str]]:
+    """Send raw bytes, read one answer; the status and the JSON body."""
+    host, port = netloc.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        answer = http.client.HTTPResponse(conn)
+        answer.begin()
+        return answer.status, json.loads(answer.read())
+
+
+@pytest.mark.parametrize(
+    ("framing", "status", "message"),
+    [
+        ("Content-Length: abc", 400, "Content-Length: expected a number of bytes"),
+        ("Content-Length: -1", 400, "Content-Length: expected a number of bytes"),
+        ("Content-Length: 1_0", 400, "Content-Length: expected a number of bytes"),
+        ("Content-Length: 2\nContent-Length: 3", 400, "Content-Length: give it once"),
+        ("Content-Length: 99999999999", 413, "Content-Length: at most 1048576 bytes"),
+        (
+            "Transfer-Encoding: chunked",
+            411,
+            "Transfer-Encoding: not supported; send Content-Length",
+        ),
+    ],
+)
+def test_a_body_the_simulator_cannot_frame_is_a_located_error_not_a_traceback(
+    tmp_path: Path, framing: str, status: int, message: str
+) -> None:
+    errors = tmp_path / "stderr"
+    with errors.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter.simulator.cli", "--web.listen-address", "127.0.0.1:0"],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    assert proc.stdout is not None
+    with proc.stdout:
+        netloc = urlsplit(proc.stdout.readline().removeprefix(READY_PREFIX).strip()).netloc
+        head = f"POST /-/clock HTTP/1.1\nHost: {netloc}\n{framing}\n"
+        assert exchange(netloc, head, b"2\r\n{}\r\n0\r\n\r\n") == (
+            status,
+            {"error_code": "APIG.0201", "error_msg": message},
+        )
+        # Still serving, and nothing was printed.
+        assert exchange(netloc, f"GET /-/clock HTTP/1.1\nHost: {netloc}\n")[0] == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    assert "Traceback" not in errors.read_text()

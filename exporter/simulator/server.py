@@ -6,6 +6,7 @@ import json
 import re
 import socket
 import struct
+import sys
 import threading
 import time
 import uuid
@@ -41,6 +42,8 @@ from exporter.timestamps import format_rfc3339, parse_rfc3339
 
 OPENAPI_PATH = "/api/v1/openapi.yaml"
 MAX_CLOCK_STEP_SECONDS = 7 * 86400
+MAX_BODY_BYTES = 1 << 20
+"""Bodies are small control documents (and signed requests): a larger one is 413."""
 _TEMPLATES = re.compile(r"^/v2/(?P<project>[^/]+)/msgsms/templates/?$")
 log = structlog.get_logger("msgsms-simulator")
 
@@ -363,9 +366,31 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: SimulatorServer
 
+    def _read_body(self) -> bytes | None:
+        """The request's body, or None once a framing error has been answered."""
+        if "Transfer-Encoding" in self.headers:
+            self.send_error(411, "Transfer-Encoding: not supported; send Content-Length")
+            return None
+        lengths = self.headers.get_all("Content-Length") or []
+        if len(set(lengths)) > 1:
+            self.send_error(400, "Content-Length: give it once")
+            return None
+        if not lengths:
+            return b""
+        # ASCII digits only: int() would take "1_0", "-1" (read to EOF) and "٣".
+        text = lengths[0].strip()
+        if not (text.isascii() and text.isdigit()):
+            self.send_error(400, "Content-Length: expected a number of bytes")
+            return None
+        if len(text) > 9 or int(text) > MAX_BODY_BYTES:
+            self.send_error(413, f"Content-Length: at most {MAX_BODY_BYTES} bytes")
+            return None
+        return self.rfile.read(int(text))
+
     def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        body = self._read_body()
+        if body is None:
+            return
         request = Request(self.command, self.path, dict(self.headers.items()), body)
         response = self.server.app.handle(request)
         if response.reset:
@@ -410,3 +435,11 @@ class SimulatorServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], app: SimulatorApp) -> None:
         self.app = app
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client gone mid-answer is a log line, not a traceback on stderr."""
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            log.info("connection lost", error=type(error).__name__)
+        else:
+            log.exception("connection failed")
