@@ -56,20 +56,22 @@ class TemplateLimit:
     def admit(self, template: str) -> str:
         """``template`` when admitted, else ``other``; never waits for the store.
 
-        At the limit, a read of the store that is due runs on a thread of its own (pushes
-        are admitted on the server's event loop): this report is folded, later ones see
-        the templates that left.
+        A template not seen before starts a read of the store when one is due, on a thread
+        of its own (pushes are admitted on the server's event loop): at the limit, later
+        reports see the templates that left; below it, the templates that other replicas
+        sharing the store admitted meanwhile count too (else each replica would admit its
+        own ``limit``).
         """
         if template in self._free or template in self._admitted:
             return template
         with self._lock:
+            if not self._reading and self._clock() - self._read_at >= REFRESH_SECONDS:
+                self._reading = True
+                threading.Thread(target=self._read_again, name="push-templates").start()
             if len(self._admitted) < self._limit:
                 self._admitted.add(template)
                 self._recent[template] = self._clock()
                 return template
-            if not self._reading and self._clock() - self._read_at >= REFRESH_SECONDS:
-                self._reading = True
-                threading.Thread(target=self._read_again, name="push-templates").start()
             return OTHER_TEMPLATE
 
     def _read_again(self) -> None:

@@ -100,3 +100,24 @@ def test_a_read_before_the_admitted_templates_are_stored_keeps_them_counted():
     assert limit.admit("d") == OTHER_TEMPLATE
     _wait_for_read(limit, reads, 3)
     assert [limit.admit(t) for t in ("d", "e")] == ["d", OTHER_TEMPLATE]
+
+
+def test_replicas_sharing_a_store_count_each_others_templates_within_a_refresh():
+    # Two replicas, one store: a stores t0-t2 (the limit); b, started before them and
+    # below its own limit, reads the store again when a new template is due a read.
+    stored: list[str] = []
+    reads: list[int] = []
+
+    def read() -> list[str]:
+        reads.append(1)
+        return list(stored)
+
+    clock = Clock()
+    a = TemplateLimit(3, list, clock=clock)
+    b = TemplateLimit(3, read, clock=clock)
+    assert [a.admit(t) for t in ("t0", "t1", "t2")] == ["t0", "t1", "t2"]
+    stored += ["t0", "t1", "t2"]
+    clock.now += REFRESH_SECONDS
+    assert b.admit("x") == "x"  # admitted while the due read runs
+    _wait_for_read(b, reads, 2)
+    assert [b.admit(t) for t in ("y", "z", "t1")] == [OTHER_TEMPLATE, OTHER_TEMPLATE, "t1"]

@@ -685,6 +685,54 @@ def test_the_template_limit_holds_when_its_refresh_reads_the_store_mid_request(
     assert receiver.stats.folded == {"registration": 27}
 
 
+def test_two_replicas_sharing_a_store_hold_the_template_limit_between_them(
+    store: PushStore,
+):
+    # Each replica admits templates below its limit; a minute on, a new template makes it
+    # read the shared store, so the other replica's templates count too.
+    from exporter.pushtemplates import REFRESH_SECONDS
+
+    now = [NOW]
+    config = ReceiverConfig(store_path=store.path, max_templates=3)
+    with PushStore(store.path, clock=lambda: NOW, retention=1e10) as other_store:
+        replicas = []
+        for replica_store in (store, other_store):
+            receiver = Receiver(config, replica_store, clock=lambda: now[0])
+            router = Router()
+            receiver.add_routes(router)
+            replicas.append((receiver, router))
+
+        def sends(*templates: str) -> bytes:
+            return json.dumps(
+                [
+                    {"message_id": f"m-{t}", "template_id": t, "send_time": "2026-11-26T11:00:00Z"}
+                    for t in templates
+                ]
+            ).encode()
+
+        (_, first_router), (second, second_router) = replicas
+        with _serve(first_router) as a, _serve(second_router) as b, httpx.Client() as http:
+            assert (
+                http.post(
+                    f"{a}/push/sends", content=sends("t0", "t1", "t2"), headers=JSON
+                ).status_code
+                == 200
+            )
+            now[0] += REFRESH_SECONDS
+            assert http.post(f"{b}/push/sends", content=sends("x"), headers=JSON).status_code == 200
+            deadline = time.monotonic() + 30
+            while second.templates._reading:
+                assert time.monotonic() < deadline, "the refresh never finished"
+                time.sleep(0.01)
+            assert (
+                http.post(f"{b}/push/sends", content=sends("y", "z"), headers=JSON).status_code
+                == 200
+            )
+    templates = [t.template_id for t in store.list_templates()]
+    assert templates == ["other", "t0", "t1", "t2", "x"]  # x: admitted as the read began
+    assert second.stats.folded == {"registration": 2}
+
+
 def test_extend_beyond_the_limit_is_folded_too(store: PushStore):
     receiver, router = _receiver(store, max_templates=1, attribution="extend", attribution_key="")
     for i in range(3):
