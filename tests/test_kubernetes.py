@@ -546,21 +546,41 @@ def test_push_deployment_rolls_one_new_pod_in_before_an_old_one_leaves() -> None
     }
 
 
-@pytest.mark.parametrize("variant", PUSH_VARIANTS)
-def test_push_pods_drain_within_their_grace_period(variant: str) -> None:
+def _drain(variant: str) -> tuple[float, float]:
+    """(preStop sleep, --web.shutdown-delay) of a push variant's pods, in seconds."""
     from exporter.timestamps import parse_duration
 
     pre_stop = container(variant)["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "/bin/sleep"
     delay = flag(variant, "--web.shutdown-delay")
     assert delay is not None
-    drain = float(pre_stop[1]) + parse_duration(delay)
+    return float(pre_stop[1]), parse_duration(delay)
+
+
+@pytest.mark.parametrize("variant", PUSH_VARIANTS)
+def test_push_pods_drain_within_their_grace_period(variant: str) -> None:
+    pre_stop, delay = _drain(variant)
     grace = pod_spec(variant)["terminationGracePeriodSeconds"]
     # Room after the drain for the requests in flight and the store's close.
-    assert grace >= drain + 10, (grace, drain)
+    assert grace >= pre_stop + delay + 10, (grace, pre_stop, delay)
+    # Endpoint removal starts at deletion: preStop keeps serving while it propagates.
+    assert pre_stop >= 5
+
+
+def test_ha_push_pods_keep_acknowledging_until_the_probe_has_taken_them_out() -> None:
+    _pre_stop, delay = _drain("push")
     # Ready turns 503 on SIGTERM; the probe must notice well within the drain.
-    probe = container(variant)["readinessProbe"]
-    assert probe["periodSeconds"] * probe["failureThreshold"] <= parse_duration(delay)
+    probe = container("push")["readinessProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] <= delay
+
+
+def test_the_single_pod_does_not_lengthen_its_restart_gap() -> None:
+    # One replica: from its deletion nothing new is routed to it, and its successor starts
+    # only once it has exited, so every second of drain after the removal propagated (the
+    # preStop sleep) is a second more of lost pushes.
+    pre_stop, delay = _drain("push-sqlite")
+    assert delay == 0
+    assert pod_spec("push-sqlite")["terminationGracePeriodSeconds"] <= pre_stop + delay + 15
 
 
 def test_push_pods_spread_across_nodes_and_a_disruption_keeps_one() -> None:
