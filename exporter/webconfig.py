@@ -64,6 +64,11 @@ class TLSServerConfig:
         return context
 
 
+_HASHING = threading.BoundedSemaphore(1)
+"""One bcrypt check at a time (each takes ~0.1 s of CPU): the rest of the server, pushes
+above all, keeps a core whatever number of wrong passwords arrive."""
+
+
 class BasicAuth:
     """Checks ``Authorization: Basic`` credentials against bcrypt hashes."""
 
@@ -92,7 +97,8 @@ class BasicAuth:
             return True
         digest = self._digest(user, password)
         hashed = self._users.get(user, self._unknown)
-        ok = bcrypt.checkpw(password.encode(), hashed) and user in self._users
+        with _HASHING:  # a flood of wrong passwords takes one core, never both
+            ok = bcrypt.checkpw(password.encode(), hashed) and user in self._users
         if ok:
             with self._lock:
                 self._verified.add(digest)
