@@ -40,11 +40,13 @@ class ReceiverStats:
     lock: threading.Lock = field(default_factory=threading.Lock)
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
-    reports: Counter[str] = field(default_factory=Counter)
+    reports: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(account, ``single`` | ``batch``) → reports stored."""
     duplicates: Counter[str] = field(default_factory=Counter)
     folded: Counter[str] = field(default_factory=Counter)
     unattributed: int = 0
-    registrations: int = 0
+    registrations: Counter[str] = field(default_factory=Counter)
+    """account → send registrations stored."""
     ack: dict[str, Histogram] = field(default_factory=dict)
     writes: dict[str, Histogram] = field(default_factory=dict)
     store_errors: Counter[str] = field(default_factory=Counter)
@@ -104,8 +106,9 @@ class PushCollector:
         )
         reports = CounterMetricFamily(
             "msgsms_push_reports",
-            "Status reports stored (each message segment once), by push kind.",
-            labels=["kind"],
+            "Status reports stored (each message segment once), by the account pushed for"
+            " and push kind.",
+            labels=["account", "kind"],
         )
         duplicates = CounterMetricFamily(
             "msgsms_push_duplicates",
@@ -117,7 +120,9 @@ class PushCollector:
             'Reports stored under template="unknown": not registered, no template in extend.',
         )
         registrations = CounterMetricFamily(
-            "msgsms_push_registrations", "Send registrations stored."
+            "msgsms_push_registrations",
+            "Send registrations stored, by account.",
+            labels=["account"],
         )
         folded = CounterMetricFamily(
             "msgsms_push_templates_folded",
@@ -170,13 +175,15 @@ class PushCollector:
                 requests.add_metric([endpoint, code], n)
             for reason, n in sorted(s.rejected.items()):
                 rejected.add_metric([reason], n)
-            for kind in ("single", "batch"):
-                reports.add_metric([kind], s.reports[kind])
+            accounts = sorted({a for a, _ in s.last_push} | {a for a, _ in s.reports})
+            for account in accounts:
+                for kind in ("single", "batch"):
+                    reports.add_metric([account, kind], s.reports[(account, kind)])
+                registrations.add_metric([account], s.registrations[account])
             for kind in ("report", "registration"):
                 duplicates.add_metric([kind], s.duplicates[kind])
                 folded.add_metric([kind], s.folded[kind])
             unattributed.add_metric([], s.unattributed)
-            registrations.add_metric([], s.registrations)
             _histogram(ack, s.ack)
             _histogram(writes, s.writes)
             for operation in ("reports", "registrations"):

@@ -93,7 +93,7 @@ class PushWork:
         report = parse_single(decoded_body(request), self._clock(), charset)
 
         def then(result: WriteResult) -> Response:
-            self._count_reports("single", result)
+            self._count_reports(name, "single", result)
             if result.rejected:
                 raise PushRejected("unstorable", "the report cannot be stored")
             return _STORED
@@ -108,7 +108,7 @@ class PushWork:
         reports = [r for _, r in parsed.items]
 
         def then(result: WriteResult) -> Response:
-            self._count_reports("batch", result)
+            self._count_reports(name, "batch", result)
             stored, problems = _settle(parsed, result)
             if not problems:
                 return _STORED
@@ -137,7 +137,7 @@ class PushWork:
 
         def then(result: WriteResult) -> Response:
             with self.stats.lock:
-                self.stats.registrations += result.stored
+                self.stats.registrations[name] += result.stored
                 self.stats.duplicates["registration"] += result.duplicates
             stored, problems = _settle(parsed, result)
             body: dict[str, Any] = {"registered": result.stored, "duplicates": result.duplicates}
@@ -168,8 +168,8 @@ class PushWork:
         attributed = [attribute(r, account) for r in reports]
         return Write("reports", account, partial(self.store.add_reports_then, attributed), then)
 
-    def _count_reports(self, kind: str, result: WriteResult) -> None:
+    def _count_reports(self, account: str, kind: str, result: WriteResult) -> None:
         with self.stats.lock:
-            self.stats.reports[kind] += result.stored
+            self.stats.reports[(account, kind)] += result.stored
             self.stats.duplicates["report"] += result.duplicates
             self.stats.unattributed += result.unattributed

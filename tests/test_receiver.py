@@ -82,7 +82,7 @@ def test_single_report_from_the_facts_is_stored_and_answered_empty(store: PushSt
     assert record.message_id == "b9d9b4fe-ad0e-4a2a-a2c7-445505b674ac_6"
     assert (record.template_id, record.send_result) == ("unknown", SendResult.SUCCESS)
     assert record.receive_time == parse_rfc3339("2018-04-13T06:31:46Z")
-    assert receiver.stats.reports["single"] == 1
+    assert receiver.stats.reports[("", "single")] == 1
     assert receiver.stats.unattributed == 1
 
 
@@ -92,7 +92,7 @@ def test_batch_of_fifty_is_stored(store: PushStore):
     response = _post(router, "/push/status-reports", _batch(*items), JSON)
     assert (response.status, response.body) == (200, b"")
     assert store.message_count() == 50
-    assert receiver.stats.reports["batch"] == 50
+    assert receiver.stats.reports[("", "batch")] == 50
 
 
 @pytest.mark.parametrize(
@@ -309,8 +309,8 @@ def test_collector_exposes_the_counts(store: PushStore):
         'msgsms_push_requests_total{code="200",endpoint="single"} 2.0',
         'msgsms_push_requests_total{code="400",endpoint="single"} 1.0',
         'msgsms_push_rejected_total{reason="missing_field"} 1.0',
-        'msgsms_push_reports_total{kind="single"} 1.0',
-        'msgsms_push_reports_total{kind="batch"} 0.0',
+        'msgsms_push_reports_total{account="",kind="single"} 1.0',
+        'msgsms_push_reports_total{account="",kind="batch"} 0.0',
         'msgsms_push_duplicates_total{kind="report"} 1.0',
         "msgsms_push_unattributed_reports_total 1.0",
         'msgsms_push_ack_duration_seconds_count{endpoint="single"} 3.0',
@@ -442,7 +442,7 @@ def test_unstorable_items_among_concurrent_batches_lose_no_valid_report(store: P
             codes = list(pool.map(post, bodies))
     assert codes.count(200) == 400
     assert store.message_count() == 400 * 50
-    assert receiver.stats.reports["batch"] == 400 * 50
+    assert receiver.stats.reports[("", "batch")] == 400 * 50
     assert codes.count(400) == 30
 
 

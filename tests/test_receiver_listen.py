@@ -41,7 +41,7 @@ def test_an_exporter_on_ipv6_loopback_takes_pushes_and_logs_a_bracketed_url(
         wait_healthy(url, alive=lambda: proc.poll() is None, what="exporter")
         answer = httpx.post(f"{url}{SINGLE_PATH}", content=single_report("v6-1"), headers=FORM)
         assert (answer.status_code, answer.content) == (200, b"")
-        metrics_showing(url, 'msgsms_push_reports_total{kind="single"} 1.0')
+        metrics_showing(url, 'msgsms_push_reports_total{account="push",kind="single"} 1.0')
     finally:
         stop(proc, timeout=10)
     events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]

@@ -74,6 +74,28 @@ def test_last_push_times_start_at_start_and_follow_each_accounts_pushes(tmp_path
     }
 
 
+def test_reports_and_registrations_are_counted_per_account(tmp_path: Path):
+    # What MsgsmsPushReportsMissing compares, per account: a busy account's reports must
+    # not hide a quiet one whose reports stopped.
+    clock = [STARTED]
+    with PushStore(tmp_path / "push.db", clock=lambda: clock[0]) as store:
+        receiver, router = _receiver(store, clock)
+        sends = [{"message_id": "m2", "template_id": "t", "send_time": "2026-11-26T10:59:00Z"}]
+        assert _post(router, "/push/bank/sends", sends) == 200
+        assert _post(router, "/push/shop/status-reports", _report("m1")) == 200
+        found = _exposed(receiver)
+    assert found["msgsms_push_reports_total"] == {
+        (("account", "bank"), ("kind", "batch")): 0,
+        (("account", "bank"), ("kind", "single")): 0,
+        (("account", "shop"), ("kind", "batch")): 1,
+        (("account", "shop"), ("kind", "single")): 0,
+    }
+    assert found["msgsms_push_registrations_total"] == {
+        (("account", "bank"),): 1,
+        (("account", "shop"),): 0,
+    }
+
+
 def test_store_writes_are_timed_and_failed_writes_counted(tmp_path: Path):
     clock = [STARTED]
     store = PushStore(tmp_path / "push.db", clock=lambda: clock[0])
