@@ -11,8 +11,12 @@ import pytest
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from huaweicloudsdkcore.http.http_config import HttpConfig
-from huaweicloudsdkmsgsms.v2 import ListTemplateDetailsRequest, MsgsmsClient
-from huaweicloudsdkmsgsms.v2.model import SmsTemplateResp, TenantBasic
+from huaweicloudsdkmsgsms.v2 import (
+    ListTemplateDetailsRequest,
+    MsgsmsClient,
+    ShowTemplateRequest,
+)
+from huaweicloudsdkmsgsms.v2.model import ShowTemplateResponse, SmsTemplateResp, TenantBasic
 
 from exporter.errors import ConfigError
 from exporter.simulator import SimulatorConfig, start_simulator
@@ -85,6 +89,53 @@ def test_the_sdk_pages_through_every_template_newest_first(simulator: RunningSim
         ListTemplateDetailsRequest(limit=1, sort_key="create_time", sort_dir="asc")
     )
     assert oldest.results[0].create_time == created[-1]
+
+
+def test_the_sdk_shows_each_listed_template_by_its_primary_key(
+    simulator: RunningSimulator,
+) -> None:
+    client = sdk_client(simulator.url)
+    listed = raw_list(simulator.url, limit="500").json()["results"]
+    for result in listed:
+        shown = client.show_template(ShowTemplateRequest(id=result["id"]))
+        assert shown.to_json_object() == result
+        assert (shown.template_id, shown.template_name) == (
+            result["template_id"],
+            result["template_name"],
+        )
+        assert shown.tenant.customer_name == result["tenant"]["customer_name"]
+        raw = httpx.get(
+            f"{simulator.url}/v2/{PROJECT}/msgsms/templates/{result['id']}",
+            headers={"X-Auth-Token": "demo-token"},
+        ).json()
+        assert raw == result
+        check_against_model(raw, ShowTemplateResponse, result["id"])
+
+
+def test_showing_a_template_that_does_not_exist_is_huaweis_not_found_error(
+    simulator: RunningSimulator,
+) -> None:
+    client = sdk_client(simulator.url)
+    template_id = load_scenario().templates[0].template_id  # the sending id, not the key
+    for key in (template_id, "00000000-0000-0000-0000-000000000000"):
+        with pytest.raises(ClientRequestException) as missing:
+            client.show_template(ShowTemplateRequest(id=key))
+        assert (missing.value.status_code, missing.value.error_code) == (400, "MSGSMS.0036")
+        assert missing.value.error_msg == "Message template is not found"
+        assert missing.value.request_id
+    other_project = httpx.get(
+        f"{simulator.url}/v2/{'f' * 32}/msgsms/templates/{template_id}",
+        headers={"X-Auth-Token": "demo-token"},
+    )
+    assert (other_project.status_code, other_project.json()["error_code"]) == (
+        404,
+        "MSGSMS.0404",
+    )
+    put = httpx.put(
+        f"{simulator.url}/v2/{PROJECT}/msgsms/templates/{template_id}",
+        headers={"X-Auth-Token": "demo-token"},
+    )
+    assert (put.status_code, put.headers["Allow"]) == (405, "GET, HEAD")
 
 
 def test_every_result_carries_the_sdk_models_fields_with_their_types(

@@ -1,9 +1,11 @@
 """Huawei's template list as the platform serves it: every field of the SDK's model, filters, order.
 
 ``GET /v2/{project_id}/msgsms/templates`` answers ``{"results": [...], "total": n}``, newest
-first by default. Each result carries the fields of the official SDK's ``SmsTemplateResp``
-with values derived from the scenario (stable ids, so the same scenario always lists the
-same templates). A bad filter is refused with ``MSGSMS.0002`` naming the parameter.
+first by default; ``GET /v2/{project_id}/msgsms/templates/{id}`` answers one of them by its
+primary key (the SDK's ``show_template``). Each result carries the fields of the official
+SDK's ``SmsTemplateResp`` with values derived from the scenario (stable ids, so the same
+scenario always lists the same templates). A bad filter is refused with ``MSGSMS.0002``
+naming the parameter.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from exporter.simulator.template_specs import (
 TEMPLATE_PAGE_MAX = 500
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 INVALID_PARAMETER = "MSGSMS.0002"
+TEMPLATE_NOT_FOUND = "MSGSMS.0036"
 _FIRST_CREATED = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
 _REVIEW_TIME = timedelta(hours=2, minutes=14)
 _CONTENT = {
@@ -39,6 +42,15 @@ class InvalidTemplateQuery(BadParameter):
     """A template-list parameter Huawei refuses; the message names it."""
 
     error_code = INVALID_PARAMETER
+
+
+class TemplateNotFound(BadParameter):
+    """No template has that primary key (Huawei's words for it)."""
+
+    error_code = TEMPLATE_NOT_FOUND
+
+    def __init__(self) -> None:
+        super().__init__("Message template is not found")
 
 
 def _hex(*parts: str, size: int = 16) -> str:
@@ -176,3 +188,17 @@ def _listed(
             rows.append((created, index, row))
     rows.sort(key=lambda r: (r[0], r[1]), reverse=descending)
     return {"results": [row for _, _, row in rows[offset : offset + limit]], "total": len(rows)}
+
+
+def show_template(
+    scenario: Scenario, key: str, hidden: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """``GET /v2/{project_id}/msgsms/templates/{id}``: the template whose primary key is
+    ``key`` (its ``id``, not the ``template_id`` used when sending), or TemplateNotFound."""
+    for index, spec in enumerate(scenario.templates):
+        if (
+            spec.template_id not in hidden
+            and _uuid("template", scenario.project_id, spec.template_id) == key
+        ):
+            return template_to_wire(scenario, spec, index)
+    raise TemplateNotFound

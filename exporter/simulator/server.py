@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import structlog
 
@@ -24,7 +24,7 @@ from exporter.contract import whole_number
 from exporter.errors import AuthError
 from exporter.records import DETAILS_PATH
 from exporter.simulator.api import BadParameter, QueryLimits, list_templates, send_details
-from exporter.simulator.catalog import InvalidTemplateQuery
+from exporter.simulator.catalog import InvalidTemplateQuery, show_template
 from exporter.simulator.clock import Clock, ManualClock
 from exporter.simulator.faults import (
     RECORD_FAULTS,
@@ -44,7 +44,7 @@ OPENAPI_PATH = "/api/v1/openapi.yaml"
 MAX_CLOCK_STEP_SECONDS = 7 * 86400
 MAX_BODY_BYTES = 1 << 20
 """Bodies are small control documents (and signed requests): a larger one is 413."""
-_TEMPLATES = re.compile(r"^/v2/(?P<project>[^/]+)/msgsms/templates/?$")
+_TEMPLATES = re.compile(r"^/v2/(?P<project>[^/]+)/msgsms/templates(?:/(?P<key>[^/]+))?/?$")
 log = structlog.get_logger("msgsms-simulator")
 
 
@@ -142,7 +142,7 @@ class SimulatorApp:
                         "error_detail": f"project_id {match.group('project')!r} is unknown",
                     },
                 )
-            return "templates", self._api(request, "templates", params)
+            return "templates", self._api(request, "templates", params, match.group("key"))
         if path == OPENAPI_PATH and method == "GET":
             return "openapi", Response(200, self._openapi, "application/yaml")
         control: dict[tuple[str, str], Callable[[Request, dict[str, list[str]]], Response]] = {
@@ -176,7 +176,14 @@ class SimulatorApp:
 
     # -- API endpoints ----------------------------------------------------------
 
-    def _api(self, request: Request, endpoint: str, params: dict[str, list[str]]) -> Response:
+    def _api(
+        self,
+        request: Request,
+        endpoint: str,
+        params: dict[str, list[str]],
+        template_key: str | None = None,
+    ) -> Response:
+        """An API request through the gateway's checks; ``template_key``: one template's id."""
         offset = whole_number((params.get("offset") or ["0"])[0], 10**9) or 0
         fault = self.faults.draw(endpoint, offset)
         kind = fault.rule.fault if fault.rule is not None else None
@@ -208,7 +215,7 @@ class SimulatorApp:
         if endpoint == "send-details" and not self.in_flight.acquire(account):
             return self._busy({"Retry-After": "1"})
         try:
-            return self._serve_api(endpoint, params, fault)
+            return self._serve_api(endpoint, params, fault, template_key)
         finally:
             if endpoint == "send-details":
                 self.in_flight.release(account)
@@ -222,7 +229,13 @@ class SimulatorApp:
             **headers,
         )
 
-    def _serve_api(self, endpoint: str, params: dict[str, list[str]], fault: FaultDraw) -> Response:
+    def _serve_api(
+        self,
+        endpoint: str,
+        params: dict[str, list[str]],
+        fault: FaultDraw,
+        template_key: str | None = None,
+    ) -> Response:
         rule = fault.rule
         if fault.latency_seconds:
             self._sleep(fault.latency_seconds)
@@ -247,6 +260,9 @@ class SimulatorApp:
                     return _error(404, "MSGSMS.0404", "The template does not exist.")
                 query = shift_offset(params, rule)
                 body = send_details(self.store, query, self.clock.now(), self.limits)
+            elif template_key is not None:
+                hidden = frozenset(deleted)
+                body = show_template(self.store.scenario, unquote(template_key), hidden)
             else:
                 body = list_templates(self.store.scenario, params, frozenset(deleted))
         except InvalidTemplateQuery as exc:
@@ -258,7 +274,7 @@ class SimulatorApp:
                     "error_detail": str(exc),
                 },
             )
-        except BadParameter as exc:
+        except BadParameter as exc:  # TemplateNotFound too: Huawei answers it 400
             return _error(400, exc.error_code, str(exc))
         if fault.malformed is not None:
             return Response(200, malform(body, fault.malformed))
