@@ -87,12 +87,7 @@ class Exporter:
                 limits=limits,
                 accounts=config.push_accounts,
                 basic_auth=self._basic_ok,
-                pinned_templates=tuple(
-                    t
-                    for a in config.accounts
-                    if a.source == AccountSource.PUSH
-                    for t in a.templates.ids
-                ),
+                pinned_templates=_configured_push_templates(config),
             )
             live.register(self.receiver.collector())
         # Polls and reloads change the polled part (each bumps the generation).
@@ -179,6 +174,7 @@ class Exporter:
             self._runners = runners
             if self.receiver is not None and config.receiver is not None:
                 self.receiver.rekey(config.receiver)
+                self.receiver.templates.pin(_configured_push_templates(config))
             board = SnapshotBoard([a.name for a in config.accounts], self.generation)
             for runner in runners:
                 board.publish(runner.poller.last)
@@ -331,3 +327,10 @@ def warn_if_unverified(config: Config) -> None:
                 account=account.name,
                 endpoint=account.endpoint,
             )
+
+
+def _configured_push_templates(config: Config) -> tuple[str, ...]:
+    """The template ids push accounts name: the receiver always admits them."""
+    return tuple(
+        t for a in config.accounts if a.source == AccountSource.PUSH for t in a.templates.ids
+    )

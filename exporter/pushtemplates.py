@@ -53,6 +53,14 @@ class TemplateLimit:
         self._admitted = {t for t in known if t not in self._free}
         self._read_at = self._clock()
 
+    def pin(self, pinned: Iterable[str]) -> None:
+        """Always admit ``pinned`` from now on (the configured templates, after a reload);
+        they leave the count."""
+        free = frozenset({*pinned, UNKNOWN_TEMPLATE, OTHER_TEMPLATE})
+        with self._lock:
+            self._free = free
+            self._admitted -= free
+
     def admit(self, template: str) -> str:
         """``template`` when admitted, else ``other``; never waits for the store.
 

@@ -329,3 +329,41 @@ def test_a_reload_rotates_the_push_keys_and_the_registration_token(
             "receiver.signing: turning push signing on or off needs a restart"
         ]
         assert push("NEW", "new-secret", "m6") == 200
+
+
+def test_templates_a_reload_names_for_a_push_account_are_admitted_beyond_the_limit(
+    tmp_path: Path,
+):
+    config_file = tmp_path / "config.yaml"
+
+    def write(templates: str) -> None:
+        config_file.write_text(
+            f"accounts: [{{name: push, source: push, templates: {templates}}}]\n"
+            f"receiver: {{store_path: {tmp_path / 'push.db'}, max_templates: 1}}\n"
+        )
+
+    def sends(template: str) -> bytes:
+        return json.dumps(
+            [
+                {
+                    "message_id": f"m-{template}",
+                    "template_id": template,
+                    "send_time": "2026-11-26T11:00:00Z",
+                }
+            ]
+        ).encode()
+
+    write("{discover: true}")
+    with Exporter(load_config(str(config_file)), clock=lambda: NOW) as exporter:
+        exporter.config_file = str(config_file)
+        host, port = exporter.start("127.0.0.1", 0)
+        url = f"http://{host}:{port}/push/sends"
+        with httpx.Client() as http:
+            assert http.post(url, content=sends("tplA"), headers=JSON).status_code == 200
+            write("[tplB]")  # the limit is full (tplA): tplB is admitted as configured
+            assert exporter.reload_from_file() == []
+            assert http.post(url, content=sends("tplB"), headers=JSON).status_code == 200
+            assert http.post(url, content=sends("tplC"), headers=JSON).status_code == 200
+        assert exporter.push_store is not None
+        stored = [t.template_id for t in exporter.push_store.list_templates()]
+    assert stored == ["other", "tplA", "tplB"]
