@@ -139,7 +139,7 @@ def parse_details_query(
     offset = integer(params, "offset", 0, 0, 10**9)
     limit = integer(params, "limit", 10, 1, limits.max_limit)
     mobile = single(params, "mobile")
-    if mobile is not None and not MOBILE_PATTERN.match(mobile):
+    if mobile is not None and not MOBILE_PATTERN.fullmatch(mobile):
         raise BadParameter("mobile: expected digits with the country code, no '+'", BAD_MOBILE)
     result = single(params, "send_result")
     if result is not None and result not in {r.value for r in SendResult}:

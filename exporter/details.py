@@ -182,7 +182,7 @@ def parse_filter(
     template_text = form.get("template", "").strip()
     account = _resolve_account(form.get("account", "").strip(), template_text, accounts, templates)
     mobile = form.get("mobile", "").strip().replace(" ", "") or None
-    if mobile is not None and not MOBILE_PATTERN.match(mobile):
+    if mobile is not None and not MOBILE_PATTERN.fullmatch(mobile):
         raise FormError(
             "Mobile number: use 7 to 15 digits with the country code and no '+', e.g. 4402000000."
         )

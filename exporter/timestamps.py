@@ -26,7 +26,7 @@ def _second(text: str) -> int:
 
 def parse_rfc3339(text: str) -> float:
     """Epoch seconds of an RFC 3339 timestamp; ValueError when it is not one."""
-    match = _RFC3339.match(text)
+    match = _RFC3339.fullmatch(text)
     if match is None:
         raise ValueError(f"not an RFC 3339 timestamp: {text[:40]!r}")
     if len(text) == 20 and text[19] == "Z" and text[10] == "T":

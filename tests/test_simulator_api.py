@@ -170,6 +170,10 @@ def test_page_numbers_nobody_writes_are_400_not_500(
         ({"start_time": "\u0662026-11-26T11:00:00Z"}, "MSGSMS.0410", "start_time"),
         ({"end_time": "2026-13-26T12:00:00Z"}, "MSGSMS.0410", "end_time"),
         ({"mobile": "4\uff14020000000"}, "MSGSMS.0415", "mobile"),  # a full-width digit
+        # "$" matches before a final newline: neither is a time or a number with it.
+        ({"start_time": "2026-11-26T11:00:00Z\n"}, "MSGSMS.0410", "start_time"),
+        ({"end_time": "2026-11-26T12:00:00Z\n"}, "MSGSMS.0410", "end_time"),
+        ({"mobile": "447700900000\n"}, "MSGSMS.0415", "mobile"),
         (
             {"start_time": "9999-12-31T22:00:00-23:59", "end_time": "9999-12-31T23:59:59-23:59"},
             "MSGSMS.0410",
