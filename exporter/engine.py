@@ -10,7 +10,10 @@ time. Per poll the engine therefore
 2. otherwise checks the review-hold horizon with ``total`` queries and reads again only
    the minutes that changed (:mod:`exporter.holds`);
 3. finds the pending messages that resolved and reads just those
-   (:mod:`exporter.followup`).
+   (:mod:`exporter.followup`);
+4. checks, with a ``total`` query, that the minutes past the hold horizon still hold
+   what was read; where the upstream's history changed, reads them again, all of them
+   when records vanished (:mod:`exporter.history`; not for a push account's own store).
 
 A minute is first read ``settle_delay`` after it ends, when most of its messages are
 final, so step 3 stays small. What the engine knows lives in its
@@ -28,6 +31,7 @@ from exporter.budget import Budget, Budgeted, Step
 from exporter.errors import BudgetExhausted
 from exporter.fetch import PageSource
 from exporter.followup import PendingFollowUp
+from exporter.history import HistoryCheck
 from exporter.holds import HoldCheck
 from exporter.minutebook import EngineSettings, MinuteBook, PollOutcome
 from exporter.ranges import MINUTE, chunks_newest_first, minute_floor, runs
@@ -44,6 +48,7 @@ class Engine:
     def __init__(self, settings: EngineSettings) -> None:
         self.book = MinuteBook(settings)
         self.holds = HoldCheck(self.book)
+        self.history = HistoryCheck(self.book)
         self.followup = PendingFollowUp(self.book)
         self._previous_end: int | None = None
         self._chunk = READ_CHUNK_MINUTES * MINUTE
@@ -92,6 +97,9 @@ class Engine:
                 outcome.resolved = len(resolved)
                 budget.step = Step.RESOLVED
                 self.followup.read(paid, end, resolved)
+                if settings.check_history:
+                    budget.step = Step.HOLDS
+                    self._check_history(paid, templates, end)
             outcome.checks_done = True
         except BudgetExhausted as exc:
             outcome.cut_short = str(exc)
@@ -109,6 +117,18 @@ class Engine:
         if previous is None or previous >= end:
             return False
         return self.holds.read_new(source, templates, previous, end)
+
+    def _check_history(self, source: Budgeted, templates: list[str], end: int) -> None:
+        """Verify the minutes past the hold horizon; when the upstream lost records, forget
+        every minute read and read the window again, newest first, as far as the budget goes."""
+        start = end - self.settings.window
+        if self.history.check(source, templates, start, self.holds.horizon(end)):
+            return
+        self.book.read.clear()
+        self.book.backfill.clear()
+        source.budget.step = Step.READ
+        self._read_unread(source, templates, end)
+        source.budget.step = Step.HOLDS
 
     def _read_unread(self, source: Budgeted, templates: list[str], end: int) -> None:
         settings = self.settings

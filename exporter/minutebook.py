@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.budget import Step
-from exporter.config import AccountConfig, Config, EngineKind
+from exporter.config import AccountConfig, AccountSource, Config, EngineKind
 from exporter.fetch import PageSource, RangeRead, read_range
 from exporter.ledger import Growth, Tally, TemplateLedger
 from exporter.pending import ABANDON_SECONDS, LateMinute, PendingMessage, late_key
@@ -41,6 +41,9 @@ class EngineSettings:
     request_budget: int = 2000
     cross_template: bool = False
     full_scan: bool = False
+    check_history: bool = True
+    """Verify the minutes past the hold horizon each poll (:mod:`exporter.history`); off
+    for a push account, whose store is ours and would count its rows again every poll."""
 
     @classmethod
     def of(cls, config: Config, account: AccountConfig, *, shards: int = 1) -> EngineSettings:
@@ -57,6 +60,7 @@ class EngineSettings:
             request_budget=config.request_budget,
             cross_template=everything and shards == 1 and not full_scan,
             full_scan=full_scan,
+            check_history=account.source != AccountSource.PUSH,
         )
 
 
