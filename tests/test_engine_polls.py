@@ -23,6 +23,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 HOLDS = FIXTURES / "holds-scenario.yaml"
 LATE = FIXTURES / "late-reports-scenario.yaml"
 DENSE = FIXTURES / "dense-scenario.yaml"
+LONG_HOLDS = FIXTURES / "long-holds-scenario.yaml"
 
 
 def _config(**overrides: Any) -> Config:
@@ -116,6 +117,33 @@ def test_every_window_equals_truth_at_every_poll_through_holds_and_late_statuses
         seen = (start, end, count)
     # Held messages really appeared in minutes already read, and were caught.
     assert appeared_late > 0
+
+
+@pytest.mark.parametrize("cross_template", [True, False], ids=["across", "per-template"])
+def test_messages_held_longer_than_the_horizon_are_found_by_the_history_check(
+    cross_template: bool,
+) -> None:
+    source = StoreSource(LONG_HOLDS, history=3600.0)
+    config = _config(settle_delay=60.0)
+    engine = _engine(config, cross_template=cross_template)
+    unchecked = Engine(replace(engine.settings, check_history=False))
+    for polled in (engine, unchecked):
+        polled.poll(source, source.template_ids, source.now)
+    missed = 0
+    for _ in range(90):
+        source.advance(60)
+        for polled in (engine, unchecked):
+            assert polled.poll(source, source.template_ids, source.now).checks_done
+        _assert_equals_truth(engine, source, config)
+        end = _window_end(unchecked)
+        truth = source.truth(end - 3600, end)
+        missed += any(
+            unchecked.book.window(t, end - 3600, end).total
+            != truth[t]["success"] + truth[t]["failed"] + truth[t]["sending"]
+            for t in source.template_ids
+        )
+    # Without the check, held messages that appeared past the horizon were missed.
+    assert missed > 0
 
 
 def test_each_message_is_counted_once_sent_and_once_final_even_after_leaving_the_window() -> None:
