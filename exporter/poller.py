@@ -63,6 +63,8 @@ class Poller:
         )
         self._failures = 0
         self._failed_polls: Counter[str] = Counter()
+        self._data_end: float | None = None
+        """End of the newest data read (the lag is measured from it, failed polls included)."""
         self.last_outcome: PollOutcome | None = None
         """What the engine's last finished poll did (its requests by step, for benchmarks)."""
 
@@ -107,7 +109,7 @@ class Poller:
                 self._templates_at = float("-inf")  # a template may be gone: list again
             self._failures += 1
             self._failed_polls[exc.reason] += 1
-            self._last = self._failed(exc, time.perf_counter() - started)
+            self._last = self._failed(exc, now, time.perf_counter() - started)
             log.warning(
                 "poll failed",
                 account=self.account.name,
@@ -122,13 +124,14 @@ class Poller:
         windows = self._windows(templates, outcome)
         book = self.engine.book
         newest = book.newest_read_end() or outcome.end
+        self._data_end = float(min(newest, outcome.end))
         self._last = self._snapshot(
             up=True,
             templates=templates,
             windows=windows,
             last_success=now,
             duration=duration,
-            lag=max(0.0, now - min(newest, outcome.end)),
+            lag=max(0.0, now - self._data_end),
         )
         log.info(
             "poll finished",
@@ -169,7 +172,7 @@ class Poller:
             )
         return tuple(out)
 
-    def _failed(self, exc: UpstreamError, duration: float) -> AccountSnapshot:
+    def _failed(self, exc: UpstreamError, now: float, duration: float) -> AccountSnapshot:
         previous = self._last
         # The last good window stays for max_staleness polls, then is withdrawn: a number
         # the exporter is no longer sure of is not shown as if it were right.
@@ -180,7 +183,8 @@ class Poller:
             windows=() if stale else previous.windows,
             last_success=previous.last_success,
             duration=duration,
-            lag=previous.data_lag,
+            # The data ages while polls fail: poll time - end of the newest data read.
+            lag=previous.data_lag if self._data_end is None else max(0.0, now - self._data_end),
             error=f"{exc.reason}: {exc}",
         )
 

@@ -235,6 +235,23 @@ def test_staleness_keeps_the_last_good_window_then_withdraws_it_and_recovers(
     assert value(recovered, "msgsms_poll_failures_total", reason="unavailable") == 3
 
 
+def test_the_data_lag_grows_while_polls_fail_and_falls_back_on_recovery(
+    sim: Simulator, run
+) -> None:
+    r = run(max_staleness=1)
+    good = r.poll_truth()
+    lag = value(good, "msgsms_data_lag_seconds")
+    end = value(good, "msgsms_window_end_timestamp_seconds", window="1h")
+    faults(sim, {"fault": "status", "status": 500})
+    for polls in (1, 2):  # the kept window, then none: either way the data ages
+        s = r.poll(advance=60)
+        assert value(s, "msgsms_up") == 0
+        assert value(s, "msgsms_data_lag_seconds") == lag + 60 * polls
+        assert sim.now() - end == lag + 60 * polls
+    sim.http.delete(f"{sim.url}/-/faults").raise_for_status()
+    assert value(r.poll_truth(), "msgsms_data_lag_seconds") == lag
+
+
 def test_clock_skew_is_rejected_without_retries_and_recovers(sim: Simulator, run) -> None:
     r = run()
     r.poll_truth()
