@@ -279,7 +279,34 @@ def test_a_wrong_signature_is_401(app: SimulatorApp) -> None:
     assert body_of(response) == {
         "error_code": "APIG.0301",
         "error_msg": "signature rejected: signature does not match",
+        "request_id": response.headers["X-Request-Id"],
     }
+
+
+def test_the_gateways_refusals_name_the_request_in_their_body_as_huaweis_gateway_does(
+    app: SimulatorApp,
+) -> None:
+    # The service's own refusals keep the contract's two fields.
+    assert set(body_of(details(app, limit="0"))) == {"error_code", "error_msg"}
+    refusals = [
+        call(app, "/api/v1/send-details", WINDOW),  # unsigned
+        call(app, "/api/v1/send-details", WINDOW, {"X-Auth-Token": "nope"}),
+        call(app, "/api/v2/send-details", WINDOW, TOKEN),  # no such API
+        *(details(app) for _ in range(5)),  # the limit of 5, one spent above
+    ]
+    assert [r.status for r in refusals] == [401, 401, 404, 200, 200, 200, 200, 429]
+    gateway = [r for r in refusals if r.status != 200]
+    assert [(r.status, body_of(r)["error_code"]) for r in gateway] == [
+        (401, "APIG.0301"),
+        (401, "APIG.0307"),
+        (404, "APIG.0101"),
+        (429, "APIG.0308"),
+    ]
+    for response in gateway:
+        assert body_of(response)["request_id"] == response.headers["X-Request-Id"]
+    assert body_of(gateway[2])["error_msg"] == (
+        "The API does not exist or has not been published in the environment."
+    )
 
 
 def test_a_tampered_query_is_401(app: SimulatorApp) -> None:

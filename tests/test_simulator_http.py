@@ -213,13 +213,17 @@ def test_the_python_api_serves_in_process_with_history() -> None:
 
 
 def exchange(netloc: str, head: str, body: bytes = b"") -> tuple[int, dict[str, str]]:
-    """Send raw bytes, read one answer; the status and the JSON body."""
+    """Send raw bytes, read one answer; the status and the JSON body (its request_id
+    checked against the header and left out)."""
     host, port = netloc.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=30) as conn:
         conn.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
         answer = http.client.HTTPResponse(conn)
         answer.begin()
-        return answer.status, json.loads(answer.read())
+        body = json.loads(answer.read())
+        if "request_id" in body:
+            assert body.pop("request_id") == answer.getheader("X-Request-Id")
+        return answer.status, body
 
 
 @pytest.mark.parametrize(

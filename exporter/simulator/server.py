@@ -58,6 +58,8 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     reset: bool = False
     """Close the connection without answering (the connection-reset fault)."""
+    gateway: bool = False
+    """An ``APIG.*`` refusal: its body also names the request, as Huawei's gateway does."""
 
 
 def _json(status: int, obj: Any, **headers: str) -> Response:
@@ -65,7 +67,9 @@ def _json(status: int, obj: Any, **headers: str) -> Response:
 
 
 def _error(status: int, code: str, message: str, **headers: str) -> Response:
-    return _json(status, {"error_code": code, "error_msg": message}, **headers)
+    response = _json(status, {"error_code": code, "error_msg": message}, **headers)
+    response.gateway = code.startswith("APIG.")
+    return response
 
 
 @dataclass(slots=True)
@@ -119,8 +123,13 @@ class SimulatorApp:
             endpoint, response = "other", _error(500, "MSGSMS.0500", "internal simulator error")
         with self._stats_lock:
             self.stats[(endpoint, response.status)] += 1
-        # Like Huawei's gateway, every answer names the request for support tickets.
-        response.headers.setdefault("X-Request-Id", uuid.uuid4().hex)
+        # Like Huawei's gateway, every answer names the request for support tickets, and
+        # the gateway's own refusals name it in their body too ({..., "request_id": ...}).
+        request_id = response.headers.setdefault("X-Request-Id", uuid.uuid4().hex)
+        if response.gateway:
+            response.body = json.dumps(
+                {**json.loads(response.body), "request_id": request_id}
+            ).encode()
         log.debug("request", endpoint=endpoint, status=response.status)
         return response
 
@@ -171,7 +180,9 @@ class SimulatorApp:
                 Allow=", ".join(allowed + (["HEAD"] if "GET" in allowed else [])),
             )
         return "other", _error(
-            404, "APIG.0101", "The API does not exist or has not been published."
+            404,
+            "APIG.0101",
+            "The API does not exist or has not been published in the environment.",
         )
 
     # -- API endpoints ----------------------------------------------------------
@@ -427,11 +438,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Framing errors (a request line over 64 KiB, a bad header) as a gateway error body."""
+        request_id = uuid.uuid4().hex
         body = json.dumps(
-            {"error_code": "APIG.0201", "error_msg": message or self.responses[code][0]}
+            {
+                "error_code": "APIG.0201",
+                "error_msg": message or self.responses[code][0],
+                "request_id": request_id,
+            }
         ).encode()
         self.send_response(code, message)
         self.send_header("Content-Type", "application/json")
+        self.send_header("X-Request-Id", request_id)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Connection", "close")
         self.end_headers()
