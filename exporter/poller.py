@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 
 import structlog
 
@@ -176,11 +177,13 @@ class Poller:
         previous = self._last
         # The last good window stays for max_staleness polls, then is withdrawn: a number
         # the exporter is no longer sure of is not shown as if it were right.
+        # Kept, it is no longer the window up to now: marked incomplete, not shown as exact.
         stale = self._failures > self.config.max_staleness
+        kept = tuple(replace(w, complete=False) for w in previous.windows)
         return self._snapshot(
             up=False,
             templates=previous.templates,
-            windows=() if stale else previous.windows,
+            windows=() if stale else kept,
             last_success=previous.last_success,
             duration=duration,
             # The data ages while polls fail: poll time - end of the newest data read.

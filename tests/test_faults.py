@@ -114,6 +114,23 @@ def test_a_5xx_burst_is_retried_and_the_poll_still_equals_truth(sim: Simulator, 
     assert len(r.slept) == 2
 
 
+def test_a_5xx_burst_that_spends_the_request_budget_mid_poll_is_not_shown_as_exact(
+    sim: Simulator, run
+) -> None:
+    r = run()
+    r.poll_truth()
+    r.exporter.reload(replace(r.exporter.config, request_budget=6))  # a steady poll fits
+    r.poll_truth()
+    faults(sim, {"fault": "status", "status": 503, "retry_after": None, "count": 8})
+    s = r.poll()
+    assert value(s, "msgsms_up") == 0
+    assert value(s, "msgsms_window_complete", window="1h") == 0
+    sim.http.delete(f"{sim.url}/-/faults").raise_for_status()
+    r.exporter.reload(replace(r.exporter.config, request_budget=2000))
+    s = r.poll_truth()
+    assert value(s, "msgsms_window_complete", window="1h") == 1
+
+
 def test_429_with_and_without_retry_after_is_throttled_retried_and_waited_for(
     sim: Simulator, run
 ) -> None:
@@ -216,10 +233,13 @@ def test_staleness_keeps_the_last_good_window_then_withdraws_it_and_recovers(
     good = r.poll_truth()
     good_window = exported_window(good)
     faults(sim, {"fault": "status", "status": 500})
+    assert value(good, "msgsms_window_complete", window="1h") == 1
     for _ in range(2):  # within max_staleness: down, the last good window still shown
         s = r.poll()
         assert value(s, "msgsms_up") == 0
         assert exported_window(s) == good_window
+        # ... but no longer as the exact window up to now.
+        assert value(s, "msgsms_window_complete", window="1h") == 0
         assert value(s, "msgsms_last_poll_success_timestamp_seconds") == value(
             good, "msgsms_last_poll_success_timestamp_seconds"
         )
