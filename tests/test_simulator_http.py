@@ -22,6 +22,7 @@ from exporter.records import SendResult, parse_page
 from exporter.signing import Credentials, sign_request
 from exporter.simulator import SimulatorConfig, start_simulator
 from exporter.timestamps import parse_rfc3339
+from tests.health import stop
 from tests.simulator_process import READY_PREFIX, simulator_process
 
 START = "2026-11-26T10:00:00Z"
@@ -253,7 +254,7 @@ def test_a_body_the_simulator_cannot_frame_is_a_located_error_not_a_traceback(
             text=True,
         )
     assert proc.stdout is not None
-    with proc.stdout:
+    try:
         netloc = urlsplit(proc.stdout.readline().removeprefix(READY_PREFIX).strip()).netloc
         head = f"POST /-/clock HTTP/1.1\nHost: {netloc}\n{framing}\n"
         assert exchange(netloc, head, b"2\r\n{}\r\n0\r\n\r\n") == (
@@ -264,4 +265,7 @@ def test_a_body_the_simulator_cannot_frame_is_a_located_error_not_a_traceback(
         assert exchange(netloc, f"GET /-/clock HTTP/1.1\nHost: {netloc}\n")[0] == 200
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+    finally:  # a failed assertion must not leave the simulator running
+        stop(proc, timeout=10)
+        proc.stdout.close()
     assert "Traceback" not in errors.read_text()
