@@ -59,6 +59,10 @@ class Poller:
         self.reconfigure(account, config, source)
         self._templates: tuple[SmsTemplate, ...] = ()
         self._templates_at = float("-inf")
+        self._relist_after_404 = False
+        self._gone: set[str] = set()
+        """Configured template ids missing from the list read after a 404 answer:
+        deleted upstream, not exported (nor queried) until the list shows them again."""
         self._last: AccountSnapshot = AccountSnapshot(
             account=account.name, up=False, poll_interval=config.poll_interval
         )
@@ -90,7 +94,15 @@ class Poller:
             chosen = [t for t in listed if selection.selects(t.template_id, t.template_name)]
         else:
             known = {t.template_id: t for t in listed}
-            chosen = [known.get(i, SmsTemplate(i, i, "")) for i in selection.ids]
+            # A configured id the list lacks is still exported (as zeros until it sends),
+            # unless a 404 showed it deleted: one such template would fail every poll.
+            if self._relist_after_404:
+                self._gone.update(i for i in selection.ids if i not in known)
+            self._gone.intersection_update(i for i in selection.ids if i not in known)
+            chosen = [
+                known.get(i, SmsTemplate(i, i, "")) for i in selection.ids if i not in self._gone
+            ]
+        self._relist_after_404 = False
         chosen = [t for t in chosen if owns(self.shard, self.account.name, t.template_id)]
         self._templates = tuple(sorted(chosen, key=lambda t: t.template_id))
         self._templates_at = now
@@ -108,6 +120,7 @@ class Poller:
         except UpstreamError as exc:
             if exc.status == 404:
                 self._templates_at = float("-inf")  # a template may be gone: list again
+                self._relist_after_404 = True
             self._failures += 1
             self._failed_polls[exc.reason] += 1
             self._last = self._failed(exc, now, time.perf_counter() - started)

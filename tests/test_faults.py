@@ -20,7 +20,7 @@ from health import free_port
 from simulator_process import simulator_process
 
 from exporter.app import Exporter
-from exporter.config import Secret
+from exporter.config import Secret, TemplateSelection
 
 
 @pytest.fixture(scope="module")
@@ -310,6 +310,26 @@ def test_a_template_deleted_upstream_stops_being_exported(sim: Simulator, run) -
         s = r.poll()
     assert victim not in exported_window(s)
     assert all(dict(k)["template"] != victim for k in s["msgsms_template_info"])
+    assert_equals_truth(sim, s)
+
+
+def test_a_listed_template_deleted_upstream_is_dropped_and_the_others_stay_up(
+    sim: Simulator, run
+) -> None:
+    ids = ("2b8e6b2f0c1d4c1f9a7e3d5b6c8a9f01", "5c3a9e7d1b2f4a6c8e0d2f4b6a8c0e13")
+    r = run(account=replace(account_for(sim.url), templates=TemplateSelection(ids=ids)))
+    r.poll_truth()
+    faults(sim, {"fault": "template_deleted", "template_id": ids[1]})
+    s = r.poll()  # its 404 fails this poll and has the template list read again
+    assert value(s, "msgsms_up") == 0
+    for _ in range(3):  # the configured id the list no longer has is no longer queried
+        s = r.poll_truth()
+    assert sorted(exported_window(s)) == [ids[0]]
+    sim.http.delete(f"{sim.url}/-/faults").raise_for_status()
+    for _ in range(11):  # listed again (at the next read of the list): exported again
+        s = r.poll()
+    assert sorted(exported_window(s)) == list(ids)
+    assert value(s, "msgsms_window_complete", window="1h") == 1
     assert_equals_truth(sim, s)
 
 
