@@ -56,6 +56,9 @@ class Poller:
         self.budget = budget or Budget(config.request_budget)
         self._clock = clock
         self.engine = Engine(EngineSettings.of(config, account, shards=shard.count))
+        self._last: AccountSnapshot = AccountSnapshot(
+            account=account.name, up=False, poll_interval=config.poll_interval
+        )
         self.reconfigure(account, config, source)
         self._templates: tuple[SmsTemplate, ...] = ()
         self._templates_at = float("-inf")
@@ -63,9 +66,6 @@ class Poller:
         self._gone: set[str] = set()
         """Configured template ids missing from the list read after a 404 answer:
         deleted upstream, not exported (nor queried) until the list shows them again."""
-        self._last: AccountSnapshot = AccountSnapshot(
-            account=account.name, up=False, poll_interval=config.poll_interval
-        )
         self._failures = 0
         self._failed_polls: Counter[str] = Counter()
         self._data_end: float | None = None
@@ -75,9 +75,45 @@ class Poller:
 
     def reconfigure(self, account: AccountConfig, config: Config, source: DetailsSource) -> None:
         """Apply a reloaded config; tallies, pending messages and counters are kept."""
+        before = (self.account, self.config.windows, self.config.top_status_codes)
+        settings = self.engine.settings
         self.account, self.config, self.source = account, config, source
         self.engine.reconfigure(EngineSettings.of(config, account, shards=self.shard.count))
         self._templates_at = float("-inf")  # read the template list again
+        after = (account, config.windows, config.top_status_codes)
+        if before != after or settings != self.engine.settings:
+            self._last = self._reframed(self._last)
+
+    def _reframed(self, last: AccountSnapshot) -> AccountSnapshot:
+        """The last snapshot under a reloaded config until its first poll: the windows and
+        templates it no longer has left out, the others no longer shown as exact."""
+        selection = self.account.templates
+        names = {window_name(length) for length in self.config.windows}
+        ids = {
+            t.template_id
+            for t in last.templates
+            if (
+                selection.selects(t.template_id, t.template_name)
+                if selection.discover
+                else t.template_id in selection.ids
+            )
+            and owns(self.shard, self.account.name, t.template_id)
+        }
+        windows = tuple(
+            replace(
+                w,
+                complete=False,
+                templates=tuple(t for t in w.templates if t.template_id in ids),
+            )
+            for w in last.windows
+            if w.name in names
+        )
+        return replace(
+            last,
+            templates=tuple(t for t in last.templates if t.template_id in ids),
+            windows=windows,
+            poll_interval=self.config.poll_interval,
+        )
 
     @property
     def last(self) -> AccountSnapshot:

@@ -16,9 +16,10 @@ from conftest import (
     config_for,
     self_signed,
 )
-from exposition import samples, total, value
+from exposition import exported_window, samples, total, value
 
 from exporter.app import Exporter
+from exporter.config import TemplateSelection
 from exporter.webconfig import load_web_config
 
 
@@ -77,6 +78,40 @@ def test_a_valid_reload_keeps_counters_adds_and_removes_accounts(
     assert total(after, "msgsms_upstream_requests_total", account="kept") > requests_before
     assert value(after, "msgsms_poll_interval_seconds", account="kept") == 30
     assert total(after, "msgsms_messages_sent_total", account="added") > 0
+
+
+def test_a_reload_of_templates_and_windows_shows_no_stale_window_as_exact_before_its_poll(
+    manual_simulator: Simulator, request
+) -> None:
+    sim = manual_simulator
+    exporter = Exporter(config_for(sim.url, windows=(3600.0, 7200.0)), clock=sim.now)
+    request.addfinalizer(exporter.stop)
+    sim.advance(60)
+    assert exporter.poll_once()
+    before = samples(exporter.exposition_text())
+    kept = sorted(exported_window(before))[:2]
+    assert value(before, "msgsms_window_complete", window="1h") == 1
+    account = replace(account_for(sim.url), templates=TemplateSelection(ids=tuple(kept)))
+    exporter.reload(replace(config_for(sim.url, windows=(1800.0, 3600.0)), accounts=(account,)))
+    # Before the next poll: what the new config no longer selects is gone at once, and
+    # the rest, read under the old one, is not shown as exact.
+    s = samples(exporter.exposition_text())
+    assert {dict(k)["window"] for k in s["msgsms_window_complete"]} == {"1h"}
+    assert value(s, "msgsms_window_complete", window="1h") == 0
+    assert sorted(exported_window(s)) == kept
+    assert sorted(dict(k)["template"] for k in s["msgsms_template_info"]) == kept
+    sim.advance(60)
+    assert exporter.poll_once()
+    s = samples(exporter.exposition_text())
+    for window in ("30m", "1h"):
+        assert value(s, "msgsms_window_complete", window=window) == 1
+        start = value(s, "msgsms_window_start_timestamp_seconds", window=window)
+        end = value(s, "msgsms_window_end_timestamp_seconds", window=window)
+        truth = sim.truth(start, end)
+        assert exported_window(s, window) == {
+            t: {k: truth[t][k] for k in ("success", "failed", "sending", "status_codes")}
+            for t in kept
+        }
 
 
 def test_an_invalid_reload_is_rejected_and_the_old_config_keeps_running(
