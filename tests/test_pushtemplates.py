@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from exporter.pushtemplates import OTHER_TEMPLATE, REFRESH_SECONDS, TemplateLimit
 
@@ -77,9 +78,8 @@ def _wait_for_read(limit: TemplateLimit, reads: list[int], count: int) -> None:
         time.sleep(0.01)
 
 
-def test_a_read_before_the_admitted_templates_are_stored_keeps_them_counted():
-    # One request admits a and b (the limit) and folds c, which starts the due read of
-    # the store: a and b are not committed yet, so the store does not list them.
+def _recorded_store() -> tuple[list[str], list[int], Callable[[], list[str]]]:
+    """The templates a store holds (a list to change), its reads, and its list function."""
     stored: list[str] = []
     reads: list[int] = []
 
@@ -87,6 +87,13 @@ def test_a_read_before_the_admitted_templates_are_stored_keeps_them_counted():
         reads.append(1)
         return list(stored)
 
+    return stored, reads, read
+
+
+def test_a_read_before_the_admitted_templates_are_stored_keeps_them_counted():
+    # One request admits a and b (the limit) and folds c, which starts the due read of
+    # the store: a and b are not committed yet, so the store does not list them.
+    stored, reads, read = _recorded_store()
     clock = Clock()
     limit = TemplateLimit(2, read, clock=clock)
     clock.now += REFRESH_SECONDS
@@ -105,13 +112,7 @@ def test_a_read_before_the_admitted_templates_are_stored_keeps_them_counted():
 def test_replicas_sharing_a_store_count_each_others_templates_within_a_refresh():
     # Two replicas, one store: a stores t0-t2 (the limit); b, started before them and
     # below its own limit, reads the store again when a new template is due a read.
-    stored: list[str] = []
-    reads: list[int] = []
-
-    def read() -> list[str]:
-        reads.append(1)
-        return list(stored)
-
+    stored, reads, read = _recorded_store()
     clock = Clock()
     a = TemplateLimit(3, list, clock=clock)
     b = TemplateLimit(3, read, clock=clock)

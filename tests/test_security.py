@@ -136,9 +136,9 @@ def test_tls_serves_https_and_answers_plain_http_with_a_counted_400(
         server.stop()
 
 
-def test_silent_clients_of_the_tls_port_are_dropped_once_each_as_no_request(
-    tls_files: tuple[str, str],
-) -> None:
+@contextlib.contextmanager
+def _tls_server(tls_files: tuple[str, str]) -> Iterator[WebServer]:
+    """A TLS server on a free port whose request heads are due within a second."""
     cert, key = tls_files
     web = parse_web_config({"tls_server_config": {"cert_file": cert, "key_file": key}})
     assert web.tls is not None
@@ -147,6 +147,15 @@ def test_silent_clients_of_the_tls_port_are_dropped_once_each_as_no_request(
     )
     server.start()
     try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_silent_clients_of_the_tls_port_are_dropped_once_each_as_no_request(
+    tls_files: tuple[str, str],
+) -> None:
+    with _tls_server(tls_files) as server:
         silent = [socket.create_connection(server.address) for _ in range(3)]
         for sock in silent:  # closed by the server after the head deadline, unanswered
             sock.settimeout(10)
@@ -154,21 +163,12 @@ def test_silent_clients_of_the_tls_port_are_dropped_once_each_as_no_request(
             sock.close()
         _, dropped = server.stats.snapshot()
         assert dropped == {"no_request": 3}
-    finally:
-        server.stop()
 
 
 def test_clients_stalled_in_their_tls_handshake_are_dropped_once_each(
     tls_files: tuple[str, str],
 ) -> None:
-    cert, key = tls_files
-    web = parse_web_config({"tls_server_config": {"cert_file": cert, "key_file": key}})
-    assert web.tls is not None
-    server = WebServer(
-        _router(), "127.0.0.1", 0, tls=web.tls.context(), limits=ServerLimits(head_timeout=1.0)
-    )
-    server.start()
-    try:
+    with _tls_server(tls_files) as server:
         stalled = [socket.create_connection(server.address) for _ in range(3)]
         for sock in stalled:  # a handshake record begins, and never goes on
             sock.sendall(b"\x16\x03\x01")
@@ -185,8 +185,6 @@ def test_clients_stalled_in_their_tls_handshake_are_dropped_once_each(
         # The head deadline (no_request) or the handshake's own (tls_handshake): one each.
         assert set(dropped) <= {"no_request", "tls_handshake"}
         assert sum(dropped.values()) == 3
-    finally:
-        server.stop()
 
 
 def test_turning_upstream_verification_off_warns_at_every_start(
