@@ -86,6 +86,7 @@ class Engine:
         earlier = set(book.read)
         try:
             holds_checked = self._read_new(paid, templates, previous, end)
+            history_checked = holds_checked and settings.check_history
             self._read_unread(paid, templates, end)
             self._read_backfill(paid, templates)
             if not settings.full_scan:
@@ -97,7 +98,7 @@ class Engine:
                 outcome.resolved = len(resolved)
                 budget.step = Step.RESOLVED
                 self.followup.read(paid, end, resolved)
-                if settings.check_history:
+                if settings.check_history and not history_checked:
                     budget.step = Step.HOLDS
                     self._check_history(paid, templates, end)
             outcome.checks_done = True
@@ -116,7 +117,9 @@ class Engine:
             return False
         if previous is None or previous >= end:
             return False
-        return self.holds.read_new(source, templates, previous, end)
+        # With the history check on, the same query also verifies the window's history.
+        since = end - settings.window if settings.check_history else None
+        return self.holds.read_new(source, templates, previous, end, since)
 
     def _check_history(self, source: Budgeted, templates: list[str], end: int) -> None:
         """Verify the minutes past the hold horizon; when the upstream lost records, forget

@@ -20,14 +20,23 @@ from exporter.records import DetailsQuery, SendRecord
 
 @dataclass(slots=True)
 class _NewOnly:
-    """Folds records of the new minutes; notes a record older than them (a hold released)."""
+    """Folds records of the new minutes; notes a record older than them (a hold released).
+
+    ``anchored``: the read starts one record early, at the last record known, which must
+    be older than the new minutes; a new one there means known records vanished and the
+    read overshot. Either way ``older`` sends the poll the long way.
+    """
 
     since: int
+    anchored: bool = False
     fold: MinuteFold = field(default_factory=MinuteFold)
     older: bool = False
 
     def add(self, record: SendRecord) -> None:
-        if record.send_time < self.since:
+        if self.anchored:
+            self.anchored = False
+            self.older = record.send_time >= self.since
+        elif record.send_time < self.since:
             self.older = True
         elif not self.older:
             self.fold.add(record)
@@ -54,26 +63,44 @@ class HoldCheck:
             return start
         return max(min(end, self.checked_end) - int(settings.review_hold_horizon), start)
 
-    def read_new(self, source: PageSource, templates: list[str], previous: int, end: int) -> bool:
+    def read_new(
+        self,
+        source: PageSource,
+        templates: list[str],
+        previous: int,
+        end: int,
+        since: int | None = None,
+    ) -> bool:
         """Read the new minutes [previous, end) and check the horizon with the same requests.
 
         Records come in send-time order, so a query from the horizon's start that skips
         the records already known returns the new minutes' records first, unless a held
         message appeared earlier: then its first record is older, and False sends the
         poll the long way. True means the new minutes are read and no hold appeared.
+        With ``since`` (before the horizon) the query starts there instead, and True also
+        means the history from ``since`` holds what was read (the history check's
+        question, answered by the same request).
         """
         book = self.book
         horizon = self.horizon(end)
-        if horizon >= previous or any(m not in book.read for m in range(horizon, previous, MINUTE)):
+        first = horizon if since is None else min(since, horizon)
+        if horizon >= previous or any(m not in book.read for m in range(first, previous, MINUTE)):
             return False
-        known = book.known_total(None, horizon, previous)
-        query = DetailsQuery(horizon, end, limit=book.settings.page_size)
-        read = read_range(source, query, lambda: _NewOnly(previous), skip=known, stop=_saw_older)
-        if read.stopped:
-            return False
-        if read.total != known + read.fetched + sum(read.rejected.values()):
+        known = book.known_total(None, first, previous)
+        anchor = 1 if known else 0  # the last known record, read again (see _NewOnly)
+        query = DetailsQuery(first, end, limit=book.settings.page_size)
+        read = read_range(
+            source,
+            query,
+            lambda: _NewOnly(previous, anchored=bool(anchor)),
+            skip=known - anchor,
+            stop=_saw_older,
+        )
+        book.counters.count(read)  # fetched (and any rejected) whichever way the poll goes
+        if read.stopped or read.sink.anchored:
+            return False  # a hold appeared, or known records vanished: the long way
+        if read.total != known - anchor + read.fetched + sum(read.rejected.values()):
             return False  # fewer than known: something vanished; take the long way
-        book.counters.count(read)
         fold = read.sink.fold
         targets = set(templates) | set(fold.tallies) | set(book.ledgers)
         book.apply_fold(fold, targets, previous, end)

@@ -326,3 +326,23 @@ def test_a_chunk_needing_more_requests_than_a_poll_may_spend_is_read_in_smaller_
     engine = replace_budget(engine, config, 2000)
     _poll(engine, source)
     _assert_equals_truth(engine, source, config)
+
+
+def test_across_templates_the_steady_read_also_checks_the_history_at_no_extra_request() -> None:
+    # The new minutes' query starts at the window's start, one record before the new ones:
+    # that answers the history check's question too, so a steady poll asks no more of the
+    # upstream with the check on than with it off.
+    source = StoreSource(LATE, history=3600.0)
+    config = _config(settle_delay=180.0)
+    checked = _engine(config)
+    unchecked = Engine(replace(checked.settings, check_history=False))
+    for engine in (checked, unchecked):
+        engine.poll(source, source.template_ids, source.now)
+    for _ in range(20):
+        source.advance(60)
+        asked = [
+            sum(engine.poll(source, source.template_ids, source.now).requests.values())
+            for engine in (checked, unchecked)
+        ]
+        assert asked[0] == asked[1]
+        _assert_equals_truth(checked, source, config)
