@@ -71,7 +71,10 @@ class TemplateSelection:
     exclude: tuple[re.Pattern[str], ...] = ()
 
     def selects(self, template_id: str, template_name: str = "") -> bool:
-        """True when a discovered template passes the include/exclude patterns."""
+        """True when the account exports the template: listed, or (discovered) passing the
+        include/exclude patterns."""
+        if not self.discover:
+            return template_id in self.ids
         if self.include and not any(
             p.search(template_id) or p.search(template_name) for p in self.include
         ):

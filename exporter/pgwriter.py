@@ -63,12 +63,13 @@ its pushes). The writer is idle in its transaction only while it merges: millise
 LOCK_WAIT_MS = 20_000
 """How long a write waits for another transaction's locks before it is refused (503):
 longer than ``ABANDONED_AFTER_MS``, so a dead replica's locks are freed first."""
-WRITE_LIMITS = (
-    f"SELECT set_config('idle_in_transaction_session_timeout', '{ABANDONED_AFTER_MS}', true),"
+WRITE_SETTINGS = (
+    "SELECT set_config('enable_seqscan', 'off', true),"
+    f" set_config('idle_in_transaction_session_timeout', '{ABANDONED_AFTER_MS}', true),"
     f" set_config('lock_timeout', '{LOCK_WAIT_MS}', true)"
 )
-"""Run first in each write transaction (``true``: for that transaction only, so through a
-pooler in transaction mode too)."""
+"""Run first in each write transaction, one statement: ``INDEXES_ONLY`` and the two limits
+above (``true``: for that transaction only, so through a pooler in transaction mode too)."""
 
 CONFLICTS = (DeadlockDetected, SerializationFailure)
 """Two replicas' transactions crossed: one is rolled back and may be tried again."""
@@ -141,8 +142,7 @@ class PgWriter:
     ) -> Merged:
         ids = _json(touched_ids(batches))
         with conn.pipeline() as pipeline, conn.transaction():
-            conn.execute(WRITE_LIMITS)
-            conn.execute(INDEXES_ONLY)
+            conn.execute(WRITE_SETTINGS)
             locked = conn.execute(
                 f"SELECT {ROW_COLUMNS} FROM msgsms_messages WHERE message_id = {IDS}"  # noqa: S608
                 " ORDER BY message_id FOR UPDATE",

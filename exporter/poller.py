@@ -92,11 +92,7 @@ class Poller:
         ids = {
             t.template_id
             for t in last.templates
-            if (
-                selection.selects(t.template_id, t.template_name)
-                if selection.discover
-                else t.template_id in selection.ids
-            )
+            if selection.selects(t.template_id, t.template_name)
             and owns(self.shard, self.account.name, t.template_id)
         }
         windows = tuple(

@@ -215,10 +215,14 @@ def _report_fields(pairs: Iterable[tuple[str, object]]) -> dict[str, object]:
         name = REPORT_FIELDS.get(given.lower())
         if name is None:
             continue
-        kept = fields.setdefault(name, value)
-        if kept is not value and kept != value:  # "is": a NaN is not equal to itself
+        if _differs(fields.setdefault(name, value), value):
             raise PushRejected("bad_field", f"{name} is given more than once, differently")
     return fields
+
+
+def _differs(kept: object, value: object) -> bool:
+    """Two values of one field are different ("is" first: a NaN is not equal to itself)."""
+    return kept is not value and kept != value
 
 
 class _Repeated(dict[str, Any]):
@@ -253,8 +257,7 @@ def _unrepeated(item: dict[str, Any], names: tuple[str, ...], reason: str = "bad
     for name, value in item.pairs:
         if name not in names:
             continue
-        kept = given.setdefault(name, value)
-        if kept is not value and kept != value:
+        if _differs(given.setdefault(name, value), value):
             raise PushRejected(reason, f"{name} is given more than once, differently")
 
 

@@ -20,11 +20,12 @@ from typing import Any, TypeVar
 from exporter.config import ReceiverConfig
 from exporter.errors import PushRejected
 from exporter.pushattribution import Attributor
-from exporter.pushauth import PushGate
+from exporter.pushauth import BasicCheck, PushGate
 from exporter.pushbody import charset_of, decoded_body
 from exporter.pushparse import ItemProblem, Parsed, parse_batch, parse_sends, parse_single
 from exporter.pushstats import ReceiverStats
 from exporter.pushstore import ReportStore, StatusReport, WriteDone, WriteResult
+from exporter.pushtemplates import TemplateLimit
 from exporter.routing import Request, Response, json_response
 
 _FORM = "application/x-www-form-urlencoded"
@@ -75,16 +76,26 @@ class PushWork:
         config: ReceiverConfig,
         store: ReportStore,
         stats: ReceiverStats,
-        gate: PushGate,
-        attribution: Attributor,
+        *,
+        accounts: tuple[str, ...],
+        templates: TemplateLimit,
+        basic_auth: BasicCheck | None,
         clock: Callable[[], float],
     ) -> None:
-        self.config = config
         self.store = store
         self.stats = stats
-        self.gate = gate
-        self.attribution = attribution
+        self._accounts = accounts
+        self._templates = templates
+        self._basic_auth = basic_auth
         self._clock = clock
+        self.rekey(config)
+
+    def rekey(self, config: ReceiverConfig) -> None:
+        """Check and attribute with ``config``'s push credentials (signing keys, their
+        accounts, the token) from the next request on."""
+        self.gate = PushGate(config, clock=self._clock, basic_auth=self._basic_auth)
+        self.attribution = Attributor(config, self._accounts, self._templates, self.stats)
+        self.config = config
 
     def single(self, request: Request, account: str | None) -> Step:
         """One form-encoded report: 200 with an empty body once it is committed."""

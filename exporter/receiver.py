@@ -20,8 +20,7 @@ from exporter.config import ACCOUNT_PLACEHOLDER, ReceiverConfig
 from exporter.contract import DETAILS_PATH, QueryLimits
 from exporter.detailsapi import DetailsApi, contract_problem, contract_refusal
 from exporter.errors import PushRejected, StoreUnavailable
-from exporter.pushattribution import Attributor
-from exporter.pushauth import BasicCheck, PushGate
+from exporter.pushauth import BasicCheck
 from exporter.pushstats import PushCollector, ReceiverStats
 from exporter.pushstore import ReportStore, WriteResult
 from exporter.pushtemplates import TemplateLimit
@@ -62,7 +61,6 @@ class Receiver:
         self.config = config
         self.store = store
         self.stats = ReceiverStats()
-        self.gate = PushGate(config, clock=clock, basic_auth=basic_auth)
         self.templates = TemplateLimit(
             config.max_templates,
             lambda: [t.template_id for t in store.list_templates(stats=RequestStats())],
@@ -70,11 +68,17 @@ class Receiver:
             clock=clock,
         )
         self._clock = clock
-        self._basic_auth = basic_auth
         self._details = DetailsApi(store, clock, limits)
         self._accounts = accounts
-        self.attribution = Attributor(config, accounts, self.templates, self.stats)
-        self._work = PushWork(config, store, self.stats, self.gate, self.attribution, clock)
+        self._work = PushWork(
+            config,
+            store,
+            self.stats,
+            accounts=accounts,
+            templates=self.templates,
+            basic_auth=basic_auth,
+            clock=clock,
+        )
         started = clock()
         for name in accounts or ("",):
             for kind in ("report", "registration"):
@@ -83,11 +87,8 @@ class Receiver:
     def rekey(self, config: ReceiverConfig) -> None:
         """Take a reload's push credentials (signing keys, their accounts, the token):
         requests that arrive from now on are checked with them."""
-        self.gate = PushGate(config, clock=self._clock, basic_auth=self._basic_auth)
-        self.attribution = Attributor(config, self._accounts, self.templates, self.stats)
         self.config = config
-        work = self._work
-        work.gate, work.attribution, work.config = self.gate, self.attribution, config
+        self._work.rekey(config)
 
     # -- routes -----------------------------------------------------------------------
 
