@@ -75,7 +75,7 @@ class PostgresStore(GroupCommitWrites):
         pool_size: int = 6,
         connect_timeout: float = CONNECT_TIMEOUT,
     ) -> None:
-        super().__init__(retention, clock)
+        super().__init__(retention, clock, up=False)  # until the database first answers
         settings = connection_settings(url)
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             kwargs=settings,
@@ -89,7 +89,6 @@ class PostgresStore(GroupCommitWrites):
             name="push-store",
         )
         self._pool.open(wait=False)
-        self.up = False  # until the database first answers
         self._schema_ready = False
         self._schema_lock = threading.Lock()
         self._writer = PgWriter(settings, self._prepare)
@@ -106,18 +105,19 @@ class PostgresStore(GroupCommitWrites):
     @contextmanager
     def _connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection[Any]]:
         """A checked connection with the schema in place; StoreUnavailable otherwise."""
+        began = time.monotonic()
         try:
             with self._pool.connection(timeout) as conn:
                 self._prepare(conn)
-                self.up = True
+                self._used(True, began)
                 yield conn
         except PoolTimeout as exc:
-            self.up = False
+            self._used(False, began)
             raise StoreUnavailable("PostgreSQL is unreachable") from exc
         except CONFLICTS:
             raise  # a deadlock with another replica: the caller tries again
         except psycopg.OperationalError as exc:
-            self.up = False
+            self._used(False, began)
             raise StoreUnavailable(f"PostgreSQL: {first_line(exc)}") from exc
 
     def _prepare(self, conn: psycopg.Connection[Any]) -> None:
@@ -143,8 +143,8 @@ class PostgresStore(GroupCommitWrites):
                 self._probe = _Probe(self._answers)
             probe = self._probe
         ok = probe.done.wait(AVAILABLE_WITHIN) and probe.ok
-        if not ok:
-            self.up = False  # also while the check still waits (in a pooler's queue)
+        if not ok:  # also while the check still waits (in a pooler's queue)
+            self._used(False, probe.began)
         return ok
 
     def _answers(self) -> bool:
@@ -375,6 +375,7 @@ class _Probe:
 
     def __init__(self, check: Callable[[], bool]) -> None:
         self.ok = False
+        self.began = time.monotonic()
         self.done = threading.Event()
         threading.Thread(
             target=self._run, args=(check,), name="push-store-probe", daemon=True

@@ -21,6 +21,7 @@ the item that cannot be stored is refused (``WriteResult.rejected``). This isola
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -194,16 +195,30 @@ class GroupCommitWrites:
     _item_errors: ClassVar[tuple[type[Exception], ...]]
     _retry_errors: ClassVar[tuple[type[Exception], ...]] = ()
 
-    def __init__(self, retention: float, clock: Callable[[], float]) -> None:
+    def __init__(self, retention: float, clock: Callable[[], float], *, up: bool = True) -> None:
         self.retention = retention
         self.stats = RequestStats()
         self.commits = 0
         self.pruned = 0
         self.size_bytes = 0
         """The store's size on disk, measured at start and after each pruning."""
-        self.up = True
-        """Whether the store's last use succeeded (a failed write sets it false)."""
         self._clock = clock
+        self._up = up
+        self._up_began = float("-inf")
+        self._up_lock = threading.Lock()
+
+    @property
+    def up(self) -> bool:
+        """Whether the latest use of the store to begin, of those finished, succeeded."""
+        return self._up
+
+    def _used(self, ok: bool, began: float) -> None:
+        """Note how a use that began at ``began`` (``time.monotonic``) went. One that began
+        before the use that last decided finished out of order and changes nothing: a poll
+        that failed while the database was down must not mark it down once it is back."""
+        with self._up_lock:
+            if began >= self._up_began:
+                self._up, self._up_began = ok, began
 
     def _commit_group(self, jobs: list[WriteJob]) -> None:
         raise NotImplementedError
@@ -255,11 +270,12 @@ class GroupCommitWrites:
         writes = [j for j in jobs if not j.prune]
         if not writes:
             return
+        began = time.monotonic()
         try:
             self._commit_group(writes)
-            self.up = True
+            self._used(True, began)
         except StoreUnavailable as exc:  # the store is gone: every job is refused
-            self.up = False
+            self._used(False, began)
             for job in writes:
                 job.error = exc
         except self._data_errors:

@@ -514,3 +514,16 @@ def test_any_text_a_report_carries_is_stored_as_sent(store: ReportStore):
     assert [(stored[f"u{i}"].template_id, stored[f"u{i}"].status_desc) for i in range(5)] == [
         (f"模板-{i}", desc) for i, desc in enumerate(odd)
     ]
+
+
+def test_a_use_that_began_before_a_success_and_failed_after_it_leaves_the_store_up(
+    tmp_path: Path,
+) -> None:
+    # A poll that began while the database was down fails after a push found it back:
+    # msgsms_push_store_up follows the latest use to begin, not the last to finish.
+    with PushStore(tmp_path / "push.db") as store:
+        store._used(True, began=2.0)
+        store._used(False, began=1.0)
+        assert store.up
+        store._used(False, began=3.0)
+        assert not store.up
