@@ -4,6 +4,7 @@ checked with ``nginx -t`` and through a running nginx in front of two receivers.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,3 +72,42 @@ def test_the_nginx_example_forwards_every_push_url_the_receiver_takes_and_no_oth
             assert http.post(f"{url}{path}", content=b"", headers=FORM).status_code == 404, path
     stored = {r.message_id for r in store.query(DetailsQuery(0, 4e9, limit=100)).records}
     assert stored == {"lb-0", "lb-1", "lb-2", "lb-batch"}
+
+
+def _closing_push(port: int, message_id: str, how: int | None) -> bytes:
+    """A push whose client closes once it has sent it: ``shutdown(how)``, or ``close()``
+    (None). Returns what was answered (nothing after a close)."""
+    body = _report(message_id)
+    head = f"POST /push/status-report HTTP/1.1\r\nHost: lb\r\nContent-Type: {FORM['Content-Type']}"
+    raw = f"{head}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(raw)
+        if how is None:
+            return b""
+        sock.shutdown(how)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return answer
+
+
+def test_the_nginx_example_stores_a_push_whose_client_closes_right_after_sending(
+    tmp_path: Path, receivers: tuple[list[int], PushStore]
+) -> None:
+    ports, store = receivers
+    with nginx(tmp_path / "nginx", ports) as url:
+        port = int(url.rsplit(":", 1)[1])
+        closed = [f"closed-{n}" for n in range(5)]
+        for message_id in closed:
+            _closing_push(port, message_id, None)
+        for n in range(5):
+            answer = _closing_push(port, f"half-{n}", socket.SHUT_WR)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer
+        deadline = time.monotonic() + 30  # a closed client's push is answered to no one
+        while len(_stored(store)) < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert _stored(store) == {*closed, *(f"half-{n}" for n in range(5))}
+
+
+def _stored(store: PushStore) -> set[str]:
+    return {r.message_id for r in store.query(DetailsQuery(0, 4e9, limit=100)).records}
