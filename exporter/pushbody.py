@@ -21,6 +21,8 @@ from exporter.routing import Request
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 """zlib's window bits for each supported coding (gzip's header, or zlib's)."""
 _PRINTABLE = bytes(range(0x20, 0x7F))
+_TEXT_AS = {"application/json": ("text/plain",)}
+"""Other media types a path of that format reads as its own."""
 
 
 def charset_of(
@@ -28,9 +30,14 @@ def charset_of(
 ) -> str:
     """The body's charset (``utf-8`` when none is given); 415 unless its Content-Type is
     ``media_type`` (parameters aside) and the charset is one Python decodes.
-    ``elsewhere`` names the path that takes another media type, for the refusal to say."""
+    ``elsewhere`` names the path that takes another media type, for the refusal to say.
+
+    A body without a Content-Type is read as the path's format (RFC 9110 8.3 lets the
+    recipient examine it), and JSON labelled ``text/plain`` as JSON (a client's default
+    for a text body): either way it is parsed, so what is not that format is still a 400
+    naming the problem, while a report Huawei pushes once is not lost to a label."""
     given, *parameters = request.headers.get("content-type", "").split(";")
-    if given.strip().lower() != media_type:
+    if given.strip().lower() not in (media_type, "", *_TEXT_AS.get(media_type, ())):
         shown = given.strip()[:60] or "missing"
         path = (elsewhere or {}).get(given.strip().lower())
         hint = f"; {shown} goes to {path}" if path else ""

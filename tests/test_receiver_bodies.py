@@ -358,3 +358,29 @@ def test_the_longest_rfc_3339_times_are_read(push: Push) -> None:
     sends = push.post("/push/sends", json.dumps([send]).encode(), JSON)
     assert sends.json() == {"registered": 1, "duplicates": 0}
     assert sorted(push.stored()) == ["long-time-1", "long-time-2"]
+
+
+def test_a_body_without_content_type_is_read_as_its_paths_format(push: Push) -> None:
+    single = push.http.post(f"{push.url}/push/status-report", content=_form("untyped-1"))
+    batch = push.http.post(f"{push.url}/push/status-reports", content=_batch("untyped-2"))
+    assert "content-type" not in single.request.headers
+    assert (single.status_code, batch.status_code) == (200, 200)
+    assert sorted(push.stored()) == ["untyped-1", "untyped-2"]
+
+
+def test_json_labelled_text_plain_is_read_as_json_and_other_labels_as_written(
+    push: Push,
+) -> None:
+    plain = push.post("/push/status-reports", _batch("plain-1"), "text/plain; charset=UTF-8")
+    cased = push.post(
+        "/push/status-report",
+        _form("cased-1"),
+        'Application/X-WWW-Form-Urlencoded; Charset="UTF-8"',
+    )
+    not_json = push.post("/push/status-reports", _form("plain-2"), "text/plain")
+    form_as_plain = push.post("/push/status-report", _form("plain-3"), "text/plain")
+    assert (plain.status_code, cased.status_code) == (200, 200)
+    assert (not_json.status_code, not_json.json()["reason"]) == (400, "bad_json")
+    assert (form_as_plain.status_code, form_as_plain.json()["reason"]) == (415, "content_type")
+    assert sorted(push.stored()) == ["cased-1", "plain-1"]
+    assert push.receiver.stats.rejected == {"bad_json": 1, "content_type": 1}
