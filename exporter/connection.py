@@ -45,8 +45,32 @@ REFUSALS: dict[str, int] = {
     "timeout": 408,  # the request head or body missed its deadline
     "plain_http": 400,  # plain HTTP sent to the port while it speaks TLS
     "incomplete": 400,  # the client ended its side before the head or body was whole
+    "conflicting_header": 400,  # Host, Content-Type or a signing header twice, two values
 }
 """Refusals of the HTTP layer itself, by reason, with their status."""
+
+
+_SINGLE_VALUED = frozenset(
+    {
+        b"host",
+        b"content-type",
+        b"content-encoding",
+        b"authorization",
+        b"x-sdk-date",
+        b"x-sdk-content-sha256",
+    }
+)
+"""Headers read as one value: given twice with different values, which one the client
+meant (or a proxy in front of the server acted on) cannot be known."""
+
+
+def _conflicting(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The name of a single-valued header given twice with different values."""
+    seen: dict[bytes, bytes] = {}
+    for name, value in headers:
+        if name in _SINGLE_VALUED and seen.setdefault(name, value.strip()) != value.strip():
+            return name.decode("latin-1")
+    return None
 
 
 _SPENT_PARSER = httptools.HttpRequestParser(object())
@@ -270,6 +294,11 @@ class Connection(asyncio.Protocol):
             raise Refusal("unsupported_version", "only HTTP/1.0 and HTTP/1.1 are served")
         self._method = self._parser.get_method().decode("ascii")
         headers = dict(self._headers)
+        conflicting = _conflicting(self._headers)
+        if conflicting is not None:
+            # RFC 9112 refuses any second Host; the same value twice (a client library's
+            # Host beside its caller's) is not ambiguous, so only different values are.
+            raise Refusal("conflicting_header", f"{conflicting} given twice, with different values")
         coding = headers.get(b"transfer-encoding")
         if coding is not None:
             codings = [c.strip().lower() for c in coding.split(b",")]

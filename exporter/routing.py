@@ -15,6 +15,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+import string
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -199,10 +201,21 @@ def _light(request: Request) -> bool:
 def route_path(path: str) -> str:
     """The path a request is routed by: runs of ``/`` count as one, as nginx merges them
     (a callback URL built as ``https://host/`` + ``/push/status-report`` reaches the
-    receiver). The request keeps its path as sent: a signature covers that one."""
+    receiver), and a percent-encoded unreserved character is that character
+    (``status%2Dreport``: the same URI, RFC 3986 6.2.2.2; nginx routes it so).
+    The request keeps its path as sent: a signature covers that one."""
+    if "%" in path:
+        path = _ESCAPED_UNRESERVED.sub(lambda m: chr(int(m[1], 16)), path)
     while "//" in path:
         path = path.replace("//", "/")
     return path
+
+
+_ESCAPED_UNRESERVED = re.compile(
+    "%(" + "|".join(f"{ord(c):02X}" for c in string.ascii_letters + string.digits + "-._~") + ")",
+    re.IGNORECASE,
+)
+"""A percent-escape of an unreserved character (RFC 3986 2.3), never of ``/`` or ``%``."""
 
 
 def blocking(start: DeferredRoute) -> Route:

@@ -119,3 +119,39 @@ def test_expect_100_continue_refused_for_size_or_signature_stores_nothing_and_co
     assert wire.stored() == []
     assert wire.server.stats.rejected["body_too_large"] == 1
     assert wire.receiver.stats.rejected["signature"] == 1
+
+
+def _with_header(raw: bytes, line: bytes) -> bytes:
+    """``raw`` with one more header line after its request line."""
+    request_line, _, rest = raw.partition(b"\r\n")
+    return request_line + b"\r\n" + line + b"\r\n" + rest
+
+
+def test_a_header_repeated_with_the_same_value_is_read_once(wire: Wire) -> None:
+    twice = _with_header(_push("twice-1", host="x", Connection="close"), b"Host: x")
+    assert _statuses(wire.exchange(twice)) == [b"200"]
+    assert wire.stored() == ["twice-1"]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"Host: elsewhere", b"Content-Type: application/json", b"X-Sdk-Date: 20200101T000000Z"],
+)
+def test_a_header_repeated_with_another_value_is_refused_and_counted(
+    wire: Wire, line: bytes
+) -> None:
+    conflicting = _with_header(_push("conflict-1"), line)
+    answer = wire.exchange(conflicting)
+    assert _statuses(answer) == [b"400"]
+    name = line.split(b":")[0].decode()
+    assert answer.endswith(f"{name.lower()} given twice, with different values\n".encode())
+    assert wire.stored() == []
+    assert wire.server.stats.rejected == {"conflicting_header": 1}
+
+
+def test_a_path_with_an_unreserved_character_percent_encoded_is_the_same_path(
+    wire: Wire,
+) -> None:
+    escaped = _push("escaped-1", "/push/status%2Dreport", Connection="close")
+    assert _statuses(wire.exchange(escaped)) == [b"200"]
+    assert wire.stored() == ["escaped-1"]
