@@ -18,6 +18,13 @@ EXPORTER_PATHS = frozenset(
 )
 """The exporter's own routes: no receiver path may take one, nor anything under ``/-/``."""
 
+POSTGRES_EXTRA_MISSING = (
+    "needs the postgres extra (psycopg): in a clone, pip install '.[postgres]'"
+    " (msgsms-exporter is not on PyPI); the container image has it"
+)
+"""The package is installed from a clone or its wheel, so the extra is named as pip takes it
+there: ``pip install 'msgsms-exporter[postgres]'`` would ask PyPI for another package."""
+
 _RECEIVER_KEYS = {
     "store_path",
     "store_url",
@@ -86,7 +93,7 @@ def _store_url(reader: ConfigReader, spec: Mapping[str, Any]) -> Secret | None:
 
         from exporter.pgurl import split_url
     except ImportError:
-        reader.problem(where, "needs the postgres extra: pip install 'msgsms-exporter[postgres]'")
+        reader.problem(where, POSTGRES_EXTRA_MISSING)
         return None
     try:
         libpq = split_url(url.value)[0]

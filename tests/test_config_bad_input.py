@@ -223,3 +223,31 @@ def test_web_config_and_scenario_problems_carry_their_line_too(tmp_path: Path) -
     with pytest.raises(ConfigError) as info:
         load_scenario(scenario)
     assert f"{scenario}:2: rate_multiplier: expected a number in [0, 1e+06]" in info.value.problems
+
+
+def test_a_store_url_without_the_postgres_extra_names_the_install_from_the_clone(
+    tmp_path: Path,
+) -> None:
+    # msgsms-exporter is not on PyPI: the message must not send pip there for it.
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "accounts: [{name: a, source: push, templates: {discover: true}}]\n"
+        "receiver: {store_url: 'postgresql://msgsms@127.0.0.1:1/msgsms', allow_unsigned: true}\n"
+    )
+    without_psycopg = (
+        "import sys; sys.modules['psycopg'] = None; from exporter.cli import main;"
+        f" sys.exit(main(['--config.file', {str(path)!r}, '--check-config']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", without_psycopg],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "msgsms-exporter: invalid configuration:",
+        f"  {path}:2: receiver.store_url: needs the postgres extra (psycopg): in a clone,"
+        " pip install '.[postgres]' (msgsms-exporter is not on PyPI); the container image has it",
+    ]

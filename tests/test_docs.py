@@ -26,7 +26,7 @@ import yaml
 from health import free_port, stop, wait_healthy
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import configfile
+from exporter import configfile, receiverconfig
 from exporter.cli import build_parser
 from exporter.config import Config, ReceiverConfig
 from exporter.configfile import parse_config
@@ -522,6 +522,20 @@ def test_every_relative_link_names_a_file_and_heading_that_exist(page: Path) -> 
         assert target.exists(), f"{page.name}: {link} names no file"
         if anchor and target.suffix == ".md":
             assert anchor in heading_anchors(target.read_text()), f"{page.name}: {link}"
+
+
+def test_every_pip_install_of_the_project_installs_it_from_the_clone() -> None:
+    # msgsms-exporter is not on PyPI: `pip install 'msgsms-exporter[postgres]'` fails for a
+    # newcomer, or installs someone else's package of that name.
+    installs = [
+        (page.name, rest)
+        for page in PAGES
+        for rest in re.findall(r"pip install ([^`\n&;]*)", page.read_text())
+    ]
+    assert len(installs) >= 3
+    for name, rest in installs:
+        assert "msgsms-exporter" not in rest, f"{name}: pip install {rest}"
+    assert "msgsms-exporter[" not in receiverconfig.POSTGRES_EXTRA_MISSING
 
 
 def test_shell_examples_in_the_docs_parse() -> None:
