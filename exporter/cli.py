@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
+from typing import Any
 
 import structlog
 
@@ -38,6 +39,30 @@ STOP_GRACE_SECONDS = 10.0
 log = structlog.get_logger("msgsms_exporter")
 
 
+class ConfigFileAction(argparse.Action):
+    """``--config.file``, remembered as given: ``--demo`` runs a config of its own, and
+    ignoring the operator's file without a word would show the demo's data as theirs."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.config_file_given = True
+
+
+def refuse_config_with_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit 2 with argparse's one line when ``--demo`` comes with ``--config.file``."""
+    if args.demo and getattr(args, "config_file_given", False):
+        parser.error(
+            "argument --config.file: not allowed with argument --demo"
+            " (the demo's config is built in; drop one of them)"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The exporter's flags, Prometheus style."""
     parser = argparse.ArgumentParser(
@@ -50,8 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config.file", dest="config_file", default=DEFAULT_CONFIG)
-    parser.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN)
+    parser.add_argument(
+        "--config.file",
+        dest="config_file",
+        default=DEFAULT_CONFIG,
+        action=ConfigFileAction,
+        help=f"YAML config (default {DEFAULT_CONFIG})",
+    )
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        default=DEFAULT_LISTEN,
+        help=f"where to serve /, /metrics and the health endpoints (default {DEFAULT_LISTEN})",
+    )
     parser.add_argument(
         "--web.config.file",
         dest="web_config_file",
@@ -185,7 +221,9 @@ def _main(argv: Sequence[str] | None) -> int:
         from exporter.details_cli import run_details_command
 
         return run_details_command(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    refuse_config_with_demo(parser, args)
     configure_logging(args.log_level, args.log_format)
     if args.demo:
         from exporter.demo import demo_session  # the simulator is only loaded for the demo

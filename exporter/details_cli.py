@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 import httpx
 
+from exporter.cli import ConfigFileAction, refuse_config_with_demo
 from exporter.client import DetailsClient, build_http_client
 from exporter.config import AccountConfig, Config
 from exporter.configfile import load_config
@@ -26,7 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="msgsms-exporter details",
         description="Print one page (10 records) of sending details, like the console.",
     )
-    parser.add_argument("--config.file", dest="config_file", default=DEFAULT_CONFIG)
+    parser.add_argument(
+        "--config.file",
+        dest="config_file",
+        default=DEFAULT_CONFIG,
+        action=ConfigFileAction,
+        help=f"the exporter's YAML config (default {DEFAULT_CONFIG})",
+    )
     parser.add_argument(
         "--demo",
         action="store_true",
@@ -51,7 +58,9 @@ def run_details_command(
     http_factory: Callable[[AccountConfig, float], httpx.Client] = build_http_client,
 ) -> int:
     """Query and print; 0 on success, 2 on bad input, 1 on config or upstream errors."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    refuse_config_with_demo(parser, args)
     configure_logging("warning")  # stdout is the table; only trouble goes to stderr
     if args.demo:
         from exporter.demo import demo_simulator, simulated_account

@@ -214,6 +214,29 @@ def test_demo_with_check_config_is_refused_in_one_line_instead_of_serving() -> N
     )
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--demo", "--config.file", "config/msgsms-exporter.yaml"),
+        ("--config.file=config/msgsms-exporter.yaml", "--demo", "--once"),
+        ("--config", "config/msgsms-exporter.yaml", "--demo"),  # argparse's abbreviation
+        ("details", "--demo", "--config.file", "config/msgsms-exporter.yaml"),
+    ],
+)
+def test_demo_with_a_config_file_is_refused_instead_of_ignoring_the_file(
+    args: tuple[str, ...],
+) -> None:
+    # The demo runs its own config: serving it while the operator's file is silently
+    # ignored would show the simulator's data as if it were their account's.
+    result = _cli(*args)
+    program = "msgsms-exporter details" if args[0] == "details" else "msgsms-exporter"
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"{program}: error: argument --config.file: not allowed with argument --demo"
+        " (the demo's config is built in; drop one of them)"
+    )
+
+
 def test_demo_once_polls_the_simulator_and_the_push_account_prints_and_exits() -> None:
     result = _cli("--demo", "--once", "--log.level", "warning")
     assert (result.returncode, result.stderr) == (0, "")
