@@ -1,5 +1,5 @@
-"""The shipped load-balancer template (``deploy/loadbalancer``), filled in and run by
-Debian's nginx on a free loopback port, in front of the given replicas."""
+"""The shipped load-balancer examples (``deploy/loadbalancer``), filled in and run by
+Debian's nginx or HAProxy on a free loopback port, in front of the given replicas."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from promtool import require_tool
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "deploy" / "loadbalancer" / "msgsms-push.conf.template"
+HAPROXY_CONFIG = REPO / "deploy" / "loadbalancer" / "haproxy.cfg"
 
 
 def _accepts(port: int) -> bool:
@@ -80,6 +81,46 @@ def nginx(workdir: Path, replica_ports: list[int]) -> Iterator[str]:
         deadline = time.monotonic() + 60
         while process.poll() is None and not _accepts(port):
             assert time.monotonic() < deadline, "nginx did not listen within 60 s"
+            time.sleep(0.05)
+        assert process.poll() is None, (workdir / "stderr.log").read_text()
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process, timeout=30)
+
+
+def _haproxy_environment(listen_port: int, replica_ports: list[int]) -> dict[str, str]:
+    return os.environ | {
+        "MSGSMS_LISTEN": f"127.0.0.1:{listen_port}",
+        "MSGSMS_REPLICA_1": f"127.0.0.1:{replica_ports[0]}",
+        "MSGSMS_REPLICA_2": f"127.0.0.1:{replica_ports[1]}",
+    }
+
+
+def check_haproxy_config(replica_ports: list[int]) -> subprocess.CompletedProcess[str]:
+    """``haproxy -c`` on the shipped file, its variables set."""
+    command = [require_tool("haproxy"), "-c", "-f", str(HAPROXY_CONFIG)]
+    environment = _haproxy_environment(free_port(), replica_ports)
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=60, check=False, env=environment
+    )
+
+
+@contextmanager
+def haproxy(workdir: Path, replica_ports: list[int]) -> Iterator[str]:
+    """HAProxy serving the shipped file as it is; yields its base URL."""
+    binary = require_tool("haproxy")
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    with (workdir / "stderr.log").open("wb") as stderr:
+        process = subprocess.Popen(
+            [binary, "-db", "-f", str(HAPROXY_CONFIG)],
+            stderr=stderr,
+            env=_haproxy_environment(port, replica_ports),
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while process.poll() is None and not _accepts(port):
+            assert time.monotonic() < deadline, "haproxy did not listen within 60 s"
             time.sleep(0.05)
         assert process.poll() is None, (workdir / "stderr.log").read_text()
         yield f"http://127.0.0.1:{port}"
