@@ -200,7 +200,23 @@ def _not_text(where: str, charset: str) -> str:
 
 def parse_single(body: bytes, now: float, charset: str = "utf-8") -> StatusReport:
     """A form-encoded single report; ``charset`` from the Content-Type (UTF-8 if none)."""
-    return report_from_fields(_report_fields(_form_pairs(body, charset)), now)
+    pairs = _form_pairs(body, charset)
+    try:
+        return report_from_fields(_report_fields(pairs), now)
+    except PushRejected as exc:
+        semicolons = any(_SEMICOLON_FIELD.search(value) for _, value in pairs)
+        if exc.reason not in ("missing_field", "bad_field") or not semicolons:
+            raise
+        # HTML 4 once allowed ";" between fields; the WHATWG parser (and Python's since
+        # 3.9.2) does not, and a ";" may be a value's: say why the field is wrong.
+        message = f"{exc}: fields are separated by '&', not ';' as in this body"
+        raise PushRejected(exc.reason, message) from exc
+
+
+_SEMICOLON_FIELD = re.compile(
+    ";(" + "|".join(re.escape(name) for name in REPORT_FIELDS) + ")=", re.IGNORECASE
+)
+"""A report field's name after a ``;`` in a value: a body separated by ``;``."""
 
 
 def _report_fields(pairs: Iterable[tuple[str, object]]) -> dict[str, object]:

@@ -384,3 +384,24 @@ def test_json_labelled_text_plain_is_read_as_json_and_other_labels_as_written(
     assert (form_as_plain.status_code, form_as_plain.json()["reason"]) == (415, "content_type")
     assert sorted(push.stored()) == ["cased-1", "plain-1"]
     assert push.receiver.stats.rejected == {"bad_json": 1, "content_type": 1}
+
+
+def test_a_form_separated_by_semicolons_is_refused_saying_so(push: Push) -> None:
+    body = f"smsMsgId=semi-1;status=DELIVRD;updateTime={_updated()}".encode()
+    answer = push.post("/push/status-report", body, FORM)
+    assert (answer.status_code, answer.json()) == (
+        400,
+        {
+            "reason": "bad_field",
+            "message": (
+                "smsMsgId is longer than 50 characters:"
+                " fields are separated by '&', not ';' as in this body"
+            ),
+        },
+    )
+    short = push.post("/push/status-report", b"smsMsgId=semi-2;status=DELIVRD", FORM)
+    assert short.json()["message"] == (
+        "status is required: fields are separated by '&', not ';' as in this body"
+    )
+    assert push.stored() == {}
+    assert push.receiver.stats.rejected == {"bad_field": 1, "missing_field": 1}
