@@ -4,7 +4,7 @@
 #   docker run --rm -p 9170:9170 msgsms-exporter:0.1.0 --demo
 #   docker run --rm -p 9170:9170 --read-only --tmpfs /tmp \
 #     -v "$PWD/config.yaml:/etc/msgsms-exporter/config.yaml:ro" \
-#     -e MSGSMS_ACCESS_KEY -e MSGSMS_SECRET_KEY msgsms-exporter:0.1.0
+#     -e MSGSMS_ENDPOINT -e MSGSMS_ACCESS_KEY -e MSGSMS_SECRET_KEY msgsms-exporter:0.1.0
 #
 # tests/test_container.py performs the same install steps in a virtual environment, runs the
 # ENTRYPOINT with this CMD against the simulator and probes the HEALTHCHECK; keep them in step.

@@ -27,6 +27,7 @@ BALANCER_TEMPLATE = REPO / "deploy" / "loadbalancer" / "msgsms-push.conf.templat
 PUSH_REPLICAS = ("exporter-push-1", "exporter-push-2")
 ALERTMANAGER = COMPOSE_DIR / "alertmanager.yml"
 ALERTS_DOC = REPO / "docs" / "alerts.md"
+EXAMPLE_CONFIG = REPO / "config" / "msgsms-exporter.yaml"
 
 
 def compose_schema() -> dict[str, Any]:
@@ -88,11 +89,43 @@ def test_exporter_runs_locked_down() -> None:
     assert exporter["cap_drop"] == ["ALL"]
 
 
+def example_config_variables() -> set[str]:
+    """The environment variables config/msgsms-exporter.yaml names (`${VAR}`, `{env: VAR}`)
+    outside its comments: a container run with a copy of it needs each one."""
+    lines = EXAMPLE_CONFIG.read_text().splitlines()
+    text = "\n".join(line.partition("#")[0] for line in lines)
+    pairs = re.findall(r"\$\{(\w+)\}|\{env: (\w+)\}", text)
+    return {name for pair in pairs for name in pair if name}
+
+
 def test_override_swaps_the_demo_for_a_mounted_config() -> None:
     exporter = load(OVERRIDE)["services"]["exporter"]
     assert exporter["command"] == ["--config.file=/etc/msgsms-exporter/config.yaml"]
     assert bind_mounts(exporter) == {"/etc/msgsms-exporter/config.yaml": "./config.yaml"}
-    assert set(exporter["environment"]) == {"MSGSMS_ACCESS_KEY", "MSGSMS_SECRET_KEY"}
+
+
+def test_every_documented_container_run_passes_each_variable_the_example_config_names() -> None:
+    # A copy of the example config names ${MSGSMS_ENDPOINT} too: a run that passed only the
+    # keys exited at once with "environment variable MSGSMS_ENDPOINT is not set".
+    names = example_config_variables()
+    assert names == {"MSGSMS_ENDPOINT", "MSGSMS_ACCESS_KEY", "MSGSMS_SECRET_KEY"}
+    assert set(load(OVERRIDE)["services"]["exporter"]["environment"]) == names
+    pages = {
+        page.name: page.read_text()
+        for page in (REPO / "README.md", REPO / "docs" / "deployment.md")
+    }
+    pages["Dockerfile"] = re.sub(r"^# *", "", (REPO / "Dockerfile").read_text(), flags=re.M)
+    runs = [
+        (name, run)
+        for name, text in pages.items()
+        for run in re.findall(r"^docker run .*", text.replace("\\\n", " "), re.M)
+        if "config.yaml" in run
+    ]
+    assert len(runs) >= 3
+    for page, run in runs:
+        assert set(re.findall(r"-e (\w+)", run)) >= names, f"{page}: {run}"
+    compose_steps = (REPO / "docs" / "deployment.md").read_text().split("compose.override.yaml")
+    assert all(f"{name}=" in compose_steps[1].partition("docker compose")[0] for name in names)
 
 
 def test_every_repository_mount_exists() -> None:
