@@ -11,6 +11,7 @@ The README's shell blocks run in ``tests/test_readme.py``.
 from __future__ import annotations
 
 import argparse
+import inspect
 import re
 import ssl
 import subprocess
@@ -32,6 +33,8 @@ from exporter.config import Config, ReceiverConfig
 from exporter.configfile import parse_config
 from exporter.details_cli import build_parser as build_details_parser
 from exporter.errors import ConfigError
+from exporter.simulator import cli as simulator_cli
+from exporter.simulator import gate
 from exporter.simulator.cli import build_parser as build_simulator_parser
 from exporter.status_codes import StatusCategory
 from exporter.timestamps import parse_duration
@@ -140,6 +143,21 @@ def test_every_benchmark_the_docs_quote_exists_with_the_flags_shown() -> None:
             for flag in re.findall(r"(?<![\w-])(--[a-z][\w.-]*)", rest):
                 assert f'"{flag}"' in source, f"{page.name}: {script} has no {flag}"
     assert quoted >= 10
+
+
+def test_the_simulator_credentials_the_readme_gives_are_the_ones_it_accepts() -> None:
+    # The example config polls the simulator only with these: a newcomer finds them here.
+    text = README.read_text()
+    for name, default in (
+        ("MSGSMS_SIMULATOR_AK", gate.DEFAULT_ACCESS_KEY),
+        ("MSGSMS_SIMULATOR_SK", gate.DEFAULT_SECRET_KEY),
+        ("MSGSMS_SIMULATOR_TOKEN", gate.DEFAULT_TOKEN),
+    ):
+        assert f"`{default}" in text and f"`{name}`" in text, name
+        assert name in (build_simulator_parser().epilog or "")
+        assert name in inspect.getsource(simulator_cli)
+    assert f"MSGSMS_ACCESS_KEY={gate.DEFAULT_ACCESS_KEY} " in text
+    assert f"MSGSMS_SECRET_KEY={gate.DEFAULT_SECRET_KEY}\n" in text
 
 
 def test_the_details_flags_in_the_docs_are_the_subcommands_flags() -> None:

@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="msgsms-simulator",
         description="Simulate Huawei Cloud Message & SMS sending details on loopback.",
+        epilog=(
+            f"credentials accepted: AK/SK {DEFAULT_ACCESS_KEY} / {DEFAULT_SECRET_KEY},"
+            f" or token {DEFAULT_TOKEN}\n(any project id); set others with"
+            " MSGSMS_SIMULATOR_AK, MSGSMS_SIMULATOR_SK, MSGSMS_SIMULATOR_TOKEN"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--web.listen-address",
