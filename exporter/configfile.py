@@ -60,6 +60,9 @@ def _patterns(value: object) -> tuple[re.Pattern[str], ...]:
 
 
 def _templates(reader: ConfigReader, raw: object, where: str) -> TemplateSelection:
+    if raw == [] or raw == {}:  # would select nothing: the account would export nothing
+        reader.problem(where, "selects no template: list template ids, or {discover: true}")
+        return TemplateSelection()
     if isinstance(raw, list):
         ids = []
         for index, item in enumerate(raw):
@@ -68,6 +71,9 @@ def _templates(reader: ConfigReader, raw: object, where: str) -> TemplateSelecti
             else:
                 reader.problem(f"{where}[{index}]", "expected a template id string")
         return TemplateSelection(ids=tuple(ids))
+    if not isinstance(raw, dict):
+        reader.problem(where, "expected a list of template ids, or {discover: true}")
+        return TemplateSelection()
     spec = reader.mapping(raw, where, {"discover", "include", "exclude"})
     discover = reader.get(spec, "discover", where, boolean, False)
     if spec and not discover:

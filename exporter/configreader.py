@@ -80,6 +80,9 @@ class ConfigReader:
             return default
 
     def secret(self, raw: object, where: str) -> Secret | None:
+        if not isinstance(raw, dict):  # never quoted: it may be the secret itself
+            self.problem(where, "expected {env: VAR} or {file: PATH}; never the secret itself")
+            return None
         spec = self.mapping(raw, where, {"env", "file"})
         if not spec:
             return None

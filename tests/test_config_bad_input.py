@@ -251,3 +251,35 @@ def test_a_store_url_without_the_postgres_extra_names_the_install_from_the_clone
         f"  {path}:2: receiver.store_url: needs the postgres extra (psycopg): in a clone,"
         " pip install '.[postgres]' (msgsms-exporter is not on PyPI); the container image has it",
     ]
+
+
+def test_a_secret_written_inline_is_refused_naming_the_two_forms_and_never_quoted(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.yaml"
+    inline = ACCOUNT.replace("{token: {env: TOKEN}}", "{token: s3cr3t-inline}")
+    problems = _problems(tmp_path, inline)
+    assert problems == [
+        f"{path}:5: accounts[0].credentials.token: expected {{env: VAR}} or {{file: PATH}};"
+        " never the secret itself"
+    ]
+    assert "s3cr3t-inline" not in "".join(problems)
+
+
+@pytest.mark.parametrize(
+    ("written", "problem"),
+    [
+        ("discover", "expected a list of template ids, or {discover: true}"),
+        ("T1", "expected a list of template ids, or {discover: true}"),
+        ("[]", "selects no template: list template ids, or {discover: true}"),
+        ("{}", "selects no template: list template ids, or {discover: true}"),
+    ],
+)
+def test_templates_that_select_nothing_or_are_no_list_say_the_two_forms(
+    tmp_path: Path, written: str, problem: str
+) -> None:
+    # An empty selection used to pass: the account then exported no template at all.
+    path = tmp_path / "config.yaml"
+    assert _problems(tmp_path, ACCOUNT.replace("[T1]", written)) == [
+        f"{path}:6: accounts[0].templates: {problem}"
+    ]
