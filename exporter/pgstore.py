@@ -38,7 +38,7 @@ from exporter.groupcommit import GroupCommitter
 from exporter.pgschema import LOCK_SPACE, PRUNE_LOCK, migrate
 from exporter.pgurl import connection_settings as connection_settings
 from exporter.pgurl import unverified_host as unverified_host
-from exporter.pgwriter import CONFLICTS, INDEXES_ONLY, PgWriter, first_line
+from exporter.pgwriter import ABANDONED_AFTER_MS, CONFLICTS, INDEXES_ONLY, PgWriter, first_line
 from exporter.pushstore import (
     PRUNE_CHUNK,
     PRUNE_EVERY_SECONDS,
@@ -50,6 +50,13 @@ from exporter.records import DetailsPage, DetailsQuery
 from exporter.snapshotpages import SnapshotPages, filter_columns, filter_key
 from exporter.stats import RequestStats
 from exporter.templates import SmsTemplate
+
+_ABANDONED = (
+    f"SELECT set_config('idle_in_transaction_session_timeout', '{ABANDONED_AFTER_MS}', true)"
+)
+"""For this transaction only: the server ends it once its client is silent inside it."""
+_TAKE_LEASE = f"{_ABANDONED}, pg_try_advisory_xact_lock(%s, %s)"
+"""The pruning lease, one statement: the transaction's limit, then the lock (last column)."""
 
 CONNECT_TIMEOUT = 3.0
 """Seconds a write waits for a connection before it is refused (503)."""
@@ -198,13 +205,15 @@ class PostgresStore(GroupCommitWrites):
         transaction on one connection while the deletions commit in chunks on another:
         behind a pooler in transaction mode a session's lock and unlock may run on two
         server connections and leave the lock held. The lease ends with its transaction,
-        also when this process dies mid-way.
+        also when this process dies mid-way; and when its host dies, or is cut off, the
+        server ends it after ``ABANDONED_AFTER_MS`` idle in it, as it ends a write's (it
+        would otherwise hold the lease until TCP keepalive noticed, two hours by default,
+        and no replica would prune meanwhile). A live lease is touched after each chunk,
+        so it is never idle that long while its chunks take less.
         """
         with self._connection() as lease, lease.transaction():
-            got = lease.execute(
-                "SELECT pg_try_advisory_xact_lock(%s, %s)", (LOCK_SPACE, PRUNE_LOCK)
-            )
-            if not _scalar(got):
+            got = lease.execute(_TAKE_LEASE, (LOCK_SPACE, PRUNE_LOCK)).fetchone()
+            if not (got and got[-1]):
                 return  # another replica is pruning
             now_ms = round(now * 1000)
             last = lease.execute("SELECT last_prune_ms FROM msgsms_maintenance").fetchone()
@@ -213,13 +222,17 @@ class PostgresStore(GroupCommitWrites):
             cutoff = now_ms - round(self.retention * 1000)
             with self._connection() as conn:
                 conn.autocommit = True
-                self._delete_before(conn, cutoff)
+                self._delete_before(conn, cutoff, lambda: lease.execute("SELECT 1"))
             lease.execute("UPDATE msgsms_maintenance SET last_prune_ms = %s", (now_ms,))
 
-    def _delete_before(self, conn: psycopg.Connection[Any], cutoff: int) -> None:
-        """Delete what was sent before ``cutoff`` in short transactions of a chunk each."""
+    def _delete_before(
+        self, conn: psycopg.Connection[Any], cutoff: int, touch: Callable[[], object]
+    ) -> None:
+        """Delete what was sent before ``cutoff`` in short transactions of a chunk each,
+        calling ``touch`` after each."""
         while True:
             with conn.transaction():
+                conn.execute(_ABANDONED)
                 gone = conn.execute(
                     "DELETE FROM msgsms_messages WHERE message_id IN (SELECT message_id"
                     " FROM msgsms_messages WHERE send_ms < %s LIMIT %s) RETURNING message_id",
@@ -228,6 +241,7 @@ class PostgresStore(GroupCommitWrites):
                 ids = [r[0] for r in gone]
                 conn.execute("DELETE FROM msgsms_segments WHERE message_id = ANY(%s)", (ids,))
             self.pruned += len(ids)
+            touch()
             if len(ids) < PRUNE_CHUNK:
                 break
         conn.execute("DELETE FROM msgsms_templates WHERE last_seen_ms < %s", (cutoff,))
