@@ -192,6 +192,12 @@ class DetailsClient:
                 response = self._http.get(url, headers=self._headers(url))
             except httpx.TimeoutException as exc:
                 raise UpstreamUnavailable(f"{endpoint}: timed out") from exc
+            except httpx.TransportError as exc:
+                # The OS's or TLS's words: refused, no such host, certificate not trusted.
+                # They name neither the URL nor a credential.
+                reason = str(exc)[:200]
+                named = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+                raise UpstreamUnavailable(f"{endpoint}: {named}") from exc
             except httpx.HTTPError as exc:
                 raise UpstreamUnavailable(f"{endpoint}: {type(exc).__name__}") from exc
             code[0] = str(response.status_code)

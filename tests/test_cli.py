@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +18,7 @@ from pathlib import Path
 import bcrypt
 import httpx
 import pytest
-from conftest import PROJECT, Simulator
+from conftest import PROJECT, Simulator, self_signed
 from health import free_port, stop
 
 from exporter import cli, demo
@@ -293,3 +296,58 @@ def test_details_demo_prints_a_page_of_the_embedded_simulators_records() -> None
     assert header.split()[:3] == ["SEND", "TIME", "TEMPLATE"]
     assert len(rows) == 10
     assert all("Payment confirmation" in row and " Failed " in row for row in rows)
+
+
+@contextmanager
+def untrusted_tls_server(folder: Path) -> Iterator[int]:
+    """A loopback TLS listener with a self-signed certificate; yields its port."""
+    cert, key = self_signed(folder, "gateway")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return  # closed: the test is over
+            try:
+                context.wrap_socket(conn, server_side=True).close()
+            except (OSError, ssl.SSLError):
+                conn.close()  # the client refused the certificate, as expected
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        thread.join(timeout=10)
+
+
+def _failed_poll_error(config: Path, endpoint: str) -> str:
+    config.write_text(
+        f"accounts: [{{endpoint: '{endpoint}', project_id: p, templates: [a],"
+        " credentials: {token: {env: HOME}}}]\n"
+    )
+    result = _cli("--config.file", str(config), "--once", "--log.format", "json")
+    assert result.returncode == 1
+    failures = [line for line in result.stderr.splitlines() if '"poll failed"' in line]
+    assert failures, result.stderr
+    return str(json.loads(failures[0])["error"])
+
+
+def test_a_poll_that_cannot_connect_says_why_refused_or_the_certificate(tmp_path: Path) -> None:
+    # "templates: ConnectError" alone left a newcomer guessing between a wrong port, a
+    # wrong host and a gateway whose certificate needs accounts[].tls.ca_file.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        refused = closed.getsockname()[1]
+    error = _failed_poll_error(tmp_path / "refused.yaml", f"http://127.0.0.1:{refused}")
+    assert error == "templates: ConnectError: [Errno 111] Connection refused"
+    with untrusted_tls_server(tmp_path) as port:
+        error = _failed_poll_error(tmp_path / "tls.yaml", f"https://127.0.0.1:{port}")
+    assert error.startswith(
+        "templates: ConnectError: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"
+    ), error

@@ -131,8 +131,8 @@ def test_503_retry_after_is_honoured(make_client) -> None:
 @pytest.mark.parametrize(
     ("failure", "message"),
     [
-        (httpx.ConnectError("refused"), "ConnectError"),
-        (httpx.RemoteProtocolError("Server disconnected"), "RemoteProtocolError"),
+        (httpx.ConnectError("refused"), "ConnectError: refused"),
+        (httpx.RemoteProtocolError("Server disconnected"), "RemoteProtocolError: Server disc"),
         (httpx.ReadTimeout("slow"), "timed out"),
     ],
 )
