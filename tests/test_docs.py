@@ -261,11 +261,19 @@ def unknown_keys(path: str) -> list[str]:
 
 def test_every_config_key_the_docs_name_is_one_the_parser_knows() -> None:
     dotted = re.compile(r"(?<![\w/])((?:accounts\[\]|receiver)(?:\.[a-z_]+(?:\[\])?)+)")
+    # An account's own keys, named without the accounts[] prefix (`templates.include`).
+    relative = re.compile(r"`((?:templates|credentials|tls)(?:\.[a-z_]+)+)`")
+    pages = [*PAGES, REPO / "config/msgsms-exporter.yaml"]
     named = {
         path
-        for page in [*PAGES, REPO / "config/msgsms-exporter.yaml"]
+        for page in pages
         for path in dotted.findall(page.read_text())
         if not path.endswith(".py")  # receiver.py, the module
+    } | {
+        f"accounts[].{path}"
+        for page in pages
+        for path in relative.findall(page.read_text())
+        if not path.endswith(".py")  # templates.py, the module
     }
     assert len(named) >= 10, named
     for path in sorted(named):
