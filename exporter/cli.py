@@ -248,7 +248,13 @@ def _main(argv: Sequence[str] | None) -> int:
         if problem:
             raise ConfigError([problem])
     except ConfigError as error:
-        return _report_config_error(error)
+        code = _report_config_error(error)
+        if not getattr(args, "config_file_given", False) and not os.path.exists(DEFAULT_CONFIG):
+            print(
+                "  (no --config.file given, and none at the default path: pass one, or try --demo)",
+                file=sys.stderr,
+            )
+        return code
     except ValueError as error:  # the listen address
         print(f"msgsms-exporter: --web.listen-address: {error}", file=sys.stderr)
         return 1

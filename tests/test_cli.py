@@ -351,3 +351,20 @@ def test_a_poll_that_cannot_connect_says_why_refused_or_the_certificate(tmp_path
     assert error.startswith(
         "templates: ConnectError: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"
     ), error
+
+
+def test_no_config_file_anywhere_says_to_pass_one_or_try_the_demo() -> None:
+    if Path(cli.DEFAULT_CONFIG).exists():
+        pytest.skip(f"this machine has {cli.DEFAULT_CONFIG}")
+    result = _cli("--check-config")
+    assert (result.returncode, result.stderr.splitlines()) == (
+        1,
+        [
+            "msgsms-exporter: invalid configuration:",
+            f"  {cli.DEFAULT_CONFIG}: cannot read: No such file or directory",
+            "  (no --config.file given, and none at the default path: pass one, or try --demo)",
+        ],
+    )
+    named = _cli("--config.file", cli.DEFAULT_CONFIG, "--check-config")
+    assert named.returncode == 1
+    assert "try --demo" not in named.stderr, "a file the operator named needs no hint"
