@@ -52,6 +52,15 @@ def _path(value: object) -> str:
     return text
 
 
+def _synchronous(value: object) -> Synchronous:
+    """``normal`` or ``full``; YAML reads SQLite's ``off`` (or ``on``) as a boolean."""
+    if isinstance(value, str) and value in tuple(Synchronous):
+        return Synchronous(value)
+    raise ValueError(
+        "expected 'normal' or 'full' (SQLite's off is not offered: a power loss could lose acknowledged reports)"
+    )
+
+
 def _store_url(reader: ConfigReader, spec: Mapping[str, Any]) -> Secret | None:
     """``store_url``: a string (``${VAR}`` expanded) or ``{env: NAME}`` / ``{file: PATH}``."""
     raw, where = spec.get("store_url"), "receiver.store_url"
@@ -130,10 +139,7 @@ def parse_receiver(reader: ConfigReader, raw: object) -> ReceiverConfig | None:
         reader.problem(
             "receiver.paths", "single, batch and sends need different paths (a final / aside)"
         )
-    synchronous = reader.get(spec, "synchronous", "receiver", nonempty_text, d.synchronous.value)
-    if synchronous not in tuple(Synchronous):
-        reader.problem("receiver.synchronous", "expected 'normal' or 'full'")
-        synchronous = d.synchronous
+    synchronous = reader.get(spec, "synchronous", "receiver", _synchronous, d.synchronous)
     signing = reader.mapping(spec.get("signing", {}), "receiver.signing", {"keys"})
     keys: list[Credentials] = []
     key_accounts: list[tuple[str, str]] = []
@@ -189,7 +195,7 @@ def parse_receiver(reader: ConfigReader, raw: object) -> ReceiverConfig | None:
         batch_path=batch,
         sends_path=sends,
         retention=reader.get(spec, "retention", "receiver", duration, d.retention) or d.retention,
-        synchronous=Synchronous(synchronous),
+        synchronous=synchronous or d.synchronous,
         signing_keys=tuple(keys),
         key_accounts=tuple(key_accounts),
         attribution=Attribution(mode),

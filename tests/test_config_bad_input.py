@@ -283,3 +283,19 @@ def test_templates_that_select_nothing_or_are_no_list_say_the_two_forms(
     assert _problems(tmp_path, ACCOUNT.replace("[T1]", written)) == [
         f"{path}:6: accounts[0].templates: {problem}"
     ]
+
+
+@pytest.mark.parametrize("written", ["off", "'off'", "on", "extra"])
+def test_a_synchronous_setting_yaml_reads_as_a_boolean_names_the_two_values(
+    tmp_path: Path, written: str
+) -> None:
+    # YAML reads SQLite's `off` as false: that said "expected a non-empty string".
+    path = tmp_path / "config.yaml"
+    content = (
+        "accounts: [{name: a, source: push, templates: {discover: true}}]\n"
+        f"receiver: {{store_path: {tmp_path / 'push.db'}, synchronous: {written}}}\n"
+    )
+    assert _problems(tmp_path, content) == [
+        f"{path}:2: receiver.synchronous: expected 'normal' or 'full'"
+        " (SQLite's off is not offered: a power loss could lose acknowledged reports)"
+    ]
