@@ -56,9 +56,8 @@ def _synchronous(value: object) -> Synchronous:
     """``normal`` or ``full``; YAML reads SQLite's ``off`` (or ``on``) as a boolean."""
     if isinstance(value, str) and value in tuple(Synchronous):
         return Synchronous(value)
-    raise ValueError(
-        "expected 'normal' or 'full' (SQLite's off is not offered: a power loss could lose acknowledged reports)"
-    )
+    offered = "expected 'normal' or 'full'"
+    raise ValueError(f"{offered} (SQLite's off is not offered: a power loss could lose reports)")
 
 
 def _store_url(reader: ConfigReader, spec: Mapping[str, Any]) -> Secret | None:

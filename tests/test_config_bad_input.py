@@ -297,5 +297,5 @@ def test_a_synchronous_setting_yaml_reads_as_a_boolean_names_the_two_values(
     )
     assert _problems(tmp_path, content) == [
         f"{path}:2: receiver.synchronous: expected 'normal' or 'full'"
-        " (SQLite's off is not offered: a power loss could lose acknowledged reports)"
+        " (SQLite's off is not offered: a power loss could lose reports)"
     ]
