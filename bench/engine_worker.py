@@ -2,7 +2,8 @@
 
 Each input line is a JSON command; each answer one JSON line:
   {"cmd": "poll"}    -> {"ok", "end", "complete", "requests", "steps": {step: requests},
-                         "windows": {tid: [s, f, p]}, "codes": {...}}
+                         "sent": {"endpoint status": requests}, "windows": {tid: [s, f, p]},
+                         "codes": {...}}
   {"cmd": "usage"}   -> {"cpu_seconds", "rss_bytes"}
   {"cmd": "serve"}   -> {"url"}  (starts /metrics on 127.0.0.1:0, no background polling)
 The exporter's clock is the simulator's (GET /-/clock), so polls follow simulated time.
@@ -15,6 +16,7 @@ import json
 import resource
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -77,13 +79,17 @@ def main() -> int:
         command = json.loads(line)["cmd"]
         if command == "poll":
             before = poller.source.stats.request_count
+            sent_before = Counter(poller.source.stats.totals().by_code)
             ok = exporter.poll_once()
+            # What msgsms_upstream_requests_total grew by, for comparison with the simulator.
+            sent = Counter(poller.source.stats.totals().by_code) - sent_before
             snap = poller.last
             window = snap.windows[0] if snap.windows else None
             answer = {
                 "ok": ok,
                 "requests": poller.source.stats.request_count - before,
                 "steps": dict(poller.last_outcome.requests) if poller.last_outcome else {},
+                "sent": {f"{endpoint} {code}": n for (endpoint, code), n in sent.items()},
                 "start": window.start if window else None,
                 "end": window.end if window else None,
                 "complete": bool(window and window.complete),
