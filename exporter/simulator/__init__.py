@@ -2,8 +2,9 @@
 
 Modules: ``scenario`` (the scenario file), ``traffic`` (deterministic message
 generation), ``incidents`` (operator-injected failures), ``store`` (indexed messages,
-queries and truth), ``clock``, ``gate`` (auth, throttling, faults), ``server`` (HTTP),
-``runner`` (the Python API) and ``cli``.
+queries and truth), ``clock``, ``gate`` (auth, throttling, faults), ``sending`` and
+``sendapi`` (Huawei's ``batchSendSms``), ``push`` and ``callbacks`` (status reports),
+``server`` (HTTP), ``runner`` (the Python API) and ``cli``.
 """
 
 from exporter.simulator.runner import RunningSimulator, SimulatorConfig, start_simulator

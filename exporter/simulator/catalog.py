@@ -69,12 +69,17 @@ def created_at(spec: TemplateSpec, index: int) -> datetime:
     return _FIRST_CREATED + timedelta(days=3 * index)
 
 
+def template_content(spec: TemplateSpec) -> str:
+    """The template's text with its ``${...}`` variables: the scenario's, or one by type."""
+    return spec.content or _CONTENT[spec.template_type]
+
+
 def template_to_wire(scenario: Scenario, spec: TemplateSpec, index: int) -> dict[str, Any]:
     """One result with every field of the SDK's SmsTemplateResp."""
     project = scenario.project_id
     created = created_at(spec, index)
     customer = _hex("customer", project)
-    content = spec.content or _CONTENT[spec.template_type]
+    content = template_content(spec)
     countries = [int(c) for c in spec.countries[:3]] + [None, None, None]
     signed = spec.region == "cn"
     return {

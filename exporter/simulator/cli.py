@@ -83,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             f"credentials accepted: AK/SK {DEFAULT_ACCESS_KEY} / {DEFAULT_SECRET_KEY},"
             f" or token {DEFAULT_TOKEN}\n(any project id); set others with"
-            " MSGSMS_SIMULATOR_AK, MSGSMS_SIMULATOR_SK, MSGSMS_SIMULATOR_TOKEN"
+            " MSGSMS_SIMULATOR_AK, MSGSMS_SIMULATOR_SK, MSGSMS_SIMULATOR_TOKEN\n"
+            "sending API: POST /sms/batchSendSms/v1 with X-WSSE, app key and secret = AK/SK"
+            " (docs/simulator.md)"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

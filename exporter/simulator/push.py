@@ -34,7 +34,16 @@ from exporter.simulator.store import MessageStore
 from exporter.simulator.traffic import CHUNK_MS, CODES, EXPIRED, format_message_id
 from exporter.status_codes import DELIVERED_CODE, describe, is_platform_code
 
-__all__ = ["PushConfig", "Pusher", "accepted_first", "huawei_time", "org_code"]
+__all__ = [
+    "Due",
+    "PushConfig",
+    "Pusher",
+    "accepted_first",
+    "due_reports",
+    "huawei_time",
+    "org_code",
+    "report_items",
+]
 
 log = structlog.get_logger("msgsms-simulator.push")
 
@@ -55,7 +64,9 @@ ACCEPTED_AFTER_MS = 10 * 60_000
 
 
 @dataclass(frozen=True, slots=True, order=True)
-class _Due:
+class Due:
+    """A message's final report, due at ``report_ms``."""
+
     report_ms: int
     message_id: str
     template_id: str
@@ -64,14 +75,52 @@ class _Due:
     mobile: str
     send_ms: int
     international: bool
+    extend: str | None = None
+    """The send request's ``extend``, echoed in the report (API sends only)."""
 
 
-def accepted_first(due: _Due) -> _Due | None:
+def accepted_first(due: Due) -> Due | None:
     """The ACCEPTD report a carrier sends before a late final one, or None."""
     late = due.report_ms - due.send_ms > ACCEPTED_AFTER_MS
     if not late or due.code == CODES.codes[EXPIRED] or is_platform_code(due.code):
         return None
     return replace(due, report_ms=due.send_ms + 2000, code=ACCEPTED_CODE)
+
+
+def due_reports(due: Due) -> list[Due]:
+    """The reports a message gets: an ACCEPTD first when its carrier reports late, then its own."""
+    accepted = accepted_first(due)
+    return [due] if accepted is None else [accepted, due]
+
+
+def report_items(due: Due, extend_key: str | None = None) -> list[dict[str, str]]:
+    """One status report per segment, in Huawei's fields.
+
+    ``extend`` echoes the send request's, or with ``extend_key`` is ``<key>=<template id>``;
+    ``to`` comes with it, as Huawei's does.
+    """
+    expired = due.code == CODES.codes[EXPIRED]
+    out = []
+    for sequence in range(1, due.segments + 1):
+        report = {
+            "smsMsgId": due.message_id,
+            "total": str(due.segments),
+            "sequence": str(sequence),
+            "status": due.code,
+            "statusDesc": describe(due.code),
+            # 3: the Huawei platform (E..., SC:...); 1: the SMS platform; 2: the carrier.
+            "source": "3" if is_platform_code(due.code) else "1" if expired else "2",
+        }
+        if not expired:  # the platform writes EXPIRED itself, without updateTime
+            report["updateTime"] = huawei_time(due.report_ms)
+        if due.international:
+            report["orgCode"] = org_code(due.code)
+        extend = due.extend or (f"{extend_key}={due.template_id}" if extend_key else None)
+        if extend:
+            report["extend"] = extend
+            report["to"] = f"+{due.mobile}"
+        out.append(report)
+    return out
 
 
 class Pusher:
@@ -85,44 +134,50 @@ class Pusher:
         self.config = config
         self._poster = Poster(config, clock, http)
         self._lock = threading.Lock()
-        self._cursors: dict[tuple[int, int], int] = {}
+        self._cursors: dict[tuple[int, int, int], int] = {}
         self._first_chunk: int | None = None
-        self._due: list[_Due] = []
+        self._due: list[Due] = []
 
     # -- what is due ------------------------------------------------------------
 
-    def _newly_visible(self, now_ms: int) -> Iterator[_Due]:
-        """Messages visible at ``now_ms`` not yet registered (store internals, under its lock)."""
+    def _newly_visible(self, now_ms: int) -> Iterator[tuple[Due, bool]]:
+        """Messages visible at ``now_ms`` not yet registered, each with whether its report
+        goes to the send request's own ``statusCallback`` (store internals, under its lock)."""
         store = self.store
         store.advance_to(now_ms)
         templates = store.scenario.templates
         if self._first_chunk is None:
-            first = [min(blocks) for blocks in store._blocks if blocks]
+            first = [min(blocks) for blocks in [*store._blocks, *store._sent] if blocks]
             self._first_chunk = min(first) if first else now_ms // CHUNK_MS
         last_chunk = (now_ms - 1) // CHUNK_MS
         complete = True
         for chunk in range(self._first_chunk, last_chunk + 1):
             for t, spec in enumerate(templates):
-                block = store._blocks[t].get(chunk)
-                if block is None:
-                    continue
                 cut = store._cutoff(t, now_ms)
-                i = self._cursors.get((t, chunk), 0)
-                while i < len(block) and block.send_ms[i] < cut:
-                    yield _Due(
-                        block.report_ms[i],
-                        format_message_id(block.id_hi[i], block.id_lo[i]),
-                        spec.template_id,
-                        CODES.codes[block.codes[i]],
-                        block.segments[i],
-                        str(block.mobiles[i]),
-                        block.send_ms[i],
-                        spec.region == "intl",
-                    )
-                    i += 1
-                self._cursors[(t, chunk)] = i
-                if i < len(block):
-                    complete = False
+                for kind, block in enumerate(store.blocks_of(t, chunk)):
+                    sent = block is store.sent_block(t, chunk)
+                    i = self._cursors.get((t, chunk, kind), 0)
+                    while i < len(block) and block.send_ms[i] < cut:
+                        message_id = format_message_id(block.id_hi[i], block.id_lo[i])
+                        meta = store.sent_meta.get(message_id) if sent else None
+                        yield (
+                            Due(
+                                block.report_ms[i],
+                                message_id,
+                                spec.template_id,
+                                CODES.codes[block.codes[i]],
+                                block.segments[i],
+                                str(block.mobiles[i]),
+                                block.send_ms[i],
+                                spec.region == "intl",
+                                None if meta is None else meta.extend,
+                            ),
+                            meta is not None and meta.callback is not None,
+                        )
+                        i += 1
+                    self._cursors[(t, chunk, kind)] = i
+                    if i < len(block):
+                        complete = False
             if complete and chunk < last_chunk:
                 self._first_chunk = chunk + 1
                 for key in [k for k in self._cursors if k[1] == chunk]:
@@ -135,11 +190,10 @@ class Pusher:
             sends: dict[str, list[dict[str, object]]] = {}
             with self.store.lock:
                 fresh = list(self._newly_visible(now_ms))
-            for due in fresh:
-                heapq.heappush(self._due, due)
-                accepted = accepted_first(due)
-                if accepted is not None:
-                    heapq.heappush(self._due, accepted)
+            for due, called_back in fresh:
+                if not called_back:  # else its reports go to the request's statusCallback
+                    for report in due_reports(due):
+                        heapq.heappush(self._due, report)
                 sends.setdefault(due.template_id, []).append(
                     {
                         "originTo": f"+{due.mobile}",
@@ -156,32 +210,9 @@ class Pusher:
                 self._poster.flush()
             reports: list[dict[str, str]] = []
             while self._due and self._due[0].report_ms <= now_ms:
-                reports.extend(self._reports(heapq.heappop(self._due)))
+                reports.extend(report_items(heapq.heappop(self._due), self.config.extend_key))
             self._poster.reports(reports)
             self._poster.flush()
-
-    def _reports(self, due: _Due) -> list[dict[str, str]]:
-        expired = due.code == CODES.codes[EXPIRED]
-        out = []
-        for sequence in range(1, due.segments + 1):
-            report = {
-                "smsMsgId": due.message_id,
-                "total": str(due.segments),
-                "sequence": str(sequence),
-                "status": due.code,
-                "statusDesc": describe(due.code),
-                # 3: the Huawei platform (E..., SC:...); 1: the SMS platform; 2: the carrier.
-                "source": "3" if is_platform_code(due.code) else "1" if expired else "2",
-            }
-            if not expired:  # the platform writes EXPIRED itself, without updateTime
-                report["updateTime"] = huawei_time(due.report_ms)
-            if due.international:
-                report["orgCode"] = org_code(due.code)
-            if self.config.extend_key:
-                report["extend"] = f"{self.config.extend_key}={due.template_id}"
-                report["to"] = f"+{due.mobile}"
-            out.append(report)
-        return out
 
     # -- HTTP (exporter.simulator.push_posts) -----------------------------------
 

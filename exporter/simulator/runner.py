@@ -10,6 +10,7 @@ from types import TracebackType
 import httpx
 
 from exporter.simulator.api import QueryLimits
+from exporter.simulator.callbacks import Callbacks
 from exporter.simulator.clock import Clock, ManualClock, RealClock
 from exporter.simulator.gate import (
     DEFAULT_ACCESS_KEY,
@@ -64,6 +65,14 @@ class RunningSimulator:
         self._push_stop = threading.Event()
         self._push_thread: threading.Thread | None = None
         self._push_http: httpx.Client | None = None
+        self._callback_http = httpx.Client(timeout=10.0)
+        self.callbacks = Callbacks(app.clock, self._callback_http)
+        """Reports of API sends that named a statusCallback, POSTed there when due."""
+        app.sending.callbacks = self.callbacks
+        self._callback_thread = threading.Thread(
+            target=self.callbacks.run, args=(self._push_stop,), name="callbacks", daemon=True
+        )
+        self._callback_thread.start()
 
     def start_push(self, config: PushConfig) -> Pusher:
         """Push registrations and reports to ``config.url`` every ``config.interval``."""
@@ -72,6 +81,7 @@ class RunningSimulator:
         limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
         self._push_http = httpx.Client(timeout=config.timeout, limits=limits)
         self.pusher = Pusher(self.store, self.clock, config, self._push_http)
+        self.callbacks.credentials = config.credentials  # signed like the other pushes
         self._push_thread = threading.Thread(
             target=self.pusher.run, args=(self._push_stop,), name="push", daemon=True
         )
@@ -93,6 +103,8 @@ class RunningSimulator:
         self._push_stop.set()
         if self._push_thread is not None:
             self._push_thread.join(timeout=30)
+        self._callback_thread.join(timeout=30)
+        self._callback_http.close()
         if self.pusher is not None:
             self.pusher.close()
         if self._push_http is not None:

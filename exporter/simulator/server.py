@@ -37,6 +37,8 @@ from exporter.simulator.faults import (
     shift_offset,
 )
 from exporter.simulator.gate import Credentials, InFlight, RateLimiter, authenticate
+from exporter.simulator.sendapi import SendApi
+from exporter.simulator.sending import SEND_PATH
 from exporter.simulator.store import MessageStore
 from exporter.timestamps import format_rfc3339, parse_rfc3339
 
@@ -107,6 +109,13 @@ class SimulatorApp:
         self._stats_lock = threading.Lock()
         self._sleep = sleep
         self._openapi = resources.files("exporter").joinpath("openapi.yaml").read_bytes()
+        self.sending = SendApi(
+            store,
+            clock,
+            credentials,
+            self.limiter,
+            lambda: frozenset(self.faults.deleted_templates()),
+        )
 
     def now_ms(self) -> int:
         """The simulated instant in epoch milliseconds."""
@@ -154,6 +163,8 @@ class SimulatorApp:
             return "templates", self._api(request, "templates", params, match.group("key"))
         if path == OPENAPI_PATH and method == "GET":
             return "openapi", Response(200, self._openapi, "application/yaml")
+        if path == SEND_PATH and method == "POST":
+            return "send", self._send(request)
         control: dict[tuple[str, str], Callable[[Request, dict[str, list[str]]], Response]] = {
             ("GET", "/-/healthy"): lambda r, p: Response(200, b"OK\n", "text/plain"),
             ("GET", "/-/clock"): self._get_clock,
@@ -172,6 +183,8 @@ class SimulatorApp:
         allowed = sorted({m for m, p in control if p == path})
         if path in (DETAILS_PATH, OPENAPI_PATH) or match is not None:
             allowed = ["GET"]
+        if path == SEND_PATH:
+            allowed = ["POST"]
         if allowed:
             return "other", _error(
                 405,
@@ -230,6 +243,17 @@ class SimulatorApp:
         finally:
             if endpoint == "send-details":
                 self.in_flight.release(account)
+
+    def _send(self, request: Request) -> Response:
+        """Huawei's batchSendSms (:mod:`sendapi`)."""
+        host = request.headers.get("Host") or request.headers.get("host") or "127.0.0.1"
+        url = f"http://{host}{request.raw_path}"
+        status, body = self.sending.handle(url, request.headers, request.body)
+        response = _json(status, body)
+        response.gateway = str(body.get("error_code", "")).startswith("APIG.")
+        if status == 429:
+            response.headers["Retry-After"] = "1"
+        return response
 
     @staticmethod
     def _busy(headers: dict[str, str]) -> Response:

@@ -3,11 +3,17 @@
 Queries and truth read the state of every message at a simulated instant ``now``
 (epoch milliseconds): a message is visible once sent (``send < now``) unless a review
 hold still covers it; it is ``sending`` until its report time, then final.
+
+Messages sent through the sending API (:meth:`MessageStore.send`) sit in a second,
+append-only block per template and minute, beside the generated one: their outcomes
+come from the same delivery model, review holds and incidents, and every query, the
+truth and the pushes read both blocks.
 """
 
 from __future__ import annotations
 
 import threading
+from array import array
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -25,13 +31,36 @@ from exporter.simulator.traffic import (
     Block,
     Hold,
     apply_holds,
+    draw_messages,
     format_message_id,
     generate_block,
     holds_for_hour,
+    rng_for,
 )
 from exporter.status_codes import describe
 
 Piece = tuple[Block, int, int]
+_MASK32 = (1 << 32) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class SentMeta:
+    """What a send request asked for its reports: its statusCallback and its extend."""
+
+    callback: str | None
+    extend: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """Messages the sending API accepted: when, and their ids in the order of the numbers."""
+
+    send_ms: int
+    template: int
+    chunk: int
+    first: int
+    """The index of the first of them in the template's sent block of ``chunk``."""
+    message_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +89,12 @@ class MessageStore:
         self._next_chunk = self._first_chunk = traffic_start_ms // CHUNK_MS
         self._holds: dict[int, list[Hold]] = {}
         self._merged: OrderedDict[tuple[Any, ...], list[tuple[Block, int]]] = OrderedDict()
+        self._sent: list[dict[int, Block]] = [{} for _ in scenario.templates]
+        self.sent = 0
+        """Messages accepted by the sending API."""
+        self.sent_meta: dict[str, SentMeta] = {}
+        """By message id, for API sends with a statusCallback or an extend."""
+        self._last_send_ms = 0
 
     # -- generation -------------------------------------------------------------
 
@@ -112,6 +147,64 @@ class MessageStore:
             self._merged.clear()
             return incident
 
+    def send(
+        self,
+        template: int,
+        recipients: list[tuple[int, int]],
+        now_ms: int,
+        meta: SentMeta | None = None,
+    ) -> Sent:
+        """Send one message per (mobile digits, segments) of ``template`` at ``now_ms``.
+
+        The send time is the whole second at or before ``now_ms`` (never before an earlier
+        send), so the message is visible once the clock passes it, like generated ones.
+        Outcomes are drawn from the template's model, seeded by the run seed, the send
+        time and the count of messages sent before: the same requests at the same
+        simulated times give the same results. Ids grow with that count, so the sent
+        block only ever grows at its end.
+        """
+        with self.lock:
+            send_ms = max(self._last_send_ms, now_ms // 1000 * 1000)
+            self.advance_to(send_ms + 1)  # the minute of the send is generated
+            self._last_send_ms = send_ms
+            spec = self.scenario.templates[template]
+            rng = rng_for(self.seed, "sent", spec.template_id, send_ms, self.sent)
+            head = (send_ms // 1000 & _MASK32) << 32
+            pairs = [
+                (send_ms, (head | (self.sent + k) & _MASK32) << 64 | rng.getrandbits(64))
+                for k in range(len(recipients))
+            ]
+            chunk = send_ms // CHUNK_MS
+            fresh = draw_messages(self.scenario, template, chunk, rng, pairs, recipients)
+            apply_holds(fresh, self._holds_near(send_ms))
+            for incident in self.incidents:
+                apply_incident(fresh, incident, spec.template_id, self.seed)
+            block = self._sent[template].setdefault(chunk, _empty(template, chunk))
+            first = len(block)
+            for name in ("send_ms", "report_ms", "codes", "segments", "mobiles", "id_hi", "id_lo"):
+                getattr(block, name).extend(getattr(fresh, name))
+            block.reindex()
+            self._merged.clear()
+            self.sent += len(recipients)
+            ids = tuple(
+                format_message_id(fresh.id_hi[i], fresh.id_lo[i]) for i in range(len(fresh))
+            )
+            if meta is not None and (meta.callback or meta.extend):
+                self.sent_meta.update(dict.fromkeys(ids, meta))
+            return Sent(send_ms, template, chunk, first, ids)
+
+    def blocks_of(self, template: int, chunk: int) -> list[Block]:
+        """The template's blocks of one minute: generated, then sent through the API."""
+        return [
+            block
+            for block in (self._blocks[template].get(chunk), self._sent[template].get(chunk))
+            if block is not None
+        ]
+
+    def sent_block(self, template: int, chunk: int) -> Block | None:
+        """The template's block of messages sent through the API in one minute."""
+        return self._sent[template].get(chunk)
+
     # -- visibility -------------------------------------------------------------
 
     def _cutoff(self, template: int, now_ms: int) -> int:
@@ -144,15 +237,15 @@ class MessageStore:
             lo_ms, hi_ms = chunk * CHUNK_MS, (chunk + 1) * CHUNK_MS
             pieces: list[Piece] = []
             for t, end in bounds:
-                block = self._blocks[t].get(chunk)
-                if block is None or end <= lo_ms:
+                if end <= lo_ms:
                     continue
-                if sending_only and block.last_report_ms <= now_ms:
-                    continue  # every message of the block is final
-                lo = 0 if f.start_ms <= lo_ms else bisect_left(block.send_ms, f.start_ms)
-                hi = len(block) if end >= hi_ms else bisect_left(block.send_ms, end)
-                if hi > lo:
-                    pieces.append((block, lo, hi))
+                for block in self.blocks_of(t, chunk):
+                    if sending_only and block.last_report_ms <= now_ms:
+                        continue  # every message of the block is final
+                    lo = 0 if f.start_ms <= lo_ms else bisect_left(block.send_ms, f.start_ms)
+                    hi = len(block) if end >= hi_ms else bisect_left(block.send_ms, end)
+                    if hi > lo:
+                        pieces.append((block, lo, hi))
             if pieces:
                 yield chunk, pieces
 
@@ -217,7 +310,9 @@ class MessageStore:
             return [(block, i) for i in range(lo, hi)]
         key = (
             chunk,
-            tuple((b.template, lo, hi) for b, lo, hi in pieces),
+            tuple(
+                (b.template, b is self._sent[b.template].get(chunk), lo, hi) for b, lo, hi in pieces
+            ),
             f.mobile,
             f.send_result,
             now_ms if f.send_result else None,
@@ -264,7 +359,7 @@ class MessageStore:
             return None
         hi, lo = ident >> 64, ident & ((1 << 64) - 1)
         with self.lock:
-            for blocks in self._blocks:
+            for blocks in [*self._blocks, *self._sent]:
                 for block in blocks.values():
                     for i, value in enumerate(block.id_lo):
                         if value == lo and block.id_hi[i] == hi:
@@ -305,3 +400,17 @@ class MessageStore:
                     "delivery_delay_seconds_sum": delay_ms / 1000,
                 }
             return out
+
+
+def _empty(template: int, chunk: int) -> Block:
+    return Block(
+        template,
+        chunk,
+        send_ms=array("q"),
+        report_ms=array("q"),
+        codes=array("H"),
+        segments=array("B"),
+        mobiles=array("Q"),
+        id_hi=array("Q"),
+        id_lo=array("Q"),
+    )

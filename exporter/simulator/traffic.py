@@ -199,6 +199,25 @@ def generate_block(scenario: Scenario, seed: int, template: int, chunk: int) -> 
     start = chunk * CHUNK_MS
     seconds = CHUNK_MS // 1000
     pairs = sorted((start + int(rnd() * seconds) * 1000, bits(128)) for _ in range(n))
+    return draw_messages(scenario, template, chunk, rng, pairs)
+
+
+def draw_messages(
+    scenario: Scenario,
+    template: int,
+    chunk: int,
+    rng: random.Random,
+    pairs: list[tuple[int, int]],
+    recipients: list[tuple[int, int]] | None = None,
+) -> Block:
+    """The block of messages sent at ``pairs`` (send ms, 128-bit id), their outcomes drawn
+    from the template's delivery model: expiry, failure mix, carrier delay, the late tail.
+
+    Generated traffic draws each recipient and segment count too; messages sent through
+    the API pass theirs as ``recipients`` (mobile digits, segments), one per pair.
+    """
+    spec = scenario.templates[template]
+    rnd = rng.random
     fail_codes, fail_cum = _code_picker(spec)
     fail_total = fail_cum[-1] if fail_cum else 0.0
     expire_cut = scenario.never_reported_share
@@ -227,7 +246,7 @@ def generate_block(scenario: Scenario, seed: int, template: int, chunk: int) -> 
         array("Q"),
     )
     mask = (1 << 64) - 1
-    for send, ident in pairs:
+    for m, (send, ident) in enumerate(pairs):
         u = rnd()
         quick = False
         if u < expire_cut:
@@ -247,14 +266,18 @@ def generate_block(scenario: Scenario, seed: int, template: int, chunk: int) -> 
             if rnd() < late.failed_share:
                 k = bisect_right(late_cum, rnd() * late_cum[-1])
                 code = late_codes[min(k, len(late_codes) - 1)]
-        v = rnd()
-        _, base, length, lead = plans[int(rnd() * len(plans))]
-        first = int(lead[int(rnd() * len(lead))])
-        mobiles.append(base + first * 10 ** (length - 1) + int(rnd() * 10 ** (length - 1)))
+        if recipients is None:
+            v = rnd()
+            _, base, length, lead = plans[int(rnd() * len(plans))]
+            first = int(lead[int(rnd() * len(lead))])
+            mobiles.append(base + first * 10 ** (length - 1) + int(rnd() * 10 ** (length - 1)))
+            segs.append(1 if v < seg1 else 2 if v < seg2 else 3)
+        else:
+            mobiles.append(recipients[m][0])
+            segs.append(recipients[m][1])
         sends.append(send)
         reports.append(report)
         codes.append(code)
-        segs.append(1 if v < seg1 else 2 if v < seg2 else 3)
         his.append(ident >> 64)
         los.append(ident & mask)
     return Block(template, chunk, sends, reports, codes, segs, mobiles, his, los)
