@@ -388,7 +388,8 @@ def test_config_reports_every_receiver_problem():
         "accounts[0].endpoint: not used with source: push",
         "receiver: give store_path (SQLite) or store_url (PostgreSQL), one",
         "receiver.paths.single: expected an absolute URL path such as /push/status-report",
-        "receiver.synchronous: expected 'normal' or 'full'",
+        "receiver.synchronous: expected 'normal' or 'full'"
+        " (SQLite's off is not offered: a power loss could lose reports)",
         "receiver.signing.keys[0]: give access_key and secret_key",
         "receiver.attribution.key: is required with from: extend_pair",
         "receiver.details_api: expected true or false",
