@@ -464,6 +464,34 @@ def test_the_readme_metric_table_is_what_the_demo_exports(
     assert exposed - documented == set(), "exported but not in the README's metric table"
 
 
+def test_every_metric_the_docs_rules_and_dashboards_name_is_one_the_demo_exports(
+    demo_metrics: dict[str, dict[str, object]],
+) -> None:
+    # Beyond the tables: prose, runbooks, PromQL in the rules and in the dashboards.
+    series = {
+        sample.name
+        for family in demo_metrics.values()
+        for sample in family["samples"]  # type: ignore[attr-defined]
+    } | set(demo_metrics)  # a histogram's own name, and a counter's without _total
+    not_metrics = {"msgsms_schema_version"}  # a PostgreSQL table the docs name
+    sources = [
+        *PAGES,
+        REPO / "config/prometheus/msgsms-rules.yml",
+        *sorted((REPO / "dashboards").glob("*.json")),
+    ]
+    named = {
+        (source.name, name)
+        for source in sources
+        for name in re.findall(
+            r"(?<![\w:])msgsms_[a-z0-9_]*[a-z0-9]\b(?![*:(])", source.read_text()
+        )
+        if name not in not_metrics and not name.endswith("_")
+    }
+    assert len(named) >= 40
+    unknown = sorted((page, name) for page, name in named if name not in series)
+    assert unknown == [], f"named but not exported by the demo: {unknown}"
+
+
 def test_the_readme_lists_exactly_the_status_code_categories() -> None:
     text = README.read_text()
     listed = text[text.index("Status-code categories") :].split("\n\n")[0]
