@@ -96,13 +96,14 @@ def advance(sim: RunningSimulator, seconds: float) -> None:
     httpx.post(f"{sim.url}/-/clock", json={"advance_seconds": seconds}).raise_for_status()
 
 
-def details(sim: RunningSimulator, template_id: str) -> list[Any]:
+def details(sim: RunningSimulator, template_id: str, **filters: str) -> list[Any]:
     now = sim.clock.now()
     params = {
         "start_time": format_rfc3339(now - 3600),
         "end_time": format_rfc3339(now),
         "template_id": template_id,
         "limit": "100",
+        **filters,
     }
     target = f"{sim.url}/api/v1/send-details?{urlencode(params)}"
     headers = sign_request("GET", target, {}, b"", Credentials(AK, SK), datetime.now(UTC))
@@ -140,6 +141,23 @@ def test_a_sent_message_is_in_the_sending_details_as_sending_then_final(
     assert all(r.send_result is not SendResult.SENDING for r in final)
     assert all(r.receive_time == r.send_time + 60 for r in final)
     assert {r.status_code for r in final} <= {"DELIVRD", "REJECTD", "DELETED", "DJ:0255", "SGIP:13"}
+
+
+def test_a_message_sent_with_a_busy_templates_traffic_is_merged_in_time_order(
+    sim: RunningSimulator,
+) -> None:
+    advance(sim, 30)
+    form = order("+447700900555") | {"templateId": "BUSY", "templateParas": '["Ann", "R-1"]'}
+    [result] = send(sim, form).json()["result"]
+    advance(sim, 1)
+    records = details(sim, "BUSY", limit="100") + details(sim, "BUSY", limit="100", offset="100")
+    assert result["smsMsgId"] in [r.message_id for r in records]
+    assert [r.send_time for r in records] == sorted(r.send_time for r in records)
+    [mine] = details(sim, "BUSY", mobile="447700900555")
+    assert (mine.message_id, mine.send_result) == (result["smsMsgId"], SendResult.SENDING)
+    sending = details(sim, "BUSY", send_result="sending")
+    assert result["smsMsgId"] in [r.message_id for r in sending]
+    assert all(r.send_result is SendResult.SENDING for r in sending)
 
 
 def test_the_exporters_window_counts_sent_messages_as_the_truth_does(

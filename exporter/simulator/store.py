@@ -233,13 +233,16 @@ class MessageStore:
         sending_only = f.send_result is SendResult.SENDING
         # From the first block, not the start asked: a truth window may begin in year 1.
         first = max(f.start_ms // CHUNK_MS, self._first_chunk)
+        # Templates with messages sent through the API have a second block a minute.
+        sent = [(t, end) for t, end in bounds if self._sent[t]]
         for chunk in range(first, last // CHUNK_MS + 1):
             lo_ms, hi_ms = chunk * CHUNK_MS, (chunk + 1) * CHUNK_MS
             pieces: list[Piece] = []
-            for t, end in bounds:
-                if end <= lo_ms:
-                    continue
-                for block in self.blocks_of(t, chunk):
+            for blocks, templates in ((self._blocks, bounds), (self._sent, sent)):
+                for t, end in templates:
+                    block = blocks[t].get(chunk)
+                    if block is None or end <= lo_ms:
+                        continue
                     if sending_only and block.last_report_ms <= now_ms:
                         continue  # every message of the block is final
                     lo = 0 if f.start_ms <= lo_ms else bisect_left(block.send_ms, f.start_ms)
@@ -310,9 +313,8 @@ class MessageStore:
             return [(block, i) for i in range(lo, hi)]
         key = (
             chunk,
-            tuple(
-                (b.template, b is self._sent[b.template].get(chunk), lo, hi) for b, lo, hi in pieces
-            ),
+            # The block itself: a template's minute may have a generated and a sent block.
+            tuple((id(b), lo, hi) for b, lo, hi in pieces),
             f.mobile,
             f.send_result,
             now_ms if f.send_result else None,
