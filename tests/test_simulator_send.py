@@ -27,7 +27,7 @@ from exposition import samples as parse_samples
 
 from exporter.app import Exporter
 from exporter.records import SendResult, parse_page
-from exporter.signing import Credentials, sign_request
+from exporter.signing import Credentials, sign_request, verify_request
 from exporter.simulator import RunningSimulator, SimulatorConfig, start_simulator
 from exporter.simulator.gate import wsse_headers
 from exporter.simulator.push import PushConfig, Pusher
@@ -436,6 +436,27 @@ def test_status_reports_reach_the_status_callback_one_per_segment(
         assert report["updateTime"] == format_rfc3339(record.receive_time or 0).replace(".000", "")
         assert report["orgCode"]  # an international template's report
     assert sim.callbacks.stats == {"200": 2}
+
+
+def test_status_callbacks_are_signed_with_the_push_keys_as_huaweis_signer_signs_forms(
+    receiver: tuple[str, Captured],
+) -> None:
+    url, captured = receiver
+    keys = Credentials("push-ak", "push-sk")
+    config = SimulatorConfig(
+        scenario=parse_scenario(SCENARIO),
+        manual_clock=True,
+        start_time=time.time() // 60 * 60,
+        push=PushConfig(url=url, credentials=keys, interval=3600),
+    )
+    with start_simulator(config) as running:
+        send(running, order("+447700900123") | {"statusCallback": f"{url}/callback"})
+        advance(running, 61)
+        running.callbacks.catch_up()
+        [(path, headers, body)] = [p for p in captured.posts if p[0] == "/callback"]
+        assert headers["X-Sdk-Content-Sha256"] == "UNSIGNED-PAYLOAD"
+        signed_at = datetime.fromtimestamp(running.clock.now(), UTC)
+        assert verify_request("POST", url + path, headers, body, {"push-ak": "push-sk"}, signed_at)
 
 
 def test_without_a_callback_the_pusher_registers_and_reports_an_api_send(
