@@ -26,13 +26,18 @@ from exposition import exported_window
 from exposition import samples as parse_samples
 
 from exporter.app import Exporter
+from exporter.config import Config, ReceiverConfig, Secret, TemplateSelection, push_account
+from exporter.poller import Poller
+from exporter.receiver import Receiver
 from exporter.records import SendResult, parse_page
 from exporter.signing import Credentials, sign_request, verify_request
 from exporter.simulator import RunningSimulator, SimulatorConfig, start_simulator
 from exporter.simulator.gate import wsse_headers
 from exporter.simulator.push import PushConfig, Pusher
 from exporter.simulator.scenario import parse_scenario
+from exporter.sqlitestore import PushStore
 from exporter.timestamps import format_rfc3339
+from exporter.web import Router, WebServer
 
 AK, SK = "demo-access-key", "demo-secret-key"
 SEND = "/sms/batchSendSms/v1"
@@ -501,3 +506,63 @@ def test_the_documented_example_sends_through_the_simulator() -> None:
         assert namespace["answer"]["code"] == "000000"
         assert [r["status"] for r in namespace["answer"]["result"]] == ["000000", "000000"]
         assert running.store.sent == 2
+
+
+def test_an_application_flow_through_the_exporters_receiver_gives_the_truths_window(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """Send through the simulator, register its answer and take the reports at the
+    exporter's receiver (the statusCallback): the push account's window is the truth."""
+    keys = Credentials("push-ak", "push-sk")
+    store = PushStore(tmp_path / "push.db", clock=sim.clock.now)
+    config = ReceiverConfig(
+        store_path="", signing_keys=(keys,), registration_token=Secret("reg-token")
+    )
+    receiver = Receiver(config, store, clock=sim.clock.now)
+    router = Router()
+    receiver.add_routes(router)
+    web = WebServer(router, "127.0.0.1", 0)
+    web.start()
+    sim.callbacks.credentials = keys  # Huawei signs its pushes with the push keys
+    try:
+        host, port = web.address
+        base = f"http://{host}:{port}"
+        numbers = ",".join(f"+4477009{n:05d}" for n in range(30))
+        form = order(numbers) | {"statusCallback": f"{base}/push/status-report"}
+        answer = send(sim, form).json()
+        assert answer["code"] == "000000"
+        registered = httpx.post(
+            f"{base}/push/sends?templateId=QUIET",
+            json=answer,
+            headers={"Authorization": "Bearer reg-token"},
+            timeout=30,
+        )
+        assert registered.status_code == 200
+        account = push_account("push", TemplateSelection(ids=("QUIET",)))
+        poller = Poller(
+            account, Config(accounts=(account,), settle_delay=0), store, clock=sim.clock.now
+        )
+        for _ in range(3):
+            advance(sim, 60)
+            sim.callbacks.catch_up()
+            snapshot = poller.poll()
+        assert sim.callbacks.stats == {"200": 30}
+        [window] = snapshot.windows
+        truth = httpx.get(
+            f"{sim.url}/-/truth",
+            params={
+                "start_time": format_rfc3339(window.start),
+                "end_time": format_rfc3339(window.end),
+            },
+        ).json()["templates"]["QUIET"]
+        [counted] = window.templates
+        assert (counted.success, counted.failed, counted.sending) == (
+            truth["success"],
+            truth["failed"],
+            truth["sending"],
+        )
+        assert counted.success + counted.failed == 30
+        assert {c.status_code: c.count for c in counted.codes} == truth["status_codes"]
+    finally:
+        web.stop()
+        store.close()
