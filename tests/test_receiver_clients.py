@@ -19,13 +19,14 @@ import aiohttp
 import httpx
 import pytest
 import requests
+from receiver_server import serving_receiver
 
 from exporter.config import ReceiverConfig
 from exporter.receiver import Receiver
 from exporter.records import DetailsQuery
 from exporter.signing import Credentials, sign_request
 from exporter.sqlitestore import PushStore
-from exporter.web import Router, WebServer
+from exporter.web import WebServer
 
 KEY = Credentials("PUSH-AK", "push-secret")
 FORM = "application/x-www-form-urlencoded"
@@ -72,15 +73,9 @@ def _signed(url: str, body: bytes, content_type: str) -> dict[str, str]:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     with PushStore(tmp_path / "push.db") as store:
-        receiver = Receiver(ReceiverConfig(store_path=store.path, signing_keys=(KEY,)), store)
-        router = Router()
-        receiver.add_routes(router)
-        server = WebServer(router, "127.0.0.1", 0, open_paths=receiver.push_paths())
-        server.start()
-        try:
+        config = ReceiverConfig(store_path=store.path, signing_keys=(KEY,))
+        with serving_receiver(config, store) as (server, receiver):
             yield Served(f"http://127.0.0.1:{server.address[1]}", store, server, receiver)
-        finally:
-            server.stop()
 
 
 def test_a_requests_session_pushes_over_one_kept_alive_connection(served: Served) -> None:

@@ -14,13 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from receiver_server import serving_receiver
 
 from exporter.config import ReceiverConfig
 from exporter.receiver import Receiver
 from exporter.records import DetailsQuery
 from exporter.signing import Credentials, sign_request
 from exporter.sqlitestore import PushStore
-from exporter.web import Router, WebServer
+from exporter.web import WebServer
 
 KEY = Credentials("PUSH-AK", "push-secret")
 FORM = "application/x-www-form-urlencoded"
@@ -55,15 +56,9 @@ class Wire:
 @pytest.fixture
 def wire(tmp_path: Path) -> Iterator[Wire]:
     with PushStore(tmp_path / "push.db") as store:
-        receiver = Receiver(ReceiverConfig(store_path=store.path, signing_keys=(KEY,)), store)
-        router = Router()
-        receiver.add_routes(router)
-        server = WebServer(router, "127.0.0.1", 0, open_paths=receiver.push_paths())
-        server.start()
-        try:
+        config = ReceiverConfig(store_path=store.path, signing_keys=(KEY,))
+        with serving_receiver(config, store) as (server, receiver):
             yield Wire(server.address[1], store, server, receiver)
-        finally:
-            server.stop()
 
 
 def _push(

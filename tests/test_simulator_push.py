@@ -7,12 +7,12 @@ import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
+from capture_server import Captured, capturing_server
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.sdk_request import SdkRequest
 from huaweicloudsdkcore.signer.signer import Signer
@@ -44,36 +44,10 @@ SCENARIO = {
 }
 
 
-class Captured:
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, dict[str, str], bytes]] = []
-        self.lock = threading.Lock()
-
-
 @pytest.fixture
 def receiver() -> Iterator[tuple[str, Captured]]:
-    captured = Captured()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            with captured.lock:
-                captured.requests.append((self.path, dict(self.headers.items()), body))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", captured
-    finally:
-        server.shutdown()
-        server.server_close()
+    with capturing_server() as served:
+        yield served
 
 
 def push(url: str, mode: str) -> None:
@@ -88,13 +62,13 @@ def test_reports_and_registrations_carry_huaweis_formats(receiver: tuple[str, Ca
     push(url, "batch")
     reports = [
         report
-        for path, _, body in captured.requests
+        for path, _, body in captured.posts
         if path == "/push/status-reports"
         for report in json.loads(body)["statusReportList"]
     ]
     sends = [
         result
-        for path, _, body in captured.requests
+        for path, _, body in captured.posts
         if path.startswith("/push/sends")
         for result in json.loads(body)["result"]
     ]
@@ -105,7 +79,7 @@ def test_reports_and_registrations_carry_huaweis_formats(receiver: tuple[str, Ca
     assert sources == {(True, "3"), (False, "2")}
     international = {r["smsMsgId"] for r in reports if "orgCode" in r}
     by_template = {
-        s["smsMsgId"]: path for path, _, body in captured.requests for s in _results(path, body)
+        s["smsMsgId"]: path for path, _, body in captured.posts for s in _results(path, body)
     }
     assert international == {m for m, path in by_template.items() if "INTL" in path} & {
         r["smsMsgId"] for r in reports
@@ -128,8 +102,8 @@ def test_single_pushes_are_signed_with_an_unsigned_payload_as_huaweis_signer_doe
 ) -> None:
     url, captured = receiver
     push(url, "single")
-    singles = [(h, b) for path, h, b in captured.requests if path == "/push/status-report"]
-    sends = [(p, h, b) for p, h, b in captured.requests if p != "/push/status-report"]
+    singles = [(h, b) for path, h, b in captured.posts if path == "/push/status-report"]
+    sends = [(p, h, b) for p, h, b in captured.posts if p != "/push/status-report"]
     assert singles and sends
     for headers, body in singles:
         assert headers["Content-Type"] == "application/x-www-form-urlencoded"

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import pytest
+from capture_server import Captured, capturing_server
 from conftest import config_for
 from exposition import exported_window
 from exposition import samples as parse_samples
@@ -374,39 +373,10 @@ def test_a_send_signed_with_sdk_hmac_sha256_is_accepted_and_a_wrong_signature_is
     assert sim.store.sent == 1
 
 
-class Captured:
-    def __init__(self) -> None:
-        self.posts: list[tuple[str, dict[str, str], bytes]] = []
-        self.lock = threading.Lock()
-        self.arrived = threading.Condition(self.lock)
-
-
 @pytest.fixture
 def receiver() -> Iterator[tuple[str, Captured]]:
-    """A tiny loopback receiver: answers 200 with an empty body, as Huawei expects."""
-    captured = Captured()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            with captured.arrived:
-                captured.posts.append((self.path, dict(self.headers.items()), body))
-                captured.arrived.notify_all()
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", captured
-    finally:
-        server.shutdown()
-        server.server_close()
+    with capturing_server() as served:
+        yield served
 
 
 def test_status_reports_reach_the_status_callback_one_per_segment(
