@@ -7,7 +7,8 @@ page of each other: the same page the contract would hand a reader that knew eve
 position. A message not found there (a record added since moved it), and those past
 the window, are read in narrow ranges of whole seconds, coalesced so that each is
 expected to fit one page, per template or across templates, whichever is expected to
-cost fewer pages.
+cost fewer pages. Those of a template the list no longer shows (deleted upstream, whose
+queries answer 404) are read across templates only.
 """
 
 from __future__ import annotations
@@ -56,15 +57,20 @@ def read_resolved(book: MinuteBook, source: PageSource, end: int, resolved: Foll
     if not resolved:
         return
     window_start = end - book.settings.window
-    inside = {k: m for k, m in resolved.items() if m.minute >= window_start}
-    outside = [m for m in resolved.values() if m.minute < window_start]
     cross = book.settings.cross_template
+    # Across templates the reads also follow templates the list no longer shows (deleted
+    # upstream): a query by such a template answers 404, so theirs are read across.
+    unlisted = {k: m for k, m in resolved.items() if cross and m.template_id not in book.active}
+    listed = {k: m for k, m in resolved.items() if k not in unlisted}
+    inside = {k: m for k, m in listed.items() if m.minute >= window_start}
+    outside = [m for m in listed.values() if m.minute < window_start]
     ranges, cost = _ranges(book, list(inside.values()), cross)
     positioned = _positioned(book, inside)
     if positioned and len(positioned) <= cost:
         left = _read_pages(book, source, positioned, inside)
         ranges, _ = _ranges(book, [inside[k] for k in left], cross)
     ranges += _ranges(book, outside, False)[0]
+    ranges += _across(book, list(unlisted.values()))
     for scope, start, stop in ranges:
         query = DetailsQuery(start, stop, scope, limit=book.settings.page_size)
         read = read_range(source, query, lambda: _Wanted(resolved))
@@ -135,13 +141,31 @@ def _ranges(
         cost += pages(ranges, density, page)
     if not cross_template:
         return per_template, cost
-    density = max(book.records_in(None, m.minute) for m in messages) / MINUTE
-    times = sorted(m.send_time for m in messages)
-    ranges = coalesce(times, density, page, span, grain=SEND_TIME_GRAIN)
-    across = pages(ranges, density, page)
+    ranges, across = _across_ranges(book, messages)
     if across >= cost:
         return per_template, cost
     return [(None, a, b) for a, b in ranges], across
+
+
+def _across(
+    book: MinuteBook, messages: list[PendingMessage]
+) -> list[tuple[str | None, float, float]]:
+    """Narrow ranges across templates that hold the messages."""
+    if not messages:
+        return []
+    return [(None, a, b) for a, b in _across_ranges(book, messages)[0]]
+
+
+def _across_ranges(
+    book: MinuteBook, messages: list[PendingMessage]
+) -> tuple[list[tuple[float, float]], int]:
+    """Ranges across templates holding the messages, coalesced by the density of all
+    templates' records, and the pages they are expected to cost."""
+    page, span = book.settings.page_size, book.settings.max_query_span
+    density = max(max(m.records, book.records_in(None, m.minute)) for m in messages) / MINUTE
+    times = sorted(m.send_time for m in messages)
+    ranges = coalesce(times, density, page, span, grain=SEND_TIME_GRAIN)
+    return ranges, pages(ranges, density, page)
 
 
 def _one_page(_sink: object) -> bool:

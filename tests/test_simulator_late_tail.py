@@ -78,3 +78,32 @@ def test_reports_hours_late_keep_windows_and_counters_equal_to_the_truth() -> No
         for code, n in t["status_codes"].items():
             expected[categorize(code).value] += n
         assert _finalized_by_category(poller, template_id) == expected, template_id
+
+
+def test_late_reports_of_a_template_deleted_upstream_leave_the_polls_up_and_exact() -> None:
+    # Across templates the exporter follows the pending messages of every template its
+    # reads return, a deleted one's too. One of those resolving past the window was read
+    # by its template, which answers 404: every poll failed from then on, for as long as
+    # any was followed (up to 72 h), and every template's window was withdrawn.
+    args = ("--clock", "manual", "--start-time", START, "--history", "1h")
+    with (
+        simulator_process(*args, "--scenario.file", SCENARIO, "--rate-limit", "0") as url,
+        httpx.Client(timeout=30) as http,
+    ):
+        sim = Simulator(url, http)
+        with Exporter(config_for(sim.url), clock=sim.now) as exporter:
+            poller = exporter.pollers[0]
+            assert exporter.poll_once()
+            rule = {"fault": "template_deleted", "template_id": "TPL_NOTIFY"}
+            sim.post("/-/faults", {"rules": [rule]})
+            for _ in range(11):  # the template list is read again within 10 minutes
+                sim.advance(60)
+                exporter.poll_once()
+            for step, polls in ((60, 60), (1200, 12)):
+                for _ in range(polls):
+                    sim.advance(step)
+                    assert exporter.poll_once()
+                    assert [t.template_id for t in poller.last.windows[0].templates] == [
+                        "TPL_LOGIN"
+                    ]
+                    _assert_windows_equal_truth(sim, poller)
