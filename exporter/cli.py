@@ -147,6 +147,11 @@ def _delay(value: str) -> float:
         raise argparse.ArgumentTypeError(f"{value!r}: {exc}") from None
 
 
+def _shard(text: str) -> Shard:
+    """``--shard``; ConfigError names the flag."""
+    return UNSHARDED if text == "0/1" else parse_shard(text, hostname=socket.gethostname())
+
+
 def _report_config_error(error: ConfigError) -> int:
     print("msgsms-exporter: invalid configuration:", file=sys.stderr)
     for problem in error.problems:
@@ -228,20 +233,19 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.demo:
         from exporter.demo import demo_session  # the simulator is only loaded for the demo
 
-        try:  # the demo's config is built in; TLS and basic auth are the operator's
+        # The demo's config is built in; TLS, basic auth and the shard are the operator's
+        # (two demos with --shard 0/2 and 1/2 split the same simulated templates).
+        try:
             web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
+            shard = _shard(args.shard)
         except ConfigError as error:
             return _report_config_error(error)
         with demo_session() as demo:
-            return _run(Exporter(demo), args, web)
+            return _run(Exporter(demo, shard=shard), args, web)
     try:
         config: Config = load_config(args.config_file)
         web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
-        shard: Shard = (
-            UNSHARDED
-            if args.shard == "0/1"
-            else parse_shard(args.shard, hostname=socket.gethostname())
-        )
+        shard = _shard(args.shard)
         host, _ = parse_listen_address(args.listen)
         # What start would refuse, --check-config refuses too (unsigned pushes off loopback).
         problem = push_exposure(config, host, web.auth() is not None)

@@ -19,9 +19,12 @@ import bcrypt
 import httpx
 import pytest
 from conftest import PROJECT, Simulator, self_signed
+from exposition import samples
 from health import free_port, stop
 
 from exporter import cli, demo
+from exporter.sharding import Shard, owns
+from exporter.simulator.scenario import load_scenario
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -246,6 +249,29 @@ def test_demo_once_polls_the_simulator_and_the_push_account_prints_and_exits() -
     assert 'msgsms_up{account="demo"} 1.0' in result.stdout
     assert 'msgsms_up{account="push"} 1.0' in result.stdout
     assert 'msgsms_window_messages{account="demo",' in result.stdout
+
+
+def test_demo_polls_only_the_simulated_templates_its_shard_owns() -> None:
+    # --shard beside --demo used to be ignored: every shard exported every template.
+    result = _cli("--demo", "--once", "--shard", "1/2", "--log.level", "warning")
+    assert (result.returncode, result.stderr) == (0, "")
+    exported = {
+        dict(labels)["template"]
+        for labels in samples(result.stdout.encode())["msgsms_window_messages"]
+        if dict(labels)["account"] == "demo"
+    }
+    templates = {t.template_id for t in load_scenario().templates}
+    owned = {t for t in templates if owns(Shard(1, 2), "demo", t)}
+    assert exported == owned and set() < owned < templates
+
+
+def test_demo_with_a_shard_out_of_range_is_a_located_error_not_a_demo() -> None:
+    result = _cli("--demo", "--shard", "2/2")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.splitlines() == [
+        "msgsms-exporter: invalid configuration:",
+        "  --shard: shard index 2 is out of range for 2 shards (0..1)",
+    ]
 
 
 def test_a_busy_address_is_one_line_and_exit_1_for_the_exporter_and_the_simulator(
