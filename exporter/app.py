@@ -32,7 +32,7 @@ from exporter.web import (
     ExpositionCache,
     Router,
     WebServer,
-    authorized,
+    known_to_be_authorized,
 )
 from exporter.webconfig import WebConfig
 from exporter.webstats import HttpCollector, HttpStats
@@ -277,8 +277,9 @@ class Exporter:
         return self._web.address
 
     def _basic_ok(self, header: str) -> bool:
-        """True when ``header`` names a user of the current web config."""
-        return self._auth is not None and authorized(self._auth, header)
+        """True when ``header`` names a user of the current web config: as the web server
+        verified it before the route (never a bcrypt check in the route's thread)."""
+        return self._auth is not None and known_to_be_authorized(self._auth, header)
 
     def __enter__(self) -> Exporter:
         return self

@@ -30,14 +30,15 @@ from exporter.routing import (
     Request,
     Response,
     Router,
-    authorized,
-    known_to_be_authorized,
+    basic_credentials,
     route_path,
     text,
 )
+from exporter.verifier import PasswordVerifier
 from exporter.webstats import HttpStats
 
 REALM = 'Basic realm="msgsms-exporter", charset="UTF-8"'
+AUTH_RETRY_AFTER = "1"  # seconds: the verifier's queue drains a check every ~0.1-0.3 s
 
 WORKER_THREADS = 32  # routes that block: pushes waiting for their group commit
 DEFAULT_MAX_CONNECTIONS = 8192
@@ -105,6 +106,7 @@ class Listener:
         self._reading: dict[Connection, None] = {}
         self._idle: dict[Connection, None] = {}
         self._workers = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="web-route")
+        self._verifier = PasswordVerifier()
         self._accepting = False
         self._loop: asyncio.AbstractEventLoop | None = None
         # Answers from worker threads, waiting for the loop (deque: thread-safe ends).
@@ -266,23 +268,57 @@ class Listener:
         self.stats.reject(reason)
 
     def handle(self, connection: Connection, request: Request) -> None:
-        """Answer now when that cannot block; else in a worker thread."""
-        access = self.access
-        if route_path(request.path) in self.open_paths or known_to_be_authorized(
-            access.auth, request.headers.get("authorization")
-        ):
-            resolved = self.router.resolve(request)
-            if resolved.deferred is not None:
-                self._start_deferred(connection, resolved.deferred, request)
-                return
-            if resolved.answer is not None:
-                self._answer(connection, resolved.answer, resolved.reason)
-                return
-            assert resolved.route is not None
-            job = partial(self.router.call, resolved.route, request)
-        else:
-            job = partial(self._authorize_and_answer, access.auth, request)
-        future = self._workers.submit(job)
+        """Check the credentials, then answer now when that cannot block, else in a worker.
+
+        Credentials seen before are decided on the loop; others wait for the password
+        verifier (bcrypt), never in a worker thread: a flood of wrong passwords holds
+        none of the threads that requests with verified credentials need.
+        """
+        auth = self.access.auth
+        open_path = route_path(request.path) in self.open_paths
+        if auth is None:
+            self._serve(connection, request)
+            return
+        credentials = basic_credentials(request.headers.get("authorization"))
+        verdict = auth.cached(*credentials) if credentials is not None else False
+        if verdict is None:
+            assert credentials is not None
+            checked = partial(self._checked, connection, request, open_path)
+            if not self._verifier.submit(auth, *credentials, checked):
+                refusal = self.router.refusal(
+                    request.path,
+                    503,
+                    "too many passwords waiting to be checked; try again",
+                    {"Retry-After": AUTH_RETRY_AFTER},
+                )
+                self._answer(connection, refusal, "auth_overloaded")
+            return
+        self._admit(connection, request, verdict or open_path)
+
+    def _checked(self, connection: Connection, request: Request, open_path: bool, ok: bool) -> None:
+        """On the verifier's thread: back to the loop with the verdict."""
+        self.loop.call_soon_threadsafe(self._admit, connection, request, ok or open_path)
+
+    def _admit(self, connection: Connection, request: Request, allowed: bool) -> None:
+        """Serve the request, or answer 401 (on the loop)."""
+        if allowed:
+            self._serve(connection, request)
+            return
+        challenge = {"WWW-Authenticate": REALM}
+        refusal = self.router.refusal(request.path, 401, "unauthorized", challenge)
+        self._answer(connection, refusal, "unauthorized")
+
+    def _serve(self, connection: Connection, request: Request) -> None:
+        """Route an admitted request: on the loop when it cannot block, else in a worker."""
+        resolved = self.router.resolve(request)
+        if resolved.deferred is not None:
+            self._start_deferred(connection, resolved.deferred, request)
+            return
+        if resolved.answer is not None:
+            self._answer(connection, resolved.answer, resolved.reason)
+            return
+        assert resolved.route is not None
+        future = self._workers.submit(self.router.call, resolved.route, request)
         future.add_done_callback(partial(self._answered_in_thread, connection))
 
     def _start_deferred(
@@ -295,15 +331,6 @@ class Listener:
             log.exception("request handler failed", path=request.path)
             failed = self.router.refusal(request.path, 500, "internal error")
             self._finish(connection, failed, reason="internal_error")
-
-    def _authorize_and_answer(
-        self, auth: Authenticator | None, request: Request
-    ) -> tuple[Response, str]:
-        """In a worker thread: the password hash, then the route."""
-        if not authorized(auth, request.headers.get("authorization")):
-            challenge = {"WWW-Authenticate": REALM}
-            return self.router.refusal(request.path, 401, "unauthorized", challenge), "unauthorized"
-        return self.router.answer(request)
 
     def _answered_in_thread(
         self, connection: Connection, future: Future[tuple[Response, str]]
@@ -390,3 +417,4 @@ class Listener:
             connection.abort()
         await asyncio.sleep(0)  # let the aborts close their sockets
         self._workers.shutdown(wait=False, cancel_futures=True)
+        self._verifier.stop()

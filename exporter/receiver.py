@@ -33,7 +33,8 @@ log = structlog.get_logger("msgsms_exporter.receiver")
 
 def _push_refusal(status: int, message: str) -> Response:
     """The router's and the server's refusals on a push path, as the receiver's own."""
-    reason = {401: "unauthorized", 405: "method_not_allowed"}.get(status, "internal_error")
+    reasons = {401: "unauthorized", 405: "method_not_allowed", 503: "auth_overloaded"}
+    reason = reasons.get(status, "internal_error")
     return problem(PushRejected(reason, message, status))
 
 

@@ -253,12 +253,13 @@ class Authenticator(Protocol):
         """True when the credentials are valid (may take a slow password hash)."""
         ...
 
-    def known(self, user: str, password: str) -> bool:
-        """True when the credentials were found valid before: a cheap check."""
+    def cached(self, user: str, password: str) -> bool | None:
+        """The verdict on credentials checked before, or None: a cheap check."""
         ...
 
 
-def _basic_credentials(header: str | None) -> tuple[str, str] | None:
+def basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """The user and password of an ``Authorization: Basic`` value; None for anything else."""
     if header is None:
         return None
     scheme, _, encoded = header.partition(" ")
@@ -277,13 +278,5 @@ def known_to_be_authorized(auth: Authenticator | None, header: str | None) -> bo
     decided without the password hash, so it may run on the event loop."""
     if auth is None:
         return True
-    credentials = _basic_credentials(header)
-    return credentials is not None and auth.known(*credentials)
-
-
-def authorized(auth: Authenticator | None, header: str | None) -> bool:
-    """True when no auth is configured or ``header`` carries valid basic credentials."""
-    if auth is None:
-        return True
-    credentials = _basic_credentials(header)
-    return credentials is not None and auth.check(*credentials)
+    credentials = basic_credentials(header)
+    return credentials is not None and auth.cached(*credentials) is True

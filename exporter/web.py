@@ -17,7 +17,8 @@ bounded pool of worker threads. Hostile clients are bounded:
 
 With a :class:`~exporter.webconfig.BasicAuth` every path except ``open_paths`` needs
 credentials (401 with ``WWW-Authenticate`` otherwise); the bcrypt check of credentials
-not seen before runs in a worker thread, never on the loop.
+not seen before runs on the password verifier (:mod:`exporter.verifier`): one at a time,
+never on the loop or in a worker thread, at most 16 waiting (503 beyond them).
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from exporter.routing import (
     Response,
     Route,
     Router,
-    authorized,
     blocking,
+    known_to_be_authorized,
     text,
 )
 from exporter.webstats import HttpStats
@@ -61,8 +62,8 @@ __all__ = [
     "ServerLimits",
     "WebServer",
     "accepts_gzip",
-    "authorized",
     "blocking",
+    "known_to_be_authorized",
     "parse_listen_address",
     "text",
 ]

@@ -8,8 +8,8 @@
       prometheus: $2b$12$...        # bcrypt hashes only
 
 Parsed once into a frozen :class:`WebConfig`; every problem is reported with its
-location. Passwords are checked with bcrypt (constant time); a correct password is
-remembered by a salted digest so scrapes do not pay bcrypt's cost every time.
+location. Passwords are checked with bcrypt (constant time); each verdict is remembered
+by a salted digest, so scrapes do not pay bcrypt's cost every time.
 """
 
 from __future__ import annotations
@@ -64,19 +64,25 @@ class TLSServerConfig:
         return context
 
 
-_HASHING = threading.BoundedSemaphore(1)
-"""One bcrypt check at a time (each takes ~0.1 s of CPU): the rest of the server, pushes
-above all, keeps a core whatever number of wrong passwords arrive."""
+REMEMBERED_FAILURES = 1024
+"""Wrong credentials remembered (the oldest forgotten first): a client that keeps sending
+a stale password is refused without a bcrypt check each time, as exporter-toolkit does."""
 
 
 class BasicAuth:
-    """Checks ``Authorization: Basic`` credentials against bcrypt hashes."""
+    """Checks ``Authorization: Basic`` credentials against bcrypt hashes.
+
+    Each (user, password) pair is checked with bcrypt once: the verdict is remembered by
+    a salted digest (every right one, the last :data:`REMEMBERED_FAILURES` wrong ones),
+    so a scrape with the right password never waits for bcrypt again.
+    """
 
     def __init__(self, users: dict[str, bytes]) -> None:
         self._users = dict(users)
         self._unknown = _unknown_user_hash()  # made now: the first check costs as the others
         self._pepper = os.urandom(16)
         self._verified: set[bytes] = set()
+        self._failed: dict[bytes, None] = {}  # insertion-ordered: the oldest goes first
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -85,23 +91,33 @@ class BasicAuth:
     def _digest(self, user: str, password: str) -> bytes:
         return hmac.new(self._pepper, f"{user}\0{password}".encode(), hashlib.sha256).digest()
 
-    def known(self, user: str, password: str) -> bool:
-        """True when these credentials passed :meth:`check` before (no bcrypt: cheap)."""
+    def cached(self, user: str, password: str) -> bool | None:
+        """The remembered verdict on these credentials, or None when they need bcrypt."""
         digest = self._digest(user, password)
         with self._lock:
-            return digest in self._verified
+            if digest in self._verified:
+                return True
+            return False if digest in self._failed else None
 
     def check(self, user: str, password: str) -> bool:
-        """True when ``password`` is the user's; unknown users cost the same bcrypt check."""
-        if self.known(user, password):
-            return True
+        """True when ``password`` is the user's; unknown users cost the same bcrypt check.
+
+        Slow (a bcrypt hash, ~0.1 s of CPU at cost 10) unless the verdict is remembered:
+        the web server runs it on its password verifier, one at a time.
+        """
+        verdict = self.cached(user, password)
+        if verdict is not None:
+            return verdict
         digest = self._digest(user, password)
         hashed = self._users.get(user, self._unknown)
-        with _HASHING:  # a flood of wrong passwords takes one core, never both
-            ok = bcrypt.checkpw(password.encode(), hashed) and user in self._users
-        if ok:
-            with self._lock:
+        ok = bcrypt.checkpw(password.encode(), hashed) and user in self._users
+        with self._lock:
+            if ok:
                 self._verified.add(digest)
+            else:
+                self._failed[digest] = None
+                if len(self._failed) > REMEMBERED_FAILURES:
+                    del self._failed[next(iter(self._failed))]
         return ok
 
 

@@ -22,6 +22,7 @@ from exporter.connection import REFUSALS
 REQUEST_REASONS: dict[str, int] = {
     **REFUSALS,
     "unauthorized": 401,  # basic auth missing or wrong
+    "auth_overloaded": 503,  # too many passwords not seen before waiting for bcrypt
     "not_found": 404,  # no route at this path (a wrong callback URL shows here)
     "method_not_allowed": 405,
     "internal_error": 500,  # a route failed (a bug; logged with its traceback)

@@ -9,7 +9,7 @@ import bcrypt
 import pytest
 
 from exporter.errors import ConfigError
-from exporter.webconfig import BasicAuth, load_web_config, parse_web_config
+from exporter.webconfig import REMEMBERED_FAILURES, BasicAuth, load_web_config, parse_web_config
 
 HASH = bcrypt.hashpw(b"s3cret-pass", bcrypt.gensalt(rounds=4)).decode()
 
@@ -88,3 +88,22 @@ def test_repr_never_shows_hashes() -> None:
     config = parse_web_config({"basic_auth_users": {"prometheus": HASH}})
     assert HASH not in repr(config)
     assert HASH not in repr(BasicAuth(config.users))
+
+
+def test_verdicts_are_remembered_so_a_stale_password_costs_one_bcrypt_check() -> None:
+    auth = parse_web_config({"basic_auth_users": {"prometheus": HASH}}).auth()
+    assert auth is not None
+    assert auth.cached("prometheus", "stale") is None  # not checked yet: needs bcrypt
+    assert not auth.check("prometheus", "stale")
+    assert auth.cached("prometheus", "stale") is False
+    assert auth.check("prometheus", "s3cret-pass")
+    assert auth.cached("prometheus", "s3cret-pass") is True
+
+
+def test_only_the_latest_wrong_passwords_are_remembered() -> None:
+    auth = parse_web_config({"basic_auth_users": {"prometheus": HASH}}).auth()
+    assert auth is not None
+    for i in range(REMEMBERED_FAILURES + 1):
+        assert not auth.check("prometheus", f"guess-{i}")
+    assert auth.cached("prometheus", "guess-0") is None  # the oldest forgotten
+    assert auth.cached("prometheus", "guess-1") is False
