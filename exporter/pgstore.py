@@ -82,8 +82,9 @@ class PostgresStore(GroupCommitWrites):
         pool_size: int = 6,
         connect_timeout: float = CONNECT_TIMEOUT,
     ) -> None:
-        super().__init__(retention, clock, up=False)  # until the database first answers
         settings = connection_settings(url)
+        # Not up until the database first answers.
+        super().__init__(retention, clock, where=_where(settings), up=False)
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             kwargs=settings,
             min_size=1,
@@ -119,13 +120,15 @@ class PostgresStore(GroupCommitWrites):
                 self._used(True, began)
                 yield conn
         except PoolTimeout as exc:
-            self._used(False, began)
-            raise StoreUnavailable("PostgreSQL is unreachable") from exc
+            failure = StoreUnavailable("PostgreSQL is unreachable")
+            self._used(False, began, failure)
+            raise failure from exc
         except CONFLICTS:
             raise  # a deadlock with another replica: the caller tries again
         except psycopg.OperationalError as exc:
-            self._used(False, began)
-            raise StoreUnavailable(f"PostgreSQL: {first_line(exc)}") from exc
+            failure = StoreUnavailable(f"PostgreSQL: {first_line(exc)}")
+            self._used(False, began, failure)
+            raise failure from exc
 
     def _prepare(self, conn: psycopg.Connection[Any]) -> None:
         """The schema, migrated once per process (and once for all replicas)."""
@@ -400,6 +403,12 @@ class _Probe:
             self.ok = check()
         finally:
             self.done.set()
+
+
+def _where(settings: dict[str, Any]) -> str:
+    """The database as log lines name it: host, port and database, no credentials."""
+    host, port = settings.get("host") or "localhost", settings.get("port") or "5432"
+    return f"PostgreSQL {host}:{port}/{settings.get('dbname') or ''}"
 
 
 def _reset(conn: psycopg.Connection[Any]) -> None:

@@ -28,6 +28,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+import structlog
+
 from exporter.config import ReceiverConfig
 from exporter.errors import StoreUnavailable as StoreUnavailable  # re-exported for callers
 from exporter.groupcommit import GroupCommitter, failure_of
@@ -47,6 +49,8 @@ PRUNE_EVERY_SECONDS = 60.0
 PRUNE_CHUNK = 5000
 ISOLATION_RETRIES = 3
 """Tries of one request alone when its transaction crossed another replica's."""
+
+log = structlog.get_logger("msgsms_exporter.pushstore")
 
 
 def record_from_row(row: Sequence[Any]) -> SendRecord:
@@ -195,7 +199,9 @@ class GroupCommitWrites:
     _item_errors: ClassVar[tuple[type[Exception], ...]]
     _retry_errors: ClassVar[tuple[type[Exception], ...]] = ()
 
-    def __init__(self, retention: float, clock: Callable[[], float], *, up: bool = True) -> None:
+    def __init__(
+        self, retention: float, clock: Callable[[], float], *, where: str, up: bool = True
+    ) -> None:
         self.retention = retention
         self.stats = RequestStats()
         self.commits = 0
@@ -203,22 +209,40 @@ class GroupCommitWrites:
         self.size_bytes = 0
         """The store's size on disk, measured at start and after each pruning."""
         self._clock = clock
+        self._where = where
+        """The store as its log lines name it (a path, a host: never a password)."""
         self._up = up
         self._up_began = float("-inf")
         self._up_lock = threading.Lock()
+        self._said_down = False
 
     @property
     def up(self) -> bool:
         """Whether the latest use of the store to begin, of those finished, succeeded."""
         return self._up
 
-    def _used(self, ok: bool, began: float) -> None:
+    def _used(self, ok: bool, began: float, error: BaseException | None = None) -> None:
         """Note how a use that began at ``began`` (``time.monotonic``) went. One that began
         before the use that last decided finished out of order and changes nothing: a poll
-        that failed while the database was down must not mark it down once it is back."""
+        that failed while the database was down must not mark it down once it is back.
+
+        The store going down, and coming back, is logged once each (an outage at 2,000
+        pushes a second must not write 2,000 lines a second); the refusals are counted.
+        """
         with self._up_lock:
-            if began >= self._up_began:
-                self._up, self._up_began = ok, began
+            if began < self._up_began:
+                return
+            self._up, self._up_began = ok, began
+            said, self._said_down = self._said_down, not ok
+        if not ok and not said:
+            why = "" if error is None else str(error).strip().splitlines()[0]
+            log.error(
+                "push store unavailable: pushes are refused (503) until it is back",
+                store=self._where,
+                error=why or "no answer",
+            )
+        elif ok and said:
+            log.info("push store available again: pushes are stored", store=self._where)
 
     def _commit_group(self, jobs: list[WriteJob]) -> None:
         raise NotImplementedError
@@ -270,23 +294,31 @@ class GroupCommitWrites:
         writes = [j for j in jobs if not j.prune]
         if not writes:
             return
-        began = time.monotonic()
         try:
-            self._commit_group(writes)
-            self._used(True, began)
+            self._attempt(writes)
         except StoreUnavailable as exc:  # the store is gone: every job is refused
-            self._used(False, began)
             for job in writes:
                 job.error = exc
         except self._data_errors:
             for job in writes:
                 self._commit_alone(job)
 
+    def _attempt(self, jobs: list[WriteJob]) -> None:
+        """``_commit_group``, noting whether the store took it (``up``): StoreUnavailable
+        says it did not; any other error is the data's, not the store's."""
+        began = time.monotonic()
+        try:
+            self._commit_group(jobs)
+        except StoreUnavailable as exc:
+            self._used(False, began, exc)
+            raise
+        self._used(True, began)
+
     def _commit_alone(self, job: WriteJob) -> None:
         """One job in its own transaction; if one item's data fails it, each item alone."""
         for _attempt in range(ISOLATION_RETRIES):
             try:
-                self._commit_group([job])
+                self._attempt([job])
                 return
             except StoreUnavailable as exc:
                 job.error = exc
@@ -310,7 +342,7 @@ class GroupCommitWrites:
                 else WriteJob(reports=[item])
             )
             try:
-                self._commit_group([alone])
+                self._attempt([alone])
             except StoreUnavailable as exc:
                 job.error = exc
                 return

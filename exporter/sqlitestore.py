@@ -12,6 +12,7 @@ pruned every minute, a chunk per transaction.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -19,7 +20,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from exporter.errors import UpstreamUnavailable
+import structlog
+
+from exporter.errors import StoreUnavailable, UpstreamUnavailable
 from exporter.groupcommit import GroupCommitter
 from exporter.pushstore import (
     PRUNE_CHUNK,
@@ -34,6 +37,8 @@ from exporter.sqlitewriter import PAGE_SIZE, Checkpointer, SqliteWriter
 from exporter.stats import RequestStats
 from exporter.templates import SmsTemplate
 
+log = structlog.get_logger("msgsms_exporter.pushstore")
+
 _COLUMNS = (
     "SELECT message_id, template_id, mobile, send_ms, result, status_code, status_desc,"
     " receive_ms, segments FROM messages"
@@ -41,6 +46,9 @@ _COLUMNS = (
 _ITEM_ERRORS = (ValueError, OverflowError, sqlite3.IntegrityError, sqlite3.InterfaceError)
 """What one item's own data can raise in SQLite (an integer out of range): that item is
 refused; anything else (disk full, I/O) is the store's failure."""
+_STORE_FAILURES = frozenset({3, 5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
+"""SQLite's primary result codes that say the store, not the data, failed a write: PERM,
+BUSY, LOCKED, NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -106,9 +114,13 @@ class PushStore(GroupCommitWrites):
     ) -> None:
         if synchronous not in ("normal", "full"):
             raise ValueError("synchronous must be 'normal' or 'full'")
-        super().__init__(retention, clock)
         self.path = str(path)
+        super().__init__(retention, clock, where=self.path)
         self._writer = self._connect(synchronous)
+        opened = os.stat(self.path)
+        self._file = (opened.st_dev, opened.st_ino)
+        self._probing = False
+        self._probe_lock = threading.Lock()
         self._migrate()
         self._measure()
         self._reader = self._connect(synchronous)
@@ -156,13 +168,68 @@ class PushStore(GroupCommitWrites):
     _item_errors = _ITEM_ERRORS
 
     def available(self) -> bool:
-        """The file is local: the store takes writes until it is closed."""
-        return not self._closed
+        """True while the store takes writes: its last write (or write test) succeeded and
+        its path still names its file. While it does not, each call starts a write test
+        on the writer thread (one at a time) whose outcome a later call reads: readiness,
+        answered on the event loop, never waits for the disk."""
+        if self._closed:
+            return False
+        began = time.monotonic()
+        try:
+            self._check_file()
+        except StoreUnavailable as exc:
+            self._used(False, began, exc)
+            return False
+        if not self.up:
+            self._probe()
+        return self.up
+
+    def _probe(self) -> None:
+        """Queue a write test (an empty write: see ``_commit_group``) unless one is queued."""
+        with self._probe_lock:
+            if self._probing:
+                return
+            self._probing = True
+
+        def tested(_result: object, _failure: object) -> None:
+            self._probing = False
+
+        try:
+            self._enqueue(WriteJob(), tested)
+        except StoreUnavailable:  # closed meanwhile
+            self._probing = False
+
+    def _check_file(self) -> None:
+        """StoreUnavailable unless the store's path still names the file it has open. A
+        file deleted or replaced under a running store still takes its writes, into a
+        file that is gone at the next start: acknowledged reports nobody would read."""
+        try:
+            found = os.stat(self.path)
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"the store file is gone ({exc.strerror}): deleted or moved while open;"
+                " put it back, or restart the exporter to start a new store"
+            ) from exc
+        if (found.st_dev, found.st_ino) != self._file:
+            raise StoreUnavailable(
+                "another file took the store file's path while it was open;"
+                " put the store back, or restart the exporter to open the new file"
+            )
 
     def _commit_group(self, jobs: list[WriteJob]) -> None:
-        merged = self._sqlite.write(jobs, round(self._clock() * 1000))
-        for job, result in zip(jobs, merged.results, strict=True):
-            job.result = result
+        self._check_file()
+        try:
+            if any(j.reports or j.sends for j in jobs):
+                merged = self._sqlite.write(jobs, round(self._clock() * 1000))
+                for job, result in zip(jobs, merged.results, strict=True):
+                    job.result = result
+            else:  # only write tests (``available``): one page, committed
+                self._sqlite.touch(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            if code is not None and code & 0xFF in _STORE_FAILURES:
+                raise StoreUnavailable(f"SQLite: {exc}") from exc
+            raise
         self.commits += 1
         self._checkpoints.wrote()
 
@@ -198,9 +265,14 @@ class PushStore(GroupCommitWrites):
                 if len(ids) < PRUNE_CHUNK:
                     self._measure()
                     return
-        except sqlite3.Error:
+        except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            log.warning(
+                "push store pruning failed; tried again in a minute",
+                store=self.path,
+                error=str(exc),
+            )
 
     # -- reads: the sending-details contract -------------------------------------
 
@@ -227,7 +299,10 @@ class PushStore(GroupCommitWrites):
             yield None  # already inside one
             return
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+            # mode=rw: a store file deleted under the exporter is an error to read, not an
+            # empty database created in its place.
+            uri = f"{Path(self.path).absolute().as_uri()}?mode=rw"
+            conn = sqlite3.connect(uri, isolation_level=None, timeout=30.0, uri=True)
             conn.execute("BEGIN")
         except sqlite3.Error as exc:
             raise UpstreamUnavailable(f"push store: {exc}") from exc

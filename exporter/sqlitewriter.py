@@ -128,6 +128,19 @@ class SqliteWriter:
         self._notes.written(fresh, now_ms)
         return merged
 
+    def touch(self, statement: str) -> None:
+        """Run ``statement`` (one that writes a page) in a transaction and commit it: does
+        the store take writes now?"""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(statement)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
     def _write_merged(
         self,
         merged: Merged,

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from exposition import samples
 from postgres_server import PostgresServer
+from structlog.testing import capture_logs
 from tcp_proxy import TcpProxy
 
 from exporter.app import Exporter
@@ -93,7 +94,7 @@ def proxy(postgres: PostgresServer) -> Iterator[TcpProxy]:
 def test_with_the_database_down_at_start_pushes_get_503_until_it_is_up(
     postgres_url: str, proxy: TcpProxy
 ):
-    with _exporter(_through(proxy, postgres_url)) as base:
+    with capture_logs() as logs, _exporter(_through(proxy, postgres_url)) as base:
         assert HTTP.get(f"{base}/-/healthy").status_code == 200
         ready = HTTP.get(f"{base}/-/ready")
         assert (ready.status_code, ready.text.strip()) == (
@@ -122,6 +123,15 @@ def test_with_the_database_down_at_start_pushes_get_503_until_it_is_up(
         assert HTTP.get(f"{base}/-/ready").status_code == 503
         assert _metric(base, "msgsms_push_store_up") == 0
     assert _stored(postgres_url) == {"m2": 1}
+    # One located line each time the store goes down or comes back, none per refusal
+    # (a check that began while the pool reconnected may say down once more meanwhile).
+    events = [e for e in logs if e["event"].startswith("push store")]
+    down = ("error", "push store unavailable: pushes are refused (503) until it is back")
+    back = ("info", "push store available again: pushes are stored")
+    said = [(e["log_level"], e["event"]) for e in events]
+    assert said == [down, back] * (len(said) // 2) + [down]
+    assert {e["store"] for e in events} == {f"PostgreSQL 127.0.0.1:{proxy.port}/msgsms_tests"}
+    assert not any("exc_info" in e for e in events)
 
 
 def test_ready_once_the_store_is_back_without_waiting_for_the_next_poll(
