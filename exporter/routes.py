@@ -61,7 +61,7 @@ class Routes:
         router.add("/metrics", self.exposition.route, fast=self.exposition.fast_route)
         healthy = lambda _r: text(200, "OK")  # noqa: E731 - answered on the event loop
         router.add("/-/healthy", healthy, fast=healthy)
-        router.add("/-/ready", self._ready, fast=self._ready)
+        router.add("/-/ready", self._ready, fast=self._ready_on_loop)
         router.add("/-/reload", self._reload, methods=("POST",))
         if self.receiver is not None:
             self.receiver.add_routes(router)
@@ -74,6 +74,15 @@ class Routes:
     def _details(self, request: Request) -> Response:
         outcome = self.site.details.run({k: v[0] for k, v in request.query.items() if v})
         return Response(outcome.status, details_html(outcome).encode(), HTML)
+
+    def _ready_on_loop(self, request: Request) -> Response | None:
+        """Readiness on the event loop when it needs no store check; else None: the
+        check runs in a worker thread. A PostgreSQL store's check waits up to a second
+        for an answer, and a database that does not answer (a failover, a partition) had
+        every check hold the loop, so every scrape and push, for that second."""
+        if self.push_store is None or self.site.draining:
+            return self._ready(request)
+        return None
 
     def _ready(self, _request: Request) -> Response:
         if self.site.draining:

@@ -6,6 +6,7 @@ stored; otherwise 503, counted, and the exporter recovers without a restart."""
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from exporter.configfile import parse_config
 from exporter.errors import StoreUnavailable
 from exporter.pgstore import PostgresStore
 from exporter.pushstore import SendRegistration, StatusReport
+from exporter.routing import Request
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -132,6 +134,31 @@ def test_with_the_database_down_at_start_pushes_get_503_until_it_is_up(
     assert said == [down, back] * (len(said) // 2) + [down]
     assert {e["store"] for e in events} == {f"PostgreSQL 127.0.0.1:{proxy.port}/msgsms_tests"}
     assert not any("exc_info" in e for e in events)
+
+
+def test_a_readiness_check_waiting_for_a_silent_database_holds_no_other_request() -> None:
+    # A database that accepts connections and never answers (a failover's old address, a
+    # partition): the store's check waits a second for it. On the event loop each check
+    # held every scrape and push that long; in a worker thread it holds only itself.
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # listens, never accepts
+        url = f"postgresql://msgsms@127.0.0.1:{silent.getsockname()[1]}/msgsms"
+        raw = {
+            "accounts": [{"name": "push", "source": "push", "templates": {"discover": True}}],
+            "receiver": {"store_url": url},
+            "poll_interval": "1h",
+        }
+        with Exporter(parse_config(raw, {})) as exporter:
+            ready = Request("GET", "/-/ready", {}, {}, b"")
+            resolved = exporter.router().resolve(ready)
+            assert (resolved.answer, resolved.route) == (None, exporter.routes._ready)
+            host, port = exporter.start("127.0.0.1", 0)
+            answer = HTTP.get(f"http://{host}:{port}/-/ready")
+            assert (answer.status_code, answer.text.strip()) == (
+                503,
+                "the push store is unavailable: pushes are refused",
+            )
+            exporter.drain()  # nothing to check then: answered on the loop at once
+            assert exporter.router().resolve(ready).answer is not None
 
 
 def test_ready_once_the_store_is_back_without_waiting_for_the_next_poll(
