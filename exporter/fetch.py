@@ -104,8 +104,11 @@ def read_range(
     They come ordered by (send time, message id), so a record repeated at a page
     boundary (offsets drift while data changes) is recognised by its key and skipped.
     If ``total`` changes between pages the read starts over with a new sink, at most
-    MAX_RESTARTS times. ``skip`` starts at that offset, for callers that know how many
-    records precede the ones they want. ``stop(sink)`` true after a page ends the read
+    MAX_RESTARTS times. Past the total, a page full of new records is followed by
+    another, so a total that lags the records (counted before the newest landed) loses
+    none of them; an honest total pays one empty page when the records fill the last
+    page exactly. ``skip`` starts at that offset, for callers that know how many records
+    precede the ones they want. ``stop(sink)`` true after a page ends the read
     there, marked ``stopped`` (for callers that learnt what they wanted to know).
 
     ``shrinking``: the set is expected to shrink while it is read (a ``sending`` scan
@@ -163,7 +166,9 @@ def _read_range(
             # A page that repeats records has pushed as many later ones past its end:
             # advance by what was new, so those are read on the next page.
             offset += fresh or fetched
-            if fetched == 0 or offset >= page.total:
+            # A last page full of new records may not be the last: a total counted
+            # before the newest records landed lags them, and only the next page tells.
+            if fetched == 0 or (offset >= page.total and min(fresh, fetched) < query.limit):
                 break
         out.total = first_total or 0
         requests = out.requests

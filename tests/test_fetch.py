@@ -45,6 +45,23 @@ def test_counts_a_record_repeated_across_pages_once_and_reads_the_one_it_pushed_
     assert [q.offset for q in source.queries] == [0, 2, 3]
 
 
+def test_reads_past_a_total_that_lags_the_records_until_a_page_is_not_full():
+    # The count was taken before m004 and m005 landed: the second page, full, ends past
+    # the total, and only the third shows where the records end.
+    pages = [(3, [rec(1), rec(2)], []), (3, [rec(3), rec(4)], []), (3, [rec(5)], [])]
+    source = ScriptedSource(pages)
+    read = read_range(source, QUERY, RecordList)
+    assert [r.message_id for r in read.sink.records] == ["m001", "m002", "m003", "m004", "m005"]
+    assert [q.offset for q in source.queries] == [0, 2, 4]
+
+
+def test_an_honest_total_filling_the_last_page_costs_one_empty_page():
+    source = ScriptedSource([(4, [rec(1), rec(2)], []), (4, [rec(3), rec(4)], []), (4, [], [])])
+    read = read_range(source, QUERY, RecordList)
+    assert [r.message_id for r in read.sink.records] == ["m001", "m002", "m003", "m004"]
+    assert [q.offset for q in source.queries] == [0, 2, 4]
+
+
 def test_reads_again_when_pages_held_fewer_records_than_the_total():
     pages = [(3, [rec(1), rec(2)], []), (3, [], []), (3, [rec(1), rec(2)], []), (3, [rec(3)], [])]
     read = read_range(ScriptedSource(pages), QUERY, RecordList)

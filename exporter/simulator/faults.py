@@ -15,6 +15,8 @@ Fault kinds: ``status`` (any 4xx/5xx, ``retry_after`` seconds or null for none),
 ``wrong_types`` / ``missing_fields`` / ``unknown_send_result`` / ``unknown_status_code``
 (one record broken), ``duplicate_records`` (a page starts ``shift`` records early),
 ``shift_records`` (a record appears before the page: total grows, records move on),
+``total_behind`` (``total`` counts ``shift`` records fewer than there are: a count taken
+before the newest records landed),
 ``template_deleted`` (gone from the list; details answer 404 when ``not_found``),
 ``clock_skew`` (the gateway's clock is ``seconds`` off: APIG.0303), ``expired_token``
 (APIG.0307), ``busy`` (the one-query-at-a-time 429). Faults are drawn from their own
@@ -53,6 +55,7 @@ class FaultKind(StrEnum):
     UNKNOWN_STATUS_CODE = "unknown_status_code"
     DUPLICATE_RECORDS = "duplicate_records"
     SHIFT_RECORDS = "shift_records"
+    TOTAL_BEHIND = "total_behind"
     TEMPLATE_DELETED = "template_deleted"
     CLOCK_SKEW = "clock_skew"
     EXPIRED_TOKEN = "expired_token"  # noqa: S105 - a fault name, not a secret
@@ -111,7 +114,11 @@ class FaultRule:
             out["retry_after"] = None if self.retry_after is None else self.retry_after
         if self.fault in (FaultKind.SLOW, FaultKind.CLOCK_SKEW):
             out["seconds"] = self.seconds
-        if self.fault in (FaultKind.DUPLICATE_RECORDS, FaultKind.SHIFT_RECORDS):
+        if self.fault in (
+            FaultKind.DUPLICATE_RECORDS,
+            FaultKind.SHIFT_RECORDS,
+            FaultKind.TOTAL_BEHIND,
+        ):
             out["shift"] = self.shift
         if self.fault is FaultKind.TEMPLATE_DELETED:
             out["template_id"] = self.template_id
@@ -373,6 +380,8 @@ def corrupt_body(body: dict[str, Any], rule: FaultRule) -> bytes | None:
     if kind is FaultKind.SHIFT_RECORDS and "total" in body:
         # A record was inserted before this page: the total grows by ``shift``.
         return json.dumps({**body, "total": body["total"] + rule.shift}).encode()
+    if kind is FaultKind.TOTAL_BEHIND and "total" in body:
+        return json.dumps({**body, "total": max(0, body["total"] - rule.shift)}).encode()
     return None
 
 
