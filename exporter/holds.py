@@ -103,6 +103,7 @@ class HoldCheck:
             return False  # fewer than known: something vanished; take the long way
         fold = read.sink.fold
         targets = set(templates) | set(fold.tallies) | set(book.ledgers)
+        book.note_rejected(None, previous, end, bool(read.rejected))
         book.apply_fold(fold, targets, previous, end)
         self.checked_end = end
         return True
@@ -159,3 +160,5 @@ class HoldCheck:
         check = source.query(DetailsQuery(start, end, limit=1))
         if check.total != book.known_total(None, start, end):
             book.read_minutes(source, templates, start, end)  # a template we lack
+        else:  # every record counted: a malformed one skipped earlier was read since
+            book.note_rejected(None, start, end, rejected=False)

@@ -145,6 +145,9 @@ class MinuteBook:
         self.forgotten_until: int | None = None
         self.start: int | None = None  # the window's start at the last poll
         self.never_read: set[int] = set()
+        # Minutes whose last read skipped a malformed record, by the template read (None:
+        # across templates): their tallies lack it, so the window is not complete.
+        self.doubtful: dict[int, set[str | None]] = {}
 
     # -- questions ----------------------------------------------------------------------
 
@@ -165,7 +168,11 @@ class MinuteBook:
     def unread_minutes(self, start: int, end: int) -> int:
         """How many minutes of [start, end) have not been read yet (for every template)."""
         waiting: set[int] = set().union(*self.backfill.values())
-        return sum(1 for m in range(start, end, MINUTE) if m not in self.read or m in waiting)
+        return sum(
+            1
+            for m in range(start, end, MINUTE)
+            if m not in self.read or m in waiting or m in self.doubtful
+        )
 
     def pending_count(self) -> int:
         """Messages followed until they are final, inside the window and past it."""
@@ -212,6 +219,7 @@ class MinuteBook:
             self.never_read = {m for m in self.never_read if m >= end - longest}
         self.start = start
         self.read = {m for m in self.read if m >= start}
+        self.doubtful = {m: d for m, d in self.doubtful.items() if m >= start}
         for minutes in self.backfill.values():
             minutes.intersection_update(self.read)
 
@@ -264,6 +272,7 @@ class MinuteBook:
         if self.settings.cross_template and only is None:
             read = read_range(source, DetailsQuery(start, end, limit=page_size), MinuteFold)
             self.counters.count(read)
+            self.note_rejected(None, start, end, bool(read.rejected))
             fold = read.sink
             targets = set(templates) | set(fold.tallies) | set(self.ledgers)
         else:
@@ -272,9 +281,25 @@ class MinuteBook:
                 query = DetailsQuery(start, end, template_id, limit=page_size)
                 read = read_range(source, query, MinuteFold)
                 self.counters.count(read)
+                self.note_rejected(template_id, start, end, bool(read.rejected))
                 fold.tallies[template_id] = read.sink.tallies.get(template_id, {})
                 fold.pending.update(read.sink.pending)
         self.apply_fold(fold, targets, start, end)
+
+    def note_rejected(self, scope: str | None, start: int, end: int, rejected: bool) -> None:
+        """A read of [start, end) for one template (or across, ``None``) skipped malformed
+        records, or read every record: its minutes become doubtful, or that doubt goes."""
+        for minute in range(start, end, MINUTE):
+            doubts = self.doubtful.get(minute)
+            if rejected:
+                self.doubtful.setdefault(minute, set()).add(scope)
+            elif doubts is not None:
+                if scope is None:
+                    doubts.clear()  # every template was read
+                else:
+                    doubts.discard(scope)
+                if not doubts:
+                    del self.doubtful[minute]
 
     def apply_fold(self, fold: MinuteFold, targets: set[str], start: int, end: int) -> None:
         """Make a fresh read of [start, end) the truth for those minutes of ``targets``."""

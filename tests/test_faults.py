@@ -196,6 +196,30 @@ def test_bad_records_are_counted_by_reason_and_skipped_then_truth_again(
     r.poll_truth()
 
 
+@pytest.mark.parametrize("discover", [True, False], ids=["across-templates", "per-template"])
+def test_a_window_lacking_a_malformed_record_is_not_shown_complete(
+    sim: Simulator, run, discover: bool
+) -> None:
+    # The first record of every page is broken: skipped and counted, so the window lacks
+    # those records. It was exported complete all the same, short of the truth.
+    account = account_for(sim.url)
+    if not discover:
+        ids = ("2b8e6b2f0c1d4c1f9a7e3d5b6c8a9f01", "8ff55eac1d0b478ab3c06c3c6a492300")
+        account = replace(account, templates=TemplateSelection(ids=ids))
+    r = run(page_size=10, account=account)
+    r.poll_truth()
+    faults(sim, {"fault": "unknown_send_result", "endpoints": ["send-details"]})
+    for _ in range(3):
+        s = r.poll()
+        assert value(s, "msgsms_up") == 1
+        assert value(s, "msgsms_records_rejected_total", reason="unknown_send_result") > 0
+        assert value(s, "msgsms_window_complete", window="1h") == 0
+    sim.http.delete(f"{sim.url}/-/faults").raise_for_status()
+    for _ in range(2):  # the records read whole again: exact, and shown so
+        s = r.poll_truth()
+        assert value(s, "msgsms_window_complete", window="1h") == 1
+
+
 def test_an_unknown_status_code_is_exported_as_category_unknown(sim: Simulator, run) -> None:
     r = run(page_size=10)
     # Before the first poll, so the broken record is on a page the exporter keeps.
