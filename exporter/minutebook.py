@@ -252,6 +252,10 @@ class MinuteBook:
                 gone = {self.index(t) for t in dropped}
                 for late in self.late.values():
                     late.keep(lambda template, _: template not in gone)
+                for minute, doubts in list(self.doubtful.items()):
+                    doubts.difference_update(dropped)
+                    if not doubts:
+                        del self.doubtful[minute]
             self.covers_all = False
         self.active = chosen
         for template_id in templates:

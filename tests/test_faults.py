@@ -220,6 +220,24 @@ def test_a_window_lacking_a_malformed_record_is_not_shown_complete(
         assert value(s, "msgsms_window_complete", window="1h") == 1
 
 
+def test_a_template_no_longer_selected_leaves_no_malformed_record_doubt_behind(
+    sim: Simulator, run
+) -> None:
+    ids = ("2b8e6b2f0c1d4c1f9a7e3d5b6c8a9f01", "8ff55eac1d0b478ab3c06c3c6a492300")
+    account = replace(account_for(sim.url), templates=TemplateSelection(ids=ids))
+    r = run(page_size=10, account=account)
+    r.poll_truth()
+    faults(sim, {"fault": "unknown_send_result", "endpoints": ["send-details"]})
+    assert value(r.poll(), "msgsms_window_complete", window="1h") == 0
+    one = replace(account, templates=TemplateSelection(ids=ids[:1]))
+    r.exporter.reload(replace(r.exporter.config, accounts=(one,)))
+    sim.http.delete(f"{sim.url}/-/faults").raise_for_status()
+    for _ in range(2):  # the dropped template's minutes are never read again
+        s = r.poll_truth()
+    assert sorted(exported_window(s)) == [ids[0]]
+    assert value(s, "msgsms_window_complete", window="1h") == 1
+
+
 def test_an_unknown_status_code_is_exported_as_category_unknown(sim: Simulator, run) -> None:
     r = run(page_size=10)
     # Before the first poll, so the broken record is on a page the exporter keeps.
