@@ -38,7 +38,14 @@ from exporter.groupcommit import GroupCommitter
 from exporter.pgschema import LOCK_SPACE, PRUNE_LOCK, migrate
 from exporter.pgurl import connection_settings as connection_settings
 from exporter.pgurl import unverified_host as unverified_host
-from exporter.pgwriter import ABANDONED_AFTER_MS, CONFLICTS, INDEXES_ONLY, PgWriter, first_line
+from exporter.pgwriter import (
+    ABANDONED_AFTER_MS,
+    CONFLICTS,
+    INDEXES_ONLY,
+    ITEM_ERRORS,
+    PgWriter,
+    first_line,
+)
 from exporter.pushstore import (
     PRUNE_CHUNK,
     PRUNE_EVERY_SECONDS,
@@ -111,13 +118,17 @@ class PostgresStore(GroupCommitWrites):
     # -- connections and schema -------------------------------------------------
 
     @contextmanager
-    def _connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection[Any]]:
-        """A checked connection with the schema in place; StoreUnavailable otherwise."""
+    def _connection(
+        self, timeout: float | None = None, *, answered: bool = True
+    ) -> Iterator[psycopg.Connection[Any]]:
+        """A checked connection with the schema in place; StoreUnavailable otherwise.
+        ``answered``: getting it marks the store up (else the caller decides)."""
         began = time.monotonic()
         try:
             with self._pool.connection(timeout) as conn:
                 self._prepare(conn)
-                self._used(True, began)
+                if answered:
+                    self._used(True, began)
                 yield conn
         except PoolTimeout as exc:
             failure = StoreUnavailable("PostgreSQL is unreachable")
@@ -158,16 +169,24 @@ class PostgresStore(GroupCommitWrites):
         return ok
 
     def _answers(self) -> bool:
+        """Whether the database answers and takes writes (a failover's demoted primary,
+        or a managed database whose disk filled, answers read-only)."""
+        began = time.monotonic()
         try:
-            with self._connection(timeout=AVAILABLE_WITHIN):
-                return True
+            with self._connection(AVAILABLE_WITHIN, answered=False) as conn:
+                conn.autocommit = True
+                writable = _scalar_text(conn.execute("SHOW transaction_read_only")) != "on"
         except (StoreUnavailable, psycopg.Error):
             return False
+        self._used(
+            writable, began, None if writable else StoreUnavailable("PostgreSQL is read-only")
+        )
+        return writable
 
     # -- writes -----------------------------------------------------------------
 
     _data_errors = (psycopg.Error,)
-    _item_errors = (psycopg.Error,)
+    _item_errors = ITEM_ERRORS
     _retry_errors = CONFLICTS
 
     def _commit_group(self, jobs: list[WriteJob]) -> None:
@@ -414,6 +433,11 @@ def _where(settings: dict[str, Any]) -> str:
 def _reset(conn: psycopg.Connection[Any]) -> None:
     """A connection goes back to the pool in its default state."""
     conn.autocommit = False
+
+
+def _scalar_text(cursor: psycopg.Cursor[Any]) -> str:
+    row = cursor.fetchone()
+    return "" if row is None else str(row[0])
 
 
 def _scalar(cursor: psycopg.Cursor[Any]) -> int:

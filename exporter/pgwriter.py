@@ -71,6 +71,10 @@ WRITE_SETTINGS = (
 """Run first in each write transaction, one statement: ``INDEXES_ONLY`` and the two limits
 above (``true``: for that transaction only, so through a pooler in transaction mode too)."""
 
+ITEM_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
+"""What one item's data can raise (SQLSTATE classes 22 and 23: a character the database
+cannot hold, a value out of range, a constraint): that item is refused alone. Any other
+error is the store's: the write is refused (503) and the store is down."""
 CONFLICTS = (DeadlockDetected, SerializationFailure)
 """Two replicas' transactions crossed: one is rolled back and may be tried again."""
 _ATTEMPTS = 3
@@ -108,6 +112,15 @@ class PgWriter:
                 if fresh or retried_stale or not reading[0]:
                     raise StoreUnavailable(f"PostgreSQL: {first_line(exc)}") from exc
                 retried_stale = True
+            except ITEM_ERRORS:
+                raise  # one item's data: the store finds it and refuses it alone
+            except psycopg.Error as exc:
+                # The database refuses writes, whatever the data: read-only (a failover's
+                # demoted primary, a managed database whose disk filled), a revoked
+                # permission, a dropped table. Reconnect for the next write (a failover's
+                # address may name the new primary by then).
+                self.close()
+                raise StoreUnavailable(f"PostgreSQL: {first_line(exc)}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
@@ -127,7 +140,7 @@ class PgWriter:
             self._prepare(conn)
         except BaseException as exc:
             conn.close()
-            if isinstance(exc, psycopg.OperationalError):
+            if isinstance(exc, psycopg.Error):  # the schema cannot be read or made
                 raise StoreUnavailable(f"PostgreSQL: {first_line(exc)}") from exc
             raise
         self._conn = conn

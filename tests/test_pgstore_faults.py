@@ -16,8 +16,9 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import psycopg
 import pytest
-from exposition import samples
+from exposition import samples, value
 from postgres_server import PostgresServer
+from prometheus_client import CollectorRegistry, generate_latest
 from structlog.testing import capture_logs
 from tcp_proxy import TcpProxy
 
@@ -159,6 +160,70 @@ def test_a_readiness_check_waiting_for_a_silent_database_holds_no_other_request(
             )
             exporter.drain()  # nothing to check then: answered on the loop at once
             assert exporter.router().resolve(ready).answer is not None
+
+
+def _read_only(admin: psycopg.Connection, on: bool) -> None:
+    """The test database read-only (or not) for new sessions; its sessions are ended, as a
+    failover ends them (``admin``'s own, opened before, stays writable)."""
+    admin.execute(
+        f"ALTER DATABASE msgsms_tests SET default_transaction_read_only = {'on' if on else 'off'}"
+    )
+    admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = 'msgsms_tests' AND pid <> pg_backend_pid()"
+    )
+
+
+def test_a_read_only_database_refuses_pushes_503_not_as_unstorable_items_and_recovers(
+    postgres: PostgresServer, postgres_url: str
+) -> None:
+    # A failover's demoted primary, or a managed database whose disk filled (Huawei RDS
+    # turns read-only near full), answers every write "read-only". That was taken for bad
+    # data: each item was tried alone and every report answered 400 "unstorable" (a final
+    # answer for any sender), with msgsms_push_store_up 1 and /-/ready 200.
+    raw = {
+        "accounts": [{"name": "push", "source": "push", "templates": {"discover": True}}],
+        "receiver": {"store_url": postgres_url},
+        "poll_interval": "1h",
+    }
+    with (
+        psycopg.connect(postgres.url(), autocommit=True) as admin,
+        capture_logs() as logs,
+        Exporter(parse_config(raw, {})) as exporter,
+    ):
+        host, port = exporter.start("127.0.0.1", 0)
+        base = f"http://{host}:{port}"
+        assert exporter.receiver is not None
+        registry = CollectorRegistry()  # the receiver's families now, not 100 ms old
+        registry.register(exporter.receiver.collector())
+        _eventually(lambda: _push(base, "before") == 200, "the first push is stored")
+        try:
+            _read_only(admin, True)
+            body = {"statusReportList": [{"smsMsgId": "ro1", "status": "DELIVRD"}]}
+            refused = HTTP.post(f"{base}/push/status-reports", json=body)
+            assert refused.status_code == 503
+            assert refused.json() == {
+                "reason": "store_unavailable",
+                "message": "not stored, try again: PostgreSQL: cannot execute"
+                " SELECT FOR UPDATE in a read-only transaction",
+            }
+            found = samples(generate_latest(registry))
+            assert value(found, "msgsms_push_rejected_total", reason="unstorable") == 0
+            assert value(found, "msgsms_push_rejected_total", reason="store_unavailable") == 1
+            assert value(found, "msgsms_push_store_up") == 0
+            assert HTTP.get(f"{base}/-/ready").status_code == 503  # read-only: unready
+            assert value(samples(generate_latest(registry)), "msgsms_push_store_up") == 0
+        finally:
+            _read_only(admin, False)
+        _eventually(lambda: HTTP.get(f"{base}/-/ready").status_code == 200, "ready")
+        assert _push(base, "after") == 200
+    assert _messages(postgres_url) == {"before", "after"}
+    events = [(e["log_level"], e.get("error")) for e in logs if e["event"].startswith("push store")]
+    # (the sessions the test ended may say so first)
+    assert ("error", "PostgreSQL: cannot execute SELECT FOR UPDATE in a read-only transaction") in (
+        events
+    )
+    assert events[-1] == ("info", None)
 
 
 def test_ready_once_the_store_is_back_without_waiting_for_the_next_poll(
