@@ -148,6 +148,9 @@ class MinuteBook:
         # Minutes whose last read skipped a malformed record, by the template read (None:
         # across templates): their tallies lack it, so the window is not complete.
         self.doubtful: dict[int, set[str | None]] = {}
+        # Followed messages found resolved whose final record was skipped as malformed:
+        # still counted as sending, so their minutes are not complete either.
+        self.unreadable: set[str | int] = set()
 
     # -- questions ----------------------------------------------------------------------
 
@@ -168,11 +171,9 @@ class MinuteBook:
     def unread_minutes(self, start: int, end: int) -> int:
         """How many minutes of [start, end) have not been read yet (for every template)."""
         waiting: set[int] = set().union(*self.backfill.values())
-        return sum(
-            1
-            for m in range(start, end, MINUTE)
-            if m not in self.read or m in waiting or m in self.doubtful
-        )
+        waiting.update(self.doubtful)
+        waiting.update(self.pending[k].minute for k in self.unreadable if k in self.pending)
+        return sum(1 for m in range(start, end, MINUTE) if m not in self.read or m in waiting)
 
     def pending_count(self) -> int:
         """Messages followed until they are final, inside the window and past it."""

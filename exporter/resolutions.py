@@ -54,6 +54,7 @@ def read_resolved(book: MinuteBook, source: PageSource, end: int, resolved: Foll
 
     Outside the window a message carries its template's records in its minute, but the
     density across templates is unknown there: those are read per template."""
+    book.unreadable = set()
     if not resolved:
         return
     window_start = end - book.settings.window
@@ -77,6 +78,14 @@ def read_resolved(book: MinuteBook, source: PageSource, end: int, resolved: Foll
         book.counters.count(read)
         for record in read.sink.found:
             book.apply_resolution(record)
+        if read.rejected:  # a final record skipped as malformed: its message looks pending
+            book.unreadable.update(
+                k
+                for k, m in resolved.items()
+                if k in book.pending
+                and start <= m.send_time < stop
+                and scope in (None, m.template_id)
+            )
 
 
 def _positioned(book: MinuteBook, messages: Followed) -> list[_Page]:

@@ -18,6 +18,8 @@ from store_source import ACCOUNT, StoreSource
 from exporter.budget import Step
 from exporter.config import Config
 from exporter.engine import Engine, EngineSettings
+from exporter.records import DetailsPage, DetailsQuery, parse_page
+from exporter.simulator.api import send_details
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HOLDS = FIXTURES / "holds-scenario.yaml"
@@ -346,3 +348,51 @@ def test_across_templates_the_steady_read_also_checks_the_history_at_no_extra_re
         ]
         assert asked[0] == asked[1]
         _assert_equals_truth(checked, source, config)
+
+
+class _FinalRecordsBroken(StoreSource):
+    """An upstream that sends the final record of every message once seen pending
+    without its status code: the engine can tell it resolved, but not how."""
+
+    def __init__(self, scenario: Path | str) -> None:
+        super().__init__(scenario)
+        self.seen_pending: set[str] = set()
+
+    def query(self, query: DetailsQuery) -> DetailsPage:
+        self.queries.append(query)
+        params = {name: [value] for name, value in query.params().items()}
+        body = send_details(self.store, params, self.now, self.limits)
+        for record in body["records"]:
+            if record["send_result"] == "sending":
+                self.seen_pending.add(record["message_id"])
+            elif record["message_id"] in self.seen_pending:
+                record["status_code"] = None
+        return parse_page(body)
+
+
+@pytest.mark.parametrize("cross_template", [True, False], ids=["across", "per-template"])
+def test_a_message_whose_final_record_is_unreadable_leaves_its_window_incomplete(
+    cross_template: bool,
+) -> None:
+    # The follow-up finds such a message resolved, reads its final record, skips it as
+    # malformed and keeps the message as sending: the window was shown complete while the
+    # platform counts it delivered or failed.
+    source = _FinalRecordsBroken("default")
+    config = _config()
+    engine = _engine(config, cross_template=cross_template)
+    engine.poll(source, source.template_ids, source.now)
+    differed = 0
+    for _ in range(40):
+        _poll(engine, source)
+        end = _window_end(engine)
+        start = end - int(config.window)
+        truth = source.truth(start, end)
+        exact = all(
+            engine.book.window(t, start, end).sending == truth[t]["sending"]
+            for t in source.template_ids
+        )
+        if not exact:
+            differed += 1
+            assert engine.book.unread_minutes(start, end) > 0
+    assert differed > 0
+    assert engine.book.counters.rejected["missing_field"] > 0
