@@ -201,7 +201,9 @@ class PostgresStore(GroupCommitWrites):
         """Every minute, or when asked: prune (one replica at a time) and measure."""
         forced = any(j.prune for j in jobs)
         now = self._clock()
-        if not forced and now < self._prune_due:
+        # Due again at once when the wall clock stepped back (NTP, a restored VM), or
+        # pruning would stop for as long as it went back.
+        if not forced and now < self._prune_due <= now + PRUNE_EVERY_SECONDS:
             return
         self._prune_due = now + PRUNE_EVERY_SECONDS
         self._maintain_now(now, forced=forced)
@@ -239,8 +241,8 @@ class PostgresStore(GroupCommitWrites):
                 return  # another replica is pruning
             now_ms = round(now * 1000)
             last = lease.execute("SELECT last_prune_ms FROM msgsms_maintenance").fetchone()
-            if not forced and last and now_ms - last[0] < PRUNE_EVERY_SECONDS * 1000:
-                return  # another replica pruned within the minute
+            if not forced and last and 0 <= now_ms - last[0] < PRUNE_EVERY_SECONDS * 1000:
+                return  # another replica pruned within the minute (by this clock)
             cutoff = now_ms - round(self.retention * 1000)
             with self._connection() as conn:
                 conn.autocommit = True

@@ -239,7 +239,10 @@ class PushStore(GroupCommitWrites):
         if self._checkpoints.behind:
             self._checkpoints.restart(self._writer)
         now = self._clock()
-        if any(j.prune for j in jobs) or now - self._pruned_at >= PRUNE_EVERY_SECONDS:
+        # A wall clock stepped back (NTP, a restored VM) makes the elapsed time negative:
+        # prune then too, or pruning would stop for as long as the clock went back.
+        elapsed = now - self._pruned_at
+        if any(j.prune for j in jobs) or not 0 <= elapsed < PRUNE_EVERY_SECONDS:
             self._pruned_at = now
             self._prune(round(now * 1000))
 

@@ -244,6 +244,19 @@ def test_messages_older_than_the_retention_are_pruned(open_store: Opener, clock:
         assert store.pruned == 1
 
 
+def test_pruning_goes_on_after_the_wall_clock_steps_back(open_store: Opener, clock: Clock):
+    # Pruning ran every minute by the wall clock: stepped back a day (NTP, a restored
+    # VM), the store stopped pruning for a day, and PostgreSQL replicas skipped it while
+    # another replica's last pruning looked a day in the future.
+    with closing(open_store(clock=clock, retention=3600)) as store:
+        store.add_reports([StatusReport("m1", "DELIVRD", template_id="t")])  # prunes first
+        store.settle()
+        clock.now -= 86400
+        store.register([SendRegistration("old", "t", clock.now - 7200)])
+        store.settle()
+        assert store.message_count() == 1  # "old" was pruned after the write, "m1" kept
+
+
 def test_concurrent_writers_share_commits_and_lose_nothing(store: ReportStore):
     def push(worker: int) -> None:
         for i in range(50):
