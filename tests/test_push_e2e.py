@@ -43,7 +43,9 @@ class Chain:
 
     def pusher(self, **overrides: object) -> Pusher:
         config = PushConfig(url=self.url, **overrides)  # type: ignore[arg-type]
-        return Pusher(self.sim.store, self.sim.clock, config, self.http)
+        # The receiver here reads the simulated clock, so the signatures are dated by it.
+        wall = self.sim.clock.now
+        return Pusher(self.sim.store, self.sim.clock, config, self.http, wall=wall)
 
     def truth(self, start: float, end: float) -> dict:
         now_ms = round(self.sim.clock.now() * 1000)
@@ -240,7 +242,30 @@ def test_simulator_cli_needs_keys_to_sign_pushes(monkeypatch: pytest.MonkeyPatch
     assert main(["--push.url", "http://127.0.0.1:9", "--push.sign", "--log.level", "error"]) == 1
     assert "--push.sign needs MSGSMS_PUSH_ACCESS_KEY" in capsys.readouterr().err
     args = build_parser().parse_args(["--push.url", "http://x", "--push.mode", "single"])
-    assert (args.push_url, args.push_mode, args.push_register) == ("http://x", "single", True)
+    assert (args.push_url, args.push_mode, args.push_register) == ("http://x", "single", None)
+
+
+@pytest.mark.parametrize(
+    ("args", "refusal"),
+    [
+        (["--push.mode", "single"], "argument --push.mode: needs --push.url (where to push)"),
+        (["--push.no-register"], "argument --push.no-register: needs --push.url (where to push)"),
+        (["--push.connections", "4"], "argument --push.connections: needs --push.url"),
+        (
+            ["--start-time", "2026-11-26T10:00:00Z"],
+            "argument --start-time: needs --clock manual (the real clock starts at now)",
+        ),
+    ],
+)
+def test_simulator_flags_that_would_change_nothing_are_refused_not_ignored(
+    args: list[str], refusal: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from exporter.simulator.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    assert f"msgsms-simulator: error: {refusal}" in capsys.readouterr().err
 
 
 def test_push_mode_is_checked():

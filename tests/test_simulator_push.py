@@ -26,6 +26,8 @@ from exporter.status_codes import is_platform_code
 from exporter.timestamps import parse_rfc3339
 
 T0 = parse_rfc3339("2026-11-26T10:00:00Z")
+WALL = T0 + 3 * 3600.0
+"""The wall clock of these pushes: hours after the simulated one, as a manual clock may be."""
 HUAWEI_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 KEYS = Credentials("push-ak", "push-sk")
 SCENARIO = {
@@ -54,7 +56,7 @@ def push(url: str, mode: str) -> None:
     store = MessageStore(parse_scenario(SCENARIO), 5, round((T0 - 600) * 1000))
     config = PushConfig(url=url, mode=mode, credentials=KEYS)
     with httpx.Client(timeout=10) as http:
-        Pusher(store, ManualClock(T0), config, http).catch_up(T0)
+        Pusher(store, ManualClock(T0), config, http, wall=lambda: WALL).catch_up(T0)
 
 
 def test_reports_and_registrations_carry_huaweis_formats(receiver: tuple[str, Captured]) -> None:
@@ -97,9 +99,10 @@ def _results(path: str, body: bytes) -> list[dict[str, Any]]:
     return json.loads(body)["result"] if path.startswith("/push/sends") else []
 
 
-def test_single_pushes_are_signed_with_an_unsigned_payload_as_huaweis_signer_does(
+def test_single_pushes_are_signed_with_an_unsigned_payload_at_the_wall_clocks_time(
     receiver: tuple[str, Captured],
 ) -> None:
+    # Dated by the simulated clock, a receiver would refuse them once it is 15 min away.
     url, captured = receiver
     push(url, "single")
     singles = [(h, b) for path, h, b in captured.posts if path == "/push/status-report"]
@@ -109,8 +112,10 @@ def test_single_pushes_are_signed_with_an_unsigned_payload_as_huaweis_signer_doe
         assert headers["Content-Type"] == "application/x-www-form-urlencoded"
         assert headers["X-Sdk-Content-Sha256"] == "UNSIGNED-PAYLOAD"
         assert "x-sdk-content-sha256" in headers["Authorization"]
-        assert HUAWEI_TIME.match(dict(parse_qsl(body.decode()))["updateTime"])
-        when = datetime.fromtimestamp(T0, UTC)
+        update_time = dict(parse_qsl(body.decode()))["updateTime"]
+        assert HUAWEI_TIME.match(update_time) and parse_rfc3339(update_time) <= T0  # simulated
+        when = datetime.fromtimestamp(WALL, UTC)
+        assert headers["X-Sdk-Date"] == when.strftime("%Y%m%dT%H%M%SZ")
         target = f"{url}/push/status-report"
         assert verify_request("POST", target, headers, body, {"push-ak": "push-sk"}, when)
         assert headers["Authorization"] == huawei_authorization(url, target, headers, body)

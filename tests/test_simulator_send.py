@@ -23,17 +23,21 @@ from capture_server import Captured, capturing_server
 from conftest import config_for
 from exposition import exported_window
 from exposition import samples as parse_samples
+from receiver_server import serving_receiver
+from simulator_process import simulator_process
 
 from exporter.app import Exporter
 from exporter.config import Config, ReceiverConfig, Secret, TemplateSelection, push_account
 from exporter.poller import Poller
 from exporter.receiver import Receiver
-from exporter.records import SendResult, parse_page
+from exporter.records import DetailsQuery, SendResult, parse_page
 from exporter.signing import Credentials, sign_request, verify_request
 from exporter.simulator import RunningSimulator, SimulatorConfig, start_simulator
+from exporter.simulator.api import QueryLimits
 from exporter.simulator.gate import wsse_headers
 from exporter.simulator.push import PushConfig, Pusher
 from exporter.simulator.scenario import parse_scenario
+from exporter.simulator.store import MIN_RETENTION_MS, Footprint
 from exporter.sqlitestore import PushStore
 from exporter.timestamps import format_rfc3339
 from exporter.web import Router, WebServer
@@ -413,16 +417,20 @@ def test_status_reports_reach_the_status_callback_one_per_segment(
     assert sim.callbacks.stats == {"200": 2}
 
 
-def test_status_callbacks_are_signed_with_the_push_keys_as_huaweis_signer_signs_forms(
-    receiver: tuple[str, Captured],
+@pytest.mark.parametrize("keys_from", ["push_signing", "push"])
+def test_status_callbacks_are_signed_as_huaweis_signer_signs_forms_dated_by_the_wall_clock(
+    receiver: tuple[str, Captured], keys_from: str
 ) -> None:
+    """Signed with the push signing keys alone, or with those of ``push`` (to a push URL);
+    dated by the wall clock although the simulated one is two hours ahead."""
     url, captured = receiver
     keys = Credentials("push-ak", "push-sk")
     config = SimulatorConfig(
         scenario=parse_scenario(SCENARIO),
         manual_clock=True,
-        start_time=time.time() // 60 * 60,
-        push=PushConfig(url=url, credentials=keys, interval=3600),
+        start_time=time.time() // 60 * 60 + 2 * 3600,
+        push=PushConfig(url=url, credentials=keys, interval=3600) if keys_from == "push" else None,
+        push_signing=keys if keys_from == "push_signing" else None,
     )
     with start_simulator(config) as running:
         send(running, order("+447700900123") | {"statusCallback": f"{url}/callback"})
@@ -430,8 +438,60 @@ def test_status_callbacks_are_signed_with_the_push_keys_as_huaweis_signer_signs_
         running.callbacks.catch_up()
         [(path, headers, body)] = [p for p in captured.posts if p[0] == "/callback"]
         assert headers["X-Sdk-Content-Sha256"] == "UNSIGNED-PAYLOAD"
-        signed_at = datetime.fromtimestamp(running.clock.now(), UTC)
-        assert verify_request("POST", url + path, headers, body, {"push-ak": "push-sk"}, signed_at)
+        secrets = {"push-ak": "push-sk"}
+        assert verify_request("POST", url + path, headers, body, secrets, datetime.now(UTC))
+        update_time = dict(parse_qsl(body.decode()))["updateTime"]
+        sent_at = running.clock.now() - 61  # the carrier answered 60 s after sending
+        assert update_time == format_rfc3339(sent_at + 60).replace(".000", "")
+
+
+def test_signed_status_callbacks_hours_ahead_on_a_manual_clock_are_all_stored_by_the_receiver(
+    tmp_path: Path,
+) -> None:
+    """``msgsms-simulator --push.sign`` without ``--push.url`` signs the statusCallback
+    reports; a receiver checking signatures on its own (wall) clock stores every one."""
+    keys = Credentials("push-ak", "push-sk")
+    store = PushStore(tmp_path / "push.db")
+    config = ReceiverConfig(
+        store_path="", signing_keys=(keys,), registration_token=Secret("reg-token")
+    )
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text(json.dumps(SCENARIO))  # JSON is YAML
+    start = format_rfc3339(time.time() // 60 * 60)
+    env = {"MSGSMS_PUSH_ACCESS_KEY": "push-ak", "MSGSMS_PUSH_SECRET_KEY": "push-sk"}
+    args = ("--clock", "manual", "--start-time", start, "--scenario.file", str(scenario))
+    with (
+        serving_receiver(config, store) as (server, receiver),
+        simulator_process(*args, "--push.sign", "--rate-limit", "0", env=env) as url,
+        httpx.Client(timeout=30) as http,
+    ):
+        base = f"http://127.0.0.1:{server.address[1]}"
+        numbers = ",".join(f"+4477009{n:05d}" for n in range(10))
+        form = order(numbers) | {"statusCallback": f"{base}/push/status-report"}
+        ids: list[str] = []
+        for _ in range(3):  # the third hour's reports are dated 2 h past the wall clock
+            answer = http.post(f"{url}{SEND}", data=form, headers=wsse()).json()
+            assert answer["code"] == "000000"
+            ids += [r["smsMsgId"] for r in answer["result"]]
+            registered = http.post(
+                f"{base}/push/sends?templateId=QUIET",
+                json=answer,
+                headers={"Authorization": "Bearer reg-token"},
+            )
+            assert registered.status_code == 200
+            http.post(f"{url}/-/clock", json={"advance_seconds": 3600}).raise_for_status()
+        for _ in range(600):  # the simulator's callback thread POSTs them: 3 + 30 requests
+            if receiver.stats.requests.total() == 3 + len(ids):
+                break
+            time.sleep(0.1)
+        callbacks = http.get(f"{url}/-/stats").json().get("status_callbacks")
+    stored = store.query(DetailsQuery(0, 4e9, limit=100)).records
+    store.close()
+    assert receiver.stats.rejected == {}  # none refused: no 401
+    assert {status for (_, status) in receiver.stats.requests} == {"200"}
+    assert sorted(r.message_id for r in stored) == sorted(ids)
+    assert all(r.send_result is not SendResult.SENDING for r in stored)
+    assert callbacks == {"pending": 0, "posted": {"200": 30}}
 
 
 def test_without_a_callback_the_pusher_registers_and_reports_an_api_send(
@@ -536,3 +596,63 @@ def test_an_application_flow_through_the_exporters_receiver_gives_the_truths_win
     finally:
         web.stop()
         store.close()
+
+
+def test_a_sustained_send_load_keeps_what_the_simulator_holds_bounded_by_its_retention(
+    receiver: tuple[str, Captured],
+) -> None:
+    """Eight simulated days of hourly sends with a statusCallback and an extend, beside
+    generated traffic: what the store keeps (minutes, messages, the requests' callbacks
+    and extends, review holds) and the callbacks pending stop growing at the retention."""
+    url, _ = receiver
+    config = SimulatorConfig(
+        scenario=parse_scenario(SCENARIO),
+        manual_clock=True,
+        start_time=time.time() // 60 * 60,
+        limits=QueryLimits(lookback_seconds=86400),  # kept: 73 h, the floor
+        rate_limit=0,
+    )
+    step, retention = 3600, MIN_RETENTION_MS // 1000
+    numbers = ",".join(f"+4477009{n:05d}" for n in range(5))
+    form = order(numbers, extend="order-1") | {"statusCallback": f"{url}/callback"}
+    daily: list[Footprint] = []
+    with start_simulator(config) as running:
+        for n in range(1, 8 * 24 + 1):
+            assert send(running, form).json()["code"] == "000000"
+            advance(running, step)
+            running.callbacks.catch_up()
+            # Each report is due 60 s after its send: none waits past the next step.
+            assert running.callbacks.pending == 0
+            if n % 24 == 0:
+                daily.append(running.store.footprint())
+        now = running.clock.now()
+        stats = httpx.get(f"{running.url}/-/stats").json()
+        kept_truth, gone_truth = (
+            httpx.get(
+                f"{running.url}/-/truth",
+                params={"start_time": format_rfc3339(start), "end_time": format_rfc3339(end)},
+            ).json()["templates"]
+            for start, end in ((now - retention, now), (now - 7 * 86400, now - retention - 60))
+        )
+        assert running.store.sent == 5 * 8 * 24
+    assert stats["status_callbacks"] == {"pending": 0, "posted": {"200": 5 * 8 * 24}}
+    last = daily[-1]
+    assert stats["kept"] == {
+        "since": format_rfc3339(last.first_minute_ms / 1000),
+        "messages": last.messages,
+        "blocks": last.blocks,
+        "send_requests": last.requests,
+    }
+    assert now - retention - 60 <= last.first_minute_ms / 1000 <= now - retention
+    # From day 4 on, past the retention, the same time of day holds the same amounts.
+    sends_kept = retention // step + 1
+    for footprint in daily[3:]:
+        assert footprint.requests <= sends_kept
+        assert footprint.blocks <= retention // 60 + 1 + sends_kept  # BUSY's and QUIET's
+        assert footprint.hold_hours <= retention // 3600 + 3
+        assert footprint.messages <= daily[3].messages * 1.05
+    # What is kept is what a query reaches; like Huawei's details, the rest is gone.
+    assert sum(t["success"] + t["failed"] + t["sending"] for t in kept_truth.values()) == (
+        last.messages
+    )
+    assert all(t["success"] + t["failed"] + t["sending"] == 0 for t in gone_truth.values())

@@ -3,7 +3,8 @@
 Huawei pushes such a message's reports to the send request's ``statusCallback`` instead
 of the application's batch URL: one ``application/x-www-form-urlencoded`` POST per
 segment, when the report is due, at most once (a failed POST is counted, not retried).
-With push signing configured they are signed as Huawei's signer signs form bodies.
+With push signing keys they are signed as Huawei's signer signs form bodies, dated by
+the wall clock (the report's own times are simulated).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
@@ -60,13 +63,17 @@ class Callbacks:
         http: httpx.Client,
         credentials: Credentials | None = None,
         interval: float = 0.25,
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        """``clock`` says when reports are due; ``wall`` dates their signatures."""
         self.clock = clock
         self.credentials = credentials
+        """Huawei's push signing keys; None: unsigned."""
         self.interval = interval
         self.stats: Counter[str] = Counter()
         """POSTs by HTTP status (``200``...) or ``error`` when none came."""
         self._http = http
+        self._wall = wall
         self._lock = threading.Lock()
         self._order = itertools.count()
         self._due: list[tuple[int, int, Due, str]] = []
@@ -83,6 +90,11 @@ class Callbacks:
         with self._lock:
             return len(self._due)
 
+    def posted(self) -> dict[str, int]:
+        """POSTs made so far by HTTP status (``error``: no answer), a copy."""
+        with self._lock:
+            return dict(sorted(self.stats.items()))
+
     def catch_up(self, now: float | None = None) -> None:
         """POST every report due at ``now`` (default: the clock's now)."""
         now_ms = round((self.clock.now() if now is None else now) * 1000)
@@ -97,7 +109,7 @@ class Callbacks:
     def _post(self, url: str, body: bytes) -> None:
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         if self.credentials is not None:
-            now = datetime.fromtimestamp(self.clock.now(), UTC)
+            now = datetime.fromtimestamp(self._wall(), UTC)
             headers = sign_request("POST", url, headers, body, self.credentials, now)
         try:
             status: int | str = self._http.post(url, content=body, headers=headers).status_code

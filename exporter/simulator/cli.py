@@ -129,12 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="push registrations and status reports to this base URL (an exporter's receiver)",
     )
-    p.add_argument("--push.mode", dest="push_mode", choices=("single", "batch"), default="batch")
+    # The other --push.* flags shape the pushes to --push.url: default None, so that one
+    # given without it is refused rather than ignored (_refuse_ignored).
+    p.add_argument("--push.mode", dest="push_mode", choices=("single", "batch"), default=None)
     p.add_argument(
         "--push.sign",
         dest="push_sign",
         action="store_true",
-        help="sign pushes with MSGSMS_PUSH_ACCESS_KEY / MSGSMS_PUSH_SECRET_KEY (SDK-HMAC-SHA256)",
+        help="sign every push (statusCallback reports, and what goes to --push.url) with"
+        " MSGSMS_PUSH_ACCESS_KEY / MSGSMS_PUSH_SECRET_KEY (SDK-HMAC-SHA256, wall-clock X-Sdk-Date)",
     )
     p.add_argument(
         "--push.extend-key",
@@ -146,16 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--push.no-register",
         dest="push_register",
         action="store_false",
+        default=None,
         help="do not register sends (attribution from extend only)",
     )
     p.add_argument(
-        "--push.interval", dest="push_interval", type=_duration, default=1.0, help="e.g. 1s"
+        "--push.interval", dest="push_interval", type=_duration, default=None, help="e.g. 1s"
     )
     p.add_argument(
         "--push.connections",
         dest="push_connections",
         type=_at_least_one,
-        default=1,
+        default=None,
         help="POSTs in flight at once (keep-alive connections), for high push rates",
     )
     p.add_argument(
@@ -173,6 +177,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
+
+
+PUSH_URL_FLAGS = {
+    "push_mode": "--push.mode",
+    "push_extend_key": "--push.extend-key",
+    "push_register": "--push.no-register",
+    "push_interval": "--push.interval",
+    "push_connections": "--push.connections",
+}
+
+
+def _refuse_ignored(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit 2, argparse's way, for a flag that would change nothing beside the others."""
+    if args.start_time is not None and args.clock != "manual":
+        parser.error("argument --start-time: needs --clock manual (the real clock starts at now)")
+    if not args.push_url:
+        given = [flag for dest, flag in PUSH_URL_FLAGS.items() if getattr(args, dest) is not None]
+        if given:
+            parser.error(f"argument {given[0]}: needs --push.url (where to push)")
 
 
 def configure_logging(level: str, fmt: str = "auto") -> None:
@@ -203,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _refuse_ignored(parser, args)
     configure_logging(args.log_level, args.log_format)
     log = structlog.get_logger("msgsms-simulator")
     try:
@@ -212,28 +237,28 @@ def _main(argv: list[str] | None) -> int:
         for problem in exc.problems:
             print(f"msgsms-simulator: {problem}", file=sys.stderr)
         return 1
+    signing_keys = None
+    if args.push_sign:
+        ak = os.environ.get("MSGSMS_PUSH_ACCESS_KEY")
+        sk = os.environ.get("MSGSMS_PUSH_SECRET_KEY")
+        if not ak or not sk:
+            print(
+                "msgsms-simulator: --push.sign needs MSGSMS_PUSH_ACCESS_KEY and"
+                " MSGSMS_PUSH_SECRET_KEY",
+                file=sys.stderr,
+            )
+            return 1
+        signing_keys = Credentials(ak, sk)
     push: PushConfig | None = None
     if args.push_url:
-        credentials = None
-        if args.push_sign:
-            ak = os.environ.get("MSGSMS_PUSH_ACCESS_KEY")
-            sk = os.environ.get("MSGSMS_PUSH_SECRET_KEY")
-            if not ak or not sk:
-                print(
-                    "msgsms-simulator: --push.sign needs MSGSMS_PUSH_ACCESS_KEY and"
-                    " MSGSMS_PUSH_SECRET_KEY",
-                    file=sys.stderr,
-                )
-                return 1
-            credentials = Credentials(ak, sk)
         push = PushConfig(
             url=args.push_url.rstrip("/"),
-            mode=args.push_mode,
-            credentials=credentials,
-            register=args.push_register,
+            mode=args.push_mode or "batch",
+            credentials=signing_keys,
+            register=args.push_register is None,
             extend_key=args.push_extend_key,
-            interval=args.push_interval,
-            connections=args.push_connections,
+            interval=1.0 if args.push_interval is None else args.push_interval,
+            connections=args.push_connections or 1,
         )
     config = SimulatorConfig(
         scenario=scenario,
@@ -249,6 +274,7 @@ def _main(argv: list[str] | None) -> int:
         secret_key=os.environ.get("MSGSMS_SIMULATOR_SK", DEFAULT_SECRET_KEY),
         token=os.environ.get("MSGSMS_SIMULATOR_TOKEN", DEFAULT_TOKEN),
         push=push,
+        push_signing=signing_keys,
     )
     try:
         running = start_simulator(config)

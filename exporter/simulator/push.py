@@ -9,7 +9,8 @@ still match the truth exactly), ``source=3`` for codes the Huawei platform produ
 (``E...``, ``SC:...``), ``orgCode`` on international reports, an ``ACCEPTD`` report
 before a carrier's final report that comes more than 10 minutes late (the receiver must
 keep such a message pending), and single (form) pushes
-signed as Huawei's signer signs them, ``X-Sdk-Content-Sha256: UNSIGNED-PAYLOAD``. Like
+signed as Huawei's signer signs them, ``X-Sdk-Content-Sha256: UNSIGNED-PAYLOAD``, at the
+wall clock's time (:mod:`push_posts`). Like
 Huawei, a push that fails is not retried. With ``connections`` above 1 a step's POSTs go
 out that many at a time (Huawei's platform pushes concurrently too), registrations
 before the reports of the same step.
@@ -19,9 +20,10 @@ from __future__ import annotations
 
 import heapq
 import threading
+import time
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -127,12 +129,18 @@ class Pusher:
     """Turns the store's messages into pushes as the clock moves; ``catch_up`` does one step."""
 
     def __init__(
-        self, store: MessageStore, clock: Clock, config: PushConfig, http: httpx.Client
+        self,
+        store: MessageStore,
+        clock: Clock,
+        config: PushConfig,
+        http: httpx.Client,
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        """``clock`` is the simulated one; ``wall`` dates the signatures (X-Sdk-Date)."""
         self.store = store
         self.clock = clock
         self.config = config
-        self._poster = Poster(config, clock, http)
+        self._poster = Poster(config, http, wall)
         self._lock = threading.Lock()
         self._cursors: dict[tuple[int, int, int], int] = {}
         self._first_chunk: int | None = None
@@ -146,9 +154,11 @@ class Pusher:
         store = self.store
         store.advance_to(now_ms)
         templates = store.scenario.templates
-        if self._first_chunk is None:
-            first = [min(blocks) for blocks in [*store._blocks, *store._sent] if blocks]
-            self._first_chunk = min(first) if first else now_ms // CHUNK_MS
+        if self._first_chunk is None or self._first_chunk < store.first_chunk:
+            # Minutes the store dropped (past its retention) have nothing left to push.
+            self._first_chunk = store.first_chunk
+            for key in [k for k in self._cursors if k[1] < self._first_chunk]:
+                del self._cursors[key]
         last_chunk = (now_ms - 1) // CHUNK_MS
         complete = True
         for chunk in range(self._first_chunk, last_chunk + 1):
@@ -158,12 +168,11 @@ class Pusher:
                     sent = block is store.sent_block(t, chunk)
                     i = self._cursors.get((t, chunk, kind), 0)
                     while i < len(block) and block.send_ms[i] < cut:
-                        message_id = format_message_id(block.id_hi[i], block.id_lo[i])
-                        meta = store.sent_meta.get(message_id) if sent else None
+                        meta = store.meta_of(t, chunk, i) if sent else None
                         yield (
                             Due(
                                 block.report_ms[i],
-                                message_id,
+                                format_message_id(block.id_hi[i], block.id_lo[i]),
                                 spec.template_id,
                                 CODES.codes[block.codes[i]],
                                 block.segments[i],

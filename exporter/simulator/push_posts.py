@@ -4,12 +4,17 @@ A push step queues its POSTs (registrations, then reports, each group waited for
 the next, so a registration never trails its message's reports); ``flush`` makes them on
 a pool of ``connections`` threads sharing the client's keep-alive connections, and
 tallies every answer: ``stats`` by kind and status, the reports acknowledged.
+
+A signed POST's ``X-Sdk-Date`` is the wall clock's, as Huawei's is: a receiver refuses a
+date more than 15 minutes from its own clock, and a manual simulated clock may be hours
+ahead. The reports' own times (``updateTime``, ``createTime``) stay simulated.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +26,6 @@ import httpx
 import structlog
 
 from exporter.signing import Credentials, sign_request
-from exporter.simulator.clock import Clock
 
 BATCH_LIMIT = 50
 SENDS_LIMIT = 500
@@ -75,13 +79,18 @@ class _Post:
 class Poster:
     """Queues a step's POSTs, makes them concurrently, and counts their answers."""
 
-    def __init__(self, config: PushConfig, clock: Clock, http: httpx.Client) -> None:
+    def __init__(
+        self,
+        config: PushConfig,
+        http: httpx.Client,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
         self.stats: Counter[str] = Counter()
         self.acknowledged: Counter[tuple[str, int]] = Counter()
         self.reports_acknowledged = 0
         """Report items answered 200, duplicates included (for rates)."""
-        self._clock = clock
+        self._wall = wall
         self._http = http
         self._tally = threading.Lock()
         self._queued: list[Callable[[], None]] = []
@@ -159,7 +168,7 @@ class Poster:
         headers = {"Content-Type": content_type}
         if self.config.credentials is not None:
             # sign_request signs a form body as Huawei's signer does: UNSIGNED-PAYLOAD.
-            now = datetime.fromtimestamp(self._clock.now(), UTC)
+            now = datetime.fromtimestamp(self._wall(), UTC)
             headers = sign_request("POST", url, headers, body, self.config.credentials, now)
         try:
             response = self._http.post(url, content=body, headers=headers)

@@ -9,6 +9,7 @@ from types import TracebackType
 
 import httpx
 
+from exporter import signing
 from exporter.simulator.api import QueryLimits
 from exporter.simulator.callbacks import Callbacks
 from exporter.simulator.clock import Clock, ManualClock, RealClock
@@ -41,6 +42,9 @@ class SimulatorConfig:
     secret_key: str = DEFAULT_SECRET_KEY
     token: str = DEFAULT_TOKEN
     push: PushConfig | None = None
+    push_signing: signing.Credentials | None = None
+    """Huawei's push signing keys (a console setting): statusCallback reports are signed
+    with them; ``push`` signs with its own ``credentials``."""
 
     def __repr__(self) -> str:
         return (
@@ -81,7 +85,8 @@ class RunningSimulator:
         limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
         self._push_http = httpx.Client(timeout=config.timeout, limits=limits)
         self.pusher = Pusher(self.store, self.clock, config, self._push_http)
-        self.callbacks.credentials = config.credentials  # signed like the other pushes
+        if config.credentials is not None:  # Huawei signs all its pushes alike
+            self.callbacks.credentials = config.credentials
         self._push_thread = threading.Thread(
             target=self.pusher.run, args=(self._push_stop,), name="push", daemon=True
         )
@@ -130,7 +135,8 @@ def build_app(config: SimulatorConfig) -> SimulatorApp:
     start = time.time() if config.start_time is None else config.start_time
     clock: Clock = ManualClock(start) if config.manual_clock else RealClock()
     traffic_start_ms = round((start - config.history_seconds) * 1000)
-    store = MessageStore(config.scenario, config.seed, traffic_start_ms)
+    retention_ms = round(config.limits.lookback_seconds * 1000)  # what a query can reach
+    store = MessageStore(config.scenario, config.seed, traffic_start_ms, retention_ms)
     store.advance_to(round(clock.now() * 1000))
     credentials = Credentials(config.access_key, config.secret_key, config.token)
     return SimulatorApp(store, clock, credentials, config.limits, config.rate_limit, config.seed)
@@ -142,6 +148,7 @@ def start_simulator(config: SimulatorConfig | None = None) -> RunningSimulator:
     app = build_app(config)
     server = SimulatorServer((config.host, config.port), app)
     running = RunningSimulator(server, app)
+    running.callbacks.credentials = config.push_signing
     if config.push is not None:
         running.start_push(config.push)
     return running

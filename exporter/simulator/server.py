@@ -386,7 +386,25 @@ class SimulatorApp:
             requests: dict[str, dict[str, int]] = {}
             for (endpoint, status), n in sorted(self.stats.items()):
                 requests.setdefault(endpoint, {})[str(status)] = n
-        return _json(200, {"requests": requests, "messages_generated": self.store.generated})
+        kept = self.store.footprint()
+        body: dict[str, Any] = {
+            "requests": requests,
+            "messages_generated": self.store.generated,
+            # What memory grows with; the store drops minutes past its retention.
+            "kept": {
+                "since": format_rfc3339(kept.first_minute_ms / 1000),
+                "messages": kept.messages,
+                "blocks": kept.blocks,
+                "send_requests": kept.requests,
+            },
+        }
+        callbacks = self.sending.callbacks
+        if callbacks is not None:
+            body["status_callbacks"] = {
+                "pending": callbacks.pending,
+                "posted": callbacks.posted(),
+            }
+        return _json(200, body)
 
     def _get_incidents(self, request: Request, params: dict[str, list[str]]) -> Response:
         return _json(200, {"incidents": [i.to_wire() for i in self.store.incidents]})

@@ -8,6 +8,11 @@ Messages sent through the sending API (:meth:`MessageStore.send`) sit in a secon
 append-only block per template and minute, beside the generated one: their outcomes
 come from the same delivery model, review holds and incidents, and every query, the
 truth and the pushes read both blocks.
+
+Like Huawei's sending details (kept 60 days), the store keeps ``retention_ms`` of
+messages (the query lookback, never under 73 h: a message's last report is due 72 h
+after it is sent): older minutes, generated or sent, go with what their send requests
+asked, so a long-running simulator holds a bounded amount under any send load.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from exporter.simulator.traffic import (
     CHUNK_MS,
     CODES,
     DELIVERED,
+    EXPIRY_MS,
     HOUR_MS,
     Block,
     Hold,
@@ -41,6 +47,10 @@ from exporter.status_codes import describe
 
 Piece = tuple[Block, int, int]
 _MASK32 = (1 << 32) - 1
+DEFAULT_RETENTION_MS = 60 * 86_400_000
+"""Huawei keeps sending details 60 days (the query lookback's default)."""
+MIN_RETENTION_MS = EXPIRY_MS + HOUR_MS
+"""Every message stays at least until its last report is due (72 h), and an hour more."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +74,21 @@ class Sent:
 
 
 @dataclass(frozen=True, slots=True)
+class Footprint:
+    """What the store holds: the entries its memory grows with."""
+
+    first_minute_ms: int
+    """The start of the oldest minute kept."""
+    blocks: int
+    """Blocks of a template's minute, generated or sent through the API."""
+    messages: int
+    requests: int
+    """Send requests whose statusCallback or extend is kept for their messages."""
+    hold_hours: int
+    """Hours whose review holds are kept."""
+
+
+@dataclass(frozen=True, slots=True)
 class Filters:
     """The console's filters, in store units (milliseconds, digits as an integer)."""
 
@@ -77,7 +102,13 @@ class Filters:
 class MessageStore:
     """Generates traffic on demand up to ``now`` and answers queries and truth."""
 
-    def __init__(self, scenario: Scenario, seed: int, traffic_start_ms: int) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        seed: int,
+        traffic_start_ms: int,
+        retention_ms: int = DEFAULT_RETENTION_MS,
+    ) -> None:
         self.scenario = scenario
         self.seed = seed
         self.lock = threading.RLock()
@@ -92,18 +123,58 @@ class MessageStore:
         self._sent: list[dict[int, Block]] = [{} for _ in scenario.templates]
         self.sent = 0
         """Messages accepted by the sending API."""
-        self.sent_meta: dict[str, SentMeta] = {}
-        """By message id, for API sends with a statusCallback or an extend."""
+        self.retention_ms = max(retention_ms, MIN_RETENTION_MS)
+        """Messages sent this long before now are dropped, a minute at a time."""
+        # Per (template, minute) of sent blocks: (first, end, meta) of each request that
+        # named a statusCallback or an extend, by index in the block (ordered by first).
+        self._meta: dict[tuple[int, int], list[tuple[int, int, SentMeta]]] = {}
         self._last_send_ms = 0
 
     # -- generation -------------------------------------------------------------
 
     def advance_to(self, now_ms: int) -> None:
-        """Generate every chunk that starts before ``now_ms``."""
+        """Drop the minutes past the retention; generate every chunk that starts before
+        ``now_ms`` (none of those already past it)."""
         with self.lock:
+            self._trim(now_ms)
             while self._next_chunk * CHUNK_MS < now_ms:
                 self._generate(self._next_chunk)
                 self._next_chunk += 1
+
+    def _trim(self, now_ms: int) -> None:
+        """Drop every minute that ended ``retention_ms`` or more before ``now_ms``."""
+        keep_from = (now_ms - self.retention_ms) // CHUNK_MS
+        if keep_from <= self._first_chunk:
+            return
+        for chunk in range(self._first_chunk, min(keep_from, self._next_chunk)):
+            for t in range(len(self.scenario.templates)):
+                self._blocks[t].pop(chunk, None)
+                self._sent[t].pop(chunk, None)
+                self._meta.pop((t, chunk), None)
+        self._first_chunk = keep_from
+        self._next_chunk = max(self._next_chunk, keep_from)
+        first_hour = keep_from * CHUNK_MS // HOUR_MS - 1  # _holds_near reads the hour before
+        for hour in [h for h in self._holds if h < first_hour]:
+            del self._holds[hour]
+        self._merged.clear()
+
+    @property
+    def first_chunk(self) -> int:
+        """The oldest minute kept (in minutes since the epoch)."""
+        with self.lock:
+            return self._first_chunk
+
+    def footprint(self) -> Footprint:
+        """Counts of what the store holds now."""
+        with self.lock:
+            blocks = [b for kept in [*self._blocks, *self._sent] for b in kept.values()]
+            return Footprint(
+                first_minute_ms=self._first_chunk * CHUNK_MS,
+                blocks=len(blocks),
+                messages=sum(len(b) for b in blocks),
+                requests=sum(len(ranges) for ranges in self._meta.values()),
+                hold_hours=len(self._holds),
+            )
 
     def _hour_holds(self, hour: int) -> list[Hold]:
         holds = self._holds.get(hour)
@@ -190,8 +261,16 @@ class MessageStore:
                 format_message_id(fresh.id_hi[i], fresh.id_lo[i]) for i in range(len(fresh))
             )
             if meta is not None and (meta.callback or meta.extend):
-                self.sent_meta.update(dict.fromkeys(ids, meta))
+                self._meta.setdefault((template, chunk), []).append((first, len(block), meta))
             return Sent(send_ms, template, chunk, first, ids)
+
+    def meta_of(self, template: int, chunk: int, index: int) -> SentMeta | None:
+        """What the send request of a message of a sent block asked for its reports."""
+        ranges = self._meta.get((template, chunk))
+        if not ranges:
+            return None
+        k = bisect_right(ranges, index, key=lambda r: r[0]) - 1
+        return ranges[k][2] if k >= 0 and index < ranges[k][1] else None
 
     def blocks_of(self, template: int, chunk: int) -> list[Block]:
         """The template's blocks of one minute: generated, then sent through the API."""
