@@ -352,7 +352,14 @@ class Listener:
         self._finished.append((connection, response, reason))
         if not self._wake_pending:
             self._wake_pending = True
-            self.loop.call_soon_threadsafe(self._answer_finished)
+            try:
+                self.loop.call_soon_threadsafe(self._answer_finished)
+            except RuntimeError:  # the loop is closed: the server stopped, its clients gone
+                self._finished.clear()
+                log.warning(
+                    "answer ready after the server stopped: its client got none",
+                    status=response.status,
+                )
 
     def _answer_finished(self) -> None:
         self._wake_pending = False  # before taking: a later append wakes the loop again

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import resource
 import socket
@@ -18,6 +19,7 @@ import httpx
 import pytest
 from exporter_process import push_exporter
 from prometheus_client import CollectorRegistry, generate_latest
+from structlog.testing import capture_logs
 
 from exporter.config import ReceiverConfig
 from exporter.receiver import Receiver
@@ -524,3 +526,34 @@ def test_a_large_or_compressed_body_is_parsed_in_a_worker_thread_not_on_the_loop
     gzipped = httpx.post(f"{served.url}/where", content=b"x", headers={"Content-Encoding": "gzip"})
     assert small.text == "web\n"
     assert large.text.startswith("web-route") and gzipped.text.startswith("web-route")
+
+
+def test_an_answer_ready_after_the_server_stopped_is_dropped_with_a_warning() -> None:
+    # A push whose write outlived the shutdown (a store waiting on another process's
+    # lock) was answered to a closed event loop: a RuntimeError with its traceback.
+    held: list[Reply] = []
+    routed = threading.Event()
+
+    def hold(_request: Request, reply: Reply) -> None:
+        held.append(reply)
+        routed.set()
+
+    router = Router()
+    router.add_deferred("/hold", hold)
+    server = WebServer(router, "127.0.0.1", 0, open_paths={"/hold"})
+    server.start()
+
+    def post() -> None:
+        with contextlib.suppress(httpx.TransportError):  # closed unanswered at the stop
+            httpx.post(f"http://127.0.0.1:{server.address[1]}/hold", content=b"", timeout=30)
+
+    client = threading.Thread(target=post)
+    client.start()
+    assert routed.wait(30)
+    server.stop(grace=0)
+    client.join()
+    with capture_logs() as logs:
+        held[0](text(200, "stored"))
+    assert [(e["log_level"], e["event"], e["status"]) for e in logs] == [
+        ("warning", "answer ready after the server stopped: its client got none", 200)
+    ]
