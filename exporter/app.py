@@ -22,7 +22,14 @@ from exporter.pushstore import ReportStore, open_store
 from exporter.receiver import Receiver
 from exporter.receiverconfig import reload_problem
 from exporter.reloads import ReloadCollector, reload_web_access
-from exporter.routes import Routes, push_exposure
+from exporter.routes import (
+    DETAILS_PATHS,
+    Routes,
+    details_exposure,
+    details_withheld_message,
+    push_exposure,
+    withheld_details,
+)
 from exporter.runner import AccountRunner, Sources
 from exporter.sharding import UNSHARDED, Shard
 from exporter.snapshot import AccountSnapshot, Generation, SnapshotBoard
@@ -71,6 +78,8 @@ class Exporter:
         self._auth: Authenticator | None = None
         """The web config's users, as last started or reloaded (registrations may use them)."""
         self._host: str | None = None
+        self._details_open = False
+        """``--web.details-unauthenticated``: the record-level pages need no credentials."""
         # The HTTP layer's and the receiver's counters, which every request may change,
         # are the live part of the exposition: in each scrape, at most 100 ms old.
         self.http_stats = HttpStats()
@@ -209,10 +218,14 @@ class Exporter:
         if self.web_config_file is not None and self._web is not None:
             access = reload_web_access(self.web_config_file, self._web.tls_on, problems)
         if config is not None and self._host is not None:
-            # New users, or none: pushes must stay authenticated (or allowed unsigned).
+            # New users, or none: pushes must stay authenticated (or allowed unsigned), and
+            # the details API too (or opted in); the warnings of an opt-in come again.
             users = access[1] if access is not None else self._auth
-            problem = push_exposure(config, self._host, users is not None)
-            problems += [problem] if problem else []
+            for problem in (
+                push_exposure(config, self._host, users is not None),
+                details_exposure(config, self._host, users is not None, self._details_open),
+            ):
+                problems += [problem] if problem else []
         if not problems and config is not None:
             try:
                 self.reload(config)
@@ -222,9 +235,10 @@ class Exporter:
             self.reload_failed()
             log.error("configuration reload rejected", problems=problems)
             return problems
-        if access is not None and self._web is not None:
+        if access is not None and self._web is not None and self._host is not None:
             tls, auth = access
-            self._web.update(tls=tls, auth=auth)
+            withheld = self._withheld(self._host, auth is not None)
+            self._web.update(tls=tls, auth=auth, withheld=withheld)
             self._auth = auth
             log.info("web configuration reloaded", tls=tls is not None, basic_auth=auth is not None)
         return []
@@ -249,32 +263,57 @@ class Exporter:
         *,
         web: WebConfig = WebConfig(),  # noqa: B008 - frozen, never mutated
         health_open: bool = False,
+        details_open: bool = False,
     ) -> tuple[str, int]:
         """Start the pollers and the web server; return the bound address.
 
         ``web`` adds TLS and basic auth; ``health_open`` leaves ``/-/healthy`` and
-        ``/-/ready`` without auth (for kubelet probes).
+        ``/-/ready`` without auth (for kubelet probes); ``details_open`` serves the
+        record-level pages without credentials, also off loopback (else they are withheld
+        there unless basic auth guards them).
         """
         auth = web.auth()
-        problem = push_exposure(self.config, host, auth is not None)
-        if problem:
-            raise ConfigError([problem])
-        self._auth, self._host = auth, host
+        problems = [
+            problem
+            for problem in (
+                push_exposure(self.config, host, auth is not None),
+                details_exposure(self.config, host, auth is not None, details_open),
+            )
+            if problem
+        ]
+        if problems:
+            raise ConfigError(problems)
+        self._auth, self._host, self._details_open = auth, host, details_open
         health = HEALTH_PATHS if health_open else ()
+        details = DETAILS_PATHS if details_open else ()
         self._web = WebServer(
             self.router(),
             host,
             port,
             tls=web.tls.context() if web.tls is not None else None,
             auth=auth,
-            open_paths=(*health, *self.routes.push_paths_open(self.config)),
+            open_paths=(*health, *details, *self.routes.push_paths_open(self.config)),
             stats=self.http_stats,
+            withheld=self._withheld(host, auth is not None),
+            withheld_message=details_withheld_message(host),
         )
         self._web.start()
         self._started = True
         for runner in self._runners:
             runner.start(self._stop)
         return self._web.address
+
+    def _withheld(self, host: str, basic_auth: bool) -> tuple[str, ...]:
+        """The record-level pages to refuse (403); logged when there are any."""
+        withheld = withheld_details(host, basic_auth, self._details_open)
+        if withheld:
+            log.info(
+                "sending-details pages withheld: no basic auth off loopback"
+                " (set basic_auth_users, or pass --web.details-unauthenticated)",
+                host=host,
+                paths=list(withheld),
+            )
+        return withheld
 
     def _basic_ok(self, header: str) -> bool:
         """True when ``header`` names a user of the current web config: as the web server

@@ -23,7 +23,7 @@ from exporter.config import Config
 from exporter.configfile import load_config
 from exporter.errors import ConfigError
 from exporter.logs import LEVELS, configure_logging
-from exporter.routes import push_exposure
+from exporter.routes import details_exposure, push_exposure
 from exporter.sharding import UNSHARDED, Shard, parse_shard
 from exporter.timestamps import parse_duration
 from exporter.web import parse_listen_address
@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve /-/healthy and /-/ready without basic auth (for probes)",
     )
     parser.add_argument(
+        "--web.details-unauthenticated",
+        dest="details_open",
+        action="store_true",
+        help="serve /details and /api/v1/send-details without credentials, also off"
+        " loopback (else they need basic auth there); logs a warning at every start and reload",
+    )
+    parser.add_argument(
         "--web.shutdown-delay",
         dest="shutdown_delay",
         type=_delay,
@@ -165,6 +172,7 @@ def serve(
     web: WebConfig = WebConfig(),  # noqa: B008 - frozen, never mutated
     health_open: bool = False,
     shutdown_delay: float = 5.0,
+    details_open: bool = False,
 ) -> int:
     """Serve until a signal, then stop; SIGHUP reloads the config.
 
@@ -194,7 +202,9 @@ def serve(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_hangup)
-    bound_host, bound_port = exporter.start(host, port, web=web, health_open=health_open)
+    bound_host, bound_port = exporter.start(
+        host, port, web=web, health_open=health_open, details_open=details_open
+    )
     # What exists now lives as long as the process: out of the collector's sight, so its
     # full passes (which otherwise walk every module, class and config object) stay short.
     gc.freeze()
@@ -241,16 +251,30 @@ def _main(argv: Sequence[str] | None) -> int:
         except ConfigError as error:
             return _report_config_error(error)
         with demo_session() as demo:
+            # The demo's records are made up: /details shows without basic auth anywhere.
+            args.details_open = args.details_open or web.auth() is None
             return _run(Exporter(demo, shard=shard), args, web)
     try:
         config: Config = load_config(args.config_file)
         web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
         shard = _shard(args.shard)
         host, _ = parse_listen_address(args.listen)
-        # What start would refuse, --check-config refuses too (unsigned pushes off loopback).
-        problem = push_exposure(config, host, web.auth() is not None)
-        if problem:
-            raise ConfigError([problem])
+        # What start would refuse, --check-config refuses too (unsigned pushes, or the
+        # details API without credentials, off loopback).
+        basic_auth = web.auth() is not None
+        problems = [
+            problem
+            for problem in (
+                # Their warnings: here for --check-config, else once by the start.
+                push_exposure(config, host, basic_auth, warn=args.check_config),
+                details_exposure(
+                    config, host, basic_auth, args.details_open, warn=args.check_config
+                ),
+            )
+            if problem
+        ]
+        if problems:
+            raise ConfigError(problems)
     except ConfigError as error:
         code = _report_config_error(error)
         if not getattr(args, "config_file_given", False) and not os.path.exists(DEFAULT_CONFIG):
@@ -286,7 +310,14 @@ def _run(exporter: Exporter, args: argparse.Namespace, web: WebConfig) -> int:
         exporter.stop()
         return 0 if ok else 1
     try:
-        return serve(exporter, args.listen, web, args.health_open, args.shutdown_delay)
+        return serve(
+            exporter,
+            args.listen,
+            web,
+            args.health_open,
+            args.shutdown_delay,
+            details_open=args.details_open,
+        )
     except ConfigError as error:
         exporter.stop()
         return _report_config_error(error)

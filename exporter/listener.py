@@ -77,6 +77,9 @@ class Access:
 
     auth: Authenticator | None
     tls: ssl.SSLContext | None
+    withheld: frozenset[str] = frozenset()
+    """Paths answered 403 with ``withheld_message`` whoever asks (``details_withheld``)."""
+    withheld_message: str = ""
 
 
 class Listener:
@@ -274,8 +277,14 @@ class Listener:
         verifier (bcrypt), never in a worker thread: a flood of wrong passwords holds
         none of the threads that requests with verified credentials need.
         """
-        auth = self.access.auth
-        open_path = route_path(request.path) in self.open_paths
+        access = self.access
+        path = route_path(request.path)
+        if path in access.withheld:
+            refusal = self.router.refusal(request.path, 403, access.withheld_message)
+            self._answer(connection, refusal, "details_withheld")
+            return
+        auth = access.auth
+        open_path = path in self.open_paths
         if auth is None:
             self._serve(connection, request)
             return

@@ -1,5 +1,6 @@
 """The exporter's routes: the landing page, ``/details``, ``/metrics``, health, readiness
-and reload, with the receiver's push routes; and which paths skip basic auth.
+and reload, with the receiver's push routes; which paths skip basic auth; and whether
+pushes and the record-level pages may be served on the listen address.
 
 Handlers read the running exporter through :class:`Site`, each time, because a reload
 replaces the board and the details queries they answer from.
@@ -14,11 +15,12 @@ from typing import Protocol
 import structlog
 
 from exporter.config import Config
+from exporter.contract import DETAILS_PATH
 from exporter.details import DetailsQueries
 from exporter.details_page import details_html
 from exporter.exposition import ExpositionCache
 from exporter.pages import landing_page
-from exporter.pushauth import unsigned_exposure
+from exporter.pushauth import is_loopback, unsigned_exposure
 from exporter.pushstore import ReportStore
 from exporter.receiver import Receiver
 from exporter.routing import Request, Response, Router, text
@@ -27,6 +29,8 @@ from exporter.snapshot import SnapshotBoard
 log = structlog.get_logger("msgsms_exporter")
 
 HTML = "text/html; charset=utf-8"
+DETAILS_PATHS = ("/details", DETAILS_PATH)
+"""The record-level pages: each record's masked number, message id, template and times."""
 
 
 class Site(Protocol):
@@ -114,7 +118,7 @@ class Routes:
         return self.receiver.registration_paths() if rc.registration_token else ()
 
 
-def push_exposure(config: Config, host: str, basic_auth: bool) -> str | None:
+def push_exposure(config: Config, host: str, basic_auth: bool, *, warn: bool = True) -> str | None:
     """Why the receiver may not serve on ``host``; warns when it is allowed unsigned."""
     rc = config.receiver
     problem = unsigned_exposure(rc, host, basic_auth) if rc is not None else None
@@ -122,7 +126,58 @@ def push_exposure(config: Config, host: str, basic_auth: bool) -> str | None:
         return None
     if not rc.allow_unsigned:
         return problem
-    log.warning(
-        "push paths accept unsigned reports from anyone (receiver.allow_unsigned)", host=host
-    )
+    if warn:
+        log.warning(
+            "push paths accept unsigned reports from anyone (receiver.allow_unsigned)", host=host
+        )
     return None
+
+
+def withheld_details(host: str, basic_auth: bool, details_open: bool) -> tuple[str, ...]:
+    """The record-level page not to serve on ``host``: ``/details`` when anyone reaching
+    it could read it (off loopback without basic auth) and the operator did not opt in
+    (``--web.details-unauthenticated``); it is answered 403 naming the fix. (The details
+    API is refused at start and reload instead: see :func:`details_exposure`.)"""
+    if basic_auth or details_open or is_loopback(host):
+        return ()
+    return ("/details",)
+
+
+def details_withheld_message(host: str) -> str:
+    """What the withheld ``/details`` answers (403), naming the fixes."""
+    return (
+        f"the sending-details page shows message records and is not served without"
+        f" credentials on {host or '0.0.0.0'}: set basic_auth_users in --web.config.file, or"
+        " listen on 127.0.0.1 behind a proxy that authenticates, or pass"
+        " --web.details-unauthenticated to serve it to anyone who reaches the port"
+    )
+
+
+def details_exposure(
+    config: Config, host: str, basic_auth: bool, details_open: bool, *, warn: bool = True
+) -> str | None:
+    """Why ``receiver.details_api`` may not be served on ``host``; warns when the
+    record-level pages are served to anyone reaching it (``--web.details-unauthenticated``).
+
+    The page ``/details`` is only withheld (it is always there, and /metrics must not stop
+    for it); the API, which the configuration asked for, refuses the start.
+    """
+    if is_loopback(host) or (basic_auth and not details_open):
+        return None
+    if details_open:
+        if warn:
+            log.warning(
+                "the sending-details pages serve message records to anyone"
+                " (--web.details-unauthenticated)",
+                host=host,
+            )
+        return None
+    rc = config.receiver
+    if rc is None or not rc.details_api:
+        return None
+    return (
+        f"receiver.details_api: {DETAILS_PATH} on {host or '0.0.0.0'} would serve message"
+        " records to anyone: set basic_auth_users in --web.config.file, or listen on"
+        " 127.0.0.1 behind a proxy that authenticates, or pass --web.details-unauthenticated"
+        " to serve them to anyone"
+    )

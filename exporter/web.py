@@ -78,7 +78,8 @@ BACKLOG = 1024  # a burst of connects (scrapers, pushes) waits here instead of i
 class WebServer:
     """An HTTP server for a router, serving from a background thread.
 
-    ``tls`` wraps every connection; ``auth`` guards every path but ``open_paths``.
+    ``tls`` wraps every connection; ``auth`` guards every path but ``open_paths``;
+    ``withheld`` paths are answered 403 with ``withheld_message``, whoever asks.
     """
 
     def __init__(
@@ -92,6 +93,8 @@ class WebServer:
         open_paths: Collection[str] = (),
         limits: ServerLimits = ServerLimits(),  # noqa: B008 - frozen, never mutated
         stats: HttpStats | None = None,
+        withheld: Collection[str] = (),
+        withheld_message: str = "",
     ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # Not socket.create_server: its OSError rewrites strerror, which the CLI shows.
@@ -105,7 +108,7 @@ class WebServer:
             raise
         self._listener.setblocking(False)
         self.stats = stats or HttpStats()
-        self._access = Access(auth, tls)
+        self._access = Access(auth, tls, frozenset(withheld), withheld_message)
         self._core = Listener(
             router, self._listener, self._access, frozenset(open_paths), limits, self.stats
         )
@@ -142,8 +145,15 @@ class WebServer:
         """Whether the server speaks TLS."""
         return self._access.tls is not None
 
-    def update(self, *, tls: ssl.SSLContext | None, auth: Authenticator | None) -> None:
-        """Apply a reloaded web config to the connections accepted from now on.
+    def update(
+        self,
+        *,
+        tls: ssl.SSLContext | None,
+        auth: Authenticator | None,
+        withheld: Collection[str] = (),
+    ) -> None:
+        """Apply a reloaded web config to the connections accepted from now on (and, for
+        auth and the withheld paths, to the requests that arrive from now on).
 
         ValueError when TLS would be turned on or off: that needs a restart.
         """
@@ -151,6 +161,7 @@ class WebServer:
             raise ValueError("turning TLS on or off needs a restart")
         self._access.tls = tls
         self._access.auth = auth
+        self._access.withheld = frozenset(withheld)
 
     def drain(self) -> None:
         """Keep serving, but close each connection after its answer."""

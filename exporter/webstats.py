@@ -23,6 +23,7 @@ REQUEST_REASONS: dict[str, int] = {
     **REFUSALS,
     "unauthorized": 401,  # basic auth missing or wrong
     "auth_overloaded": 503,  # too many passwords not seen before waiting for bcrypt
+    "details_withheld": 403,  # a record-level page off loopback without basic auth
     "not_found": 404,  # no route at this path (a wrong callback URL shows here)
     "method_not_allowed": 405,
     "internal_error": 500,  # a route failed (a bug; logged with its traceback)

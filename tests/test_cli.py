@@ -197,6 +197,29 @@ def test_the_demo_serves_behind_the_web_configs_basic_auth(tmp_path: Path) -> No
         stop(proc, timeout=10)
 
 
+def test_the_demo_serves_its_details_page_on_every_address() -> None:
+    # Its records are made up: off loopback without basic auth /details is not withheld.
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "exporter", "--demo"),
+            *("--web.listen-address", f"0.0.0.0:{port}", "--log.level", "warning"),
+        ],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while not _answers(f"{url}/-/ready", ("", "")):
+            assert proc.poll() is None and time.monotonic() < deadline, "the demo never served"
+            time.sleep(0.2)
+        details = httpx.get(f"{url}/details", params={"result": "failed", "last": "1h"})
+        assert details.status_code == 200
+        assert 'id="records"' in details.text
+    finally:
+        stop(proc, timeout=10)
+
+
 def test_ctrl_c_before_serving_is_one_line_and_exit_130_not_a_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

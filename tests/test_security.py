@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import re
 import signal
 import socket
 import ssl
@@ -212,7 +213,9 @@ def test_secrets_and_full_numbers_never_reach_any_output(tmp_path: Path) -> None
     from simulator_process import simulator_process
 
     sim_env = {"MSGSMS_SIMULATOR_AK": AK, "MSGSMS_SIMULATOR_SK": SK}
-    args = ("--clock", "manual", "--start-time", "2026-11-26T10:00:00Z", "--history", "1h")
+    # A minute ago: /details shows the last hour of records, whatever today's date.
+    start = time.strftime("%Y-%m-%dT%H:%M:00Z", time.gmtime(time.time() - 60))
+    args = ("--clock", "manual", "--start-time", start, "--history", "1h")
     with simulator_process(*args, "--scale", "0.02", env=sim_env) as sim_url:
         sk_file = tmp_path / "sk"
         sk_file.write_text(SK)
@@ -239,6 +242,12 @@ poll_interval: 1s
     }
     assert leaks == {name: [] for name in channels}
     assert "poll finished" in channels["stderr"]  # the logs really were captured
+    message_ids = re.findall(
+        r"<td class=\"l\">([0-9a-f-]{36}_\d+)</td>", channels["/details records"]
+    )
+    assert message_ids, "the records page showed no message id"
+    logged = [m for m in message_ids if m in channels["stderr"] + channels["stdout"]]
+    assert logged == []
 
 
 def _run_exporter_and_collect(config: Path, web: Path, tmp_path: Path) -> dict[str, str]:
@@ -285,6 +294,10 @@ def _run_exporter_and_collect(config: Path, web: Path, tmp_path: Path) -> dict[s
         # The form keeps what the operator typed (the query's own input); every record
         # shown is masked.
         channels["/details"] = details.text.replace(f'value="{MOBILE}"', 'value=""', 1)
+        # Every record of the last hour: the page shows message ids; no log may.
+        channels["/details records"] = httpx.get(
+            f"{base}/details", params={"last": "1h"}, auth=auth
+        ).text
         channels["401"] = httpx.get(f"{base}/metrics", auth=("prom", "wrong")).text
         channels["404"] = httpx.get(f"{base}/nowhere", auth=auth).text
         # SIGHUP reads the web config again: the new user is in, the old one out.
