@@ -306,7 +306,9 @@ class Listener:
 
     def _checked(self, connection: Connection, request: Request, open_path: bool, ok: bool) -> None:
         """On the verifier's thread: back to the loop with the verdict."""
-        self.loop.call_soon_threadsafe(self._admit, connection, request, ok or open_path)
+        # The loop is closed when the server stopped during the check: its client is gone.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._admit, connection, request, ok or open_path)
 
     def _admit(self, connection: Connection, request: Request, allowed: bool) -> None:
         """Serve the request, or answer 401 (on the loop)."""
