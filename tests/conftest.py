@@ -18,6 +18,7 @@ from simulator_process import simulator_process
 
 from exporter.config import AccountConfig, Config
 from exporter.demo import DEMO_ACCESS_KEY, DEMO_PROJECT_ID, DEMO_SECRET_KEY, simulated_account
+from exporter.logs import remove_handler
 from exporter.pgstore import PostgresStore
 from exporter.pushstore import ReportStore
 from exporter.sqlitestore import PushStore
@@ -32,6 +33,7 @@ def _fresh_logging() -> Iterator[None]:
     """Undo any test's ``configure_logging``: its stream may be a closed capture later."""
     yield
     structlog.reset_defaults()
+    remove_handler()
 
 
 @dataclass
