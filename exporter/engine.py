@@ -83,6 +83,8 @@ class Engine:
         book.follow_selection(templates)
         previous, self._previous_end = self._previous_end, end
         book.end = end
+        if self.holds.first_end is None:
+            self.holds.first_end = end
         earlier = set(book.read)
         try:
             holds_checked = self._read_new(paid, templates, previous, end)

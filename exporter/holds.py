@@ -54,14 +54,19 @@ class HoldCheck:
         # The window end at the last poll whose hold check finished: minutes that left
         # the horizon since then are still due for one (a poll cut by the budget skips it).
         self.checked_end: int | None = None
+        # The window end at the first poll, which read the newest minutes first: minutes
+        # older than it less the horizon were read after a hold could still appear there.
+        self.first_end: int | None = None
 
     def horizon(self, end: int) -> int:
         """Start of the minutes where a held message may still appear unseen."""
         settings = self.book.settings
         start = end - settings.window
-        if self.checked_end is None:  # never checked: all that was read
-            return start
-        return max(min(end, self.checked_end) - int(settings.review_hold_horizon), start)
+        # Never checked: every minute read while a hold could still appear in it (a
+        # start-up backfill cut by the budget reads older minutes polls later).
+        first = end if self.first_end is None else self.first_end
+        checked = first if self.checked_end is None else min(end, self.checked_end)
+        return max(checked - int(settings.review_hold_horizon), start)
 
     def read_new(
         self,

@@ -193,3 +193,20 @@ def test_a_window_grown_on_reload_reads_back_without_counting_anything_twice(
             == t["success"] + t["failed"] + t["sending"]
         )
         assert _finalized(poller, template_id) == _final_in(truth, template_id)
+
+
+def test_a_day_window_backfilled_under_a_small_budget_becomes_complete_and_exact() -> None:
+    # The first hold check after a backfill checked every minute read, back to the start
+    # of the day; its bisection needed more than a poll's budget, started over every
+    # poll, and the windows stayed incomplete for good. Only minutes read while a held
+    # message could still appear in them need it: those since the first poll's horizon.
+    args = ("--clock", "manual", "--start-time", START, "--history", "25h", "--scale", "0.02")
+    with (
+        simulator_process(*args, "--rate-limit", "0") as url,
+        httpx.Client(timeout=30) as http,
+    ):
+        sim = Simulator(url, http)
+        config = config_for(url, windows=(3600.0, 86400.0), request_budget=25)
+        with Exporter(config, clock=sim.now) as exporter:
+            _poll_minutes(sim, exporter, 12, check=False)  # the day needs 5 polls' budget
+            _poll_minutes(sim, exporter, 3, check=True)
