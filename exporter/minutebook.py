@@ -282,13 +282,17 @@ class MinuteBook:
             targets = set(templates) | set(fold.tallies) | set(self.ledgers)
         else:
             targets = {only} if only is not None else set(templates)
+            rejected: dict[str, bool] = {}
             for template_id in sorted(targets):
                 query = DetailsQuery(start, end, template_id, limit=page_size)
                 read = read_range(source, query, MinuteFold)
                 self.counters.count(read)
-                self.note_rejected(template_id, start, end, bool(read.rejected))
+                rejected[template_id] = bool(read.rejected)
                 fold.tallies[template_id] = read.sink.tallies.get(template_id, {})
                 fold.pending.update(read.sink.pending)
+            # Only once every template is read: a spent budget applies none of them.
+            for template_id, skipped in rejected.items():
+                self.note_rejected(template_id, start, end, skipped)
         self.apply_fold(fold, targets, start, end)
 
     def note_rejected(self, scope: str | None, start: int, end: int, rejected: bool) -> None:
