@@ -197,6 +197,11 @@ def test_a_read_only_database_refuses_pushes_503_not_as_unstorable_items_and_rec
         registry = CollectorRegistry()  # the receiver's families now, not 100 ms old
         registry.register(exporter.receiver.collector())
         _eventually(lambda: _push(base, "before") == 200, "the first push is stored")
+        # No read may race the refused write below: a read succeeds on a read-only
+        # database and marks the store up (the first poll, the first pruning).
+        _eventually(exporter.board.polled, "the first poll")
+        assert exporter.push_store is not None
+        exporter.push_store.settle()
         try:
             _read_only(admin, True)
             body = {"statusReportList": [{"smsMsgId": "ro1", "status": "DELIVRD"}]}
