@@ -14,7 +14,7 @@ taken out of the URL before libpq reads it.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from psycopg.conninfo import conninfo_to_dict
 
@@ -41,7 +41,9 @@ def split_url(url: str) -> tuple[str, bool]:
                 raise ValueError(f"{PREPARED_STATEMENTS}: expected on or off, not {value!r}")
             prepared = _SWITCH[value.lower()]
     libpq = [(k, v) for k, v in query if k != PREPARED_STATEMENTS]
-    return urlunsplit(parts._replace(query=urlencode(libpq))), prepared
+    # %20 for a space, as libpq decodes it: urlencode's default '+' reached libpq as a
+    # plus (options=-c%20statement_timeout%3D5000 became '-c+statement_timeout=5000').
+    return urlunsplit(parts._replace(query=urlencode(libpq, quote_via=quote))), prepared
 
 
 def connection_settings(url: str) -> dict[str, Any]:

@@ -7,10 +7,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, closing
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 import pytest
 import yaml
+from postgres_server import PostgresServer
 
 from exporter.configfile import parse_config
 from exporter.errors import ConfigError, StoreUnavailable
@@ -94,6 +96,26 @@ def test_tls_parameters_pass_through_and_unverified_remote_hosts_are_named():
     assert unverified_host(url) is None
     assert unverified_host("postgresql://u@db.internal/x?sslmode=require") == "db.internal"
     assert unverified_host("postgresql://u@127.0.0.1:5432/x") is None
+
+
+def test_a_url_parameter_with_a_space_reaches_the_database_as_written(
+    postgres: PostgresServer,
+) -> None:
+    # libpq's usual way to set a server setting: options=-c%20name%3Dvalue. The space
+    # was re-encoded as '+', which libpq keeps: the settings never applied (here the
+    # store could not even find its schema).
+    schema = postgres.new_schema()
+    options = f"-c search_path={schema} -c statement_timeout=5000"
+    url = f"{postgres.url()}?options={quote(options)}&sslmode=disable"
+    assert connection_settings(url)["options"] == options
+    with closing(PostgresStore(url)) as store:
+        assert store.add_reports([StatusReport("m1", "DELIVRD")]).stored == 1
+    with psycopg.connect(**connection_settings(url)) as conn:
+        shown = conn.execute(
+            "SELECT current_setting('search_path'), current_setting('statement_timeout')"
+        )
+        assert shown.fetchone() == (schema, "5s")
+        assert conn.execute("SELECT message_id FROM msgsms_messages").fetchall() == [("m1",)]
 
 
 def test_the_receiver_opens_the_store_its_config_names(postgres_url: str, tmp_path: Path):
