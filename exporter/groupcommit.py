@@ -146,6 +146,8 @@ class GroupCommitter(Generic[J]):
         """Maintenance after committed groups; then those jobs are finished."""
         try:
             self._maintain(jobs)
+        except Exception as exc:  # its bug must not end the thread, and every write with it
+            log.error("push store maintenance failed; tried again later", error=repr(exc))
         finally:
             for job in jobs:
                 if job.prune:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import pytest
+from structlog.testing import capture_logs
 
 from exporter.groupcommit import GroupCommitter, failure_of
 
@@ -129,3 +133,36 @@ def test_a_commit_that_raises_fails_its_jobs_and_the_writer_goes_on() -> None:
         committer.submit(_Job("good"))
     finally:
         committer.close()
+
+
+@pytest.mark.parametrize("apart", [False, True], ids=["on_the_writer", "apart"])
+def test_a_maintenance_that_raises_is_logged_and_the_writer_goes_on(apart: bool) -> None:
+    # Pruning that failed while rolling back (a disk I/O error) ended the writer thread:
+    # every later push waited for an answer that never came, and /-/ready stayed 200.
+    maintained = threading.Event()
+
+    def maintain(jobs: list[_Job]) -> None:
+        if any(j.name == "first" for j in jobs):
+            raise sqlite3.OperationalError("disk I/O error")
+        maintained.set()
+
+    committer: GroupCommitter[_Job] = GroupCommitter(
+        lambda jobs: None, maintain, name="t", maintain_apart=apart
+    )
+    try:
+        with capture_logs() as logs:
+            committer.submit(_Job("first"))
+            committer.settle()
+        second = _Job("second")
+        answered = _done(second)
+        committer.enqueue(second)
+        assert answered.wait(WAIT) and maintained.wait(WAIT)  # both threads go on
+    finally:
+        committer.close()
+    assert [(e["log_level"], e["event"], e["error"]) for e in logs] == [
+        (
+            "error",
+            "push store maintenance failed; tried again later",
+            "OperationalError('disk I/O error')",
+        )
+    ]
