@@ -12,8 +12,9 @@ from __future__ import annotations
 import time
 
 from exporter.records import SendResult
+from exporter.simulator.queries import Filters
 from exporter.simulator.scenario import load_scenario
-from exporter.simulator.store import Filters, MessageStore
+from exporter.simulator.store import MessageStore
 from exporter.simulator.traffic import HOUR_MS
 from exporter.timestamps import parse_rfc3339
 

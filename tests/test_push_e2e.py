@@ -22,9 +22,9 @@ from exporter.receiver import Receiver
 from exporter.records import DetailsQuery, SendResult
 from exporter.signing import Credentials
 from exporter.simulator.push import PushConfig, Pusher
+from exporter.simulator.queries import Filters
 from exporter.simulator.runner import RunningSimulator, SimulatorConfig, start_simulator
 from exporter.simulator.scenario import load_scenario
-from exporter.simulator.store import Filters
 from exporter.snapshot import SnapshotBoard
 from exporter.timestamps import parse_rfc3339
 from exporter.web import Router, WebServer

@@ -8,8 +8,9 @@ import pytest
 
 from exporter.errors import ConfigError
 from exporter.records import SendRecord, SendResult
+from exporter.simulator.queries import Filters
 from exporter.simulator.scenario import load_scenario, parse_scenario
-from exporter.simulator.store import Filters, MessageStore
+from exporter.simulator.store import MessageStore
 from exporter.simulator.traffic import (
     CATEGORY_CODES,
     CODES,

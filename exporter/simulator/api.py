@@ -12,7 +12,8 @@ from typing import Any
 from exporter.contract import BadParameter, QueryLimits, page_to_wire, parse_details_query
 from exporter.records import DetailsPage
 from exporter.simulator.catalog import list_templates
-from exporter.simulator.store import Filters, MessageStore
+from exporter.simulator.queries import Filters
+from exporter.simulator.store import MessageStore
 
 __all__ = ["BadParameter", "QueryLimits", "list_templates", "send_details"]
 

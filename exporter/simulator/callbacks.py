@@ -24,7 +24,8 @@ import structlog
 from exporter.signing import Credentials, sign_request
 from exporter.simulator.clock import Clock
 from exporter.simulator.push import Due, due_reports, report_items
-from exporter.simulator.store import MessageStore, Sent
+from exporter.simulator.sent_blocks import Sent
+from exporter.simulator.store import MessageStore
 from exporter.simulator.traffic import CODES, format_message_id
 
 log = structlog.get_logger("msgsms-simulator.callbacks")

@@ -163,7 +163,7 @@ class Pusher:
         complete = True
         for chunk in range(self._first_chunk, last_chunk + 1):
             for t, spec in enumerate(templates):
-                cut = store._cutoff(t, now_ms)
+                cut = store.cutoff(t, now_ms)
                 for kind, block in enumerate(store.blocks_of(t, chunk)):
                     sent = block is store.sent_block(t, chunk)
                     i = self._cursors.get((t, chunk, kind), 0)

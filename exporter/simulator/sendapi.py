@@ -22,7 +22,8 @@ from exporter.simulator.clock import Clock
 from exporter.simulator.gate import Credentials, RateLimiter, authenticate, authenticate_wsse
 from exporter.simulator.push import huawei_time
 from exporter.simulator.sending import parse_send_form, send_answer
-from exporter.simulator.store import MessageStore, SentMeta
+from exporter.simulator.sent_blocks import SentMeta
+from exporter.simulator.store import MessageStore
 
 log = structlog.get_logger("msgsms-simulator.send")
 Answer = tuple[int, dict[str, Any]]
