@@ -13,10 +13,11 @@ from exporter.records import parse_page
 from exporter.signing import Credentials as SigningCredentials
 from exporter.signing import sign_request
 from exporter.simulator.api import QueryLimits
+from exporter.simulator.app import SimulatorApp
 from exporter.simulator.clock import ManualClock
 from exporter.simulator.gate import Credentials
 from exporter.simulator.scenario import load_scenario
-from exporter.simulator.server import Request, Response, SimulatorApp
+from exporter.simulator.server import Request, Response
 from exporter.simulator.store import MessageStore
 from exporter.timestamps import parse_rfc3339
 

@@ -11,6 +11,7 @@ import httpx
 
 from exporter import signing
 from exporter.simulator.api import QueryLimits
+from exporter.simulator.app import SimulatorApp
 from exporter.simulator.callbacks import Callbacks
 from exporter.simulator.clock import Clock, ManualClock, RealClock
 from exporter.simulator.gate import (
@@ -21,7 +22,7 @@ from exporter.simulator.gate import (
 )
 from exporter.simulator.push import PushConfig, Pusher
 from exporter.simulator.scenario import Scenario, load_scenario
-from exporter.simulator.server import SimulatorApp, SimulatorServer
+from exporter.simulator.server import SimulatorServer
 from exporter.simulator.store import MessageStore
 
 
