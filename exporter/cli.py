@@ -21,7 +21,7 @@ from exporter import __version__
 from exporter.app import Exporter
 from exporter.config import Config
 from exporter.configfile import load_config
-from exporter.errors import ConfigError
+from exporter.errors import ConfigError, StoreUnavailable
 from exporter.logs import LEVELS, configure_logging
 from exporter.routes import details_exposure, push_exposure
 from exporter.sharding import UNSHARDED, Shard, parse_shard
@@ -295,6 +295,9 @@ def _main(argv: Sequence[str] | None) -> int:
         where = config.receiver.store_path if config.receiver else ""
         print(f"msgsms-exporter: receiver.store_path: {where}: {error}", file=sys.stderr)
         print("  (its directory must exist and be writable by the exporter)", file=sys.stderr)
+        return 1
+    except StoreUnavailable as error:  # a mobile key the SQLite store does not know
+        print(f"msgsms-exporter: receiver.mobile_key: {error}", file=sys.stderr)
         return 1
     exporter.config_file = args.config_file
     exporter.web_config_file = args.web_config_file or None

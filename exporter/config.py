@@ -146,6 +146,10 @@ class ReceiverConfig:
     """Bearer token that authorizes send registrations (besides basic auth and signing)."""
     max_templates: int = DEFAULT_MAX_TEMPLATES
     """Distinct templates pushes may add; beyond, they count under ``template="other"``."""
+    mobile_key: Secret | None = None
+    """Key of the stored numbers' hashes (the ``mobile`` filter); none kept without it."""
+    mobile_key_previous: Secret | None = None
+    """The key being rotated away from: a store that knows it takes ``mobile_key``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from exporter.contract import whole_number
 from exporter.details_fetch import Scan, fetch_query, scan_status_code
-from exporter.errors import DetailsBusy, FormError, UpstreamError
+from exporter.errors import BadParameter, DetailsBusy, FormError, UpstreamError
 from exporter.fetch import DetailsSource, snapshot_of
 from exporter.records import MOBILE_PATTERN, DetailsPage, DetailsQuery, SendResult
 from exporter.stats import RequestStats
@@ -330,6 +330,8 @@ class DetailsQueries:
             page, scan = self._query(details)
         except DetailsBusy as exc:
             return DetailsOutcome(429, form, self.accounts, templates, details, message=str(exc))
+        except BadParameter as exc:  # a filter the store cannot answer (a number, keyless)
+            return DetailsOutcome(400, form, self.accounts, templates, details, message=str(exc))
         except UpstreamError as exc:
             message = _upstream_message(exc)
             return DetailsOutcome(502, form, self.accounts, templates, details, message=message)

@@ -14,11 +14,14 @@ from typing import Any
 import psycopg
 
 from exporter.errors import StoreUnavailable
+from exporter.mobilekey import MobileKey, key_change
 
 LOCK_SPACE = 0x6D736773
 """The first key of the store's advisory locks ("msgs")."""
 SCHEMA_LOCK = 1
 PRUNE_LOCK = 2
+CLEAR_MOBILE_HASHES = "UPDATE msgsms_messages SET mobile_hash = '' WHERE mobile_hash <> ''"
+"""Forget the numbers' hashes: when they are unkeyed, or made with a key given up."""
 
 # Ids and template ids sort by code point ("C"), as the contract and the SQLite store do.
 MIGRATIONS: tuple[str, ...] = (
@@ -63,12 +66,24 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE msgsms_maintenance (last_prune_ms bigint NOT NULL);
     INSERT INTO msgsms_maintenance VALUES (0);
     """,
+    # 2: the numbers' hashes are keyed (exporter.mobilekey); the unkeyed ones would give
+    # every number to whoever holds a copy of the database, so they are cleared.
+    """
+    UPDATE msgsms_messages SET mobile_hash = '' WHERE mobile_hash <> '';
+    CREATE TABLE msgsms_mobile_key (fingerprint text NOT NULL);
+    """,
 )
 """Migration N (1-based) takes the schema from version N-1 to N; append, never edit."""
 
 
-def migrate(conn: psycopg.Connection[Any]) -> int:
-    """Bring the schema to the latest version; returns it. StoreUnavailable if newer."""
+def migrate(
+    conn: psycopg.Connection[Any],
+    mobile_key: MobileKey | None = None,
+    mobile_key_previous: MobileKey | None = None,
+) -> int:
+    """Bring the schema to the latest version and check the mobile key; returns the
+    version. StoreUnavailable if the schema is newer or the key one the store does not
+    know (:func:`~exporter.mobilekey.key_change`)."""
     latest = len(MIGRATIONS)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, SCHEMA_LOCK))
@@ -85,4 +100,10 @@ def migrate(conn: psycopg.Connection[Any]) -> int:
         for version in range(current + 1, latest + 1):
             conn.execute(MIGRATIONS[version - 1])
             conn.execute("INSERT INTO msgsms_schema_version (version) VALUES (%s)", (version,))
+        if mobile_key is not None:
+            row = conn.execute("SELECT fingerprint FROM msgsms_mobile_key").fetchone()
+            if key_change(None if row is None else row[0], mobile_key, mobile_key_previous):
+                conn.execute(CLEAR_MOBILE_HASHES)
+                conn.execute("DELETE FROM msgsms_mobile_key")
+                conn.execute("INSERT INTO msgsms_mobile_key VALUES (%s)", (mobile_key.fingerprint,))
     return latest

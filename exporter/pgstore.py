@@ -35,6 +35,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from exporter.errors import StoreUnavailable, UpstreamUnavailable
 from exporter.groupcommit import GroupCommitter
+from exporter.mobilekey import MobileKey
 from exporter.pgschema import LOCK_SPACE, PRUNE_LOCK, migrate
 from exporter.pgurl import connection_settings as connection_settings
 from exporter.pgurl import unverified_host as unverified_host
@@ -88,8 +89,12 @@ class PostgresStore(GroupCommitWrites):
         clock: Callable[[], float] = time.time,
         pool_size: int = 6,
         connect_timeout: float = CONNECT_TIMEOUT,
+        mobile_key: MobileKey | None = None,
+        mobile_key_previous: MobileKey | None = None,
     ) -> None:
         settings = connection_settings(url)
+        self._mobile_key = mobile_key
+        self._mobile_key_previous = mobile_key_previous
         # Not up until the database first answers.
         super().__init__(retention, clock, where=_where(settings), up=False)
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
@@ -106,7 +111,7 @@ class PostgresStore(GroupCommitWrites):
         self._pool.open(wait=False)
         self._schema_ready = False
         self._schema_lock = threading.Lock()
-        self._writer = PgWriter(settings, self._prepare)
+        self._writer = PgWriter(settings, self._prepare, mobile_key)
         self._snapshots = threading.local()
         self._prune_due = 0.0
         self._probe: _Probe | None = None
@@ -146,7 +151,7 @@ class PostgresStore(GroupCommitWrites):
         if not self._schema_ready:
             with self._schema_lock:
                 if not self._schema_ready:
-                    migrate(conn)
+                    migrate(conn, self._mobile_key, self._mobile_key_previous)
                     self._schema_ready = True
 
     def available(self) -> bool:
@@ -176,7 +181,10 @@ class PostgresStore(GroupCommitWrites):
             with self._connection(AVAILABLE_WITHIN, answered=False) as conn:
                 conn.autocommit = True
                 writable = _scalar_text(conn.execute("SHOW transaction_read_only")) != "on"
-        except (StoreUnavailable, psycopg.Error):
+        except StoreUnavailable as exc:  # logged with its reason (a schema or key refused)
+            self._used(False, began, exc)
+            return False
+        except psycopg.Error:
             return False
         self._used(
             writable, began, None if writable else StoreUnavailable("PostgreSQL is read-only")
@@ -327,7 +335,7 @@ class PostgresStore(GroupCommitWrites):
         """One page of the stored messages (see :meth:`ReportStore.query`)."""
         where: list[sql.Composable] = [sql.SQL("send_ms >= %s AND send_ms < %s")]
         args: list[object] = [round(query.start_time * 1000), round(query.end_time * 1000)]
-        for column, value in filter_columns(query, account):
+        for column, value in filter_columns(query, account, self._mobile_key):
             where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
             args.append(value)
         # Within one snapshot, pages go on from the previous page's end (snapshotpages).

@@ -29,6 +29,7 @@ from psycopg.errors import (
 )
 
 from exporter.errors import StoreUnavailable
+from exporter.mobilekey import MobileKey
 from exporter.pushmerge import (
     ROW_COLUMNS,
     SEGMENT_COLUMNS,
@@ -84,9 +85,13 @@ class PgWriter:
     """The writer thread's connection and its two-round-trip transaction."""
 
     def __init__(
-        self, settings: dict[str, str], prepare: Callable[[psycopg.Connection[Any]], None]
+        self,
+        settings: dict[str, str],
+        prepare: Callable[[psycopg.Connection[Any]], None],
+        mobile_key: MobileKey | None = None,
     ) -> None:
         self._settings = settings
+        self._mobile_key = mobile_key
         self._prepare = prepare
         self._conn: psycopg.Connection[Any] | None = None
         self._notes = TemplateNotes()
@@ -169,7 +174,7 @@ class PgWriter:
             reading[0] = False
             rows = {r[0]: message_row(r) for r in locked.fetchall()}
             segments = dict(segment_entry(r) for r in found.fetchall())
-            merged = merge_writes(batches, rows, segments, now_ms)
+            merged = merge_writes(batches, rows, segments, now_ms, mobile_key=self._mobile_key)
             fresh = self._notes.due(merged.templates, now_ms)
             _write_merged(conn, merged, rows.keys(), fresh, now_ms)
         self._notes.written(fresh, now_ms)

@@ -10,7 +10,6 @@ segment's first final report replaces it.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -126,9 +125,3 @@ def segments_outcome(segments: Sequence[Segment], expected: int) -> Outcome:
             max(s.update_ms for s in final),
         )
     return SENDING
-
-
-def mobile_hash(mobile: str) -> str:
-    """The stored stand-in for a number: queries filter by it, the number itself is not kept."""
-    digits = mobile.lstrip("+")
-    return hashlib.sha256(digits.encode()).hexdigest() if digits else ""

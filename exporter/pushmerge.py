@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from exporter.mobilekey import MobileKey, mobile_hash
 from exporter.pushitems import (
     SENDING,
     UNKNOWN_TEMPLATE,
@@ -25,7 +26,6 @@ from exporter.pushitems import (
     StatusReport,
     WriteResult,
     message_outcome,
-    mobile_hash,
 )
 from exporter.records import SendResult, mask_mobile
 from exporter.status_codes import is_final
@@ -207,8 +207,11 @@ def merge_writes(
     rows: Mapping[str, MessageRow],
     segments: Mapping[tuple[str, int], Segment],
     now_ms: int,
+    *,
+    mobile_key: MobileKey | None = None,
 ) -> Merged:
-    """Apply each batch in order to the stored ``rows`` and ``segments``.
+    """Apply each batch in order to the stored ``rows`` and ``segments``; a registered
+    number is kept masked and hashed with ``mobile_key`` (not at all without one).
 
     Returns the rows that changed, the segment reports that are new (a report of a
     segment already stored is a duplicate), the templates seen and one result per batch.
@@ -235,7 +238,7 @@ def merge_writes(
                 True,
                 round(send.send_time * 1000),
                 mask_mobile(send.mobile) if send.mobile else "",
-                mobile_hash(send.mobile),
+                mobile_hash(send.mobile, mobile_key),
                 max(send.segments, row.segments if row else 1),
                 row.outcome if row else SENDING,
             )

@@ -30,9 +30,10 @@ from typing import Any, ClassVar, Protocol
 
 import structlog
 
-from exporter.config import ReceiverConfig
+from exporter.config import ReceiverConfig, Secret
 from exporter.errors import StoreUnavailable as StoreUnavailable  # re-exported for callers
 from exporter.groupcommit import GroupCommitter, failure_of
+from exporter.mobilekey import MobileKey
 from exporter.pushitems import UNKNOWN_TEMPLATE as UNKNOWN_TEMPLATE
 from exporter.pushitems import Outcome as Outcome
 from exporter.pushitems import Segment as Segment
@@ -40,7 +41,6 @@ from exporter.pushitems import SendRegistration as SendRegistration
 from exporter.pushitems import StatusReport as StatusReport
 from exporter.pushitems import WriteResult as WriteResult
 from exporter.pushitems import message_outcome as message_outcome
-from exporter.pushitems import mobile_hash as mobile_hash
 from exporter.records import DetailsPage, DetailsQuery, SendRecord, SendResult
 from exporter.stats import RequestStats
 from exporter.templates import SmsTemplate
@@ -358,15 +358,31 @@ class GroupCommitWrites:
 
 def open_store(config: ReceiverConfig, *, clock: Callable[[], float] = time.time) -> ReportStore:
     """The store the receiver's configuration names: PostgreSQL by URL, else SQLite."""
+    key, previous = _mobile_key(config.mobile_key), _mobile_key(config.mobile_key_previous)
     if config.store_url is not None:
         from exporter.pgstore import PostgresStore  # the optional extra, imported when used
 
-        return PostgresStore(config.store_url.value, retention=config.retention, clock=clock)
+        return PostgresStore(
+            config.store_url.value,
+            retention=config.retention,
+            clock=clock,
+            mobile_key=key,
+            mobile_key_previous=previous,
+        )
     from exporter.sqlitestore import PushStore  # it builds on this module
 
     return PushStore(
-        config.store_path, retention=config.retention, synchronous=config.synchronous, clock=clock
+        config.store_path,
+        retention=config.retention,
+        synchronous=config.synchronous,
+        clock=clock,
+        mobile_key=key,
+        mobile_key_previous=previous,
     )
+
+
+def _mobile_key(secret: Secret | None) -> MobileKey | None:
+    return None if secret is None else MobileKey(secret.value.encode())
 
 
 class AccountView:

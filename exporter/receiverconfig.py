@@ -11,6 +11,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from exporter.config import ACCOUNT_PLACEHOLDER, Attribution, ReceiverConfig, Secret, Synchronous
 from exporter.configreader import ConfigReader, boolean, duration, nonempty_text, positive_int
+from exporter.mobilekey import MIN_KEY_LENGTH
 from exporter.signing import Credentials
 
 EXPORTER_PATHS = frozenset(
@@ -37,6 +38,8 @@ _RECEIVER_KEYS = {
     "allow_unsigned",
     "registration_token",
     "max_templates",
+    "mobile_key",
+    "mobile_key_previous",
 }
 _ATTRIBUTION_MODES = tuple(Attribution)
 
@@ -116,6 +119,22 @@ def _store_url(reader: ConfigReader, spec: Mapping[str, Any]) -> Secret | None:
     return url
 
 
+def _mobile_key(reader: ConfigReader, spec: Mapping[str, Any], name: str) -> Secret | None:
+    """A key of the numbers' hashes: a secret long enough not to be guessed."""
+    if name not in spec:
+        return None
+    where = f"receiver.{name}"
+    key = reader.secret(spec[name], where)
+    if key is not None and len(key.value) < MIN_KEY_LENGTH:
+        reader.problem(
+            where,
+            f"expected a key of {MIN_KEY_LENGTH} characters or more (openssl rand -hex 32);"
+            f" got {len(key.value)}",
+        )
+        return None
+    return key
+
+
 def parse_receiver(reader: ConfigReader, raw: object) -> ReceiverConfig | None:
     """The ``receiver:`` section; None when it names no store (a problem is recorded)."""
     spec = reader.mapping(raw, "receiver", _RECEIVER_KEYS)
@@ -185,6 +204,10 @@ def parse_receiver(reader: ConfigReader, raw: object) -> ReceiverConfig | None:
         else None
     )
     max_templates = reader.get(spec, "max_templates", "receiver", positive_int, d.max_templates)
+    mobile_key = _mobile_key(reader, spec, "mobile_key")
+    previous = _mobile_key(reader, spec, "mobile_key_previous")
+    if previous is not None and mobile_key is None:
+        reader.problem("receiver.mobile_key_previous", "needs receiver.mobile_key (the new key)")
     if store_path is None and store_url is None:
         return None
     return ReceiverConfig(
@@ -203,6 +226,8 @@ def parse_receiver(reader: ConfigReader, raw: object) -> ReceiverConfig | None:
         allow_unsigned=allow_unsigned,
         registration_token=token,
         max_templates=max_templates or d.max_templates,
+        mobile_key=mobile_key,
+        mobile_key_previous=previous,
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
-from exporter.pushitems import mobile_hash
+from exporter.mobilekey import MobileKey, filter_hash
 from exporter.records import DetailsQuery
 
 PageKey = tuple[int, str]
@@ -33,16 +33,19 @@ def filter_key(query: DetailsQuery, account: str | None) -> Hashable:
     )
 
 
-def filter_columns(query: DetailsQuery, account: str | None) -> list[tuple[str, object]]:
+def filter_columns(
+    query: DetailsQuery, account: str | None, mobile_key: MobileKey | None
+) -> list[tuple[str, object]]:
     """The equality filters of a store's page query beyond its send-time range, as
-    (column, value): both stores keep the same columns (the number only as its hash)."""
+    (column, value): both stores keep the same columns (the number only as its keyed
+    hash). BadParameter for a number without a key: nothing is kept to find it by."""
     columns: list[tuple[str, object]] = []
     if account is not None:
         columns.append(("account", account))
     if query.template_id is not None:
         columns.append(("template_id", query.template_id))
     if query.mobile is not None:
-        columns.append(("mobile_hash", mobile_hash(query.mobile)))
+        columns.append(("mobile_hash", filter_hash(query.mobile, mobile_key)))
     if query.send_result is not None:
         columns.append(("result", query.send_result.value))
     return columns

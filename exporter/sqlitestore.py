@@ -24,6 +24,7 @@ import structlog
 
 from exporter.errors import StoreUnavailable, UpstreamUnavailable
 from exporter.groupcommit import GroupCommitter
+from exporter.mobilekey import MobileKey, key_change
 from exporter.pushstore import (
     PRUNE_CHUNK,
     PRUNE_EVERY_SECONDS,
@@ -84,9 +85,11 @@ CREATE TABLE IF NOT EXISTS templates (
     last_seen_ms INTEGER NOT NULL,
     PRIMARY KEY (account, template_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS mobile_key (fingerprint TEXT NOT NULL);
 """
-SCHEMA_VERSION = 1
-"""``PRAGMA user_version``: 1 added the push account (several accounts share one store)."""
+SCHEMA_VERSION = 2
+"""``PRAGMA user_version``: 1 added the push account (several accounts share one store);
+2 keyed the numbers' hashes (:mod:`exporter.mobilekey`), clearing the unkeyed ones."""
 _MIGRATE_TO_1 = """
 ALTER TABLE messages ADD COLUMN account TEXT NOT NULL DEFAULT '';
 ALTER TABLE templates RENAME TO templates_v0;
@@ -111,6 +114,8 @@ class PushStore(GroupCommitWrites):
         retention: float = 73 * 3600.0,
         synchronous: str = "normal",
         clock: Callable[[], float] = time.time,
+        mobile_key: MobileKey | None = None,
+        mobile_key_previous: MobileKey | None = None,
     ) -> None:
         if synchronous not in ("normal", "full"):
             raise ValueError("synchronous must be 'normal' or 'full'")
@@ -121,12 +126,13 @@ class PushStore(GroupCommitWrites):
         self._file = (opened.st_dev, opened.st_ino)
         self._probing = False
         self._probe_lock = threading.Lock()
-        self._migrate()
+        self._migrate(mobile_key, mobile_key_previous)
         self._measure()
         self._reader = self._connect(synchronous)
         self._read_lock = threading.Lock()
         self._snapshots = threading.local()
-        self._sqlite = SqliteWriter(self._writer)
+        self._sqlite = SqliteWriter(self._writer, mobile_key)
+        self._mobile_key = mobile_key
         self._checkpoints = Checkpointer(self.path, synchronous)
         self._pruned_at = float("-inf")
         self._closed = False
@@ -147,20 +153,42 @@ class PushStore(GroupCommitWrites):
         (page_size,) = conn.execute("PRAGMA page_size").fetchone()
         self.size_bytes = int(pages) * int(page_size)
 
-    def _migrate(self) -> None:
+    def _migrate(self, key: MobileKey | None, previous: MobileKey | None) -> None:
+        """The schema brought to :data:`SCHEMA_VERSION`, and the mobile key checked (a key
+        the store does not know is refused: StoreUnavailable)."""
         conn = self._writer
         conn.execute("BEGIN IMMEDIATE")
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(messages)")}
-        if columns and "account" not in columns:  # a store written before version 1
-            for statement in filter(str.strip, _MIGRATE_TO_1.split(";")):
-                conn.execute(statement)
-        else:
+        try:
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(messages)")}
+            if columns and "account" not in columns:  # a store written before version 1
+                for statement in filter(str.strip, _MIGRATE_TO_1.split(";")):
+                    conn.execute(statement)
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 conn.execute(statement)
-        if version < SCHEMA_VERSION:
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("COMMIT")
+            if version < 2:  # unkeyed hashes: a copy of the store would give every number
+                self._clear_mobile_hashes()
+            if version < SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if key is not None:
+                row = conn.execute("SELECT fingerprint FROM mobile_key").fetchone()
+                if key_change(None if row is None else row[0], key, previous):
+                    self._clear_mobile_hashes()
+                    conn.execute("DELETE FROM mobile_key")
+                    conn.execute("INSERT INTO mobile_key VALUES (?)", (key.fingerprint,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.close()
+            raise
+
+    def _clear_mobile_hashes(self) -> None:
+        """Forget every stored number's hash, overwriting the freed bytes (secure_delete)."""
+        conn = self._writer
+        conn.execute("PRAGMA secure_delete = ON")
+        conn.execute("UPDATE messages SET mobile_hash = '' WHERE mobile_hash != ''")
+        conn.execute("PRAGMA secure_delete = OFF")
 
     # -- writes -----------------------------------------------------------------
 
@@ -328,7 +356,7 @@ class PushStore(GroupCommitWrites):
         stats = self.stats if stats is None else stats
         where = ["send_ms >= ?", "send_ms < ?"]
         args: list[object] = [round(query.start_time * 1000), round(query.end_time * 1000)]
-        for column, value in filter_columns(query, account):
+        for column, value in filter_columns(query, account, self._mobile_key):
             where.append(f"{column} = ?")
             args.append(value)
         clause = " AND ".join(where)

@@ -37,6 +37,7 @@ from collections.abc import Collection, Sequence
 
 import structlog
 
+from exporter.mobilekey import MobileKey
 from exporter.pushmerge import (
     ROW_COLUMNS,
     SEGMENT_COLUMNS,
@@ -91,11 +92,12 @@ _TOUCHED = "IN (SELECT value FROM json_each(?))"
 class SqliteWriter:
     """The writer thread's connection and its read-merge-write transaction."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, mobile_key: MobileKey | None = None) -> None:
         conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         self._conn = conn
         self._notes = TemplateNotes()
+        self._mobile_key = mobile_key
 
     def write(self, batches: Sequence[WriteBatch], now_ms: int) -> Merged:
         """Commit the batches in one transaction; sqlite3.Error (rolled back) otherwise."""
@@ -117,7 +119,7 @@ class SqliteWriter:
                     (ids,),
                 )
             )
-            merged = merge_writes(batches, rows, segments, now_ms)
+            merged = merge_writes(batches, rows, segments, now_ms, mobile_key=self._mobile_key)
             fresh = self._notes.due(merged.templates, now_ms)
             self._write_merged(merged, rows.keys(), fresh, now_ms)
             conn.execute("COMMIT")

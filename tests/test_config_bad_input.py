@@ -299,3 +299,19 @@ def test_a_synchronous_setting_yaml_reads_as_a_boolean_names_the_two_values(
         f"{path}:2: receiver.synchronous: expected 'normal' or 'full'"
         " (SQLite's off is not offered: a power loss could lose reports)"
     ]
+
+
+def test_a_short_mobile_key_is_refused_with_its_length_never_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    receiver = (
+        "receiver:\n  store_path: push.db\n  mobile_key: {env: MOBILE_KEY}\n"
+        "  mobile_key_previous: {env: OLD_KEY}\n"
+    )
+    env = {**ENV, "MOBILE_KEY": "short-key-9f2", "OLD_KEY": "o" * 32}
+    problems = _problems(tmp_path, ACCOUNT + receiver, env)
+    assert problems == [
+        f"{path}:9: receiver.mobile_key: expected a key of 32 characters or more"
+        " (openssl rand -hex 32); got 13",
+        f"{path}:10: receiver.mobile_key_previous: needs receiver.mobile_key (the new key)",
+    ]
+    assert "short-key-9f2" not in "".join(problems)

@@ -18,6 +18,7 @@ from conftest import Opener
 from exporter import sqlitewriter
 from exporter.errors import StoreUnavailable, UpstreamUnavailable
 from exporter.fetch import RecordList, read_range
+from exporter.mobilekey import MobileKey
 from exporter.pushitems import segments_outcome
 from exporter.pushstore import (
     UNKNOWN_TEMPLATE,
@@ -50,7 +51,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def store(open_store: Opener, clock: Clock) -> Iterator[ReportStore]:
-    with closing(open_store(clock=clock)) as s:
+    with closing(open_store(clock=clock, mobile_key=MobileKey(b"m" * 32))) as s:
         yield s
 
 

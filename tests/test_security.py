@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import os
 import re
 import signal
@@ -206,6 +207,9 @@ def test_turning_upstream_verification_off_warns_at_every_start(
 SK = "sk-sim-7Q2x9LmZ"
 AK = "ak-sim-31"
 MOBILE = "4402000000123"
+MOBILE_KEY = "mk-3f9a1c77e2b04d6a9c5e8f1a2b3c4d5e"
+UNKEYED_HASH = hashlib.sha256(MOBILE.encode()).hexdigest()
+"""What the push store kept for a number before its hashes were keyed."""
 
 
 def test_secrets_and_full_numbers_never_reach_any_output(tmp_path: Path) -> None:
@@ -231,13 +235,17 @@ accounts:
       secret_key: {{file: {sk_file}}}
     templates: {{discover: true}}
 poll_interval: 1s
+receiver:
+  store_path: {tmp_path / "push.db"}
+  details_api: true
+  mobile_key: {{env: LEAK_MOBILE_KEY}}
 """
         )
         web = tmp_path / "web.yml"
         web.write_text(f"basic_auth_users:\n  prom: '{HASH}'\n")
         channels = _run_exporter_and_collect(config, web, tmp_path)
     leaks = {
-        name: [s for s in (SK, PASSWORD, HASH, MOBILE) if s in text_]
+        name: [s for s in (SK, PASSWORD, HASH, MOBILE, MOBILE_KEY, UNKEYED_HASH) if s in text_]
         for name, text_ in channels.items()
     }
     assert leaks == {name: [] for name in channels}
@@ -271,7 +279,7 @@ def _run_exporter_and_collect(config: Path, web: Path, tmp_path: Path) -> dict[s
         "--web.shutdown-delay",
         "0s",
     ]
-    env = {**os.environ, "LEAK_AK": AK}
+    env = {**os.environ, "LEAK_AK": AK, "LEAK_MOBILE_KEY": MOBILE_KEY}
     out = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed below
     err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(command, stdout=out, stderr=err, env=env)
@@ -298,6 +306,7 @@ def _run_exporter_and_collect(config: Path, web: Path, tmp_path: Path) -> dict[s
         channels["/details records"] = httpx.get(
             f"{base}/details", params={"last": "1h"}, auth=auth
         ).text
+        channels.update(_register_and_search_a_number(base, auth))
         channels["401"] = httpx.get(f"{base}/metrics", auth=("prom", "wrong")).text
         channels["404"] = httpx.get(f"{base}/nowhere", auth=auth).text
         # SIGHUP reads the web config again: the new user is in, the old one out.
@@ -329,6 +338,27 @@ def _run_exporter_and_collect(config: Path, web: Path, tmp_path: Path) -> dict[s
         err.close()
     assert "configuration reload rejected" in channels["stderr"]
     return channels
+
+
+def _register_and_search_a_number(base: str, auth: tuple[str, str]) -> dict[str, str]:
+    """A send registered with its number, found by the number (with the store's key), and
+    the answers that refuse a search: what each said."""
+    now = time.time()
+    window = {
+        "start_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 3600)),
+        "end_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 60)),
+    }
+    send_time = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 60))
+    sends = [{"message_id": "pushed-1", "template_id": "tpl", "send_time": send_time}]
+    sends[0]["mobile"] = MOBILE
+    registered = httpx.post(f"{base}/push/sends", json=sends, auth=auth)
+    assert registered.status_code == 200, registered.text
+    api = f"{base}/api/v1/send-details"
+    found = httpx.get(api, params={**window, "mobile": MOBILE}, auth=auth)
+    assert [r["message_id"] for r in found.json()["records"]] == ["pushed-1"]
+    refused = httpx.get(api, params={**window, "mobile": f"+{MOBILE}"}, auth=auth)
+    assert refused.status_code == 400
+    return {"/push/sends": registered.text, "send-details": found.text, "400": refused.text}
 
 
 def test_basic_auth_header_with_a_colon_in_the_password(server: str) -> None:
