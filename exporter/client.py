@@ -1,7 +1,8 @@
 """The upstream adapter: signed HTTP calls to the sending-details contract and template list.
 
 Every httpx error is translated into the exporter's exception tree here, and every
-request is counted in :class:`RequestStats`, whatever its outcome.
+request is counted in :class:`RequestStats`, whatever its outcome, with its answer's
+``Date`` (the upstream's clock: :mod:`exporter.clockskew`).
 
 A failed request is retried (:class:`RetryPolicy`) when a retry can help: connection
 errors, timeouts, 5xx, 429, 408 and bodies that are not the contract's shape. The wait
@@ -45,6 +46,7 @@ from exporter.templates import (
     SmsTemplate,
     parse_template_page,
 )
+from exporter.timestamps import parse_http_date
 
 T = TypeVar("T")
 USER_AGENT = f"msgsms-exporter/{__version__}"
@@ -201,6 +203,8 @@ class DetailsClient:
             except httpx.HTTPError as exc:
                 raise UpstreamUnavailable(f"{endpoint}: {type(exc).__name__}") from exc
             code[0] = str(response.status_code)
+            # Every answer (a refusal too) tells the upstream's clock.
+            self.stats.observe_date(parse_http_date(response.headers.get("Date")))
             if response.status_code >= 500:
                 raise UpstreamUnavailable(
                     f"{endpoint}: HTTP {response.status_code}",

@@ -68,6 +68,12 @@ class _Families:
             "How far the newest data counted lags behind the poll time.",
             labels=["account"],
         )
+        self.clock_skew = g(
+            "msgsms_upstream_clock_skew_seconds",
+            "How far the exporter's clock is ahead of the upstream's (negative: behind), "
+            "from the newest answer's Date header; windows end that much earlier when ahead.",
+            labels=["account"],
+        )
         self.template_info = g(
             "msgsms_template_info",
             "Template metadata from the template list; always 1.",
@@ -156,6 +162,8 @@ def _add_account(f: _Families, snap: AccountSnapshot) -> None:
                 tw.delay_sum,
             )
     f.data_lag.add_metric([account], snap.data_lag)
+    if snap.clock_skew is not None:
+        f.clock_skew.add_metric([account], snap.clock_skew)
     for template in snap.templates:
         f.template_info.add_metric(
             [account, template.template_id, template.template_name, template.template_type], 1

@@ -10,10 +10,17 @@ from dataclasses import replace
 import structlog
 
 from exporter.budget import Budget
+from exporter.clockskew import (
+    NO_SKEW,
+    SKEW_TOLERANCE_SECONDS,
+    SKEW_WARNING_SECONDS,
+    ClockSkew,
+)
 from exporter.config import AccountConfig, AccountSource, Config
 from exporter.engine import Engine, EngineSettings, PollOutcome
 from exporter.errors import UpstreamError
 from exporter.fetch import DetailsSource
+from exporter.ranges import minute_floor
 from exporter.sharding import UNSHARDED, Shard, owns
 from exporter.snapshot import AccountSnapshot, WindowSnapshot, summarize
 from exporter.templates import SmsTemplate
@@ -72,6 +79,13 @@ class Poller:
         """End of the newest data read (the lag is measured from it, failed polls included)."""
         self.last_outcome: PollOutcome | None = None
         """What the engine's last finished poll did (its requests by step, for benchmarks)."""
+        self.skew: ClockSkew | None = None
+        """The exporter's clock against the upstream's, from the newest answer's ``Date``
+        (None until an answer had one; always None for a push account's own store)."""
+        self._dates_measured = 0
+        """How many dated answers the source had at the last measurement."""
+        self._skew_logged: float | None = None
+        """The notable skew last logged (None: none, or it went away since)."""
 
     def reconfigure(self, account: AccountConfig, config: Config, source: DetailsSource) -> None:
         """Apply a reloaded config; tallies, pending messages and counters are kept."""
@@ -145,17 +159,22 @@ class Poller:
         started = time.perf_counter()
         now = self._clock()
         requests_before = self.source.stats.request_count
+        applied = self.skew or NO_SKEW
         try:
             templates = self._refresh_templates(now)
             ids = [t.template_id for t in templates]
-            outcome = self.engine.poll(self.source, ids, now, self.budget)
+            applied = self._measure_skew()  # the first poll's template list tells it
+            # Minutes are settled on the upstream's clock, which stamps the send times.
+            outcome = self.engine.poll(self.source, ids, now - applied.correction, self.budget)
         except UpstreamError as exc:
+            self._measure_skew()
             if exc.status == 404:
                 self._templates_at = float("-inf")  # a template may be gone: list again
                 self._relist_after_404 = True
             self._failures += 1
             self._failed_polls[exc.reason] += 1
-            self._last = self._failed(exc, now, time.perf_counter() - started)
+            upstream_now = now - applied.correction
+            self._last = self._failed(exc, upstream_now, time.perf_counter() - started)
             log.warning(
                 "poll failed",
                 account=self.account.name,
@@ -167,7 +186,13 @@ class Poller:
         self._failures = 0
         self.last_outcome = outcome
         duration = time.perf_counter() - started
-        windows = self._windows(templates, outcome)
+        # Measured again after the poll's answers: had the exporter's clock jumped ahead
+        # since the last measurement, the newest minutes may have been read unsettled.
+        after = self._measure_skew()
+        settled = after.correction - applied.correction < SKEW_TOLERANCE_SECONDS or (
+            outcome.end <= minute_floor(now - after.correction - self.engine.settings.settle_delay)
+        )
+        windows = self._windows(templates, outcome, sure=settled and not applied.uncorrected)
         book = self.engine.book
         newest = book.newest_read_end() or outcome.end
         self._data_end = float(min(newest, outcome.end))
@@ -177,7 +202,7 @@ class Poller:
             windows=windows,
             last_success=now,
             duration=duration,
-            lag=max(0.0, now - self._data_end),
+            lag=max(0.0, now - applied.correction - self._data_end),
         )
         log.info(
             "poll finished",
@@ -192,8 +217,34 @@ class Poller:
         )
         return self._last
 
+    def _measure_skew(self) -> ClockSkew:
+        """The skew as of the newest dated answer: measured again when one came since the
+        last measurement (its ``Date`` read first, then the clock: the clock's reading is
+        after the answer's arrival, so the skew errs towards the exporter being ahead)."""
+        newest = self.source.stats.newest_date()
+        if newest is None or newest[0] == self._dates_measured:
+            return self.skew or NO_SKEW
+        self._dates_measured, date = newest
+        self.skew = ClockSkew(self._clock() - date)
+        logged = self._skew_logged
+        if self.skew.notable and (
+            logged is None or abs(self.skew.seconds - logged) >= SKEW_WARNING_SECONDS
+        ):
+            self._skew_logged = self.skew.seconds
+            log.warning(
+                "upstream clock differs",
+                account=self.account.name,
+                exporter_ahead_seconds=round(self.skew.seconds, 1),
+                window_moved_back_seconds=round(self.skew.correction, 1),
+                **({"windows": "incomplete"} if self.skew.uncorrected else {}),
+            )
+        elif logged is not None and not self.skew.notable:
+            self._skew_logged = None
+            log.info("upstream clock agrees again", account=self.account.name)
+        return self.skew
+
     def _windows(
-        self, templates: tuple[SmsTemplate, ...], outcome: PollOutcome
+        self, templates: tuple[SmsTemplate, ...], outcome: PollOutcome, *, sure: bool = True
     ) -> tuple[WindowSnapshot, ...]:
         out = []
         book = self.engine.book
@@ -205,7 +256,7 @@ class Poller:
                     name=window_name(length),
                     start=float(start),
                     end=float(end),
-                    complete=outcome.checks_done and book.unread_minutes(start, end) == 0,
+                    complete=sure and outcome.checks_done and book.unread_minutes(start, end) == 0,
                     templates=tuple(
                         summarize(
                             t.template_id,
@@ -264,4 +315,5 @@ class Poller:
             records_rejected=dict(counters.rejected),
             poll_failures=dict(self._failed_polls),
             last_error=error,
+            clock_skew=None if self.skew is None else self.skew.seconds,
         )

@@ -104,6 +104,8 @@ class AccountSnapshot:
     records_rejected: dict[str, int] = field(default_factory=dict)
     poll_failures: dict[str, int] = field(default_factory=dict)
     last_error: str = ""
+    clock_skew: float | None = None
+    """Seconds the exporter's clock is ahead of the upstream's (None: not measured)."""
 
 
 class Generation:

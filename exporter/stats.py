@@ -74,7 +74,8 @@ class Histogram:
 
 
 class RequestStats:
-    """Counts of upstream requests by endpoint and code, and their durations."""
+    """Counts of upstream requests by endpoint and code, and their durations; the
+    ``Date`` of the newest answer (the upstream's clock, see :mod:`exporter.clockskew`)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -82,6 +83,8 @@ class RequestStats:
         self._durations: dict[str, Histogram] = {}
         self.throttled = 0
         self.retries = 0
+        self._answers_dated = 0
+        self._newest_date: float | None = None
 
     def observe(self, endpoint: str, code: str, seconds: float) -> None:
         """Record one finished request."""
@@ -93,6 +96,21 @@ class RequestStats:
             histogram.observe(seconds)
             if code == "429":
                 self.throttled += 1
+
+    def observe_date(self, date: float | None) -> None:
+        """Note the ``Date`` of an answer just received (None: it had none that parsed)."""
+        if date is None:
+            return
+        with self._lock:
+            self._answers_dated += 1
+            self._newest_date = date
+
+    def newest_date(self) -> tuple[int, float] | None:
+        """The ``Date`` of the newest answer that had one, after how many such answers."""
+        with self._lock:
+            if self._newest_date is None:
+                return None
+            return self._answers_dated, self._newest_date
 
     def count_retry(self) -> None:
         """Record that a failed request is being tried again."""

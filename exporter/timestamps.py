@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from functools import lru_cache
 
 _RFC3339 = re.compile(
@@ -60,6 +61,23 @@ def format_rfc3339(seconds: float) -> str:
     whole, frac = divmod(millis, 1000)
     stamp = datetime.fromtimestamp(whole, tz=UTC)
     return f"{stamp:%Y-%m-%dT%H:%M:%S}.{frac:03d}Z"
+
+
+def parse_http_date(text: str | None) -> float | None:
+    """Epoch seconds of an HTTP ``Date`` header (``Mon, 07 Dec 2026 22:10:43 GMT``, or
+    the obsolete forms RFC 9110 still accepts); None when missing or not a date."""
+    if not text or len(text) > 64:
+        return None
+    try:
+        stamp = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if stamp.tzinfo is None:  # "-0000": UTC with no claim about the local zone
+        stamp = stamp.replace(tzinfo=UTC)
+    try:
+        return stamp.timestamp()
+    except (OverflowError, ValueError):
+        return None
 
 
 def parse_duration(text: str) -> float:

@@ -8,6 +8,7 @@ connection-reset fault) closes the socket with a TCP RST instead of an answer.
 
 from __future__ import annotations
 
+import email.utils
 import json
 import socket
 import struct
@@ -19,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 import structlog
+
+from exporter.simulator.clock import Clock
 
 MAX_BODY_BYTES = 1 << 20
 """Bodies are small control documents (and signed requests): a larger one is 413."""
@@ -62,7 +65,9 @@ class Request:
 
 
 class App(Protocol):
-    """What the server serves: one answer per request."""
+    """What the server serves: one answer per request, dated by its clock."""
+
+    clock: Clock
 
     def handle(self, request: Request) -> Response:
         """Route one request and count it."""
@@ -139,6 +144,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Requests are logged by the app through structlog."""
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """Every answer's ``Date``, as Huawei's gateway sends it: from the simulated clock
+        (a manual one in tests), which also stamps the send times."""
+        return email.utils.formatdate(
+            self.server.app.clock.now() if timestamp is None else timestamp, usegmt=True
+        )
 
 
 class SimulatorServer(ThreadingHTTPServer):
