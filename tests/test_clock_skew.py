@@ -213,6 +213,27 @@ def test_a_large_skew_is_logged_once_when_it_appears(
     ]
 
 
+def test_a_gateway_clock_off_by_more_than_signing_tolerates_shows_in_the_skew_gauge(
+    manual_simulator: Simulator, request: pytest.FixtureRequest
+) -> None:
+    sim = manual_simulator
+    exporter = _exporter(sim, lambda: 0.0, request)
+    sim.advance(60)
+    assert exporter.poll_once()
+    sim.post("/-/faults", {"rules": [{"fault": "clock_skew", "seconds": 1800}]})
+    sim.advance(60)
+    assert not exporter.poll_once()  # APIG.0303: the signature's date is 30 minutes off
+    s = parse_samples(exporter.exposition_text())
+    assert value(s, "msgsms_up", account="sim") == 0
+    assert value(s, "msgsms_upstream_clock_skew_seconds", account="sim") == -1800
+    sim.http.delete(f"{sim.url}/-/faults").raise_for_status()
+    sim.advance(60)
+    assert exporter.poll_once()  # behind: nothing moved forward, and measured again
+    s = parse_samples(exporter.exposition_text())
+    assert _check_windows(sim, s) == 2
+    assert value(s, "msgsms_upstream_clock_skew_seconds", account="sim") == 0
+
+
 def test_the_simulators_date_is_its_own_clock(manual_simulator: Simulator) -> None:
     sim = manual_simulator
     sim.advance(90.75)

@@ -161,6 +161,20 @@ class SimulatorApp:
         fault = self.faults.draw(endpoint, offset)
         kind = fault.rule.fault if fault.rule is not None else None
         skew = fault.rule.seconds if fault.rule and kind is FaultKind.CLOCK_SKEW else 0.0
+        response = self._gateway(request, endpoint, params, template_key, fault, skew)
+        response.clock_offset = skew  # a gateway whose clock is off dates its answers so
+        return response
+
+    def _gateway(
+        self,
+        request: Request,
+        endpoint: str,
+        params: dict[str, list[str]],
+        template_key: str | None,
+        fault: FaultDraw,
+        skew: float,
+    ) -> Response:
+        kind = fault.rule.fault if fault.rule is not None else None
         if kind is FaultKind.RESET:
             return Response(0, reset=True)
         host = request.headers.get("Host") or request.headers.get("host") or "127.0.0.1"

@@ -18,7 +18,8 @@ Fault kinds: ``status`` (any 4xx/5xx, ``retry_after`` seconds or null for none),
 ``total_behind`` (``total`` counts ``shift`` records fewer than there are: a count taken
 before the newest records landed),
 ``template_deleted`` (gone from the list; details answer 404 when ``not_found``),
-``clock_skew`` (the gateway's clock is ``seconds`` off: APIG.0303), ``expired_token``
+``clock_skew`` (the gateway's clock is ``seconds`` off, its ``Date`` too: APIG.0303
+beyond 15 minutes), ``expired_token``
 (APIG.0307), ``busy`` (the one-query-at-a-time 429). Faults are drawn from their own
 generator, so they never disturb the traffic.
 """

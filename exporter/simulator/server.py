@@ -40,6 +40,9 @@ class Response:
     """Close the connection without answering (the connection-reset fault)."""
     gateway: bool = False
     """An ``APIG.*`` refusal: its body also names the request, as Huawei's gateway does."""
+    clock_offset: float = 0.0
+    """How far the answering gateway's clock is off the simulated one (the clock-skew
+    fault): its ``Date`` shows it."""
 
 
 def json_response(status: int, obj: Any, **headers: str) -> Response:
@@ -78,6 +81,7 @@ class _Handler(BaseHTTPRequestHandler):
     # Without TCP_NODELAY, Nagle and the client's delayed ACK hold each response ~40 ms.
     disable_nagle_algorithm = True
     server: SimulatorServer
+    _clock_offset = 0.0  # this request's gateway clock, off the simulated one
 
     def _read_body(self) -> bytes | None:
         """The request's body, or None once a framing error has been answered."""
@@ -111,6 +115,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.close_connection = True
             return
+        self._clock_offset = response.clock_offset
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(response.body)))
@@ -148,9 +153,9 @@ class _Handler(BaseHTTPRequestHandler):
     def date_time_string(self, timestamp: float | None = None) -> str:
         """Every answer's ``Date``, as Huawei's gateway sends it: from the simulated clock
         (a manual one in tests), which also stamps the send times."""
-        return email.utils.formatdate(
-            self.server.app.clock.now() if timestamp is None else timestamp, usegmt=True
-        )
+        if timestamp is None:
+            timestamp = self.server.app.clock.now() + self._clock_offset
+        return email.utils.formatdate(timestamp, usegmt=True)
 
 
 class SimulatorServer(ThreadingHTTPServer):
