@@ -72,6 +72,10 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE msgsms_messages SET mobile_hash = '' WHERE mobile_hash <> '';
     CREATE TABLE msgsms_mobile_key (fingerprint text NOT NULL);
     """,
+    # 3: the write test of a store that is down (exporter.pgwriter.PgWriter.beat).
+    """
+    CREATE TABLE msgsms_heartbeat (beat_ms bigint NOT NULL);
+    """,
 )
 """Migration N (1-based) takes the schema from version N-1 to N; append, never edit."""
 

@@ -123,17 +123,14 @@ class PostgresStore(GroupCommitWrites):
     # -- connections and schema -------------------------------------------------
 
     @contextmanager
-    def _connection(
-        self, timeout: float | None = None, *, answered: bool = True
-    ) -> Iterator[psycopg.Connection[Any]]:
-        """A checked connection with the schema in place; StoreUnavailable otherwise.
-        ``answered``: getting it marks the store up (else the caller decides)."""
+    def _connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection[Any]]:
+        """A checked connection with the schema in place; StoreUnavailable otherwise (the
+        store is down then). Getting one does not set the store up again: only a write
+        does (see ``available``)."""
         began = time.monotonic()
         try:
             with self._pool.connection(timeout) as conn:
                 self._prepare(conn)
-                if answered:
-                    self._used(True, began)
                 yield conn
         except PoolTimeout as exc:
             failure = StoreUnavailable("PostgreSQL is unreachable")
@@ -155,7 +152,10 @@ class PostgresStore(GroupCommitWrites):
                     self._schema_ready = True
 
     def available(self) -> bool:
-        """True when a connection answers within a second (the pool checks it).
+        """True while the store takes writes, checked within a second: while it is up,
+        that the database answers and is not read-only; while it is down, that a write
+        test commits (only a write sets the store up again: a database that refuses
+        writes, full or holding a lock, may still answer reads).
 
         The check runs on a thread of its own, which later callers join while it lasts:
         behind a pooler a statement waits in the pooler's queue while the database is
@@ -164,21 +164,26 @@ class PostgresStore(GroupCommitWrites):
         """
         if self._writes.closed:
             return False
-        with self._probe_lock:
-            if self._probe is None or self._probe.done.is_set():
-                self._probe = _Probe(self._answers)
-            probe = self._probe
+        probe = self._check()
         ok = probe.done.wait(AVAILABLE_WITHIN) and probe.ok
         if not ok:  # also while the check still waits (in a pooler's queue)
             self._used(False, probe.began)
-        return ok
+        return ok and self.up
+
+    def _check(self) -> _Probe:
+        """The check in progress, or a new one: a read while the store is up, a write
+        test while it is down."""
+        with self._probe_lock:
+            if self._probe is None or self._probe.done.is_set():
+                self._probe = _Probe(self._answers if self.up else self._writes_again)
+            return self._probe
 
     def _answers(self) -> bool:
         """Whether the database answers and takes writes (a failover's demoted primary,
         or a managed database whose disk filled, answers read-only)."""
         began = time.monotonic()
         try:
-            with self._connection(AVAILABLE_WITHIN, answered=False) as conn:
+            with self._connection(AVAILABLE_WITHIN) as conn:
                 conn.autocommit = True
                 writable = _scalar_text(conn.execute("SHOW transaction_read_only")) != "on"
         except StoreUnavailable as exc:  # logged with its reason (a schema or key refused)
@@ -186,10 +191,18 @@ class PostgresStore(GroupCommitWrites):
             return False
         except psycopg.Error:
             return False
-        self._used(
-            writable, began, None if writable else StoreUnavailable("PostgreSQL is read-only")
-        )
+        if not writable:
+            self._used(False, began, StoreUnavailable("PostgreSQL is read-only"))
         return writable
+
+    def _writes_again(self) -> bool:
+        """The write test of a store that is down, on the writer thread (it sees what
+        writes see: see ``PgWriter.beat``); its success sets the store up again."""
+        try:
+            self._writes.submit(WriteJob())
+        except StoreUnavailable:
+            return False
+        return True
 
     # -- writes -----------------------------------------------------------------
 
@@ -198,6 +211,9 @@ class PostgresStore(GroupCommitWrites):
     _retry_errors = CONFLICTS
 
     def _commit_group(self, jobs: list[WriteJob]) -> None:
+        if not any(j.reports or j.sends for j in jobs):  # only write tests (``available``)
+            self._writer.beat(round(self._clock() * 1000))
+            return
         merged = self._writer.write(jobs, round(self._clock() * 1000))
         for job, result in zip(jobs, merged.results, strict=True):
             job.result = result
@@ -303,6 +319,8 @@ class PostgresStore(GroupCommitWrites):
             raise UpstreamUnavailable(f"push store: {first_line(exc)}") from exc
         if stats is not None:
             stats.observe(endpoint, "200", time.perf_counter() - started)
+        if not self.up:  # the database answers again: does it take writes? (not waited for)
+            self._check()
 
     @contextmanager
     def snapshot(self) -> Iterator[object]:

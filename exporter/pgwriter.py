@@ -72,6 +72,21 @@ WRITE_SETTINGS = (
 """Run first in each write transaction, one statement: ``INDEXES_ONLY`` and the two limits
 above (``true``: for that transaction only, so through a pooler in transaction mode too)."""
 
+BEAT_WITHIN_MS = 1_000
+"""How long a write test may wait for a lock, or run, before it fails (``beat``)."""
+_BEAT = (
+    f"SELECT set_config('lock_timeout', '{BEAT_WITHIN_MS}', true),"
+    f" set_config('statement_timeout', '{BEAT_WITHIN_MS}', true),"
+    f" set_config('idle_in_transaction_session_timeout', '{ABANDONED_AFTER_MS}', true)",
+    "LOCK TABLE msgsms_messages, msgsms_segments, msgsms_templates IN ROW EXCLUSIVE MODE",
+    "TRUNCATE msgsms_heartbeat",
+)
+"""The write test's transaction, before its INSERT. The lock is the one a push's write
+takes on each table, so a lock that holds writes back while reads go on (``CREATE INDEX``
+without ``CONCURRENTLY``) fails the test too; ``TRUNCATE`` gives the heartbeat a new, empty file,
+so the INSERT must extend a file, as a push's write does once its pages are full: a full
+disk fails it (a row updated in place would fit in its page and pass)."""
+
 ITEM_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
 """What one item's data can raise (SQLSTATE classes 22 and 23: a character the database
 cannot hold, a value out of range, a constraint): that item is refused alone. Any other
@@ -127,6 +142,20 @@ class PgWriter:
                 self.close()
                 raise StoreUnavailable(f"PostgreSQL: {first_line(exc)}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def beat(self, now_ms: int) -> None:
+        """The write test of a store that is down: a heartbeat committed on this connection,
+        within ``BEAT_WITHIN_MS`` for each statement; StoreUnavailable when it fails (a
+        read-only or full database, a lock held elsewhere, no connection)."""
+        conn, _fresh = self._connection()
+        try:
+            with conn.pipeline(), conn.transaction():
+                for statement in _BEAT:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO msgsms_heartbeat (beat_ms) VALUES (%s)", (now_ms,))
+        except psycopg.Error as exc:
+            self.close()  # the next write reconnects (a failover's address may have moved)
+            raise StoreUnavailable(f"PostgreSQL: {first_line(exc)}") from exc
 
     def close(self) -> None:
         """Drop the connection (the next write opens a new one)."""

@@ -157,8 +157,8 @@ class PushCollector:
         )
         up = GaugeMetricFamily(
             "msgsms_push_store_up",
-            "1 when the push store's last use (a write, a read, a readiness check) succeeded;"
-            " 0 while it is unavailable and pushes are refused.",
+            "1 while the push store takes writes; 0 from a failed use (a write, a read, a"
+            " readiness check) until a write (or write test) succeeds again.",
         )
         last_report = GaugeMetricFamily(
             "msgsms_push_last_report_timestamp_seconds",

@@ -116,7 +116,8 @@ class ReportStore(Protocol):
 
     @property
     def up(self) -> bool:
-        """Whether the store's last use (a write, a read, a readiness check) succeeded."""
+        """False from a failed use (a write, a read, a readiness check) until a write (or
+        a write test) succeeds again: a store that answers reads may still refuse writes."""
         ...
 
     def add_reports(self, reports: Sequence[StatusReport]) -> WriteResult:

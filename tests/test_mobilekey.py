@@ -142,6 +142,7 @@ def _make_old(store: ReportStore, request: pytest.FixtureRequest, ids: list[str]
             store,
             request,
             "DROP TABLE msgsms_mobile_key",
+            "DROP TABLE msgsms_heartbeat",
             "DELETE FROM msgsms_schema_version WHERE version > 1",
             *(u.format(t="msgsms_messages") for u in unkeyed),
         )

@@ -6,19 +6,22 @@ stored; otherwise 503, counted, and the exporter recovers without a restart."""
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
 import pytest
-from exposition import samples, value
-from postgres_server import PostgresServer
+from exposition import samples, total, value
+from postgres_server import USER, PostgresServer
 from prometheus_client import CollectorRegistry, generate_latest
+from small_disk import fill, small_disk
 from structlog.testing import capture_logs
 from tcp_proxy import TcpProxy
 
@@ -231,6 +234,87 @@ def test_a_read_only_database_refuses_pushes_503_not_as_unstorable_items_and_rec
     assert events[-1] == ("info", None)
 
 
+def _polls(base: str) -> float:
+    """Reads the push account's polls made of the store so far."""
+    found = samples(HTTP.get(f"{base}/metrics").content)
+    return total(found, "msgsms_upstream_requests_total", account="push", code="200")
+
+
+def test_a_full_disk_keeps_the_store_down_while_polls_and_readiness_read_it_until_writes_work(
+    postgres: PostgresServer,
+) -> None:
+    # The database's disk is full: writes that need a new page fail, reads still work.
+    # Every poll's read (and every readiness check, a read) set msgsms_push_store_up
+    # back to 1 and /-/ready to 200 until the next push failed: the replica flapped in
+    # and out of the load balancer, with a log line for each flip, and the 2-minute
+    # alert on msgsms_push_store_up never fired.
+    schema = postgres.new_schema()
+    space = f"small_{schema}"
+    # Beside the server's data directory: the server's user reaches no test's tmp_path.
+    with small_disk(postgres.data.parent / space, size="4m") as disk:
+        (disk / "pg").mkdir()
+        shutil.chown(disk / "pg", USER, USER)
+        with psycopg.connect(postgres.url(), autocommit=True) as admin:
+            admin.execute(f"CREATE TABLESPACE {space} LOCATION '{disk / 'pg'}'")
+            try:
+                # The store's tables on the small disk, created there by the exporter.
+                url = (
+                    f"{postgres.url()}?options=-csearch_path%3D{schema}"
+                    f"%20-cdefault_tablespace%3D{space}"
+                )
+                _on_a_full_disk(url, disk)
+            finally:
+                admin.execute(f"DROP SCHEMA {schema} CASCADE")
+                admin.execute(f"DROP TABLESPACE {space}")
+
+
+def _on_a_full_disk(url: str, disk: Path) -> None:
+    with capture_logs() as logs, _exporter(url) as base:
+        _eventually(lambda: _metric(base, "msgsms_push_store_up") == 1, "the first write test")
+        filler = fill(disk)
+        body = {"statusReportList": [{"smsMsgId": "full", "status": "DELIVRD"}]}
+        refused = HTTP.post(f"{base}/push/status-reports", json=body)
+        assert refused.status_code == 503
+        assert "No space left on device" in refused.json()["message"]
+        for _ in range(3):  # polls read the store, readiness checks ask it; it stays down
+            polled = _polls(base)
+            _eventually(lambda: _polls(base) > polled, "a poll")  # noqa: B023
+            assert _metric(base, "msgsms_push_store_up") == 0
+            assert HTTP.get(f"{base}/-/ready").status_code == 503
+            assert _metric(base, "msgsms_push_store_up") == 0
+        filler.unlink()
+        _eventually(lambda: HTTP.get(f"{base}/-/ready").status_code == 200, "ready")
+        _eventually(lambda: _metric(base, "msgsms_push_store_up") == 1, "up (/metrics is cached)")
+        assert _push(base, "after") == 200
+    events = [e for e in logs if e["event"].startswith("push store")]
+    assert [(e["log_level"], e["event"]) for e in events] == [
+        ("error", "push store unavailable: pushes are refused (503) until it is back"),
+        ("info", "push store available again: pushes are stored"),
+    ]
+    assert "No space left on device" in events[0]["error"]
+    assert _messages(url) == {"after"}
+
+
+def test_a_store_whose_writes_wait_on_a_table_lock_is_down_while_reads_go_on(
+    postgres_url: str,
+) -> None:
+    # CREATE INDEX without CONCURRENTLY (or another SHARE lock an operator takes) holds
+    # every write back while reads go on. The readiness check only read: ready, while
+    # each push waited 20 s for the lock and was refused.
+    with PostgresStore(postgres_url) as store:
+        store.register([SendRegistration("m1", "tpl", time.time() - 60)])
+    with psycopg.connect(postgres_url) as operator:
+        operator.execute("LOCK TABLE msgsms_messages IN SHARE MODE")
+        with PostgresStore(postgres_url) as store:
+            for _ in range(3):
+                assert not store.available()  # its write test waits 1 s for the lock
+                assert store.message_count() == 1  # reads go on
+                assert not store.up
+            operator.rollback()
+            _eventually(store.available, "the write test commits")
+            assert store.register([SendRegistration("m2", "tpl", time.time() - 60)]).stored == 1
+
+
 def test_ready_once_the_store_is_back_without_waiting_for_the_next_poll(
     postgres_url: str, proxy: TcpProxy
 ):
@@ -309,8 +393,12 @@ def test_a_connection_lost_during_commit_is_refused_and_stored_once_when_pushed_
 ):
     proxy.start()
     # Polls read in transactions too: none runs after the first, so the COMMIT is the push's.
+    # The first poll's read starts a write test (the store is not up before a write), and
+    # pruning runs after it (its size measured last): both are done before the push.
     with _exporter(_through(proxy, postgres_url), poll_interval="1h") as base:
         _eventually(lambda: _metric(base, "msgsms_up", account="push") == 1, "the first poll")
+        _eventually(lambda: _metric(base, "msgsms_push_store_up") == 1, "the write test")
+        _eventually(lambda: _metric(base, "msgsms_push_store_size_bytes") > 0, "pruning")
         proxy.fail_commit(when)
         assert _push(base, "m1") == 503
         assert proxy.commits_broken == 1
