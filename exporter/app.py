@@ -309,7 +309,8 @@ class Exporter:
         if withheld:
             log.info(
                 "sending-details pages withheld: no basic auth off loopback"
-                " (set basic_auth_users, or pass --web.details-unauthenticated)",
+                " (set basic_auth_users, listen on 127.0.0.1, or pass"
+                " --web.details-unauthenticated)",
                 host=host,
                 paths=list(withheld),
             )

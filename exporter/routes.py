@@ -133,6 +133,14 @@ def push_exposure(config: Config, host: str, basic_auth: bool, *, warn: bool = T
     return None
 
 
+LOOPBACK_FIX = (
+    "listen on loopback only (--web.listen-address 127.0.0.1:PORT; other hosts through a proxy"
+    " that authenticates)"
+)
+"""The fix that needs no credentials: the first a newcomer trying the exporter on the
+machine they sit at wants, since ``:9170`` (the default) is every interface."""
+
+
 def withheld_details(host: str, basic_auth: bool, details_open: bool) -> tuple[str, ...]:
     """The record-level page not to serve on ``host``: ``/details`` when anyone reaching
     it could read it (off loopback without basic auth) and the operator did not opt in
@@ -148,8 +156,8 @@ def details_withheld_message(host: str) -> str:
     return (
         f"the sending-details page shows message records and is not served without"
         f" credentials on {host or '0.0.0.0'}: set basic_auth_users in --web.config.file, or"
-        " listen on 127.0.0.1 behind a proxy that authenticates, or pass"
-        " --web.details-unauthenticated to serve it to anyone who reaches the port"
+        f" {LOOPBACK_FIX}, or pass --web.details-unauthenticated to serve it to anyone who"
+        " reaches the port"
     )
 
 
@@ -177,7 +185,6 @@ def details_exposure(
         return None
     return (
         f"receiver.details_api: {DETAILS_PATH} on {host or '0.0.0.0'} would serve message"
-        " records to anyone: set basic_auth_users in --web.config.file, or listen on"
-        " 127.0.0.1 behind a proxy that authenticates, or pass --web.details-unauthenticated"
-        " to serve them to anyone"
+        f" records to anyone: set basic_auth_users in --web.config.file, or {LOOPBACK_FIX},"
+        " or pass --web.details-unauthenticated to serve them to anyone"
     )

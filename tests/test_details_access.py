@@ -32,14 +32,15 @@ PASSWORD = "details-pass-51"
 USERS = {"ops": bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4))}
 WITHHELD = (
     "the sending-details page shows message records and is not served without credentials"
-    " on 0.0.0.0: set basic_auth_users in --web.config.file, or listen on 127.0.0.1 behind a"
-    " proxy that authenticates, or pass --web.details-unauthenticated to serve it to anyone"
-    " who reaches the port\n"
+    " on 0.0.0.0: set basic_auth_users in --web.config.file, or listen on loopback only"
+    " (--web.listen-address 127.0.0.1:PORT; other hosts through a proxy that authenticates),"
+    " or pass --web.details-unauthenticated to serve it to anyone who reaches the port\n"
 )
 API_REFUSAL = (
     "receiver.details_api: /api/v1/send-details on 0.0.0.0 would serve message records to"
-    " anyone: set basic_auth_users in --web.config.file, or listen on 127.0.0.1 behind a"
-    " proxy that authenticates, or pass --web.details-unauthenticated to serve them to anyone"
+    " anyone: set basic_auth_users in --web.config.file, or listen on loopback only"
+    " (--web.listen-address 127.0.0.1:PORT; other hosts through a proxy that authenticates),"
+    " or pass --web.details-unauthenticated to serve them to anyone"
 )
 OPTED_IN = (
     "the sending-details pages serve message records to anyone (--web.details-unauthenticated)"

@@ -33,6 +33,7 @@ from exporter.config import Config, ReceiverConfig
 from exporter.configfile import parse_config
 from exporter.details_cli import build_parser as build_details_parser
 from exporter.errors import ConfigError
+from exporter.routes import details_withheld_message
 from exporter.simulator import cli as simulator_cli
 from exporter.simulator import gate
 from exporter.simulator.cli import build_parser as build_simulator_parser
@@ -280,6 +281,13 @@ def test_every_config_key_the_docs_name_is_one_the_parser_knows() -> None:
     for path in sorted(named):
         assert unknown_keys(path) == [], f"the docs name {path}"
     assert unknown_keys("receiver.signing.keys[].acount"), "the check finds a misspelt key"
+
+
+def test_the_withheld_details_answer_quoted_in_operations_is_the_exporters() -> None:
+    text = (REPO / "docs/operations.md").read_text()
+    quoted = text.partition("The 403 reads:")[2]
+    (body,) = [m["body"] for m in FENCE.finditer(quoted)][:1]
+    assert body.strip() == details_withheld_message("0.0.0.0")
 
 
 def test_the_web_config_example_is_one_the_exporter_loads(
