@@ -2,7 +2,8 @@
 
 The demo exports two accounts: ``demo`` polls an in-process simulator that already holds
 two hours of traffic, and ``push`` reads what arrives at the receiver's default paths
-(``/push/status-reports`` and friends), stored in a scratch SQLite file removed at exit.
+(``/push/status-reports`` and friends), stored in a scratch SQLite file removed at exit
+(searchable by number: its ``mobile_key`` is a fixed, made-up one).
 ``msgsms-simulator --push.url http://127.0.0.1:9170`` in a second shell feeds it.
 
 Polls run every 15 s with no ``settle_delay``, so a minute's messages appear at most about
@@ -30,6 +31,9 @@ from exporter.config import (
 DEMO_PROJECT_ID = "0123456789abcdef0123456789abcdef"
 DEMO_ACCESS_KEY = "demo-access-key"
 DEMO_SECRET_KEY = "demo-secret-key"  # noqa: S105 - the simulator's documented demo secret
+# The demo's push store is scratch with made-up numbers: a fixed key lets its push account
+# be searched by number, as a real one is only with receiver.mobile_key set.
+DEMO_MOBILE_KEY = "demo-mobile-key-for-made-up-numbers"
 DEMO_POLL_INTERVAL = 15.0
 DEMO_HISTORY_SECONDS = 2 * 3600.0
 PUSH_ACCOUNT = "push"
@@ -55,7 +59,9 @@ def demo_config(endpoint: str, store_path: str) -> Config:
         accounts=(simulated_account(endpoint), push_account(PUSH_ACCOUNT)),
         # A trial on your machine with made-up data: unsigned pushes are allowed (and the
         # exporter warns so at start), so curl and the simulator can push without keys.
-        receiver=ReceiverConfig(store_path=store_path, allow_unsigned=True),
+        receiver=ReceiverConfig(
+            store_path=store_path, allow_unsigned=True, mobile_key=Secret(DEMO_MOBILE_KEY)
+        ),
         poll_interval=DEMO_POLL_INTERVAL,
         settle_delay=0.0,
     )

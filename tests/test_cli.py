@@ -220,6 +220,36 @@ def test_the_demo_serves_its_details_page_on_every_address() -> None:
         stop(proc, timeout=10)
 
 
+def test_the_demos_push_account_finds_a_registered_send_by_its_number() -> None:
+    # Its store used to keep no searchable numbers: the search named receiver.mobile_key,
+    # a key the demo's built-in config gives no way to set.
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "exporter", "--demo"),
+            *("--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warning"),
+        ],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while not _answers(f"{url}/-/ready", ("", "")):
+            assert proc.poll() is None and time.monotonic() < deadline, "the demo never served"
+            time.sleep(0.2)
+        sent = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 120))
+        send = {"message_id": "demo-search-1", "template_id": "t1", "send_time": sent}
+        registered = httpx.post(f"{url}/push/sends", json=[{**send, "mobile": "4402000017"}])
+        assert registered.status_code == 200, registered.text
+        params = {"account": "push", "mobile": "4402000017", "last": "1h"}
+        details = httpx.get(f"{url}/details", params=params)
+        assert details.status_code == 200
+        assert 'id="error"' not in details.text
+        assert "demo-search-1" in details.text and "4402****17" in details.text
+    finally:
+        stop(proc, timeout=10)
+
+
 def test_ctrl_c_before_serving_is_one_line_and_exit_130_not_a_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
