@@ -84,6 +84,9 @@ class Poller:
         (None until an answer had one; always None for a push account's own store)."""
         self._dates_measured = 0
         """How many dated answers the source had at the last measurement."""
+        self._dates_before = 0
+        """How many it had when the poll in progress began: only its own answers are
+        measured (one given to ``/details`` between polls may be minutes old)."""
         self._skew_logged: float | None = None
         """The notable skew last logged (None: none, or it went away since)."""
 
@@ -160,6 +163,8 @@ class Poller:
         now = self._clock()
         requests_before = self.source.stats.request_count
         applied = self.skew or NO_SKEW
+        dated = self.source.stats.newest_date()
+        self._dates_before = 0 if dated is None else dated[0]
         try:
             templates = self._refresh_templates(now)
             ids = [t.template_id for t in templates]
@@ -218,11 +223,12 @@ class Poller:
         return self._last
 
     def _measure_skew(self) -> ClockSkew:
-        """The skew as of the newest dated answer: measured again when one came since the
-        last measurement (its ``Date`` read first, then the clock: the clock's reading is
-        after the answer's arrival, so the skew errs towards the exporter being ahead)."""
+        """The skew as of the newest dated answer: measured again when this poll had one
+        since the last measurement (its ``Date`` read first, then the clock: the clock's
+        reading is after the answer's arrival, so the skew errs towards the exporter being
+        ahead)."""
         newest = self.source.stats.newest_date()
-        if newest is None or newest[0] == self._dates_measured:
+        if newest is None or newest[0] <= max(self._dates_measured, self._dates_before):
             return self.skew or NO_SKEW
         self._dates_measured, date = newest
         self.skew = ClockSkew(self._clock() - date)

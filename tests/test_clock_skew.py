@@ -117,6 +117,24 @@ def test_a_clock_that_jumps_ahead_between_polls_marks_that_poll_incomplete_then_
     assert shown == [0.0] * 3 + [300.0] * 27
 
 
+def test_an_answer_given_to_the_details_view_between_polls_is_not_taken_for_skew(
+    manual_simulator: Simulator, request: pytest.FixtureRequest
+) -> None:
+    sim = manual_simulator
+    exporter = _exporter(sim, lambda: 0.0, request)
+    for _ in range(3):
+        sim.advance(60)
+        assert exporter.poll_once()
+        assert exporter.details.run({"last": "1h"}).status == 200  # dated a minute early
+        sim.advance(60)
+        assert exporter.poll_once()
+        s = parse_samples(exporter.exposition_text())
+        assert value(s, "msgsms_upstream_clock_skew_seconds", account="sim") == 0
+        end = value(s, "msgsms_window_end_timestamp_seconds", window="1h")
+        assert end == minute_floor(sim.now() - SETTLE)
+        assert _check_windows(sim, s) == 2
+
+
 class _DateRewriter(httpx.BaseTransport):
     """Loopback HTTP whose answers carry ``date`` as their ``Date`` (None: no ``Date``)."""
 
