@@ -11,7 +11,7 @@ import httpx
 
 from exporter.cli import ConfigFileAction, refuse_config_with_demo
 from exporter.client import DetailsClient, build_http_client
-from exporter.config import AccountConfig, Config
+from exporter.config import AccountConfig, AccountSource, Config
 from exporter.configfile import load_config
 from exporter.details import RESULTS, DetailsQueries
 from exporter.details_page import details_text
@@ -77,6 +77,15 @@ def run_details_command(
     return query(config, args, clock, http_factory)
 
 
+def push_account_refusal(account: str) -> str:
+    """Why a push account's records are not read from the terminal, and where they are."""
+    return (
+        f"account {account!r} reads the receiver's push store, which only the running"
+        f" exporter serves: open /details?account={account} on it, or its"
+        " GET /api/v1/send-details (receiver.details_api: true)"
+    )
+
+
 def query(
     config: Config,
     args: argparse.Namespace,
@@ -97,11 +106,17 @@ def query(
     }
     if not (args.last or args.start or args.end):
         form["last"] = "1h"
-    clients = [http_factory(a, config.request_timeout) for a in config.accounts]
+    # A push account's records are in the receiver's store, which the running exporter
+    # owns (its writer, pruning, migrations): this command does not open it alongside.
+    pushed = [a.name for a in config.accounts if a.source == AccountSource.PUSH]
+    polled = tuple(a for a in config.accounts if a.source != AccountSource.PUSH)
+    if args.account in pushed or not polled:
+        refusal = push_account_refusal(args.account or pushed[0])
+        print(f"msgsms-exporter details: {refusal}", file=sys.stderr)
+        return 1
+    clients = [http_factory(a, config.request_timeout) for a in polled]
     try:
-        sources = {
-            a.name: DetailsClient(a, http) for a, http in zip(config.accounts, clients, strict=True)
-        }
+        sources = {a.name: DetailsClient(a, http) for a, http in zip(polled, clients, strict=True)}
         outcome = DetailsQueries(sources, max_span=config.max_query_span, clock=clock).run(form)
     finally:
         for http in clients:

@@ -503,3 +503,38 @@ def test_main_dispatches_the_details_subcommand(simulator, config_file, capsys, 
     monkeypatch.setenv("DETAILS_TEST_SK", DEMO_SK)
     assert main(["details", "--config.file", str(config_file), "--mobile", "+44"]) == 2
     assert "Mobile number: use 7 to 15 digits" in capsys.readouterr().err
+
+
+def test_cli_names_where_a_push_accounts_records_are_instead_of_a_url_error(tmp_path: Path, capsys):
+    # It used to query the push account as an HTTP upstream without an endpoint:
+    # "Request URL is missing an 'http://' or 'https://' protocol. The exporter keeps serving".
+    path = tmp_path / "push.yaml"
+    path.write_text(
+        "accounts: [{name: prod, source: push, templates: {discover: true}}]\n"
+        f"receiver: {{store_path: {tmp_path / 'push.db'}}}\n"
+    )
+    argv = ["--config.file", str(path), "--result", "failed"]
+    assert run_details_command(argv) == 1
+    assert capsys.readouterr().err == (
+        "msgsms-exporter details: account 'prod' reads the receiver's push store, which only"
+        " the running exporter serves: open /details?account=prod on it, or its"
+        " GET /api/v1/send-details (receiver.details_api: true)\n"
+    )
+    assert not (tmp_path / "push.db").exists()
+
+
+def test_cli_queries_the_polled_accounts_of_a_config_that_also_has_a_push_account(
+    simulator: Simulator, config_file: Path, capsys, monkeypatch
+):
+    monkeypatch.setenv("DETAILS_TEST_AK", DEMO_AK)
+    monkeypatch.setenv("DETAILS_TEST_SK", DEMO_SK)
+    mixed = config_file.with_name("mixed.yaml")
+    text = config_file.read_text().replace(
+        "accounts:\n", "accounts:\n  - {name: pushed, source: push, templates: {discover: true}}\n"
+    )
+    mixed.write_text(text + f"receiver: {{store_path: {config_file.parent / 'push.db'}}}\n")
+    argv = ["--config.file", str(mixed), "--result", "failed", "--last", "1h"]
+    assert run_details_command(argv, clock=simulator.now) == 0
+    assert " records sent " in capsys.readouterr().out
+    assert run_details_command([*argv, "--account", "pushed"], clock=simulator.now) == 1
+    assert "account 'pushed' reads the receiver's push store" in capsys.readouterr().err
