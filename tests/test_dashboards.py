@@ -201,6 +201,21 @@ def test_delivery_tables_link_to_the_details_view(path: Path) -> None:
     )
 
 
+def test_every_link_into_the_details_view_says_why_it_may_answer_403(path: Path) -> None:
+    # Off loopback without basic auth the exporter withholds /details: a reader clicking
+    # a row learns from the description what the 403 is and where the fix is.
+    dashboard = load_dashboard(path)
+    linking = [
+        node
+        for node in [*iter_panels(dashboard), *dashboard["templating"]["list"]]
+        if "/details?" in json.dumps(node) or node.get("name") == "exporter_url"
+    ]
+    assert len(linking) == (3 if path == DELIVERY else 0)
+    for node in linking:
+        assert "--web.details-unauthenticated" in node["description"], node.get("title")
+        assert "403" in node["description"], node.get("title")
+
+
 def test_queries_evaluate_against_prometheus(path: Path, tmp_path: Path) -> None:
     """Every query, variables substituted, runs without error and returns data on the fixture."""
     queries = dashboard_expressions(path)
