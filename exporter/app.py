@@ -80,6 +80,8 @@ class Exporter:
         self._host: str | None = None
         self._details_open = False
         """``--web.details-unauthenticated``: the record-level pages need no credentials."""
+        self._details_withheld = False
+        """Whether ``/details`` is answered 403 now (as last started or reloaded)."""
         # The HTTP layer's and the receiver's counters, which every request may change,
         # are the live part of the exposition: in each scrape, at most 100 ms old.
         self.http_stats = HttpStats()
@@ -306,6 +308,7 @@ class Exporter:
     def _withheld(self, host: str, basic_auth: bool) -> tuple[str, ...]:
         """The record-level pages to refuse (403); logged when there are any."""
         withheld = withheld_details(host, basic_auth, self._details_open)
+        self._details_withheld = bool(withheld)
         if withheld:
             log.info(
                 "sending-details pages withheld: no basic auth off loopback"
@@ -315,6 +318,12 @@ class Exporter:
                 paths=list(withheld),
             )
         return withheld
+
+    def details_withheld_note(self) -> str | None:
+        """Why ``/details`` answers 403 here and the fixes, while it does; else None."""
+        if not self._details_withheld or self._host is None:
+            return None
+        return details_withheld_message(self._host)
 
     def _basic_ok(self, header: str) -> bool:
         """True when ``header`` names a user of the current web config: as the web server

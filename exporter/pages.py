@@ -158,11 +158,17 @@ def _account_section(snap: AccountSnapshot, now: float | None) -> str:
     return "\n".join(parts)
 
 
-def landing_page(snapshots: list[AccountSnapshot], now: float | None = None) -> str:
-    """The ``/`` page; ``now`` (epoch seconds) shows the age of the last success."""
+def landing_page(
+    snapshots: list[AccountSnapshot], now: float | None = None, details_withheld: str | None = None
+) -> str:
+    """The ``/`` page; ``now`` (epoch seconds) shows the age of the last success;
+    ``details_withheld`` says why the links into ``/details`` answer 403, while they do."""
     sections = "\n".join(_account_section(s, now) for s in snapshots) or (
         '<p class="muted">Waiting for the first poll.</p>'
     )
+    if details_withheld is not None:
+        withheld = escape(details_withheld[:1].upper() + details_withheld[1:])
+        sections = f'<p class="note details-withheld">{withheld}.</p>\n{sections}'
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>msgsms-exporter</title><style>{STYLE}</style></head><body>"

@@ -46,6 +46,8 @@ class Site(Protocol):
 
     def reload_from_file(self) -> list[str]: ...
 
+    def details_withheld_note(self) -> str | None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Routes:
@@ -72,7 +74,8 @@ class Routes:
         return router
 
     def _landing(self, _request: Request) -> Response:
-        body = landing_page(self.site.board.snapshots(), now=self.clock())
+        note = self.site.details_withheld_note()
+        body = landing_page(self.site.board.snapshots(), now=self.clock(), details_withheld=note)
         return Response(200, body.encode(), HTML)
 
     def _details(self, request: Request) -> Response:

@@ -85,6 +85,18 @@ def test_details_off_loopback_without_basic_auth_is_withheld_naming_the_fix(tmp_
     assert [(e["host"], e["paths"]) for e in started] == [("0.0.0.0", ["/details"])]
 
 
+def test_the_landing_page_says_why_its_details_links_answer_403_while_they_do(tmp_path: Path):
+    note = '<p class="note details-withheld">The sending-details page shows message records'
+    with _serving(tmp_path) as (_, base):
+        withheld = httpx.get(f"{base}/").text
+    with _serving(tmp_path, host="127.0.0.1") as (_, base):
+        on_loopback = httpx.get(f"{base}/").text
+    with _serving(tmp_path, web=WebConfig(users=USERS)) as (_, base):
+        guarded = httpx.get(f"{base}/", auth=("ops", PASSWORD)).text
+    assert note in withheld and "--web.listen-address 127.0.0.1:PORT" in withheld
+    assert note not in on_loopback and note not in guarded
+
+
 def test_details_on_loopback_needs_no_credentials(tmp_path: Path):
     with _serving(tmp_path, host="127.0.0.1") as (_, base):
         assert httpx.get(f"{base}/details", params={"last": "1h"}).status_code == 200
