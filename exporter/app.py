@@ -109,6 +109,7 @@ class Exporter:
             sleep=retry_sleep,
             push_store=self.push_store,
             push_accounts=config.push_accounts,
+            clock=clock,
         )
         self._runners = [self._runner(account, config) for account in config.accounts]
         self.details = self._details_queries()

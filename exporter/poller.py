@@ -164,7 +164,7 @@ class Poller:
         requests_before = self.source.stats.request_count
         applied = self.skew or NO_SKEW
         dated = self.source.stats.newest_date()
-        self._dates_before = 0 if dated is None else dated[0]
+        self._dates_before = 0 if dated is None else dated.count
         try:
             templates = self._refresh_templates(now)
             ids = [t.template_id for t in templates]
@@ -224,14 +224,15 @@ class Poller:
 
     def _measure_skew(self) -> ClockSkew:
         """The skew as of the newest dated answer: measured again when this poll had one
-        since the last measurement (its ``Date`` read first, then the clock: the clock's
-        reading is after the answer's arrival, so the skew errs towards the exporter being
-        ahead)."""
+        since the last measurement. The exporter's clock is the one read as that answer
+        arrived, after its ``Date`` was written, so the skew errs towards the exporter
+        being ahead by the answer's flight and ``Date``'s lost fraction of a second; never
+        by the work the poll did after it (a second or more for a busy minute)."""
         newest = self.source.stats.newest_date()
-        if newest is None or newest[0] <= max(self._dates_measured, self._dates_before):
+        if newest is None or newest.count <= max(self._dates_measured, self._dates_before):
             return self.skew or NO_SKEW
-        self._dates_measured, date = newest
-        self.skew = ClockSkew(self._clock() - date)
+        self._dates_measured = newest.count
+        self.skew = ClockSkew(newest.received - newest.date)
         logged = self._skew_logged
         if self.skew.notable and (
             logged is None or abs(self.skew.seconds - logged) >= SKEW_WARNING_SECONDS

@@ -39,8 +39,10 @@ class Sources:
         sleep: Callable[[float], object],
         push_store: ReportStore | None,
         push_accounts: tuple[str, ...],
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._http_factory = http_factory
+        self._clock = clock
         self._retry = retry
         self._sleep = sleep
         self._push_store = push_store
@@ -55,6 +57,7 @@ class Sources:
         if account.source == AccountSource.PUSH and self._push_store is not None:
             return None, None, OneQueryAtATime(self._push_view(account.name))
         http = self._http_factory(account, config.request_timeout)
+        stats = stats or RequestStats(clock=self._clock)  # the poller's clock: see skew
         client = DetailsClient(
             account, http, stats=stats, retry=self._retry, budget=budget, sleep=self._sleep
         )

@@ -7,9 +7,10 @@ another to count: a bucket is found, and cumulative counts are built, in one pla
 from __future__ import annotations
 
 import threading
+import time
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 
@@ -73,18 +74,29 @@ class Histogram:
         return HistogramValue(cumulative(self.bounds, self.counts), self.total, sum(self.counts))
 
 
+@dataclass(frozen=True, slots=True)
+class DatedAnswer:
+    """The newest upstream answer that had a ``Date``: after how many such answers, its
+    ``Date`` and the exporter's clock when it arrived (epoch seconds both)."""
+
+    count: int
+    date: float
+    received: float
+
+
 class RequestStats:
     """Counts of upstream requests by endpoint and code, and their durations; the
     ``Date`` of the newest answer (the upstream's clock, see :mod:`exporter.clockskew`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
+        self._clock = clock  # the exporter's: when a dated answer arrived
         self._by_code: Counter[tuple[str, str]] = Counter()
         self._durations: dict[str, Histogram] = {}
         self.throttled = 0
         self.retries = 0
         self._answers_dated = 0
-        self._newest_date: float | None = None
+        self._newest_date: DatedAnswer | None = None
 
     def observe(self, endpoint: str, code: str, seconds: float) -> None:
         """Record one finished request."""
@@ -98,19 +110,19 @@ class RequestStats:
                 self.throttled += 1
 
     def observe_date(self, date: float | None) -> None:
-        """Note the ``Date`` of an answer just received (None: it had none that parsed)."""
+        """Note the ``Date`` of an answer just received (None: it had none that parsed),
+        with the exporter's clock as it arrived."""
         if date is None:
             return
+        received = self._clock()
         with self._lock:
             self._answers_dated += 1
-            self._newest_date = date
+            self._newest_date = DatedAnswer(self._answers_dated, date, received)
 
-    def newest_date(self) -> tuple[int, float] | None:
-        """The ``Date`` of the newest answer that had one, after how many such answers."""
+    def newest_date(self) -> DatedAnswer | None:
+        """The newest answer that had a ``Date``."""
         with self._lock:
-            if self._newest_date is None:
-                return None
-            return self._answers_dated, self._newest_date
+            return self._newest_date
 
     def count_retry(self) -> None:
         """Record that a failed request is being tried again."""

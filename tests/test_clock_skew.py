@@ -23,6 +23,7 @@ from exporter.config import AccountConfig
 from exporter.errors import UpstreamRejected
 from exporter.ranges import minute_floor
 from exporter.records import DetailsQuery
+from exporter.stats import RequestStats
 from exporter.timestamps import parse_http_date
 
 SETTLE = 180.0  # the default settle_delay
@@ -305,6 +306,25 @@ def test_only_an_exporter_ahead_is_corrected_and_at_most_by_the_signing_toleranc
     assert ClockSkew(skew).uncorrected is uncorrected
 
 
+def _count_and_date(client: DetailsClient) -> tuple[int, float] | None:
+    newest = client.stats.newest_date()
+    return None if newest is None else (newest.count, newest.date)
+
+
+def test_the_skew_is_taken_as_the_answer_arrived_not_after_the_work_that_followed() -> None:
+    # A busy minute's fold takes a second or more after its last page arrived: read then,
+    # the exporter's clock made an upstream whose clock agrees look 2 s or more behind,
+    # and its newest minute was taken for unsettled.
+    now = [1796681443.4]
+    stats = RequestStats(clock=lambda: now[0])
+    stats.observe_date(1796681443.0)  # Date: whole seconds, written as the answer left
+    now[0] += 3.0  # the poll works on
+    newest = stats.newest_date()
+    assert newest is not None
+    assert ClockSkew(newest.received - newest.date).correction == 0.0
+    assert newest.received - newest.date == pytest.approx(0.4)
+
+
 def test_every_answer_of_the_client_notes_its_date() -> None:
     dates = iter(["Mon, 07 Dec 2026 22:10:43 GMT", "nonsense", "Mon, 07 Dec 2026 22:10:44 GMT"])
 
@@ -316,10 +336,10 @@ def test_every_answer_of_the_client_notes_its_date() -> None:
     with httpx.Client(transport=httpx.MockTransport(answer)) as http:
         client = DetailsClient(account, http)
         client.list_templates()
-        assert client.stats.newest_date() == (1, 1796681443.0)
+        assert _count_and_date(client) == (1, 1796681443.0)
         with pytest.raises(UpstreamRejected, match="HTTP 400"):
             client.query(DetailsQuery(0, 60))
-        assert client.stats.newest_date() == (1, 1796681443.0)  # no date: the last one stays
+        assert _count_and_date(client) == (1, 1796681443.0)  # no date: the last one stays
         with pytest.raises(UpstreamRejected, match="HTTP 400"):
             client.query(DetailsQuery(0, 60))
-        assert client.stats.newest_date() == (2, 1796681444.0)  # a refusal's counts too
+        assert _count_and_date(client) == (2, 1796681444.0)  # a refusal's counts too
