@@ -283,6 +283,14 @@ def test_every_config_key_the_docs_name_is_one_the_parser_knows() -> None:
     assert unknown_keys("receiver.signing.keys[].acount"), "the check finds a misspelt key"
 
 
+def test_the_readme_lists_every_status_the_http_layer_refuses_with() -> None:
+    # 403 (details_withheld), 405 and 503 (auth_overloaded) were missing from the list.
+    listed = re.search(r"refusals of the HTTP layer \(([\d, ]+)\)", README.read_text())
+    assert listed is not None
+    statuses = sorted(set(REQUEST_REASONS.values()))
+    assert [int(code) for code in listed[1].split(", ")] == statuses
+
+
 def test_the_withheld_details_answer_quoted_in_operations_is_the_exporters() -> None:
     text = (REPO / "docs/operations.md").read_text()
     quoted = text.partition("The 403 reads:")[2]
