@@ -6,7 +6,8 @@ Each input line is a JSON command; each answer one JSON line:
                          "codes": {...}}
   {"cmd": "usage"}   -> {"cpu_seconds", "rss_bytes"}
   {"cmd": "serve"}   -> {"url"}  (starts /metrics on 127.0.0.1:0, no background polling)
-The exporter's clock is the simulator's (GET /-/clock), so polls follow simulated time.
+The exporter's clock is the simulator's (GET /-/clock before each command), so polls follow
+simulated time.
 """
 
 from __future__ import annotations
@@ -55,7 +56,16 @@ def main() -> int:
     args = parser.parse_args()
     configure_logging("warning", "json")  # stdout carries the answers
     http = httpx.Client(timeout=60)
-    clock = lambda: parse_rfc3339(http.get(f"{args.url}/-/clock").json()["now"])  # noqa: E731
+    # The simulator's manual clock moves only when the driver advances it, between two
+    # commands: read it once a command, not at every call (the client stamps each answer's
+    # arrival with it, which would add a request to the simulator per request measured).
+    now = [0.0]
+
+    def read_clock() -> None:
+        now[0] = parse_rfc3339(http.get(f"{args.url}/-/clock").json()["now"])
+
+    read_clock()
+    clock = lambda: now[0]  # noqa: E731
     account = AccountConfig(
         name="bench",
         endpoint=args.url,
@@ -77,6 +87,7 @@ def main() -> int:
     web: WebServer | None = None
     for line in sys.stdin:
         command = json.loads(line)["cmd"]
+        read_clock()
         if command == "poll":
             before = poller.source.stats.request_count
             sent_before = Counter(poller.source.stats.totals().by_code)
