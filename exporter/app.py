@@ -80,6 +80,8 @@ class Exporter:
         self._host: str | None = None
         self._details_open = False
         """``--web.details-unauthenticated``: the record-level pages need no credentials."""
+        self.details_open_by_demo = False
+        """``--demo`` opened the record pages (its records are made up): no warning."""
         self._details_withheld = False
         """Whether ``/details`` is answered 403 now (as last started or reloaded)."""
         # The HTTP layer's and the receiver's counters, which every request may change,
@@ -226,7 +228,13 @@ class Exporter:
             users = access[1] if access is not None else self._auth
             for problem in (
                 push_exposure(config, self._host, users is not None),
-                details_exposure(config, self._host, users is not None, self._details_open),
+                details_exposure(
+                    config,
+                    self._host,
+                    users is not None,
+                    self._details_open,
+                    warn=not self.details_open_by_demo,
+                ),
             ):
                 problems += [problem] if problem else []
         if not problems and config is not None:
@@ -280,7 +288,13 @@ class Exporter:
             problem
             for problem in (
                 push_exposure(self.config, host, auth is not None),
-                details_exposure(self.config, host, auth is not None, details_open),
+                details_exposure(
+                    self.config,
+                    host,
+                    auth is not None,
+                    details_open,
+                    warn=not self.details_open_by_demo,
+                ),
             )
             if problem
         ]

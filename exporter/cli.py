@@ -251,9 +251,12 @@ def _main(argv: Sequence[str] | None) -> int:
         except ConfigError as error:
             return _report_config_error(error)
         with demo_session() as demo:
-            # The demo's records are made up: /details shows without basic auth anywhere.
-            args.details_open = args.details_open or web.auth() is None
-            return _run(Exporter(demo, shard=shard), args, web)
+            # The demo's records are made up: /details shows without basic auth anywhere,
+            # and no warning names --web.details-unauthenticated, which nobody passed.
+            exporter = Exporter(demo, shard=shard)
+            if not args.details_open and web.auth() is None:
+                args.details_open = exporter.details_open_by_demo = True
+            return _run(exporter, args, web)
     try:
         config: Config = load_config(args.config_file)
         web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()

@@ -197,16 +197,21 @@ def test_the_demo_serves_behind_the_web_configs_basic_auth(tmp_path: Path) -> No
         stop(proc, timeout=10)
 
 
-def test_the_demo_serves_its_details_page_on_every_address() -> None:
-    # Its records are made up: off loopback without basic auth /details is not withheld.
+def test_the_demo_serves_its_details_page_on_every_address_without_naming_the_opt_in(
+    tmp_path: Path,
+) -> None:
+    # Its records are made up: off loopback without basic auth /details is not withheld,
+    # and no warning names --web.details-unauthenticated, a flag nobody passed.
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "exporter", "--demo"),
-            *("--web.listen-address", f"0.0.0.0:{port}", "--log.level", "warning"),
-        ],
-        stderr=subprocess.DEVNULL,
-    )
+    stderr = tmp_path / "stderr"
+    with stderr.open("w") as err:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "exporter", "--demo"),
+                *("--web.listen-address", f"0.0.0.0:{port}", "--log.level", "warning"),
+            ],
+            stderr=err,
+        )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -218,6 +223,8 @@ def test_the_demo_serves_its_details_page_on_every_address() -> None:
         assert 'id="records"' in details.text
     finally:
         stop(proc, timeout=10)
+    assert "receiver.allow_unsigned" in stderr.read_text()  # the warnings were written
+    assert "--web.details-unauthenticated" not in stderr.read_text()
 
 
 def test_the_demos_push_account_finds_a_registered_send_by_its_number() -> None:
