@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -73,6 +74,11 @@ def run_details_command(
         print("msgsms-exporter: invalid configuration:", file=sys.stderr)
         for problem in error.problems:
             print(f"  {problem}", file=sys.stderr)
+        if not getattr(args, "config_file_given", False) and not os.path.exists(DEFAULT_CONFIG):
+            print(
+                "  (no --config.file given, and none at the default path: pass one, or try --demo)",
+                file=sys.stderr,
+            )
         return 1
     return query(config, args, clock, http_factory)
 

@@ -454,3 +454,5 @@ def test_no_config_file_anywhere_says_to_pass_one_or_try_the_demo() -> None:
     named = _cli("--config.file", cli.DEFAULT_CONFIG, "--check-config")
     assert named.returncode == 1
     assert "try --demo" not in named.stderr, "a file the operator named needs no hint"
+    details = _cli("details", "--last", "1h")  # it had no hint: only "cannot read"
+    assert (details.returncode, details.stderr.splitlines()) == (1, result.stderr.splitlines())
