@@ -82,6 +82,10 @@ class Exporter:
         """``--web.details-unauthenticated``: the record-level pages need no credentials."""
         self.details_open_by_demo = False
         """``--demo`` opened the record pages (its records are made up): no warning."""
+        self.demo = False
+        """Started by ``--demo``, whose receiver takes unsigned pushes by its own design:
+        the warning naming ``receiver.allow_unsigned``, a setting nobody wrote, is the
+        demo's own (``cli``)."""
         self._details_withheld = False
         """Whether ``/details`` is answered 403 now (as last started or reloaded)."""
         # The HTTP layer's and the receiver's counters, which every request may change,
@@ -227,7 +231,7 @@ class Exporter:
             # the details API too (or opted in); the warnings of an opt-in come again.
             users = access[1] if access is not None else self._auth
             for problem in (
-                push_exposure(config, self._host, users is not None),
+                push_exposure(config, self._host, users is not None, warn=not self.demo),
                 details_exposure(
                     config,
                     self._host,
@@ -287,7 +291,7 @@ class Exporter:
         problems = [
             problem
             for problem in (
-                push_exposure(self.config, host, auth is not None),
+                push_exposure(self.config, host, auth is not None, warn=not self.demo),
                 details_exposure(
                     self.config,
                     host,

@@ -23,6 +23,7 @@ from exporter.config import Config
 from exporter.configfile import load_config
 from exporter.errors import ConfigError, StoreUnavailable
 from exporter.logs import LEVELS, configure_logging
+from exporter.pushauth import is_loopback
 from exporter.routes import details_exposure, push_exposure
 from exporter.sharding import UNSHARDED, Shard, parse_shard
 from exporter.timestamps import parse_duration
@@ -248,14 +249,26 @@ def _main(argv: Sequence[str] | None) -> int:
         try:
             web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
             shard = _shard(args.shard)
+            host, _ = parse_listen_address(args.listen)
         except ConfigError as error:
             return _report_config_error(error)
+        except ValueError as error:  # the listen address
+            print(f"msgsms-exporter: --web.listen-address: {error}", file=sys.stderr)
+            return 1
         with demo_session() as demo:
             # The demo's records are made up: /details shows without basic auth anywhere,
             # and no warning names --web.details-unauthenticated, which nobody passed.
             exporter = Exporter(demo, shard=shard)
+            exporter.demo = True
             if not args.details_open and web.auth() is None:
                 args.details_open = exporter.details_open_by_demo = True
+            if web.auth() is None and not is_loopback(host) and not args.once:
+                log.warning(
+                    "the demo takes status reports without a signature and shows its made-up"
+                    " records to anyone who can reach it",
+                    host=host or "*",
+                    fix="--web.listen-address 127.0.0.1:PORT keeps it to this machine",
+                )
             return _run(exporter, args, web)
     try:
         config: Config = load_config(args.config_file)
