@@ -173,28 +173,45 @@ def _answers(url: str, auth: tuple[str, str]) -> bool:
         return False
 
 
+@contextmanager
+def _serving_demo(
+    *args: str,
+    host: str = "127.0.0.1",
+    ready: str = "/-/ready",
+    auth: tuple[str, str] = ("", ""),
+    stderr: Path | None = None,
+) -> Iterator[str]:
+    """``--demo`` with ``args`` on a free port of ``host``, once ``ready`` answers 200 (with
+    ``auth``); its URL on loopback. Its stderr goes to ``stderr`` (or nowhere)."""
+    port = free_port()
+    with stderr.open("w") if stderr else open(os.devnull, "w") as err:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "exporter", "--demo", *args),
+                *("--web.listen-address", f"{host}:{port}", "--log.level", "warning"),
+            ],
+            stderr=err,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while not _answers(f"{url}{ready}", auth):
+                assert proc.poll() is None and time.monotonic() < deadline, "the demo never served"
+                time.sleep(0.2)
+            yield url
+        finally:
+            stop(proc, timeout=10)
+
+
 def test_the_demo_serves_behind_the_web_configs_basic_auth(tmp_path: Path) -> None:
     web = tmp_path / "web.yml"
     hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()
     web.write_text(f"basic_auth_users: {{prom: '{hashed}'}}\n")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "exporter", "--demo", "--web.config.file", str(web)),
-            *("--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warning"),
-        ],
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while not _answers(f"{url}/-/healthy", ("prom", "s3cret")):
-            assert proc.poll() is None and time.monotonic() < deadline, "the demo never served"
-            time.sleep(0.2)
+    with _serving_demo(
+        "--web.config.file", str(web), ready="/-/healthy", auth=("prom", "s3cret")
+    ) as url:
         assert httpx.get(f"{url}/metrics").status_code == 401
         assert httpx.get(f"{url}/metrics", auth=("prom", "s3cret")).status_code == 200
-    finally:
-        stop(proc, timeout=10)
 
 
 def test_the_demo_serves_its_details_page_on_every_address_without_naming_the_opt_in(
@@ -202,27 +219,11 @@ def test_the_demo_serves_its_details_page_on_every_address_without_naming_the_op
 ) -> None:
     # Its records are made up: off loopback without basic auth /details is not withheld,
     # and no warning names --web.details-unauthenticated, a flag nobody passed.
-    port = free_port()
     stderr = tmp_path / "stderr"
-    with stderr.open("w") as err:
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "exporter", "--demo"),
-                *("--web.listen-address", f"0.0.0.0:{port}", "--log.level", "warning"),
-            ],
-            stderr=err,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while not _answers(f"{url}/-/ready", ("", "")):
-            assert proc.poll() is None and time.monotonic() < deadline, "the demo never served"
-            time.sleep(0.2)
+    with _serving_demo(host="0.0.0.0", stderr=stderr) as url:
         details = httpx.get(f"{url}/details", params={"result": "failed", "last": "1h"})
         assert details.status_code == 200
         assert 'id="records"' in details.text
-    finally:
-        stop(proc, timeout=10)
     written = stderr.read_text()
     assert "the demo takes status reports without a signature" in written
     # Neither names a setting or flag the reader never wrote.
@@ -233,20 +234,7 @@ def test_the_demo_serves_its_details_page_on_every_address_without_naming_the_op
 def test_the_demos_push_account_finds_a_registered_send_by_its_number() -> None:
     # Its store used to keep no searchable numbers: the search named receiver.mobile_key,
     # a key the demo's built-in config gives no way to set.
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "exporter", "--demo"),
-            *("--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warning"),
-        ],
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while not _answers(f"{url}/-/ready", ("", "")):
-            assert proc.poll() is None and time.monotonic() < deadline, "the demo never served"
-            time.sleep(0.2)
+    with _serving_demo() as url:
         sent = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 120))
         send = {"message_id": "demo-search-1", "template_id": "t1", "send_time": sent}
         registered = httpx.post(f"{url}/push/sends", json=[{**send, "mobile": "4402000017"}])
@@ -256,8 +244,6 @@ def test_the_demos_push_account_finds_a_registered_send_by_its_number() -> None:
         assert details.status_code == 200
         assert 'id="error"' not in details.text
         assert "demo-search-1" in details.text and "4402****17" in details.text
-    finally:
-        stop(proc, timeout=10)
 
 
 def test_ctrl_c_before_serving_is_one_line_and_exit_130_not_a_traceback(
