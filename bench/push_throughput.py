@@ -11,7 +11,10 @@ answering 200 without parsing or storing, closed loop, and prints the durable
 receiver's maximum single-report rate as a ratio to it (machines of one kind differ twice
 in absolute rates; the ratio does not). It also measures the receiver without its store
 (``bare_server.py --receiver``: the real routes, parsing and group commit over a store
-that writes nothing), which splits the gap into the receiver's own work and SQLite's.
+that writes nothing), which splits the gap into the receiver's own work and SQLite's; and the leanest durable
+receiver the stack allows (``bare_server.py --floor``: this receiver's validation, one
+row a report, one commit a loop turn, nothing else), the most any pure-Python receiver
+on this stack can reach.
 
 PostgreSQL runs side by side (``--synchronous postgres``, in the default run): Debian's
 server started for the run in a temporary directory, fsync and synchronous_commit on,
@@ -55,14 +58,14 @@ def _receiver(workdir: Path, synchronous: str, pg_url: str) -> str:
     return f"receiver: {{store_path: {workdir / f'push-{synchronous}.db'}, synchronous: {synchronous}}}\n"
 
 
-def _stored_ids(workdir: Path, synchronous: str, pg_url: str, mode: str) -> set[str]:
+def _stored_ids(workdir: Path, synchronous: str, pg_url: str, mode: str, db: str = "") -> set[str]:
     if synchronous == "postgres":
         with psycopg.connect(pg_url) as pg:
             rows = pg.execute(
                 "SELECT message_id FROM msgsms_segments WHERE message_id LIKE %s", (f"{mode}-%",)
             ).fetchall()
         return {row[0] for row in rows}
-    with closing(sqlite3.connect(workdir / f"push-{synchronous}.db")) as conn:
+    with closing(sqlite3.connect(workdir / (db or f"push-{synchronous}.db"))) as conn:
         return {
             row[0]
             for row in conn.execute(
@@ -111,6 +114,8 @@ def _start_exporter(
         ]
         if server == "receiver":
             command += ["--receiver", str(workdir / "merge-only.db")]
+        if server == "floor":
+            command += ["--floor", str(workdir / "floor.db")]
     with (workdir / f"exporter-{synchronous}.log").open("ab") as log:
         proc = subprocess.Popen(stderr=log, args=command)
     wait_healthy(proc, port, timeout=30)
@@ -399,9 +404,13 @@ def run(
     missing: int | str = "-"
     if server == "exporter":
         missing = len(acked - _stored_ids(workdir, synchronous, pg_url, mode))
+    elif server == "floor":
+        missing = len(acked - _stored_ids(workdir, synchronous, pg_url, mode, "floor.db"))
     return {
         "mode": mode,
-        "synchronous": {"bare": "bare", "receiver": "nostore"}.get(server, synchronous),
+        "synchronous": {"bare": "bare", "receiver": "nostore", "floor": "floor"}.get(
+            server, synchronous
+        ),
         "load": f"{rate:.0f}/s" if rate else "max",
         "posts_per_s": len(latencies) / args.seconds,
         "reports_per_s": len(latencies) * per_post / args.seconds,
@@ -473,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
                     plan.append((mode, synchronous, 0.0, "exporter"))
         if args.ratio and "single" in modes:
             plan.append(("single", "normal", 0.0, "receiver"))
+            plan.append(("single", "normal", 0.0, "floor"))
             plan.append(("single", "normal", 0.0, "bare"))
         for mode, synchronous, rate, kind in plan:
             pg_url = server.fresh_schema() if server and synchronous == "postgres" else ""
@@ -498,6 +508,13 @@ def main(argv: list[str] | None = None) -> int:
             f"the receiver without its store at most {max_rates['nostore']:.0f}/s:"
             f" ratio {max_rates['nostore'] / max_rates['bare']:.2f} to the bare stack"
             " (the ceiling of any store behind this receiver)"
+        )
+    if "bare" in max_rates and "floor" in max_rates:
+        print(
+            f"the leanest durable receiver (this receiver's validation, one row, one commit"
+            f" a loop turn) at most {max_rates['floor']:.0f}/s:"
+            f" ratio {max_rates['floor'] / max_rates['bare']:.2f} to the bare stack"
+            " (what is left for counting, duplicates and attribution in Python)"
         )
     return 0
 

@@ -56,10 +56,12 @@ def test_push_throughput_prints_the_ratios_to_the_bare_stack() -> None:
         *("--seconds", "1", "--processes", "1", "--connections", "4", "--single-rate", "0"),
     )
     kinds = [row[1] for row in _rows(out, "single")]
-    assert kinds == ["normal", "nostore", "bare"], out
+    assert kinds == ["normal", "nostore", "floor", "bare"], out
     assert all(row[8] == "0" for row in _rows(out, "single")), out
+    assert [row[9] for row in _rows(out, "single")] == ["0", "-", "0", "-"], out
     assert re.search(r"the bare HTTP stack \d+/s: ratio \d\.\d\d", out), out
     assert re.search(r"the receiver without its store at most \d+/s: ratio \d\.\d\d", out), out
+    assert re.search(r"the leanest durable receiver .* at most \d+/s: ratio \d\.\d\d", out), out
 
 
 def test_slow_clients_leave_every_scrape_and_push_answered() -> None:
