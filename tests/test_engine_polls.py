@@ -26,6 +26,8 @@ HOLDS = FIXTURES / "holds-scenario.yaml"
 LATE = FIXTURES / "late-reports-scenario.yaml"
 DENSE = FIXTURES / "dense-scenario.yaml"
 LONG_HOLDS = FIXTURES / "long-holds-scenario.yaml"
+HOURS_HOLDS = FIXTURES / "hours-holds-scenario.yaml"
+VERY_LATE = FIXTURES / "very-late-scenario.yaml"
 
 
 def _config(**overrides: Any) -> Config:
@@ -257,6 +259,64 @@ def test_messages_never_reported_are_counted_final_when_they_expire_after_72_hou
     assert min(engine.book.late) >= end - 72 * 3600 - 15 * 60
     # At most the never-reported share (5 %) of 180 messages an hour, over 73 hours.
     assert 0 < pending_peak < 0.06 * 180 * 73
+
+
+def test_reports_48_to_72_hours_late_keep_windows_and_counters_equal_to_the_truth() -> None:
+    # Huawei pushes a report "within 72 hours": a third of these come 48-72 h late.
+    source, config, engine, first_start = _started(
+        VERY_LATE, settle_delay=0.0, windows=(3600.0, 86400.0)
+    )
+    waiting: dict[str, Any] = {}
+    for half_hours in range(1, 2 * 75 + 1):
+        source.advance(1800)
+        assert engine.poll(source, source.template_ids, source.now).checks_done
+        _assert_equals_truth(engine, source, config)
+        if half_hours == 2 * 48:  # 48 h on: the first hour's late third still waits
+            waiting = source.truth(first_start, first_start + 3600)
+    for _ in range(4):  # every block of late minutes has had its turn
+        engine.poll(source, source.template_ids, source.now)
+    end = _window_end(engine)
+    truth = source.truth(first_start, end)
+    assert all(t["sending"] == 0 for t in source.truth(first_start, end - 72 * 3600).values())
+    for template_id in source.template_ids:
+        sent = sum(waiting[template_id][k] for k in ("success", "failed", "sending"))
+        assert waiting[template_id]["sending"] > 0.2 * sent, template_id
+        t = truth[template_id]
+        assert engine.book.counters.sent[template_id] == t["success"] + t["failed"] + t["sending"]
+        assert _finalized(engine, template_id) == _final(truth, template_id), template_id
+
+
+@pytest.mark.parametrize("cross_template", [True, False], ids=["across", "per-template"])
+def test_messages_held_for_hours_keep_every_window_equal_to_the_truth(
+    cross_template: bool,
+) -> None:
+    # Holds of 1-3 h: their messages appear after their minute left the 1 h window.
+    source = StoreSource(HOURS_HOLDS, history=3600.0)
+    config = _config(settle_delay=60.0, windows=(3600.0, 4 * 3600.0))
+    engine = _engine(config, cross_template=cross_template)
+    engine.poll(source, source.template_ids, source.now)
+    first_start = _window_end(engine) - 4 * 3600
+    grown = 0
+    for _ in range(7 * 12):
+        end = _window_end(engine)
+        before = source.truth(end - 4 * 3600, end - 3600)
+        source.advance(300)
+        assert engine.poll(source, source.template_ids, source.now).checks_done
+        _assert_equals_truth(engine, source, config)
+        after = source.truth(end - 4 * 3600, end - 3600)
+        grown += any(
+            sum(after[t][k] for k in ("success", "failed", "sending"))
+            > sum(before[t][k] for k in ("success", "failed", "sending"))
+            for t in source.template_ids
+        )
+    # Held messages really appeared in minutes already past the 1 h window, and the 4 h
+    # window counted them: the counters too, since no hold outlasts the longest window.
+    assert grown > 0
+    truth = source.truth(first_start, _window_end(engine))
+    for template_id in source.template_ids:
+        t = truth[template_id]
+        assert engine.book.counters.sent[template_id] == t["success"] + t["failed"] + t["sending"]
+        assert _finalized(engine, template_id) == _final(truth, template_id), template_id
 
 
 def test_a_steady_poll_costs_a_fraction_of_a_full_scan() -> None:

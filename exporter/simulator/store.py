@@ -120,8 +120,8 @@ class MessageStore:
                 self._sent.drop(t, chunk)
         self._first_chunk = keep_from
         self._next_chunk = max(self._next_chunk, keep_from)
-        # The first minute kept reads the holds of its hour and of the hour before.
-        self._holds.drop_before(keep_from * CHUNK_MS // HOUR_MS - 1)
+        # The first minute kept reads the holds of its hour and of the hours before it.
+        self._holds.drop_before(keep_from * CHUNK_MS // HOUR_MS)
         self._order.clear()
 
     @property
