@@ -67,18 +67,30 @@ def read_yaml(path: str | Path) -> object:
     return parse_yaml(_read_text(path), str(path))
 
 
-def key_lines(node: yaml.Node | None, where: str = "") -> dict[str, int]:
+def key_lines(node: yaml.Node | None) -> dict[str, int]:
     """Each key path of a composed YAML document (``accounts[0].name``) → its line."""
     lines: dict[str, int] = {}
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            path = f"{where}.{key.value}" if where else str(key.value)
-            lines[path] = key.start_mark.line + 1
-            lines.update(key_lines(value, path))
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            lines[f"{where}[{index}]"] = item.start_mark.line + 1
-            lines.update(key_lines(item, f"{where}[{index}]"))
+    # An alias is the node of its anchor again: each node is walked once, at its first
+    # path, so an alias of itself (&a [*a]) ends and nested aliases cost no more than the
+    # text (a problem under an alias is located at the key that holds the alias).
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node | None, str]] = [(node, "")]
+    while stack:
+        current, where = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        children: list[tuple[yaml.Node, str, int]] = []
+        if isinstance(current, yaml.MappingNode):
+            for key, value in current.value:
+                path = f"{where}.{key.value}" if where else str(key.value)
+                children.append((value, path, key.start_mark.line + 1))
+        elif isinstance(current, yaml.SequenceNode):
+            for index, item in enumerate(current.value):
+                children.append((item, f"{where}[{index}]", item.start_mark.line + 1))
+        for _, path, line in children:
+            lines.setdefault(path, line)
+        stack.extend((child, path) for child, path, _ in reversed(children))
     return lines
 
 

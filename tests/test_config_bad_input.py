@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from exporter.configfile import load_config
 from exporter.errors import ConfigError
 from exporter.simulator.scenario import load_scenario
 from exporter.webconfig import load_web_config
+from exporter.yamlfile import key_lines
 
 ENV = {"TOKEN": "tok-value"}
 ACCOUNT = """accounts:
@@ -70,6 +72,33 @@ def test_a_yaml_merge_may_still_override_a_merged_key(tmp_path: Path) -> None:
     path.write_text(merged + "  - <<: *base\n    name: second\n")
     config = load_config(path, ENV)
     assert [a.name for a in config.accounts] == ["main", "second"]
+
+
+def test_an_alias_that_holds_itself_is_a_located_problem_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(ACCOUNT.replace("[T1]", "&t [*t]"))
+    result = _run("exporter", "--config.file", str(path), "--check-config")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "msgsms-exporter: invalid configuration:",
+        f"  {path}:6: accounts[0].templates[0]: expected a template id string",
+    ]
+
+
+def test_nested_aliases_are_located_in_one_walk_of_the_text(tmp_path: Path) -> None:
+    # Five levels of ten aliases: 111,110 key paths when every alias is walked again.
+    levels = ["l0: &l0 [a, b, c, d, e, f, g, h, i, j]"]
+    levels += [f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 10)}]" for n in range(1, 6)]
+    text = "\n".join(levels) + "\n"
+    lines = key_lines(yaml.compose(text))
+    assert len(lines) == 6 + 10 * 6
+    assert lines["l5"] == 6
+    # A problem under an alias is located at the key that holds the alias.
+    path = tmp_path / "config.yaml"
+    path.write_text(ACCOUNT + "\n".join(levels) + "\n")
+    assert _problems(tmp_path, path.read_text())[0] == f"{path}:7: l0: unknown key"
 
 
 def test_a_file_that_is_not_a_mapping_says_what_it_holds(tmp_path: Path) -> None:
