@@ -107,6 +107,31 @@ def test_the_readme_flag_table_is_the_exporters_flags_with_their_defaults(
             assert shown and shown[0] == str(action.default), (flag, default, action.default)
 
 
+def test_the_simulator_flag_table_is_the_simulators_flags_with_their_defaults() -> None:
+    parser = build_simulator_parser()
+    flags = {
+        option: action
+        for action in parser._actions
+        for option in action.option_strings
+        if option.startswith("--") and option != "--help"
+    }
+    page = (REPO / "docs" / "simulator.md").read_text()
+    documented = {
+        CODE.findall(row[0])[0]: row[1] for row in table(page, "flag", "default", "meaning")
+    }
+    assert set(documented) == set(flags)
+    for flag, default in documented.items():
+        action = flags[flag]
+        shown = CODE.findall(default)
+        if any(action.default is unset for unset in (None, False, argparse.SUPPRESS)):
+            assert not shown, f"{flag}: docs/simulator.md shows a default the flag does not have"
+            continue
+        assert shown, f"{flag}: docs/simulator.md shows no default, the flag's is {action.default}"
+        # Shown as a user types it (24h, 127.0.0.1:9171): read as the flag reads it.
+        read = action.type(shown[0]) if callable(action.type) else shown[0]
+        assert read == action.default, (flag, shown[0], action.default)
+
+
 def parser_flags(parser: argparse.ArgumentParser) -> set[str]:
     """The parser's long options."""
     return {o for a in parser._actions for o in a.option_strings if o.startswith("--")}

@@ -97,7 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="HOST:PORT; port 0 picks a free one",
     )
     p.add_argument("--seed", type=int, default=1, help="same seed, same traffic")
-    p.add_argument("--clock", choices=("real", "manual"), default="real")
+    p.add_argument(
+        "--clock",
+        choices=("real", "manual"),
+        default="real",
+        help="manual: simulated time moves only on POST /-/clock",
+    )
     p.add_argument(
         "--start-time",
         type=_timestamp,
@@ -114,9 +119,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="scenario YAML path, or a packaged one: default (6 templates), load (1M msgs/h)",
     )
     p.add_argument("--scale", type=_rate, default=1.0, help="multiply every send rate")
-    p.add_argument("--query.max-span", dest="max_span", type=_duration, default=86400.0)
-    p.add_argument("--query.lookback", dest="lookback", type=_duration, default=60 * 86400.0)
-    p.add_argument("--query.max-limit", dest="max_limit", type=_count, default=100)
+    p.add_argument(
+        "--query.max-span",
+        dest="max_span",
+        type=_duration,
+        default=86400.0,
+        help="longest span one query may cover (default: 24h)",
+    )
+    p.add_argument(
+        "--query.lookback",
+        dest="lookback",
+        type=_duration,
+        default=60 * 86400.0,
+        help="how far back a query may start, and what is kept (default: 60d)",
+    )
+    p.add_argument(
+        "--query.max-limit",
+        dest="max_limit",
+        type=_count,
+        default=100,
+        help="largest page a query may ask for (default: 100)",
+    )
     p.add_argument(
         "--rate-limit",
         type=_rate,
@@ -131,7 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # The other --push.* flags shape the pushes to --push.url: default None, so that one
     # given without it is refused rather than ignored (_refuse_ignored).
-    p.add_argument("--push.mode", dest="push_mode", choices=("single", "batch"), default=None)
+    p.add_argument(
+        "--push.mode",
+        dest="push_mode",
+        choices=("single", "batch"),
+        default=None,
+        help="form POSTs one report each, or JSON batches of up to 50 (default: batch)",
+    )
     p.add_argument(
         "--push.sign",
         dest="push_sign",
@@ -153,7 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not register sends (attribution from extend only)",
     )
     p.add_argument(
-        "--push.interval", dest="push_interval", type=_duration, default=None, help="e.g. 1s"
+        "--push.interval",
+        dest="push_interval",
+        type=_duration,
+        default=None,
+        help="how often the pusher sends what became due (default: 1s)",
     )
     p.add_argument(
         "--push.connections",
