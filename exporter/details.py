@@ -358,8 +358,12 @@ class DetailsQueries:
             running.release()
 
 
+SERVING_HINT = "The exporter keeps serving; try again in a moment."
+"""What the page adds to a platform failure; the terminal, with no exporter, says less."""
+
+
 def _upstream_message(exc: UpstreamError) -> str:
     return (
         f"The Message & SMS platform did not answer the query ({exc.reason}: {exc}). "
-        "The exporter keeps serving; try again in a moment."
+        + SERVING_HINT
     )

@@ -14,7 +14,7 @@ from exporter.cli import ConfigFileAction, refuse_config_with_demo
 from exporter.client import DetailsClient, build_http_client
 from exporter.config import AccountConfig, AccountSource, Config
 from exporter.configfile import load_config
-from exporter.details import RESULTS, DetailsQueries
+from exporter.details import RESULTS, SERVING_HINT, DetailsQueries
 from exporter.details_page import details_text
 from exporter.errors import ConfigError
 from exporter.logs import configure_logging
@@ -128,7 +128,9 @@ def query(
         for http in clients:
             http.close()
     if outcome.status != 200:
-        print(f"msgsms-exporter details: {outcome.message}", file=sys.stderr)
+        # No exporter runs here to keep serving: the terminal's reader just tries again.
+        message = outcome.message.replace(SERVING_HINT, "Try again in a moment.")
+        print(f"msgsms-exporter details: {message}", file=sys.stderr)
         return 2 if outcome.status == 400 else 1
     sys.stdout.write(details_text(outcome))
     return 0

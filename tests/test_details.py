@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import DEMO_AK, DEMO_SK, PROJECT, START, Simulator
+from health import free_port
 from simulator_process import simulator_process
 
 from exporter.details import (
@@ -494,6 +495,29 @@ def test_cli_reports_bad_input_on_stderr_with_exit_2(simulator, config_file, cap
     assert capsys.readouterr().err == (
         "msgsms-exporter details: Sending time: the range spans 25 h; a query may span at most 24 h.\n"
     )
+
+
+def test_cli_says_the_platform_failed_without_claiming_an_exporter_keeps_serving(
+    tmp_path: Path, capsys, monkeypatch
+):
+    # The page's "The exporter keeps serving" is not true of a command in a terminal.
+    monkeypatch.setenv("DETAILS_TEST_AK", DEMO_AK)
+    monkeypatch.setenv("DETAILS_TEST_SK", DEMO_SK)
+    path = tmp_path / "refused.yaml"
+    path.write_text(
+        "accounts:\n"
+        "  - name: sim\n"
+        f"    endpoint: http://127.0.0.1:{free_port()}\n"
+        f"    project_id: {PROJECT}\n"
+        "    credentials: {access_key: {env: DETAILS_TEST_AK}, secret_key: {env: DETAILS_TEST_SK}}\n"
+        "    templates: {discover: true}\n"
+        "request_timeout: 2s\n"
+    )
+    assert run_details_command(["--config.file", str(path), "--last", "1h"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("msgsms-exporter details: The Message & SMS platform did not answer")
+    assert err.endswith("). Try again in a moment.\n")
+    assert "exporter keeps serving" not in err
 
 
 def test_main_dispatches_the_details_subcommand(simulator, config_file, capsys, monkeypatch):
