@@ -19,7 +19,14 @@ from huaweicloudsdkcore.signer.signer import Signer
 
 from exporter.signing import Credentials, verify_request
 from exporter.simulator.clock import ManualClock
-from exporter.simulator.push import PushConfig, Pusher
+from exporter.simulator.push import (
+    SEGMENT_SPREAD_SECONDS,
+    Due,
+    PushConfig,
+    Pusher,
+    due_reports,
+    report_items,
+)
 from exporter.simulator.scenario import parse_scenario
 from exporter.simulator.store import MessageStore
 from exporter.status_codes import is_platform_code
@@ -93,6 +100,40 @@ def test_reports_and_registrations_carry_huaweis_formats(receiver: tuple[str, Ca
     final = {r["smsMsgId"] for r in reports if r["status"] != "ACCEPTD"}
     assert accepted and all(r["source"] == "2" and "updateTime" in r for r in accepted)
     assert not {r["smsMsgId"] for r in accepted} & final
+
+
+def _segment_times(due: Due) -> dict[str, int]:
+    """Each segment's report of ``due``: its updateTime by sequence (epoch seconds)."""
+    return {
+        r["sequence"]: round(parse_rfc3339(r["updateTime"]))
+        for d in due_reports(due)
+        for r in report_items(d)
+    }
+
+
+def test_a_long_sms_has_each_segment_reported_at_its_own_time() -> None:
+    send_ms = round(T0 * 1000)
+    spread: set[int] = set()
+    for n in range(40):
+        base = Due(
+            send_ms + 60_000, f"id-{n}_1", "INTL", "DELIVRD", 3, "447700900123", send_ms, True
+        )
+        delivered = _segment_times(base)
+        failed = _segment_times(Due(**{**_fields(base), "code": "UNDELIV"}))
+        platform = _segment_times(Due(**{**_fields(base), "code": "E200018"}))
+        assert sorted(delivered) == sorted(failed) == ["1", "2", "3"]
+        # Delivered once its last segment is; failed on its first; the message's time.
+        assert max(delivered.values()) == min(failed.values()) == T0 + 60
+        assert max(delivered.values()) - min(delivered.values()) <= SEGMENT_SPREAD_SECONDS
+        assert max(failed.values()) - min(failed.values()) <= SEGMENT_SPREAD_SECONDS
+        assert set(platform.values()) == {T0 + 60}  # the platform fails the whole message
+        spread.add(max(delivered.values()) - min(delivered.values()))
+        assert _segment_times(base) == delivered  # the same message, the same times
+    assert len(spread) > 1
+
+
+def _fields(due: Due) -> dict[str, Any]:
+    return {name: getattr(due, name) for name in Due.__slots__}
 
 
 def _results(path: str, body: bytes) -> list[dict[str, Any]]:

@@ -8,7 +8,9 @@ pushes sees what ``/-/truth`` sees. Pushes are in Huawei's format: times
 still match the truth exactly), ``source=3`` for codes the Huawei platform produced
 (``E...``, ``SC:...``), ``orgCode`` on international reports, an ``ACCEPTD`` report
 before a carrier's final report that comes more than 10 minutes late (the receiver must
-keep such a message pending), and single (form) pushes
+keep such a message pending), a long SMS's segments reported each at its own time (a
+delivered message's last segment at its report time, a failed one's first), and single
+(form) pushes
 signed as Huawei's signer signs them, ``X-Sdk-Content-Sha256: UNSIGNED-PAYLOAD``, at the
 wall clock's time (:mod:`push_posts`). Like
 Huawei, a push that fails is not retried. With ``connections`` above 1 a step's POSTs go
@@ -18,6 +20,7 @@ before the reports of the same step.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import threading
 import time
@@ -33,7 +36,7 @@ import structlog
 from exporter.simulator.clock import Clock
 from exporter.simulator.push_posts import Poster, PushConfig
 from exporter.simulator.store import MessageStore
-from exporter.simulator.traffic import CHUNK_MS, CODES, EXPIRED, format_message_id
+from exporter.simulator.traffic import CHUNK_MS, CODES, EXPIRED, EXPIRY_MS, format_message_id
 from exporter.status_codes import DELIVERED_CODE, describe, is_platform_code
 
 __all__ = [
@@ -45,6 +48,7 @@ __all__ = [
     "huawei_time",
     "org_code",
     "report_items",
+    "segment_offsets",
 ]
 
 log = structlog.get_logger("msgsms-simulator.push")
@@ -79,6 +83,49 @@ class Due:
     international: bool
     extend: str | None = None
     """The send request's ``extend``, echoed in the report (API sends only)."""
+    sequence: int = 0
+    """The one segment this report is for; 0: every segment, at ``report_ms``."""
+
+
+SEGMENT_SPREAD_SECONDS = 3
+"""A long SMS reaches the handset as separate SMS: their reports come up to 3 s apart."""
+
+
+def segment_offsets(message_id: str, segments: int) -> list[int]:
+    """Seconds between each segment's report and the message's own; the nearest is 0.
+
+    Drawn from the message id, so the same seed gives the same offsets.
+    """
+    spread = SEGMENT_SPREAD_SECONDS + 1
+    # Not crc32: its low bits move in lockstep as the sequence digit changes.
+    raw = [
+        hashlib.blake2b(f"{message_id}/{k}".encode(), digest_size=1).digest()[0] % spread
+        for k in range(1, segments + 1)
+    ]
+    return [r - min(raw) for r in raw]
+
+
+def by_segment(due: Due) -> list[Due]:
+    """A carrier's final report of a long SMS, one per segment at the segment's own time.
+
+    The message's result is decided at ``report_ms`` either way: delivered once its last
+    segment is (the others came earlier), failed on its first failed segment (the others
+    come later, by the 72 h deadline). ``EXPIRED`` and the platform's own codes are
+    written for the whole message at once, as is ``ACCEPTD`` here.
+    """
+    code = due.code
+    if due.segments == 1 or code in (CODES.codes[EXPIRED], ACCEPTED_CODE):
+        return [due]
+    if is_platform_code(code):
+        return [due]
+    out = []
+    for sequence, offset in enumerate(segment_offsets(due.message_id, due.segments), start=1):
+        if code == DELIVERED_CODE:
+            at = max(due.send_ms + 1000, due.report_ms - 1000 * offset)
+        else:
+            at = min(due.send_ms + EXPIRY_MS, due.report_ms + 1000 * offset)
+        out.append(replace(due, report_ms=at, sequence=sequence))
+    return out
 
 
 def accepted_first(due: Due) -> Due | None:
@@ -90,20 +137,22 @@ def accepted_first(due: Due) -> Due | None:
 
 
 def due_reports(due: Due) -> list[Due]:
-    """The reports a message gets: an ACCEPTD first when its carrier reports late, then its own."""
+    """The reports a message gets: an ACCEPTD first when its carrier reports late, then its
+    own (one per segment of a long SMS, each at its time)."""
     accepted = accepted_first(due)
-    return [due] if accepted is None else [accepted, due]
+    return ([] if accepted is None else [accepted]) + by_segment(due)
 
 
 def report_items(due: Due, extend_key: str | None = None) -> list[dict[str, str]]:
-    """One status report per segment, in Huawei's fields.
+    """One status report per segment (or the one segment of ``due.sequence``), in Huawei's fields.
 
     ``extend`` echoes the send request's, or with ``extend_key`` is ``<key>=<template id>``;
     ``to`` comes with it, as Huawei's does.
     """
     expired = due.code == CODES.codes[EXPIRED]
     out = []
-    for sequence in range(1, due.segments + 1):
+    sequences = range(1, due.segments + 1) if not due.sequence else (due.sequence,)
+    for sequence in sequences:
         report = {
             "smsMsgId": due.message_id,
             "total": str(due.segments),
