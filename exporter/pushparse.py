@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from urllib.parse import unquote_plus
@@ -354,6 +354,27 @@ def _registration(item: object, template: str | None, now: float) -> SendRegistr
     )
 
 
+def template_param(query: Mapping[str, Sequence[str]]) -> str | None:
+    """The registration's template from the query (``templateId`` or ``template_id``, in
+    any case), or None; PushRejected when it is given twice with different values."""
+    given = {
+        value
+        for name, values in query.items()
+        if name.lower() in ("templateid", "template_id")
+        for value in values
+        if value
+    }
+    if len(given) > 1:
+        raise PushRejected(
+            "bad_field", f"templateId is given more than once, differently: {_listed(given)}"
+        )
+    return given.pop() if given else None
+
+
+def _listed(values: Iterable[str]) -> str:
+    return ", ".join(repr(v[:64]) for v in sorted(values))
+
+
 def parse_sends(
     body: bytes, template: str | None, now: float, charset: str = "utf-8"
 ) -> Parsed[SendRegistration]:
@@ -364,6 +385,11 @@ def parse_sends(
     if isinstance(doc, dict) and "result" in doc:
         items = doc["result"]
         given = doc.get("templateId")
+        if template and isinstance(given, str) and given and given != template:
+            raise PushRejected(
+                "bad_field",
+                f"templateId differs between the query and the body: {_listed((template, given))}",
+            )
         template = template or (given if isinstance(given, str) else None)
         if not isinstance(items, list):
             raise PushRejected("bad_shape", "result must be a list")

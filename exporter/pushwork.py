@@ -22,7 +22,14 @@ from exporter.errors import PushRejected
 from exporter.pushattribution import Attributor
 from exporter.pushauth import BasicCheck, PushGate
 from exporter.pushbody import charset_of, decoded_body
-from exporter.pushparse import ItemProblem, Parsed, parse_batch, parse_sends, parse_single
+from exporter.pushparse import (
+    ItemProblem,
+    Parsed,
+    parse_batch,
+    parse_sends,
+    parse_single,
+    template_param,
+)
 from exporter.pushstats import ReceiverStats
 from exporter.pushstore import ReportStore, StatusReport, WriteDone, WriteResult
 from exporter.pushtemplates import TemplateLimit
@@ -142,7 +149,7 @@ class PushWork:
         """Register sends: a ``batchSendSms`` response or a list; valid ones are stored."""
         charset = charset_of(request, _JSON)
         name = self.attribution.account(account, self.gate.registration(request))
-        template = request.param("templateId") or request.param("template_id") or None
+        template = template_param(request.query)
         parsed = parse_sends(decoded_body(request), template, self._clock(), charset)
         sends = [self.attribution.admit(replace(s, account=name)) for _, s in parsed.items]
 

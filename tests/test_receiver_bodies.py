@@ -405,3 +405,56 @@ def test_a_form_separated_by_semicolons_is_refused_saying_so(push: Push) -> None
     )
     assert push.stored() == {}
     assert push.receiver.stats.rejected == {"bad_field": 1, "missing_field": 1}
+
+
+def _send_response(message_id: str, **extra: str) -> bytes:
+    sent = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
+    result = [{"smsMsgId": message_id, "createTime": sent, "status": "000000"}]
+    return json.dumps({"code": "000000", "result": result, **extra}).encode()
+
+
+def _templates(push: Push) -> dict[str, str]:
+    records = push.store.query(DetailsQuery(0, 4e9, limit=100)).records
+    return {r.message_id: r.template_id for r in records}
+
+
+def test_a_registrations_template_named_twice_differently_is_refused_not_guessed(
+    push: Push,
+) -> None:
+    sends = f"{push.url}/push/sends"
+    twice = push.http.post(
+        f"{sends}?templateId=tplA&templateId=tplB",
+        content=_send_response("r1"),
+        headers={"Content-Type": JSON},
+    )
+    assert (twice.status_code, twice.json()) == (
+        400,
+        {
+            "reason": "bad_field",
+            "message": "templateId is given more than once, differently: 'tplA', 'tplB'",
+        },
+    )
+    both = push.http.post(
+        f"{sends}?templateId=tplA",
+        content=_send_response("r2", templateId="tplB"),
+        headers={"Content-Type": JSON},
+    )
+    assert both.json() == {
+        "reason": "bad_field",
+        "message": "templateId differs between the query and the body: 'tplA', 'tplB'",
+    }
+    assert push.receiver.stats.rejected == {"bad_field": 2}
+    # The same value twice, a name in another case, or the body alone are read as meant.
+    for query, message_id, body_extra in (
+        ("templateId=tplA&template_id=tplA", "r3", {}),
+        ("TEMPLATEID=tplA", "r4", {}),
+        ("templateId=tplA", "r5", {"templateId": "tplA"}),
+        ("", "r6", {"templateId": "tplA"}),
+    ):
+        answer = push.http.post(
+            f"{sends}?{query}",
+            content=_send_response(message_id, **body_extra),
+            headers={"Content-Type": JSON},
+        )
+        assert answer.json() == {"registered": 1, "duplicates": 0}, query
+    assert _templates(push) == {f"r{n}": "tplA" for n in (3, 4, 5, 6)}
