@@ -283,7 +283,9 @@ def test_replicas_restarted_in_turn_and_killed_lose_no_acknowledged_report(
                     if exported is None:
                         return False
                     window, w_start, w_end, complete = exported
-                    raw = sim.store.truth(round(w_start * 1000), round(w_end * 1000), last_ms)
+                    raw = sim.store.truth(
+                        round(w_start * 1000), round(w_end * 1000), last_ms, held=True
+                    )
                     truth = {
                         tid: {k: t[k] for k in ("success", "failed", "sending", "status_codes")}
                         for tid, t in raw.items()

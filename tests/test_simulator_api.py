@@ -19,7 +19,8 @@ from exporter.simulator.gate import Credentials
 from exporter.simulator.scenario import load_scenario
 from exporter.simulator.server import Request, Response
 from exporter.simulator.store import MessageStore
-from exporter.timestamps import parse_rfc3339
+from exporter.simulator.traffic import holds_for_hour
+from exporter.timestamps import format_rfc3339, parse_rfc3339
 
 NOW = parse_rfc3339("2026-11-26T12:00:00Z")
 HOST = "127.0.0.1:9171"
@@ -405,6 +406,37 @@ def test_truth_covers_every_template(app: SimulatorApp) -> None:
     assert body["now"] == "2026-11-26T12:00:00.000Z"
     assert set(body["templates"]) == {t.template_id for t in app.store.scenario.templates}
     assert call(app, "/-/truth", {"start_time": "x", "end_time": "y"}).status == 400
+
+
+def test_the_senders_truth_counts_messages_held_for_review_as_sending(app: SimulatorApp) -> None:
+    # The first hold after now: while it lasts, the console shows none of its messages,
+    # but the application that sent them knows them (sending) from the send API's answer.
+    hour = round(NOW) // 3600
+    hold = min(
+        (h for k in range(4) for h in holds_for_hour(app.store.scenario, 3, hour + k)),
+        key=lambda h: h.start_ms,
+    )
+    assert hold.start_ms >= NOW * 1000
+    step = {"advance_seconds": (hold.start_ms + 60_000) / 1000 - NOW}
+    assert call(app, "/-/clock", method="POST", body=step).status == 200
+    template = app.store.scenario.templates[hold.template].template_id
+    span = {
+        "start_time": format_rfc3339(hold.start_ms / 1000),
+        "end_time": format_rfc3339(hold.start_ms / 1000 + 60),
+    }
+    console = body_of(call(app, "/-/truth", span))["templates"][template]
+    sender = body_of(call(app, "/-/truth", {**span, "view": "sender"}))["templates"][template]
+    assert (
+        console
+        == body_of(call(app, "/-/truth", {**span, "view": "console"}))["templates"][template]
+    )
+    assert (console["success"], console["failed"], console["sending"]) == (0, 0, 0)
+    assert sender["sending"] > 0 and sender["success"] == sender["failed"] == 0
+    refused = call(app, "/-/truth", {**span, "view": "pushed"})
+    assert (refused.status, body_of(refused)["error_msg"]) == (
+        400,
+        "view: expected one of console, sender",
+    )
 
 
 def test_faults_inject_errors_latency_and_malformed_bodies(

@@ -586,6 +586,7 @@ def test_an_application_flow_through_the_exporters_receiver_gives_the_truths_win
             params={
                 "start_time": format_rfc3339(window.start),
                 "end_time": format_rfc3339(window.end),
+                "view": "sender",  # what an application fed by the pushes knows
             },
         ).json()["templates"]["QUIET"]
         [counted] = window.templates

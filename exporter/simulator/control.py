@@ -21,6 +21,9 @@ from exporter.simulator.store import MessageStore
 from exporter.timestamps import format_rfc3339, parse_rfc3339
 
 MAX_CLOCK_STEP_SECONDS = 7 * 86400
+TRUTH_VIEWS = ("console", "sender")
+"""``/-/truth``'s views: what the sending details show, or every message sent (those held
+for review as sending), as an application fed by the status-report push knows them."""
 Params = dict[str, list[str]]
 Handler = Callable[[Request, Params], Response]
 
@@ -122,11 +125,16 @@ class Control:
                     bounds.append(parse_rfc3339(values[0]))
                 except ValueError as exc:
                     raise BadParameter(f"{name}: {exc}") from exc
+            view = (params.get("view") or ["console"])[0]
+            if view not in TRUTH_VIEWS:
+                raise BadParameter(f"view: expected one of {', '.join(TRUTH_VIEWS)}")
         except BadParameter as exc:
             return error_response(400, "SIM.BAD_REQUEST", str(exc))
         now = self.clock.now()
         start, end = bounds
-        templates = self.store.truth(round(start * 1000), round(end * 1000), round(now * 1000))
+        templates = self.store.truth(
+            round(start * 1000), round(end * 1000), round(now * 1000), held=view == "sender"
+        )
         return json_response(
             200,
             {

@@ -1,9 +1,11 @@
 """Push mode: the simulator sends registrations and status reports to a receiver.
 
-Each message is registered (a ``batchSendSms`` response, per template) when it becomes
-visible in the console, and reported (one report per segment, single or batched,
-optionally signed) when its result becomes final, so a receiver fed only by these
-pushes sees what ``/-/truth`` sees. Pushes are in Huawei's format: times
+Each message is registered (a ``batchSendSms`` response, per template) when it is sent,
+as an application records the send API's answer (which comes at once, also for a
+message then held for manual review), and reported (one report per segment, single or
+batched, optionally signed) when its result becomes final, so a receiver fed only by
+these pushes sees what ``/-/truth?view=sender`` sees: the console's truth, plus the
+messages still held for review as sending. Pushes are in Huawei's format: times
 ``yyyy-MM-ddTHH:mm:ssZ`` (the simulator's times are whole seconds, so delivery delays
 still match the truth exactly), ``source=3`` for codes the Huawei platform produced
 (``E...``, ``SC:...``), ``orgCode`` on international reports, an ``ACCEPTD`` report
@@ -197,9 +199,10 @@ class Pusher:
 
     # -- what is due ------------------------------------------------------------
 
-    def _newly_visible(self, now_ms: int) -> Iterator[tuple[Due, bool]]:
-        """Messages visible at ``now_ms`` not yet registered, each with whether its report
-        goes to the send request's own ``statusCallback`` (store internals, under its lock)."""
+    def _newly_sent(self, now_ms: int) -> Iterator[tuple[Due, bool]]:
+        """Messages sent before ``now_ms`` not yet registered, held for review or not, each
+        with whether its report goes to the send request's own ``statusCallback`` (store
+        internals, under its lock)."""
         store = self.store
         store.advance_to(now_ms)
         templates = store.scenario.templates
@@ -212,11 +215,10 @@ class Pusher:
         complete = True
         for chunk in range(self._first_chunk, last_chunk + 1):
             for t, spec in enumerate(templates):
-                cut = store.cutoff(t, now_ms)
                 for kind, block in enumerate(store.blocks_of(t, chunk)):
                     sent = block is store.sent_block(t, chunk)
                     i = self._cursors.get((t, chunk, kind), 0)
-                    while i < len(block) and block.send_ms[i] < cut:
+                    while i < len(block) and block.send_ms[i] < now_ms:
                         meta = store.meta_of(t, chunk, i) if sent else None
                         yield (
                             Due(
@@ -247,7 +249,7 @@ class Pusher:
             now_ms = round((self.clock.now() if now is None else now) * 1000)
             sends: dict[str, list[dict[str, object]]] = {}
             with self.store.lock:
-                fresh = list(self._newly_visible(now_ms))
+                fresh = list(self._newly_sent(now_ms))
             for due, called_back in fresh:
                 if not called_back:  # else its reports go to the request's statusCallback
                     for report in due_reports(due):

@@ -246,10 +246,12 @@ class MessageStore:
         for kept in [*self._blocks, *self._sent.blocks]:
             yield from kept.values()
 
-    def _groups(self, f: Filters, now_ms: int) -> Iterator[Group]:
-        """Per chunk, the visible slice of each template's block within [start, end)."""
+    def _groups(self, f: Filters, now_ms: int, held: bool = False) -> Iterator[Group]:
+        """Per chunk, the visible slice of each template's block within [start, end);
+        with ``held``, messages still held for review too (every message sent)."""
         bounds = [
-            (t, min(f.end_ms, self.cutoff(t, now_ms))) for t in self._templates(f.template_id)
+            (t, min(f.end_ms, now_ms if held else self.cutoff(t, now_ms)))
+            for t in self._templates(f.template_id)
         ]
         bounds = [(t, end) for t, end in bounds if end > f.start_ms]
         if not bounds:
@@ -293,13 +295,21 @@ class MessageStore:
         with self.lock:
             return find_mobile(self._kept(), message_id)
 
-    def truth(self, start_ms: int, end_ms: int, now_ms: int) -> dict[str, dict[str, Any]]:
-        """Per template: results, final status codes and delivered delay sum, visible now."""
+    def truth(
+        self, start_ms: int, end_ms: int, now_ms: int, held: bool = False
+    ) -> dict[str, dict[str, Any]]:
+        """Per template: results, final status codes and delivered delay sum, visible now.
+
+        With ``held``, the messages still held for review count too, as ``sending``: what
+        an application knows that recorded its sends (the send API answers at once, held
+        or not) and receives the status reports, as the push receiver does.
+        """
         with self.lock:
             self.advance_to(now_ms)
             return {
                 spec.template_id: tally(
-                    self._groups(Filters(start_ms, end_ms, spec.template_id), now_ms), now_ms
+                    self._groups(Filters(start_ms, end_ms, spec.template_id), now_ms, held),
+                    now_ms,
                 )
                 for spec in self.scenario.templates
             }
