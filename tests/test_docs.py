@@ -35,7 +35,7 @@ from exporter.details_cli import build_parser as build_details_parser
 from exporter.errors import ConfigError
 from exporter.routes import details_withheld_message
 from exporter.simulator import cli as simulator_cli
-from exporter.simulator import gate
+from exporter.simulator import gate, scenario, template_specs
 from exporter.simulator.cli import build_parser as build_simulator_parser
 from exporter.status_codes import StatusCategory
 from exporter.timestamps import parse_duration
@@ -130,6 +130,17 @@ def test_the_simulator_flag_table_is_the_simulators_flags_with_their_defaults() 
         # Shown as a user types it (24h, 127.0.0.1:9171): read as the flag reads it.
         read = action.type(shown[0]) if callable(action.type) else shown[0]
         assert read == action.default, (flag, shown[0], action.default)
+
+
+def test_the_packaged_scenarios_name_every_key_a_scenario_file_may_hold() -> None:
+    # --scenario.file points the reader at default.yaml, "commented", for the format.
+    shown = "".join(
+        (REPO / "exporter" / "simulator" / name).read_text()
+        for name in ("default.yaml", "load.yaml")
+    )
+    keys = scenario._TOP_KEYS | template_specs._TEMPLATE_KEYS | template_specs._GENERATED_KEYS
+    missing = sorted(key for key in keys if not re.search(rf"\b{key}\b", shown))
+    assert missing == [], f"scenario keys in neither packaged scenario: {missing}"
 
 
 def parser_flags(parser: argparse.ArgumentParser) -> set[str]:
