@@ -183,6 +183,8 @@ class WebServer:
 def parse_listen_address(value: str) -> tuple[str, int]:
     """``host:port`` or ``:port`` (all interfaces) → (host, port); ValueError otherwise."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
+    if "/" in host:  # http://127.0.0.1:9170, copied from a browser
+        raise ValueError(f"invalid listen address {value!r}: use host:port or :port, not a URL")
+    if not sep or not port.isdigit() or int(port) > 65535 or any(c.isspace() for c in host):
         raise ValueError(f"invalid listen address {value!r}: use host:port or :port")
     return host.strip("[]") or "0.0.0.0", int(port)

@@ -214,6 +214,22 @@ def test_check_config_refuses_a_garbage_listen_address(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("mode", ["--check-config", "--demo"])
+def test_a_url_as_listen_address_is_refused_before_any_warning(tmp_path: Path, mode: str) -> None:
+    # It used to pass as host "http://127.0.0.1": the demo warned that the host was off
+    # loopback, then the start failed with "Name or service not known".
+    path = tmp_path / "config.yaml"
+    path.write_text(ACCOUNT)
+    config = ["--config.file", str(path)] if mode == "--check-config" else []
+    result = _run("exporter", *config, mode, "--web.listen-address", "http://127.0.0.1:9170")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        "msgsms-exporter: --web.listen-address: invalid listen address"
+        " 'http://127.0.0.1:9170': use host:port or :port, not a URL\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("flag", "value"), [("--scale", "-1"), ("--scale", "nan"), ("--query.max-limit", "0")]
 )

@@ -70,6 +70,8 @@ def _count(text: str) -> int:
 
 def _address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
+    if "/" in host:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, not a URL: {text!r}")
     if not sep or not port.isdigit() or int(port) > 65535:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
