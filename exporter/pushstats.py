@@ -106,8 +106,8 @@ class PushCollector:
         )
         reports = CounterMetricFamily(
             "msgsms_push_reports",
-            "Status reports stored (each message segment once), by the account pushed for"
-            " and push kind.",
+            "Status reports stored, by the account pushed for and push kind (a copy of a"
+            " stored report is a duplicate; a final report replacing a non-final one counts).",
             labels=["account", "kind"],
         )
         duplicates = CounterMetricFamily(

@@ -622,7 +622,7 @@ def test_json_members_given_twice_differently_are_refused_not_read_as_the_last(
 
 
 def test_acceptd_then_delivrd_counts_one_delivered_message_over_http(store: PushStore):
-    _, router = _receiver(store)
+    receiver, router = _receiver(store)
     with _serve(router) as base, httpx.Client() as http:
         url = f"{base}/push/status-report"
         for status, stamp in (("ACCEPTD", "11%3A00%3A05Z"), ("DELIVRD", "11%3A00%3A09Z")):
@@ -631,7 +631,14 @@ def test_acceptd_then_delivrd_counts_one_delivered_message_over_http(store: Push
             (record,) = _records(store)
             if status == "ACCEPTD":
                 assert record.send_result is SendResult.SENDING
+        late = b"smsMsgId=m1&status=ACCEPTD&updateTime=2026-11-26T11%3A00%3A10Z"
+        assert http.post(url, content=late, headers=FORM).status_code == 200
     assert (record.send_result, record.status_code) == (SendResult.SUCCESS, "DELIVRD")
+    # As msgsms_push_reports_total's help says: both reports were stored (the final one
+    # replaced the other), the non-final one after it is a duplicate; one segment is kept.
+    assert receiver.stats.reports[("", "single")] == 2
+    assert receiver.stats.duplicates["report"] == 1
+    assert store.segment_rows() == [("m1", 1)]
 
 
 def test_one_post_of_ten_thousand_templates_is_folded_into_other(store: PushStore):
