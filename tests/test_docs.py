@@ -45,6 +45,7 @@ from exporter.yamlfile import parse_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+FIXTURE = REPO / "tests" / "fixtures" / "exposition.prom"
 DOCS = sorted((REPO / "docs").glob("*.md"))
 PAGES = [README, *DOCS]
 CODE = re.compile(r"`([^`]+)`")
@@ -549,6 +550,23 @@ def test_every_metric_the_docs_rules_and_dashboards_name_is_one_the_demo_exports
     assert len(named) >= 40
     unknown = sorted((page, name) for page, name in named if name not in series)
     assert unknown == [], f"named but not exported by the demo: {unknown}"
+
+
+def test_the_fixture_the_dashboards_and_rules_are_tested_on_has_every_family_the_demo_exports(
+    demo_metrics: dict[str, dict[str, object]],
+) -> None:
+    # test_dashboards.py and test_rules.py evaluate every query on tests/fixtures/exposition.prom:
+    # a family missing there, or with other labels, is a panel or alert tested on nothing.
+    fixture: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(FIXTURE.read_text()):
+        labels = {name for sample in family.samples for name in sample.labels} - {"le"}
+        fixture.setdefault(family.name.removesuffix("_bucket"), set()).update(labels)
+    differ = {
+        name: (sorted(family["labels"]), sorted(fixture.get(name, {"(missing)"})))  # type: ignore[call-overload]
+        for name, family in demo_metrics.items()
+        if family["samples"] and fixture.get(name) != family["labels"]
+    }
+    assert differ == {}, "the demo's label names against the fixture's"
 
 
 def test_the_readme_lists_exactly_the_status_code_categories() -> None:
