@@ -126,6 +126,16 @@ def _classify(error: Exception) -> Refusal:
         return Refusal("bad_content_length", "bad Content-Length")
     if "Transfer-Encoding" in message:
         return Refusal("bad_transfer_encoding", "chunked must be the last transfer coding")
+    if "whitespace after header value" in message:  # RFC 9112 5.2: refuse and say why
+        return Refusal(
+            "bad_request",
+            "malformed HTTP/1.1 request: a header folded onto an indented next line"
+            " (obsolete line folding) is not accepted; send each header on one line",
+        )
+    if "expected CR" in message or "expected LF" in message or "Expected CRLF" in message:
+        return Refusal(
+            "bad_request", "malformed HTTP/1.1 request: lines must end with CRLF, not a bare LF"
+        )
     return Refusal("bad_request", "malformed HTTP/1.1 request")
 
 

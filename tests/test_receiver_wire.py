@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -150,3 +150,28 @@ def test_a_path_with_an_unreserved_character_percent_encoded_is_the_same_path(
     escaped = _push("escaped-1", "/push/status%2Dreport", Connection="close")
     assert _statuses(wire.exchange(escaped)) == [b"200"]
     assert wire.stored() == ["escaped-1"]
+
+
+@pytest.mark.parametrize(
+    ("rewrite", "problem"),
+    [
+        (
+            lambda raw: raw.replace(FORM.encode(), FORM.encode() + b";\r\n charset=utf-8"),
+            b"a header folded onto an indented next line (obsolete line folding) is not"
+            b" accepted; send each header on one line",
+        ),
+        (
+            lambda raw: raw.replace(b"\r\n", b"\n"),
+            b"lines must end with CRLF, not a bare LF",
+        ),
+    ],
+    ids=["obs-fold", "bare-lf"],
+)
+def test_a_folded_header_or_bare_lf_lines_are_refused_saying_which(
+    wire: Wire, rewrite: Callable[[bytes], bytes], problem: bytes
+) -> None:
+    answer = wire.exchange(rewrite(_push("folded-1")))
+    assert _statuses(answer) == [b"400"]
+    assert answer.endswith(b"malformed HTTP/1.1 request: " + problem + b"\n")
+    assert wire.stored() == []
+    assert wire.server.stats.rejected == {"bad_request": 1}
