@@ -35,6 +35,7 @@ TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 _MESSAGE_ID = re.compile(r"^[\x21-\x7e]{1,50}\Z")  # printable ASCII, as Huawei's ids are
 _STATUS = re.compile(r"^[\x21-\x7e]{1,7}\Z")
 _ZONE = re.compile(r"(?:[Zz]|[+ -]\d{2}:\d{2})\Z")  # a zone (" 08:00": a decoded "+")
+_BASIC_ZONE = re.compile(r"([+ -]\d{2})(\d{2})\Z")  # ISO 8601's +0800 (Java's default)
 _SOURCE = re.compile(r"^[0-9]{1,2}\Z")
 _MOBILE = re.compile(r"^\+?[0-9]{1,20}\Z")
 _ID_RULE = "1 to 50 printable ASCII characters"
@@ -112,8 +113,11 @@ def _count(fields: Mapping[str, object], name: str) -> int:
 
 def parse_time(text: str, name: str) -> float:
     """A timestamp, ``2026-11-26T10:00:00Z``, with milliseconds or an offset (``+08:00``,
-    ``-05:00``); no zone means UTC."""
+    ``-05:00``, ``+0800``); no zone means UTC."""
     text = text.strip()
+    basic = _BASIC_ZONE.search(text, 19)
+    if basic:
+        text = f"{text[: basic.start()]}{basic[1]}:{basic[2]}"
     try:
         return parse_rfc3339(text if _ZONE.search(text, 19) else text + "Z")
     except ValueError as exc:

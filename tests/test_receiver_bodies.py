@@ -360,6 +360,23 @@ def test_the_longest_rfc_3339_times_are_read(push: Push) -> None:
     assert sorted(push.stored()) == ["long-time-1", "long-time-2"]
 
 
+def test_an_offset_written_without_a_colon_is_read(push: Push) -> None:
+    # ISO 8601's basic offset, as Java's "Z" pattern writes it (2026-11-26T18:00:00+0800).
+    at = time.time() - 60
+    update = time.strftime("%Y-%m-%dT%H:%M:%S%%2B0800", time.gmtime(at + 8 * 3600))
+    form = f"smsMsgId=basic-zone-1&status=DELIVRD&updateTime={update}".encode()
+    assert push.post("/push/status-report", form, FORM).status_code == 200
+    sent = time.strftime("%Y-%m-%dT%H:%M:%S-0500", time.gmtime(at - 5 * 3600))
+    send = {"message_id": "basic-zone-2", "template_id": "T", "send_time": sent}
+    sends = push.post("/push/sends", json.dumps([send]).encode(), JSON)
+    assert sends.json() == {"registered": 1, "duplicates": 0}
+    records = push.store.query(DetailsQuery(0, 4e9, limit=10)).records
+    assert {r.message_id: r.send_time for r in records} == {
+        "basic-zone-1": float(int(at)),
+        "basic-zone-2": float(int(at)),
+    }
+
+
 def test_a_body_without_content_type_is_read_as_its_paths_format(push: Push) -> None:
     single = push.http.post(f"{push.url}/push/status-report", content=_form("untyped-1"))
     batch = push.http.post(f"{push.url}/push/status-reports", content=_batch("untyped-2"))
