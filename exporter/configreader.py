@@ -95,18 +95,29 @@ class ConfigReader:
             expected = "an environment variable name" if key == "env" else "a file path"
             self.problem(f"{where}.{key}", f"expected {expected}")
             return None
+        # An empty secret is a mistake, never a choice: an empty registration token would
+        # admit "Authorization: Bearer " and an empty signing key any signature made with
+        # one (a Secret created from a failed $(openssl rand ...), a file not written yet).
         if key == "env":
             if name not in self.env:
                 self.problem(f"{where}.env", f"environment variable {name} is not set")
                 return None
+            if not self.env[name].strip():
+                self.problem(f"{where}.env", f"environment variable {name} is empty")
+                return None
             return Secret(self.env[name])
         try:
-            return Secret(Path(name).read_text(encoding="utf-8").strip())
+            value = Path(name).read_text(encoding="utf-8").strip()
         except OSError as exc:
             self.problem(f"{where}.file", f"cannot read {name}: {exc.strerror}")
+            return None
         except UnicodeDecodeError:  # the message would quote the secret's bytes
             self.problem(f"{where}.file", f"{name} is not UTF-8 text")
-        return None
+            return None
+        if not value:
+            self.problem(f"{where}.file", f"{name} is empty")
+            return None
+        return Secret(value)
 
 
 def _got(raw: object) -> str:

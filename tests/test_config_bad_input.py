@@ -154,6 +154,53 @@ def test_a_secret_reference_that_is_not_a_name_is_refused_as_such(tmp_path: Path
     )
 
 
+def test_an_empty_secret_is_refused_naming_its_variable_or_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    for blank in ("", " \n"):
+        assert _problems(tmp_path, ACCOUNT, {"TOKEN": blank}) == [
+            f"{path}:5: accounts[0].credentials.token.env: environment variable TOKEN is empty"
+        ]
+    empty = tmp_path / "token"
+    empty.write_text("\n")
+    assert _problems(tmp_path, ACCOUNT.replace("{env: TOKEN}", f"{{file: {empty}}}")) == [
+        f"{path}:5: accounts[0].credentials.token.file: {empty} is empty"
+    ]
+
+
+def test_an_empty_registration_token_stops_the_start_instead_of_admitting_any_bearer(
+    tmp_path: Path,
+) -> None:
+    # MSGSMS_PUSH_REGISTRATION_TOKEN="$(openssl rand -hex 32)" without openssl sets it
+    # empty: "Authorization: Bearer " then matched it, and anyone could register sends.
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "accounts: [{name: a, source: push, templates: {discover: true}}]\n"
+        "receiver:\n"
+        f"  store_path: {tmp_path / 'push.db'}\n"
+        "  registration_token: {env: TOKEN}\n"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            f"--config.file={path}",
+            "--web.listen-address=127.0.0.1:0",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TOKEN": ""},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "msgsms-exporter: invalid configuration:",
+        f"  {path}:4: receiver.registration_token.env: environment variable TOKEN is empty",
+    ]
+    assert not (tmp_path / "push.db").exists()
+
+
 def test_a_store_url_that_urllib_cannot_split_is_refused_without_its_password(
     tmp_path: Path,
 ) -> None:
