@@ -310,7 +310,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except (OSError, sqlite3.Error) as error:  # --check-config may run on another host
         where = config.receiver.store_path if config.receiver else ""
         print(f"msgsms-exporter: receiver.store_path: {where}: {error}", file=sys.stderr)
-        print("  (its directory must exist and be writable by the exporter)", file=sys.stderr)
+        print(f"  ({_store_path_hint(where)})", file=sys.stderr)
         return 1
     except StoreUnavailable as error:  # a mobile key the SQLite store does not know
         print(f"msgsms-exporter: receiver.mobile_key: {error}", file=sys.stderr)
@@ -318,6 +318,15 @@ def _main(argv: Sequence[str] | None) -> int:
     exporter.config_file = args.config_file
     exporter.web_config_file = args.web_config_file or None
     return _run(exporter, args, web)
+
+
+def _store_path_hint(path: str) -> str:
+    """What to check when the SQLite store at ``path`` could not be opened."""
+    if os.path.isdir(path):
+        return "it is a directory: name a file in it, such as push.db"
+    if os.path.isfile(path):
+        return "the file must be an SQLite store written by this exporter, or absent"
+    return "its directory must exist and be writable by the exporter"
 
 
 def _run(exporter: Exporter, args: argparse.Namespace, web: WebConfig) -> int:

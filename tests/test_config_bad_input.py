@@ -302,6 +302,33 @@ def test_a_store_path_that_cannot_be_created_is_one_line_at_start(tmp_path: Path
     ]
 
 
+@pytest.mark.parametrize(
+    ("kind", "error", "hint"),
+    [
+        ("directory", "unable to open database file", "it is a directory: name a file in it"),
+        ("text", "file is not a database", "the file must be an SQLite store"),
+    ],
+)
+def test_a_store_path_that_is_no_store_says_what_it_is(
+    tmp_path: Path, kind: str, error: str, hint: str
+) -> None:
+    store = tmp_path / "store"
+    if kind == "directory":
+        store.mkdir()
+    else:
+        store.write_text("notes, not a database\n" * 100)
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "accounts: [{name: a, source: push, templates: {discover: true}}]\n"
+        f"receiver: {{store_path: {store}, allow_unsigned: true}}\n"
+    )
+    result = _run("exporter", "--config.file", str(path), "--web.listen-address", "127.0.0.1:0")
+    assert result.returncode == 1
+    first, second = result.stderr.splitlines()
+    assert first == f"msgsms-exporter: receiver.store_path: {store}: {error}"
+    assert second.startswith(f"  ({hint}")
+
+
 def test_web_config_and_scenario_problems_carry_their_line_too(tmp_path: Path) -> None:
     web = tmp_path / "web.yml"
     web.write_text("basic_auth_users: {}\nbasic_auth_user: {a: b}\n")
