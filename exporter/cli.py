@@ -29,6 +29,7 @@ from exporter.sharding import UNSHARDED, Shard, parse_shard
 from exporter.timestamps import parse_duration
 from exporter.web import parse_listen_address
 from exporter.webconfig import WebConfig, load_web_config
+from exporter.yamlfile import locate_in_file
 
 DEFAULT_CONFIG = "/etc/msgsms-exporter/config.yaml"
 DEFAULT_LISTEN = ":9170"
@@ -290,7 +291,7 @@ def _main(argv: Sequence[str] | None) -> int:
             if problem
         ]
         if problems:
-            raise ConfigError(problems)
+            raise ConfigError(locate_in_file(args.config_file, problems))
     except ConfigError as error:
         code = _report_config_error(error)
         if not getattr(args, "config_file_given", False) and not os.path.exists(DEFAULT_CONFIG):

@@ -106,6 +106,15 @@ def locate(problems: list[str], source: str, lines: Mapping[str, int]) -> list[s
     return located
 
 
+def locate_in_file(path: str | Path, problems: list[str]) -> list[str]:
+    """Problems found beside a parse (``key.path: message``) located as its own are."""
+    try:
+        lines = key_lines(yaml.compose(_read_text(path), Loader=_UniqueKeyLoader))
+    except (ConfigError, yaml.YAMLError):  # changed since it was read: name the file
+        lines = {}
+    return locate(problems, str(path), lines)
+
+
 def load_located(path: str | Path, parse: Callable[[object], T]) -> T:
     """``parse`` applied to a YAML file; its problems located at ``file:line``."""
     text = _read_text(path)

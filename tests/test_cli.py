@@ -154,7 +154,10 @@ def test_check_config_refuses_unsigned_pushes_off_loopback_as_the_start_would(
     )
     checked = _cli("--config.file", str(config), "--check-config")
     assert checked.returncode == 1
-    assert "receiver: the push paths on 0.0.0.0 would accept reports" in checked.stderr
+    # Located as the file's other problems are: at the key that needs the fix.
+    assert f"  {config}:2: receiver: the push paths on 0.0.0.0 would accept reports" in (
+        checked.stderr
+    )
     assert "set receiver.signing.keys" in checked.stderr
     on_loopback = _cli(
         *("--config.file", str(config), "--check-config", "--web.listen-address", "127.0.0.1:1")

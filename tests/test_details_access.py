@@ -148,7 +148,8 @@ def test_check_config_refuses_the_details_api_off_loopback_without_credentials(
     )
     check = ["--config.file", str(config_file), "--check-config"]
     assert main([*check, "--web.listen-address", ":9170"]) == 1
-    assert f"  {API_REFUSAL}\n" in capsys.readouterr().err
+    # Located at the line of the key to change, as a parse's problems are.
+    assert f"  {config_file}:2: {API_REFUSAL}\n" in capsys.readouterr().err
     assert main([*check, "--web.listen-address", "127.0.0.1:9170"]) == 0
     assert main([*check, "--web.listen-address", ":9170", "--web.details-unauthenticated"]) == 0
 
