@@ -329,6 +329,20 @@ def test_a_store_path_that_is_no_store_says_what_it_is(
     assert second.startswith(f"  ({hint}")
 
 
+def test_a_mistyped_packaged_scenario_name_lists_the_packaged_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_scenario("defualt")
+    assert info.value.problems == [
+        "defualt: cannot read: No such file or directory (nor a packaged scenario: default, load)"
+    ]
+    with pytest.raises(ConfigError) as info:
+        load_scenario("mine.yaml")  # clearly a file: no guess
+    assert info.value.problems == ["mine.yaml: cannot read: No such file or directory"]
+
+
 def test_web_config_and_scenario_problems_carry_their_line_too(tmp_path: Path) -> None:
     web = tmp_path / "web.yml"
     web.write_text("basic_auth_users: {}\nbasic_auth_user: {a: b}\n")

@@ -195,7 +195,15 @@ def _late_reports(r: Reader, obj: object) -> LateReports:
 def load_scenario(path: str | Path | None = None) -> Scenario:
     """Read a scenario file; None or a packaged name (``default``, ``load``) reads the package's."""
     if path is not None and str(path) not in PACKAGED_SCENARIOS:
-        return load_located(path, parse_scenario)
+        try:
+            return load_located(path, parse_scenario)
+        except ConfigError as exc:
+            if Path(path).exists() or "/" in str(path) or Path(path).suffix:
+                raise
+            # A bare word that is no file: most likely a packaged name mistyped.
+            packaged = ", ".join(PACKAGED_SCENARIOS)
+            problem = f"{exc.problems[0]} (nor a packaged scenario: {packaged})"
+            raise ConfigError([problem]) from None
     source = f"{path or 'default'}.yaml"
     text = resources.files("exporter.simulator").joinpath(source).read_text("utf-8")
     try:
