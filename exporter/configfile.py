@@ -68,6 +68,12 @@ def _templates(reader: ConfigReader, raw: object, where: str) -> TemplateSelecti
         for index, item in enumerate(raw):
             if isinstance(item, str) and item:
                 ids.append(item)
+            elif isinstance(item, int | float) and not isinstance(item, bool):
+                # An id of digits (or digits and one e: 1234e5) is a number to YAML.
+                reader.problem(
+                    f"{where}[{index}]",
+                    "expected a template id string; YAML read this one as a number: quote it",
+                )
             else:
                 reader.problem(f"{where}[{index}]", "expected a template id string")
         return TemplateSelection(ids=tuple(ids))

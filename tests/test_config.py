@@ -78,7 +78,8 @@ extra: 1
         "accounts[0].credentials.access_key.env: environment variable MISSING_AK is not set",
         "accounts[0].credentials.secret_key.file: cannot read /nonexistent/sk: "
         "No such file or directory",
-        "accounts[0].templates[1]: expected a template id string",
+        "accounts[0].templates[1]: expected a template id string; YAML read this one as a"
+        " number: quote it",
         "poll_interval: not a duration (use e.g. 30s, 5m, 1h): 'soon'",
         "page_size: must be at most 100 (the contract's maximum page)",
     ]
