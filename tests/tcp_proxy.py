@@ -50,7 +50,8 @@ class TcpProxy:
 
     def stop(self) -> None:
         """Refuse new connections and break the open ones (the database is "down")."""
-        self._forwarding = False
+        with self._lock:
+            self._forwarding = False
         self.cut()
 
     def cut(self) -> None:
@@ -96,7 +97,14 @@ class TcpProxy:
                 continue
             server.settimeout(None)
             with self._lock:
-                self._pairs.append((client, server))
+                # ``stop`` may have cut the open pairs while this one connected: the
+                # database is "down" now, so this pair must not outlive the cut.
+                forwarding = self._forwarding
+                if forwarding:
+                    self._pairs.append((client, server))
+            if not forwarding:
+                _close(client, server)
+                continue
             threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
             threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
 
