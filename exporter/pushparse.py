@@ -2,8 +2,10 @@
 
 Bytes and the time now in; reports or registrations out, or :class:`PushRejected` with a
 bounded reason. Every field the store keeps is checked here, against the lengths Huawei
-documents (``smsMsgId`` String(1-50), ``status`` String(1-7), ``statusDesc``
-String(1-500), ``extend`` String(1-128), ``total``/``sequence`` String(1-2)), for ASCII
+documents (``smsMsgId`` String(1-50), ``statusDesc`` String(1-500), ``extend``
+String(1-128), ``total``/``sequence`` String(1-2); ``status`` up to 16, not the 7 Huawei
+documents: its own status-code list has longer carrier codes, ``SMGPERR:`` and its
+number, and a report refused for its length is lost), for ASCII
 digits where a number is expected, for text that UTF-8 can encode (JSON may carry a lone
 surrogate such as ``"\\ud800"``) and that holds no NUL, and for a plausible time: so that
 whatever passes can be stored, and a bad item is refused alone, never with its neighbours.
@@ -33,7 +35,7 @@ TIME_LENGTH = len("2026-11-26T10:00:00.123456789+08:00") + 4  # the longest RFC 
 # \Z, not $: a $ also matches before a final newline, and "m1\n" is not the id "m1".
 TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 _MESSAGE_ID = re.compile(r"^[\x21-\x7e]{1,50}\Z")  # printable ASCII, as Huawei's ids are
-_STATUS = re.compile(r"^[\x21-\x7e]{1,7}\Z")
+_STATUS = re.compile(r"^[\x21-\x7e]{1,16}\Z")
 _ZONE = re.compile(r"(?:[Zz]|[+ -]\d{2}:\d{2})\Z")  # a zone (" 08:00": a decoded "+")
 _BASIC_ZONE = re.compile(r"([+ -]\d{2})(\d{2})\Z")  # ISO 8601's +0800 (Java's default)
 _SOURCE = re.compile(r"^[0-9]{1,2}\Z")
@@ -141,7 +143,7 @@ def report_from_fields(fields: Mapping[str, object], now: float) -> StatusReport
     message_id = _matching(fields, "smsMsgId", _MESSAGE_ID, _ID_RULE, 50, required=True)
     status = _text(fields, "status", 16, required=True).strip().upper()
     if not _STATUS.match(status):
-        raise PushRejected("bad_field", "status must be 1 to 7 printable ASCII characters")
+        raise PushRejected("bad_field", "status must be 1 to 16 printable ASCII characters")
     total, sequence = _count(fields, "total"), _count(fields, "sequence")
     if sequence > total:
         raise PushRejected("bad_field", "sequence is greater than total")

@@ -276,3 +276,39 @@ def test_simulator_flags_that_would_change_nothing_are_refused_not_ignored(
 def test_push_mode_is_checked():
     with pytest.raises(ValueError, match="single"):
         PushConfig(url="http://x", mode="both")
+
+
+def test_a_carrier_code_longer_than_huaweis_seven_characters_is_stored_and_exported(
+    tmp_path: Path,
+):
+    # Huawei documents status as String(1-7), yet its own status-code list has SMGPERR:
+    # codes of nine characters and more. Refused, such a report would be lost for good.
+    from exporter.app import Exporter
+
+    receiver = ReceiverConfig(store_path=str(tmp_path / "push.db"))
+    config = Config(accounts=(push_account("push"),), receiver=receiver, top_status_codes=100)
+    clock = lambda: START + 600  # noqa: E731
+    with Exporter(config, clock=clock) as exporter, httpx.Client() as http:
+        host, port = exporter.start("127.0.0.1", 0)
+        base = f"http://{host}:{port}"
+        sends = (
+            b'[{"message_id": "m1", "template_id": "tplA", "send_time": "2026-11-26T10:00:30Z"}]'
+        )
+        registered = http.post(
+            f"{base}/push/sends", content=sends, headers={"Content-Type": "application/json"}
+        )
+        assert registered.status_code == 200, registered.text
+        report = b"smsMsgId=m1&status=SMGPERR%3A0012&updateTime=2026-11-26T10%3A00%3A35Z"
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        stored = http.post(f"{base}/push/status-report", content=report, headers=form)
+        assert stored.status_code == 200, stored.text
+        assert exporter.poll_once()
+        text = http.get(f"{base}/metrics").text
+    assert (
+        'msgsms_window_messages{account="push",result="failed",template="tplA",window="1h"} 1.0'
+        in text
+    )
+    assert (
+        'msgsms_window_status_code_messages{account="push",category="carrier_rejected",'
+        'status_code="SMGPERR:0012",template="tplA",window="1h"} 1.0' in text
+    )
