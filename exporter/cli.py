@@ -323,6 +323,8 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _store_path_hint(path: str) -> str:
     """What to check when the SQLite store at ``path`` could not be opened."""
+    if path.startswith("~"):
+        return "~ is not expanded: give the path from /"
     if os.path.isdir(path):
         return "it is a directory: name a file in it, such as push.db"
     if os.path.isfile(path):

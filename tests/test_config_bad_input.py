@@ -307,6 +307,7 @@ def test_a_store_path_that_cannot_be_created_is_one_line_at_start(tmp_path: Path
     [
         ("directory", "unable to open database file", "it is a directory: name a file in it"),
         ("text", "file is not a database", "the file must be an SQLite store"),
+        ("tilde", "unable to open database file", "~ is not expanded"),
     ],
 )
 def test_a_store_path_that_is_no_store_says_what_it_is(
@@ -315,8 +316,10 @@ def test_a_store_path_that_is_no_store_says_what_it_is(
     store = tmp_path / "store"
     if kind == "directory":
         store.mkdir()
-    else:
+    elif kind == "text":
         store.write_text("notes, not a database\n" * 100)
+    else:
+        store = Path("~/msgsms-exporter-test-no-such-dir/push.db")
     path = tmp_path / "config.yaml"
     path.write_text(
         "accounts: [{name: a, source: push, templates: {discover: true}}]\n"
