@@ -133,6 +133,15 @@ class WebConfig:
         return BasicAuth(self.users) if self.users else None
 
 
+def _why(path: str) -> str:
+    """Why a certificate or key file cannot be read, as the OS would put it."""
+    if not os.path.exists(path):
+        return "No such file or directory"
+    if os.path.isdir(path):
+        return "Is a directory"
+    return "Permission denied"
+
+
 def _tls(raw: object, problems: list[str]) -> TLSServerConfig | None:
     if not isinstance(raw, dict):
         problems.append("tls_server_config: expected a mapping")
@@ -148,7 +157,7 @@ def _tls(raw: object, problems: list[str]) -> TLSServerConfig | None:
         if not isinstance(value, str) or not value:
             problems.append(f"tls_server_config.{key}: is required (a file path)")
         elif not os.access(value, os.R_OK) or not Path(value).is_file():
-            problems.append(f"tls_server_config.{key}: cannot read {value}")
+            problems.append(f"tls_server_config.{key}: cannot read {value}: {_why(value)}")
         else:
             files[key] = value
     version = raw.get("min_version", "TLS12")

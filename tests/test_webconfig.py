@@ -40,7 +40,8 @@ def test_every_problem_is_reported_with_its_location(tmp_path: Path) -> None:
     assert caught.value.problems == [
         "extra: unknown key",
         "http_server_config: not supported by msgsms-exporter",
-        f"tls_server_config.cert_file: cannot read {tmp_path / 'missing.crt'}",
+        f"tls_server_config.cert_file: cannot read {tmp_path / 'missing.crt'}:"
+        " No such file or directory",
         "tls_server_config.key_file: is required (a file path)",
         "tls_server_config.min_version: expected TLS12 or TLS13",
         "basic_auth_users.a: expected a bcrypt hash ($2a$, $2b$ or $2y$)",
