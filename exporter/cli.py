@@ -156,9 +156,17 @@ def _delay(value: str) -> float:
         raise argparse.ArgumentTypeError(f"{value!r}: {exc}") from None
 
 
-def _shard(text: str) -> Shard:
-    """``--shard``; ConfigError names the flag."""
-    return UNSHARDED if text == "0/1" else parse_shard(text, hostname=socket.gethostname())
+def _shard(text: str, argv: Sequence[str]) -> Shard:
+    """``--shard``; ConfigError names the flag, or ``MSGSMS_SHARD`` when the value is its."""
+    try:
+        return UNSHARDED if text == "0/1" else parse_shard(text, hostname=socket.gethostname())
+    except ConfigError as error:
+        given = any(arg.split("=", 1)[0] == "--shard" for arg in argv)
+        if given or "MSGSMS_SHARD" not in os.environ:
+            raise
+        raise ConfigError(
+            [p.replace("--shard:", "MSGSMS_SHARD (--shard):", 1) for p in error.problems]
+        ) from None
 
 
 def _report_config_error(error: ConfigError) -> int:
@@ -249,7 +257,7 @@ def _main(argv: Sequence[str] | None) -> int:
         # (two demos with --shard 0/2 and 1/2 split the same simulated templates).
         try:
             web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
-            shard = _shard(args.shard)
+            shard = _shard(args.shard, argv)
             host, _ = parse_listen_address(args.listen)
         except ConfigError as error:
             return _report_config_error(error)
@@ -274,7 +282,7 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         config: Config = load_config(args.config_file)
         web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
-        shard = _shard(args.shard)
+        shard = _shard(args.shard, argv)
         host, _ = parse_listen_address(args.listen)
         # What start would refuse, --check-config refuses too (unsigned pushes, or the
         # details API without credentials, off loopback).

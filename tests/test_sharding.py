@@ -331,3 +331,33 @@ def test_bad_shard_flag_exits_1_with_a_located_message(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "--shard: shard index 3 is out of range for 3 shards (0..2)" in result.stderr
+
+
+def test_a_bad_msgsms_shard_is_named_as_the_variable_it_came_from(tmp_path: Path) -> None:
+    # The flag's default comes from MSGSMS_SHARD: naming only --shard sent the reader
+    # looking for a flag they never typed.
+    config = write_exporter_config(tmp_path / "config.yaml", "http://127.0.0.1:9")
+    env = {**os.environ, "MSGSMS_ACCESS_KEY": DEMO_AK, "MSGSMS_SECRET_KEY": DEMO_SK}
+    from_env = subprocess.run(
+        [*exporter_command(), f"--config.file={config}", "--check-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "MSGSMS_SHARD": "3/3"},
+        check=False,
+    )
+    assert from_env.returncode == 1
+    assert from_env.stderr.splitlines()[-1] == (
+        "  MSGSMS_SHARD (--shard): shard index 3 is out of range for 3 shards (0..2)"
+    )
+    given = subprocess.run(
+        [*exporter_command(), f"--config.file={config}", "--check-config", "--shard=4/3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "MSGSMS_SHARD": "3/3"},
+        check=False,
+    )
+    assert given.stderr.splitlines()[-1] == (
+        "  --shard: shard index 4 is out of range for 3 shards (0..2)"
+    )
