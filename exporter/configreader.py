@@ -136,8 +136,11 @@ def nonempty_text(value: object) -> str:
 
 def duration(value: object) -> float:
     """A positive duration (``30s``, ``5m``, ``1h``) in seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        # poll_interval: 60 — a number without its unit, as Prometheus would refuse it.
+        raise ValueError(f"not a duration (use e.g. 30s, 5m, 1h): {value!r} has no unit")
     if not isinstance(value, str):
-        raise ValueError("expected a duration such as 30s, 5m or 1h")
+        raise ValueError("not a duration (use e.g. 30s, 5m, 1h)")
     seconds = parse_duration(value)
     if seconds <= 0:
         raise ValueError("must be greater than zero")

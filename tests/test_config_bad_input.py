@@ -50,6 +50,14 @@ def test_each_problem_names_the_file_and_the_line_of_its_key(tmp_path: Path) -> 
     ]
 
 
+def test_a_duration_written_as_a_bare_number_says_it_has_no_unit(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    assert _problems(tmp_path, ACCOUNT + "poll_interval: 60\nwindow: [1h]\n") == [
+        f"{path}:7: poll_interval: not a duration (use e.g. 30s, 5m, 1h): 60 has no unit",
+        f"{path}:8: window: not a duration (use e.g. 30s, 5m, 1h)",
+    ]
+
+
 def test_a_misspelt_key_is_unknown_with_the_closest_spelling(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     assert _problems(tmp_path, ACCOUNT.replace("templates:", "tmplates:") + "pol_interval: 1m") == [
