@@ -285,6 +285,16 @@ def test_a_url_as_listen_address_is_refused_before_any_warning(tmp_path: Path, m
     )
 
 
+def test_the_simulator_refuses_a_push_url_without_its_scheme_before_starting() -> None:
+    # It used to start and log "push failed: UnsupportedProtocol" for every push.
+    result = _run("exporter.simulator.cli", "--push.url", "127.0.0.1:9170")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "msgsms-simulator: error: argument --push.url: expected an http:// or https:// base"
+        " URL such as http://127.0.0.1:9170, got '127.0.0.1:9170'"
+    )
+
+
 @pytest.mark.parametrize(
     ("flag", "value"), [("--scale", "-1"), ("--scale", "nan"), ("--query.max-limit", "0")]
 )

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import urllib.parse
 from types import FrameType
 
 import structlog
@@ -75,6 +76,16 @@ def _address(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or int(port) > 65535:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _push_url(text: str) -> str:
+    """An http(s) base URL: without its scheme every push would fail, one warning each."""
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(
+            f"expected an http:// or https:// base URL such as http://127.0.0.1:9170, got {text!r}"
+        )
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--push.url",
         dest="push_url",
+        type=_push_url,
         default=None,
         help="push registrations and status reports to this base URL (an exporter's receiver)",
     )
