@@ -69,7 +69,7 @@ def _templates(reader: ConfigReader, raw: object, where: str) -> TemplateSelecti
             if isinstance(item, str) and item:
                 ids.append(item)
             elif isinstance(item, int | float) and not isinstance(item, bool):
-                # An id of digits (or digits and one e: 1234e5) is a number to YAML.
+                # An id of digits (20261126, 0123: octal) is a number to YAML 1.1.
                 reader.problem(
                     f"{where}[{index}]",
                     "expected a template id string; YAML read this one as a number: quote it",

@@ -129,6 +129,9 @@ def _got(raw: object) -> str:
 
 def nonempty_text(value: object) -> str:
     """A non-empty string."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        # project_id: 0123456789 is a number to YAML (an octal one, even): quoted, it is kept.
+        raise ValueError("expected a string; YAML read this one as a number: quote it")
     if not isinstance(value, str) or not value:
         raise ValueError("expected a non-empty string")
     return value

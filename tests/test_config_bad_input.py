@@ -58,6 +58,17 @@ def test_a_duration_written_as_a_bare_number_says_it_has_no_unit(tmp_path: Path)
     ]
 
 
+def test_an_id_yaml_reads_as_a_number_is_to_be_quoted(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    text = ACCOUNT.replace("project_id: p1", "project_id: 0123456701234567")
+    assert _problems(tmp_path, text.replace("[T1]", "[T1, 20261126]")) == [
+        f"{path}:4: accounts[0].project_id: expected a string; YAML read this one as a number:"
+        " quote it",
+        f"{path}:6: accounts[0].templates[1]: expected a template id string; YAML read this one"
+        " as a number: quote it",
+    ]
+
+
 def test_a_misspelt_key_is_unknown_with_the_closest_spelling(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     assert _problems(tmp_path, ACCOUNT.replace("templates:", "tmplates:") + "pol_interval: 1m") == [
