@@ -18,6 +18,7 @@ from exporter.contract import whole_number
 from exporter.details_fetch import Scan, fetch_query, scan_status_code
 from exporter.errors import BadParameter, DetailsBusy, FormError, UpstreamError
 from exporter.fetch import DetailsSource, snapshot_of
+from exporter.moves import MovedMinutes, MovingSource
 from exporter.records import MOBILE_PATTERN, DetailsPage, DetailsQuery, SendResult
 from exporter.stats import RequestStats
 from exporter.templates import SmsTemplate
@@ -249,6 +250,12 @@ class OneQueryAtATime:
     def snapshot(self) -> AbstractContextManager[object]:
         """The source's snapshot, if it has them (a store's reads)."""
         return snapshot_of(self.source)
+
+    def moved_since(self, cursor: object) -> MovedMinutes:
+        """The source's moved minutes, if its records move (a store's); none otherwise."""
+        if isinstance(self.source, MovingSource):
+            return self.source.moved_since(cursor)
+        return MovedMinutes(set(), None)
 
 
 @dataclass(slots=True)

@@ -15,6 +15,10 @@ time. Per poll the engine therefore
    what was read; where the upstream's history changed, reads them again, all of them
    when records vanished (:mod:`exporter.history`; not for a push account's own store).
 
+A push account's store also moves messages it holds (a late registration): before
+step 1, the minutes they moved from and to are read again (:mod:`exporter.moves`), and
+the whole poll reads one snapshot of the store.
+
 A minute is first read ``settle_delay`` after it ends, when most of its messages are
 final, so step 3 stays small. What the engine knows lives in its
 :class:`~exporter.minutebook.MinuteBook`; every query is paid from one
@@ -29,11 +33,12 @@ from __future__ import annotations
 
 from exporter.budget import Budget, Budgeted, Step
 from exporter.errors import BudgetExhausted
-from exporter.fetch import PageSource
+from exporter.fetch import PageSource, snapshot_of
 from exporter.followup import PendingFollowUp
 from exporter.history import HistoryCheck
 from exporter.holds import HoldCheck
 from exporter.minutebook import EngineSettings, MinuteBook, PollOutcome
+from exporter.moves import MoveCheck
 from exporter.ranges import MINUTE, chunks_newest_first, minute_floor, runs
 
 __all__ = ["Engine", "EngineSettings", "PollOutcome"]
@@ -50,6 +55,7 @@ class Engine:
         self.holds = HoldCheck(self.book)
         self.history = HistoryCheck(self.book)
         self.followup = PendingFollowUp(self.book)
+        self.moves = MoveCheck(self.book)
         self._previous_end: int | None = None
         self._chunk = READ_CHUNK_MINUTES * MINUTE
         """How much of the unread window one read takes: halved while a chunk needs more
@@ -69,7 +75,16 @@ class Engine:
         self, source: PageSource, templates: list[str], now: float, budget: Budget | None = None
     ) -> PollOutcome:
         """Advance to ``now``: UpstreamError propagates, a spent budget cuts the poll short;
-        either way the state stays consistent and the next poll goes on from it."""
+        either way the state stays consistent and the next poll goes on from it.
+
+        A source with snapshots (a push store) is read from one snapshot for the whole
+        poll: the moves it is asked for are then all the moves its reads can see."""
+        with snapshot_of(source):
+            return self._poll(source, templates, now, budget)
+
+    def _poll(
+        self, source: PageSource, templates: list[str], now: float, budget: Budget | None
+    ) -> PollOutcome:
         settings = self.settings
         book = self.book
         end = minute_floor(now - settings.settle_delay)
@@ -85,6 +100,10 @@ class Engine:
         book.end = end
         if self.holds.first_end is None:
             self.holds.first_end = end
+        if not settings.full_scan:
+            # Not paid from the budget: the store is local, and a cut between a move's two
+            # minutes would leave them unread poll after poll.
+            self.moves.check(source, templates, end - settings.window, end)
         earlier = set(book.read)
         try:
             holds_checked = self._read_new(paid, templates, previous, end)

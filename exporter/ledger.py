@@ -82,6 +82,31 @@ class Growth:
         self.finalized.update(other.finalized)
 
 
+@dataclass(slots=True)
+class NetGrowth:
+    """The growth of a read of moved minutes, per template, and what the minutes lost."""
+
+    growth: dict[str, Growth] = field(default_factory=dict)
+    lost: Growth = field(default_factory=Growth)
+
+    def net(self) -> dict[str, Growth]:
+        """Per template, the growth less the losses: a moved message found in its new
+        minute is not counted again (taken from the templates in name order)."""
+        lost = self.lost
+        out: dict[str, Growth] = {}
+        for template_id in sorted(self.growth):
+            grown = self.growth[template_id]
+            kept = Growth(sent=max(0, grown.sent - lost.sent))
+            lost.sent -= grown.sent - kept.sent
+            for outcome, count in grown.finalized.items():
+                taken = min(count, lost.finalized[outcome])
+                lost.finalized[outcome] -= taken
+                if count > taken:
+                    kept.finalized[outcome] = count - taken
+            out[template_id] = kept
+        return out
+
+
 def growth_between(old: Tally | None, new: Tally) -> Growth:
     """Messages that ``new`` has and ``old`` had not, as counter increments.
 
@@ -95,6 +120,14 @@ def growth_between(old: Tally | None, new: Tally) -> Growth:
         if count > old_final[outcome]:
             growth.finalized[outcome] = count - old_final[outcome]
     return growth
+
+
+def losses_between(old: Tally | None, new: Tally) -> Growth:
+    """What ``old`` had and ``new`` has not, by the same measures as :func:`growth_between`
+    (a stored message that moved to another minute or template)."""
+    if old is None:
+        return Growth()
+    return growth_between(new, old)
 
 
 def bucket_of(send_time: float, resolution: int) -> int:
@@ -120,12 +153,22 @@ class TemplateLedger:
 
     buckets: dict[int, Tally] = field(default_factory=dict)
 
-    def replace(self, start: int, end: int, resolution: int, tallies: dict[int, Tally]) -> Growth:
-        """Replace buckets in [start, end) with freshly read tallies; return the growth."""
+    def replace(
+        self,
+        start: int,
+        end: int,
+        resolution: int,
+        tallies: dict[int, Tally],
+        lost: Growth | None = None,
+    ) -> Growth:
+        """Replace buckets in [start, end) with freshly read tallies; return the growth
+        (and add what the buckets lost to ``lost``)."""
         growth = Growth()
         for key in range(start, end, resolution):
             new = tallies.get(key, Tally())
             growth.merge(growth_between(self.buckets.get(key), new))
+            if lost is not None:
+                lost.merge(losses_between(self.buckets.get(key), new))
             if new.total:
                 self.buckets[key] = new
             else:

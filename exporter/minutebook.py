@@ -17,7 +17,7 @@ from typing import Any
 from exporter.budget import Step
 from exporter.config import AccountConfig, AccountSource, Config, EngineKind
 from exporter.fetch import PageSource, RangeRead, read_range
-from exporter.ledger import Growth, Tally, TemplateLedger
+from exporter.ledger import Growth, NetGrowth, Tally, TemplateLedger
 from exporter.pending import ABANDON_SECONDS, LateMinute, PendingMessage, late_key
 from exporter.ranges import MINUTE, minute_floor
 from exporter.records import DetailsQuery, SendRecord, SendResult
@@ -131,6 +131,8 @@ class MinuteBook:
         self.template_names: list[str] = []
         self.template_index: dict[str, int] = {}
         self.read: set[int] = set()
+        self.moved: set[int] = set()
+        """Minutes read where stored messages moved since (:mod:`exporter.moves`)."""
         self.end: int | None = None
         self.counters = Counters()
         # Templates the minutes in ``read`` were read for (all of them, across templates),
@@ -272,17 +274,32 @@ class MinuteBook:
         only: str | None = None,
     ) -> None:
         """Read [start, end) in full and make it the truth for those minutes."""
+        fold, targets, rejected = self.fold_minutes(source, templates, start, end, only=only)
+        self.note_reads(rejected, start, end)
+        self.apply_fold(fold, targets, start, end)
+
+    def fold_minutes(
+        self,
+        source: PageSource,
+        templates: list[str],
+        start: int,
+        end: int,
+        *,
+        only: str | None = None,
+    ) -> tuple[MinuteFold, set[str], dict[str | None, bool]]:
+        """Read [start, end) in full: its fold, the templates it is the truth for, and
+        whether each read (by template, or across: None) skipped malformed records."""
         page_size = self.settings.page_size
         fold = MinuteFold()
+        rejected: dict[str | None, bool] = {}
         if self.settings.cross_template and only is None:
             read = read_range(source, DetailsQuery(start, end, limit=page_size), MinuteFold)
             self.counters.count(read)
-            self.note_rejected(None, start, end, bool(read.rejected))
+            rejected[None] = bool(read.rejected)
             fold = read.sink
             targets = set(templates) | set(fold.tallies) | set(self.ledgers)
         else:
             targets = {only} if only is not None else set(templates)
-            rejected: dict[str, bool] = {}
             for template_id in sorted(targets):
                 query = DetailsQuery(start, end, template_id, limit=page_size)
                 read = read_range(source, query, MinuteFold)
@@ -290,10 +307,13 @@ class MinuteBook:
                 rejected[template_id] = bool(read.rejected)
                 fold.tallies[template_id] = read.sink.tallies.get(template_id, {})
                 fold.pending.update(read.sink.pending)
-            # Only once every template is read: a spent budget applies none of them.
-            for template_id, skipped in rejected.items():
-                self.note_rejected(template_id, start, end, skipped)
-        self.apply_fold(fold, targets, start, end)
+        return fold, targets, rejected
+
+    def note_reads(self, rejected: dict[str | None, bool], start: int, end: int) -> None:
+        """Note what each read of [start, end) skipped (see ``note_rejected``); only once
+        every template is read: a spent budget applies none of them."""
+        for scope, skipped in rejected.items():
+            self.note_rejected(scope, start, end, skipped)
 
     def note_rejected(self, scope: str | None, start: int, end: int, rejected: bool) -> None:
         """A read of [start, end) for one template (or across, ``None``) skipped malformed
@@ -310,8 +330,17 @@ class MinuteBook:
                 if not doubts:
                     del self.doubtful[minute]
 
-    def apply_fold(self, fold: MinuteFold, targets: set[str], start: int, end: int) -> None:
-        """Make a fresh read of [start, end) the truth for those minutes of ``targets``."""
+    def apply_fold(
+        self,
+        fold: MinuteFold,
+        targets: set[str],
+        start: int,
+        end: int,
+        *,
+        net: NetGrowth | None = None,
+    ) -> None:
+        """Make a fresh read of [start, end) the truth for those minutes of ``targets``;
+        its growth goes to the counters, or to ``net`` (a read of moved minutes)."""
         self.pending = {
             k: p
             for k, p in self.pending.items()
@@ -328,7 +357,11 @@ class MinuteBook:
             ledger = self.ledgers.setdefault(template_id, TemplateLedger())
             tallies = fold.tallies.get(template_id, {})
             self._mark_counted(ledger, template_id, start, end, tallies)
-            self.counters.grow(template_id, ledger.replace(start, end, MINUTE, tallies))
+            if net is None:
+                self.counters.grow(template_id, ledger.replace(start, end, MINUTE, tallies))
+            else:
+                growth = ledger.replace(start, end, MINUTE, tallies, net.lost)
+                net.growth.setdefault(template_id, Growth()).merge(growth)
         self.read.update(range(start, end, MINUTE))
 
     def _mark_counted(

@@ -76,6 +76,25 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE msgsms_heartbeat (beat_ms bigint NOT NULL);
     """,
+    # 4: the moves of stored messages (exporter.moves), with the writing transaction's id:
+    # replicas commit out of sequence order, so a poller asks by transaction ids it may
+    # not have seen (from its last snapshot's xmin on), not by the last sequence it saw.
+    # IF NOT EXISTS: a rollback that deletes version 4 may leave the table.
+    """
+    CREATE TABLE IF NOT EXISTS msgsms_moves (
+        seq bigserial PRIMARY KEY,
+        xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+        moved_ms bigint NOT NULL,
+        old_account text COLLATE "C" NOT NULL,
+        old_template text COLLATE "C" NOT NULL,
+        old_send_ms bigint NOT NULL,
+        new_account text COLLATE "C" NOT NULL,
+        new_template text COLLATE "C" NOT NULL,
+        new_send_ms bigint NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS msgsms_moves_by_xid ON msgsms_moves (xid);
+    CREATE INDEX IF NOT EXISTS msgsms_moves_by_time ON msgsms_moves (moved_ms);
+    """,
 )
 """Migration N (1-based) takes the schema from version N-1 to N; append, never edit."""
 

@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -36,6 +37,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from exporter.errors import StoreUnavailable, UpstreamUnavailable
 from exporter.groupcommit import GroupCommitter
 from exporter.mobilekey import MobileKey
+from exporter.moves import MovedMinutes, minutes_of
 from exporter.pgschema import LOCK_SPACE, PRUNE_LOCK, migrate
 from exporter.pgurl import connection_settings as connection_settings
 from exporter.pgurl import unverified_host as unverified_host
@@ -293,6 +295,7 @@ class PostgresStore(GroupCommitWrites):
             if len(ids) < PRUNE_CHUNK:
                 break
         conn.execute("DELETE FROM msgsms_templates WHERE last_seen_ms < %s", (cutoff,))
+        conn.execute("DELETE FROM msgsms_moves WHERE moved_ms < %s", (cutoff,))
 
     # -- reads: the sending-details contract -------------------------------------
 
@@ -392,6 +395,26 @@ class PostgresStore(GroupCommitWrites):
                 pages.read(where_key, total, query.offset, [(r[3], r[0]) for r in rows])
         return DetailsPage(total=total, records=[record_from_row(row) for row in rows])
 
+    def moved_since(self, cursor: object, *, account: str | None = None) -> MovedMinutes:
+        """The minutes stored messages of ``account`` moved from or to since ``cursor``
+        (see :meth:`ReportStore.moved_since`). The cursor is the snapshot's xmin (every
+        transaction before it had ended) and the moves seen from it on: a move committed
+        after a snapshot by a transaction older than it is found by the next call."""
+        since = cursor if isinstance(cursor, _MoveCursor) else None
+        with self._reading("moves", None) as conn:
+            xmin = _scalar(conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text"))
+            rows = conn.execute(
+                "SELECT seq, xid::text::bigint, old_send_ms, new_send_ms FROM msgsms_moves"
+                " WHERE xid >= %(since)s::text::xid8 AND (%(account)s::text IS NULL"
+                " OR old_account = %(account)s OR new_account = %(account)s)",
+                {"since": xmin if since is None else since.xmin, "account": account},
+            ).fetchall()
+        seen = frozenset(r[0] for r in rows if r[1] >= xmin)
+        if since is None:
+            return MovedMinutes(set(), _MoveCursor(xmin, seen))
+        fresh = [(r[2], r[3]) for r in rows if r[0] not in since.seen]
+        return MovedMinutes(minutes_of(fresh), _MoveCursor(xmin, seen))
+
     def list_templates(
         self, *, account: str | None = None, stats: RequestStats | None = None
     ) -> list[SmsTemplate]:
@@ -432,6 +455,15 @@ class PostgresStore(GroupCommitWrites):
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _MoveCursor:
+    """Where a poller's last ``moved_since`` left off: that snapshot's xmin, and the moves
+    it saw from there on (asked for again, they are not moves again)."""
+
+    xmin: int
+    seen: frozenset[int]
 
 
 class _Probe:

@@ -31,6 +31,7 @@ from psycopg.errors import (
 from exporter.errors import StoreUnavailable
 from exporter.mobilekey import MobileKey
 from exporter.pushmerge import (
+    MOVE_COLUMNS,
     ROW_COLUMNS,
     SEGMENT_COLUMNS,
     Merged,
@@ -38,6 +39,7 @@ from exporter.pushmerge import (
     WriteBatch,
     merge_writes,
     message_row,
+    move_values,
     row_values,
     segment_entry,
     segment_values,
@@ -241,7 +243,7 @@ def _write_merged(
 ) -> None:
     """Queue the merge's writes, one statement per kind: new messages (a key another
     replica inserted meanwhile fails the transaction, which runs again), changed
-    messages, segment reports, the templates seen."""
+    messages, segment reports, the templates seen, the stored messages moved."""
     new = [r for r in merged.rows.values() if r.message_id not in existing]
     changed = [r for r in merged.rows.values() if r.message_id in existing]
     if new:
@@ -277,6 +279,13 @@ def _write_merged(
             " ON CONFLICT (account, template_id) DO UPDATE SET last_seen_ms ="
             " greatest(msgsms_templates.last_seen_ms, excluded.last_seen_ms)",
             (now_ms, _json(templates)),
+        )
+    if merged.moves:
+        conn.execute(
+            f"INSERT INTO msgsms_moves ({MOVE_COLUMNS}) SELECT (e->>0)::bigint, e->>1, e->>2,"  # noqa: S608
+            " (e->>3)::bigint, e->>4, e->>5, (e->>6)::bigint"
+            " FROM jsonb_array_elements(%s::jsonb) AS e",
+            (_json([move_values(m, now_ms) for m in merged.moves]),),
         )
 
 

@@ -81,9 +81,43 @@ class WriteBatch(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Move:
+    """A stored message that a write moved: its account, template or send time changed
+    (a registration after its report, or a report's ``extend`` naming its template).
+    The poller reads the minutes on both sides again (see :mod:`exporter.moves`)."""
+
+    old_account: str
+    old_template: str
+    old_send_ms: int
+    new_account: str
+    new_template: str
+    new_send_ms: int
+
+
+MOVE_COLUMNS = (
+    "moved_ms, old_account, old_template, old_send_ms, new_account, new_template, new_send_ms"
+)
+"""A move's columns in both stores (after its sequence), in the order :func:`move_values` gives."""
+
+
+def move_values(move: Move, now_ms: int) -> tuple[Any, ...]:
+    """A move's columns in ``MOVE_COLUMNS`` order."""
+    return (
+        now_ms,
+        move.old_account,
+        move.old_template,
+        move.old_send_ms,
+        move.new_account,
+        move.new_template,
+        move.new_send_ms,
+    )
+
+
 @dataclass(slots=True)
 class Merged:
-    """What a group of jobs changes: rows to write, new segments, templates seen, results."""
+    """What a group of jobs changes: rows to write, new segments, templates seen, results,
+    stored messages moved."""
 
     rows: dict[str, MessageRow] = field(default_factory=dict)
     segments: dict[tuple[str, int], SegmentRow] = field(default_factory=dict)
@@ -91,6 +125,8 @@ class Merged:
     templates: set[tuple[str, str]] = field(default_factory=set)
     """(account, template id) seen."""
     results: list[WriteResult] = field(default_factory=list)
+    moves: list[Move] = field(default_factory=list)
+    """Stored messages whose account, template or send time the group changed."""
 
 
 def message_row(r: Sequence[Any]) -> MessageRow:
@@ -291,4 +327,17 @@ def merge_writes(
             outcome = message_outcome(segs, row.segments)
             row = MessageRow(*_head(row), row.mobile, row.mobile_hash, total, outcome)
         out.rows[message_id] = row
+        before = rows.get(message_id)
+        where = (row.account, row.template_id, row.send_ms)
+        if before is not None and (before.account, before.template_id, before.send_ms) != where:
+            out.moves.append(
+                Move(
+                    before.account,
+                    before.template_id,
+                    before.send_ms,
+                    row.account,
+                    row.template_id,
+                    row.send_ms,
+                )
+            )
     return out

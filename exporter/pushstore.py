@@ -34,6 +34,7 @@ from exporter.config import ReceiverConfig, Secret
 from exporter.errors import StoreUnavailable as StoreUnavailable  # re-exported for callers
 from exporter.groupcommit import GroupCommitter, failure_of
 from exporter.mobilekey import MobileKey
+from exporter.moves import MovedMinutes
 from exporter.pushitems import UNKNOWN_TEMPLATE as UNKNOWN_TEMPLATE
 from exporter.pushitems import Outcome as Outcome
 from exporter.pushitems import Segment as Segment
@@ -166,6 +167,12 @@ class ReportStore(Protocol):
 
     def account_view(self, account: str | None) -> AccountView:
         """The store as one push account's ``DetailsSource`` (None: every account)."""
+        ...
+
+    def moved_since(self, cursor: object, *, account: str | None = None) -> MovedMinutes:
+        """The minutes stored messages (of ``account``; None: every account) moved from or
+        to since ``cursor``, a previous answer's (None: no minutes, a first cursor).
+        Inside ``snapshot()``, as of that snapshot (:mod:`exporter.moves`)."""
         ...
 
     def snapshot(self) -> AbstractContextManager[object]:
@@ -405,3 +412,7 @@ class AccountView:
     def list_templates(self) -> list[SmsTemplate]:
         """This account's templates within the retention."""
         return self.store.list_templates(account=self.account, stats=self.stats)
+
+    def moved_since(self, cursor: object) -> MovedMinutes:
+        """The minutes this account's messages moved from or to since ``cursor``."""
+        return self.store.moved_since(cursor, account=self.account)

@@ -25,6 +25,7 @@ import structlog
 from exporter.errors import StoreUnavailable, UpstreamUnavailable
 from exporter.groupcommit import GroupCommitter
 from exporter.mobilekey import MobileKey, key_change
+from exporter.moves import MovedMinutes, minutes_of
 from exporter.pushstore import (
     PRUNE_CHUNK,
     PRUNE_EVERY_SECONDS,
@@ -86,10 +87,22 @@ CREATE TABLE IF NOT EXISTS templates (
     PRIMARY KEY (account, template_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS mobile_key (fingerprint TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS moves (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    moved_ms INTEGER NOT NULL,
+    old_account TEXT NOT NULL,
+    old_template TEXT NOT NULL,
+    old_send_ms INTEGER NOT NULL,
+    new_account TEXT NOT NULL,
+    new_template TEXT NOT NULL,
+    new_send_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS moves_by_time ON moves (moved_ms);
 """
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """``PRAGMA user_version``: 1 added the push account (several accounts share one store);
-2 keyed the numbers' hashes (:mod:`exporter.mobilekey`), clearing the unkeyed ones."""
+2 keyed the numbers' hashes (:mod:`exporter.mobilekey`), clearing the unkeyed ones;
+3 records the moves of stored messages (:mod:`exporter.moves`)."""
 _MIGRATE_TO_1 = """
 ALTER TABLE messages ADD COLUMN account TEXT NOT NULL DEFAULT '';
 ALTER TABLE templates RENAME TO templates_v0;
@@ -290,6 +303,7 @@ class PushStore(GroupCommitWrites):
                 conn.executemany("DELETE FROM segments WHERE message_id = ?", [(i,) for i in ids])
                 conn.executemany("DELETE FROM messages WHERE message_id = ?", [(i,) for i in ids])
                 conn.execute("DELETE FROM templates WHERE last_seen_ms < ?", (cutoff,))
+                conn.execute("DELETE FROM moves WHERE moved_ms < ?", (cutoff,))
                 conn.execute("COMMIT")
                 self._checkpoints.wrote()
                 self.pruned += len(ids)
@@ -395,6 +409,41 @@ class PushStore(GroupCommitWrites):
         records = [record_from_row(row) for row in rows]
         stats.observe("send_details", "200", time.perf_counter() - started)
         return DetailsPage(total=total, records=records)
+
+    def moved_since(self, cursor: object, *, account: str | None = None) -> MovedMinutes:
+        """The minutes stored messages of ``account`` moved from or to since ``cursor`` (a
+        previous answer's; None: nothing, only a cursor for next time). Inside
+        ``snapshot()``, as of that snapshot."""
+        started = time.perf_counter()
+        after = cursor if isinstance(cursor, int) else None
+        sql = "SELECT old_send_ms, new_send_ms FROM moves WHERE seq > ? AND seq <= ?"
+        args: list[object] = [-1 if after is None else after]
+        if account is not None:
+            sql += " AND (old_account = ? OR new_account = ?)"
+        pinned: sqlite3.Connection | None = getattr(self._snapshots, "conn", None)
+        with self._reading("moves", started, RequestStats()):  # a failed poll says it
+            if pinned is not None:
+                return self._moved(pinned, sql, args, after, account)
+            with self._read_lock:
+                self._reader.execute("BEGIN")
+                try:
+                    return self._moved(self._reader, sql, args, after, account)
+                finally:
+                    self._reader.execute("COMMIT")
+
+    @staticmethod
+    def _moved(
+        conn: sqlite3.Connection,
+        sql: str,
+        args: list[object],
+        after: int | None,
+        account: str | None,
+    ) -> MovedMinutes:
+        (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM moves").fetchone()
+        if after is None:
+            return MovedMinutes(set(), int(last))
+        args = [*args, last, *(() if account is None else (account, account))]
+        return MovedMinutes(minutes_of(conn.execute(sql, args)), int(last))
 
     def list_templates(
         self, *, account: str | None = None, stats: RequestStats | None = None

@@ -39,6 +39,7 @@ import structlog
 
 from exporter.mobilekey import MobileKey
 from exporter.pushmerge import (
+    MOVE_COLUMNS,
     ROW_COLUMNS,
     SEGMENT_COLUMNS,
     Merged,
@@ -47,6 +48,7 @@ from exporter.pushmerge import (
     WriteBatch,
     merge_writes,
     message_row,
+    move_values,
     row_values,
     segment_entry,
     segment_values,
@@ -87,6 +89,7 @@ _NOTE_TEMPLATE = (
     " DO UPDATE SET last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)"
 )
 _TOUCHED = "IN (SELECT value FROM json_each(?))"
+_RECORD_MOVE = f"INSERT INTO moves ({MOVE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
 
 
 class SqliteWriter:
@@ -163,6 +166,8 @@ class SqliteWriter:
             conn.executemany(_UPSERT_SEGMENT, [segment_values(s) for s in merged.segments.values()])
         if templates:
             conn.executemany(_NOTE_TEMPLATE, [(a, t, now_ms) for a, t in templates])
+        if merged.moves:
+            conn.executemany(_RECORD_MOVE, [move_values(m, now_ms) for m in merged.moves])
 
 
 class Checkpointer:

@@ -534,6 +534,7 @@ def test_every_metric_the_docs_rules_and_dashboards_name_is_one_the_demo_exports
         "msgsms_messages",
         "msgsms_mobile_key",
         "msgsms_heartbeat",
+        "msgsms_moves",
     }
     sources = [
         *PAGES,

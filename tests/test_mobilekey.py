@@ -143,6 +143,7 @@ def _make_old(store: ReportStore, request: pytest.FixtureRequest, ids: list[str]
             request,
             "DROP TABLE msgsms_mobile_key",
             "DROP TABLE msgsms_heartbeat",
+            "DROP TABLE msgsms_moves",
             "DELETE FROM msgsms_schema_version WHERE version > 1",
             *(u.format(t="msgsms_messages") for u in unkeyed),
         )

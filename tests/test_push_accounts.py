@@ -177,7 +177,7 @@ def test_a_store_written_before_accounts_is_migrated_in_place(tmp_path: Path):
         ("m2", "sending"),
     ]
     assert templates == {"": ["tpl"], "shop": ["tpl"]}
-    assert version == 2
+    assert version == 3
 
 
 # --- routing and the account label, through a running exporter ------------------------------
