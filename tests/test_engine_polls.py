@@ -239,6 +239,19 @@ def replace_budget(engine: Engine, config: Config, budget: int) -> Engine:
     return engine
 
 
+def _after_the_last_reports(
+    engine: Engine, source: StoreSource, first_start: int
+) -> tuple[int, dict[str, Any]]:
+    """Poll until every block of late minutes has had its turn; the window's end and the
+    truth since ``first_start``, in which nothing older than 72 h is still sending."""
+    for _ in range(4):
+        engine.poll(source, source.template_ids, source.now)
+    end = _window_end(engine)
+    truth = source.truth(first_start, end)
+    assert all(t["sending"] == 0 for t in source.truth(first_start, end - 72 * 3600).values())
+    return end, truth
+
+
 def test_messages_never_reported_are_counted_final_when_they_expire_after_72_hours() -> None:
     source, _, engine, first_start = _started(LATE, settle_delay=0.0)
     pending_peak = 0
@@ -248,11 +261,7 @@ def test_messages_never_reported_are_counted_final_when_they_expire_after_72_hou
         end = _window_end(engine)
         assert engine.book.unread_minutes(end - 3600, end) == 0  # the window is complete
         pending_peak = max(pending_peak, engine.book.pending_count())
-    for _ in range(4):  # every block of late minutes has had its turn
-        engine.poll(source, source.template_ids, source.now)
-    end = _window_end(engine)
-    truth = source.truth(first_start, end)
-    assert all(t["sending"] == 0 for t in source.truth(first_start, end - 72 * 3600).values())
+    end, truth = _after_the_last_reports(engine, source, first_start)
     for template_id in source.template_ids:
         assert _finalized(engine, template_id) == _final(truth, template_id), template_id
     # Pending messages are followed for 72 h and a quarter, not longer.
@@ -273,11 +282,7 @@ def test_reports_48_to_72_hours_late_keep_windows_and_counters_equal_to_the_trut
         _assert_equals_truth(engine, source, config)
         if half_hours == 2 * 48:  # 48 h on: the first hour's late third still waits
             waiting = source.truth(first_start, first_start + 3600)
-    for _ in range(4):  # every block of late minutes has had its turn
-        engine.poll(source, source.template_ids, source.now)
-    end = _window_end(engine)
-    truth = source.truth(first_start, end)
-    assert all(t["sending"] == 0 for t in source.truth(first_start, end - 72 * 3600).values())
+    _, truth = _after_the_last_reports(engine, source, first_start)
     for template_id in source.template_ids:
         sent = sum(waiting[template_id][k] for k in ("success", "failed", "sending"))
         assert waiting[template_id]["sending"] > 0.2 * sent, template_id
